@@ -12,7 +12,7 @@ use mipx_common::wire::{
     Error as WireError, Extension, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
     RequestRepr,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::{Now, Transmit, ntp_timestamp, signed_message, unix_from_ntp};
@@ -58,7 +58,7 @@ pub struct HaConfig {
 }
 
 /// Why a binding ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RemovalReason {
     Deregistered,
@@ -75,7 +75,7 @@ pub enum HaEvent {
 }
 
 /// Counters for `mipctl stats`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HaStats {
     pub requests: u64,
     pub accepted: u64,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mipx_common::wire::{
     Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::{Now, Transmit, ntp_timestamp, signed_message};
@@ -50,7 +50,7 @@ pub enum MnEvent {
 }
 
 /// What the mobile node is doing, for `mipctl status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MnState {
     Idle,
@@ -60,7 +60,7 @@ pub enum MnState {
 }
 
 /// Counters for `mipctl stats`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MnStats {
     pub requests_sent: u64,
     pub retransmissions: u64,

@@ -1,0 +1,87 @@
+//! The control API between `mipd` and `mipctl`: one JSON request line, one JSON response line,
+//! over a Unix socket (root-only by its directory's permissions).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::ha::HaStats;
+use crate::proto::mn::{MnState, MnStats};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Bindings,
+    Stats,
+    /// Mobile node: register `care_of_addr` (or re-register the current one).
+    Register { care_of_addr: Option<Ipv4Addr> },
+    /// Mobile node: deregister.
+    Deregister,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Bindings(Vec<BindingInfo>),
+    Stats(Stats),
+    Ok { message: String },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub role: String,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub ha: Option<HaStatus>,
+    pub mn: Option<MnStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HaStatus {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub max_lifetime: u16,
+    pub bindings: usize,
+    pub mobile_node_entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MnStatus {
+    pub state: MnState,
+    pub home_addr: Ipv4Addr,
+    pub home_agent: Ipv4Addr,
+    pub care_of_addr: Option<Ipv4Addr>,
+    pub remaining_secs: Option<u64>,
+}
+
+/// One binding as `mipctl bindings` shows it. Never carries key material.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BindingInfo {
+    pub home_addr: Ipv4Addr,
+    pub care_of_addr: Ipv4Addr,
+    pub source: SocketAddrV4,
+    pub flags: String,
+    pub reverse_tunnel: bool,
+    pub spi: u32,
+    pub lifetime: u16,
+    pub remaining_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub ha: Option<HaStats>,
+    pub mn: Option<MnStats>,
+    /// Per-datagram outcomes of the daemon's socket loop.
+    pub daemon: DaemonStats,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DaemonStats {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub send_errors: u64,
+    pub api_requests: u64,
+}

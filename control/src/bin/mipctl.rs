@@ -1,0 +1,156 @@
+//! `mipctl`: talk to a running `mipd` over its control socket.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use mipx_control::api::{Request, Response};
+use mipx_control::config::DEFAULT_API_SOCKET;
+
+#[derive(Parser)]
+#[command(version, about = "Control a running mipd")]
+struct Args {
+    /// mipd's control socket.
+    #[arg(long, short, default_value = DEFAULT_API_SOCKET, global = true)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Role, addresses and registration state.
+    Status,
+    /// The home agent's binding cache.
+    Bindings,
+    /// Protocol and daemon counters.
+    Stats,
+    /// Mobile node: register (optionally a new co-located care-of address).
+    Register {
+        #[arg(long = "care-of")]
+        care_of: Option<Ipv4Addr>,
+    },
+    /// Mobile node: deregister.
+    Deregister,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let req = match args.command {
+        Command::Status => Request::Status,
+        Command::Bindings => Request::Bindings,
+        Command::Stats => Request::Stats,
+        Command::Register { care_of } => Request::Register { care_of_addr: care_of },
+        Command::Deregister => Request::Deregister,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let resp = rt
+        .block_on(mipx_control::daemon::call(&args.socket, &req))
+        .with_context(|| format!("cannot reach mipd at {}", args.socket.display()))?;
+    if let Response::Error { message } = &resp {
+        bail!("mipd: {message}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(());
+    }
+    print!("{}", render(&resp));
+    Ok(())
+}
+
+fn render(resp: &Response) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match resp {
+        Response::Status(s) => {
+            let _ = writeln!(out, "role      {}\nversion   {}\nuptime    {}s", s.role, s.version, s.uptime_secs);
+            if let Some(ha) = &s.ha {
+                let _ = writeln!(out, "address   {}:{}", ha.address, ha.port);
+                let _ = writeln!(out, "bindings  {} (max lifetime {}s, {} MN entries)", ha.bindings, ha.max_lifetime, ha.mobile_node_entries);
+            }
+            if let Some(mn) = &s.mn {
+                let _ = writeln!(out, "state     {:?}", mn.state);
+                let _ = writeln!(out, "home      {} (home agent {})", mn.home_addr, mn.home_agent);
+                match (mn.care_of_addr, mn.remaining_secs) {
+                    (Some(c), Some(r)) => {
+                        let _ = writeln!(out, "care-of   {c} ({r}s left)");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "care-of   -");
+                    }
+                }
+            }
+        }
+        Response::Bindings(bindings) => {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:<22} {:<9} {:>10} {:>8} {:>9}",
+                "HOME ADDRESS", "CARE-OF ADDRESS", "SOURCE", "FLAGS", "SPI", "LIFETIME", "REMAINING"
+            );
+            for b in bindings {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<16} {:<22} {:<9} {:>10} {:>7}s {:>8}s",
+                    b.home_addr, b.care_of_addr, b.source.to_string(), b.flags, b.spi, b.lifetime, b.remaining_secs
+                );
+            }
+            let _ = writeln!(out, "{} binding(s)", bindings.len());
+        }
+        Response::Stats(s) => {
+            if let Some(ha) = &s.ha {
+                let rows = [
+                    ("requests", ha.requests),
+                    ("accepted", ha.accepted),
+                    ("deregistered", ha.deregistered),
+                    ("expired", ha.expired),
+                    ("dropped_malformed", ha.dropped_malformed),
+                    ("dropped_bad_extension", ha.dropped_bad_extension),
+                    ("dropped_unknown_extension", ha.dropped_unknown_extension),
+                    ("dropped_no_auth", ha.dropped_no_auth),
+                    ("dropped_unknown_sa", ha.dropped_unknown_sa),
+                    ("dropped_fa_auth", ha.dropped_fa_auth),
+                ];
+                for (k, v) in rows {
+                    let _ = writeln!(out, "ha.{k:<28} {v}");
+                }
+                for (code, n) in &ha.rejected {
+                    let desc = mipx_common::wire::ReplyCode::from(*code);
+                    let _ = writeln!(out, "ha.rejected[{code}]{:<17} {n}   ({})", "", desc.description());
+                }
+            }
+            if let Some(mn) = &s.mn {
+                let rows = [
+                    ("requests_sent", mn.requests_sent),
+                    ("retransmissions", mn.retransmissions),
+                    ("accepted", mn.accepted),
+                    ("denied", mn.denied),
+                    ("resynchronisations", mn.resynchronisations),
+                    ("dropped_replies", mn.dropped_replies),
+                ];
+                for (k, v) in rows {
+                    let _ = writeln!(out, "mn.{k:<28} {v}");
+                }
+            }
+            let d = &s.daemon;
+            for (k, v) in [
+                ("datagrams_received", d.datagrams_received),
+                ("datagrams_sent", d.datagrams_sent),
+                ("send_errors", d.send_errors),
+                ("api_requests", d.api_requests),
+            ] {
+                let _ = writeln!(out, "daemon.{k:<24} {v}");
+            }
+        }
+        Response::Ok { message } => {
+            let _ = writeln!(out, "{message}");
+        }
+        Response::Error { message } => {
+            let _ = writeln!(out, "error: {message}");
+        }
+    }
+    out
+}

@@ -1,0 +1,36 @@
+//! `mipd`: the mipx daemon (home agent or mobile node).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mipx_control::config::Config;
+
+#[derive(Parser)]
+#[command(version, about = "mipx Mobile IPv4 daemon (home agent, mobile node)")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = Config::load(&args.config).with_context(|| format!("invalid configuration {}", args.config.display()))?;
+    if args.check {
+        println!("{}: ok (role {:?})", args.config.display(), config.role);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(mipx_control::daemon::run(config))?;
+    Ok(())
+}

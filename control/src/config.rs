@@ -1,0 +1,393 @@
+//! `mipd --config FILE`: the TOML configuration, validated into the protocol cores' configs.
+//!
+//! Errors name the offending field (`ha.mobile_node[2].key_file: ...`). Key files must not be
+//! readable or writable by group or others, and their contents never reach a log.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{Key, ReplayProtection, SecurityAssociation};
+use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry};
+use crate::proto::mn::MnConfig;
+
+/// Where `mipd` listens for `mipctl` unless configured otherwise.
+pub const DEFAULT_API_SOCKET: &str = "/run/mipx/mipd.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field { field: field.into(), message: message.into() }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ha,
+    Mn,
+    Fa,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    role: Role,
+    api_socket: Option<PathBuf>,
+    ha: Option<RawHa>,
+    mn: Option<RawMn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    address: Ipv4Addr,
+    #[serde(default = "default_max_lifetime")]
+    max_lifetime: u16,
+    #[serde(default = "default_port")]
+    port: u16,
+    #[serde(default)]
+    mobile_node: Vec<RawMobileNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMobileNode {
+    home_addr: Option<Ipv4Addr>,
+    /// A pool: every address of `a.b.c.d/len`, sharing one SPI and key.
+    home_prefix: Option<String>,
+    spi: u32,
+    key_file: PathBuf,
+    #[serde(default = "default_tolerance")]
+    replay_tolerance_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMn {
+    home_addr: Ipv4Addr,
+    home_agent: Ipv4Addr,
+    /// The co-located care-of address to register at start-up; none means "stay idle until
+    /// `mipctl register`".
+    care_of_addr: Option<Ipv4Addr>,
+    spi: u32,
+    key_file: PathBuf,
+    #[serde(default = "default_mn_lifetime")]
+    lifetime: u16,
+    #[serde(default = "default_true")]
+    reverse_tunnel: bool,
+    nai: Option<String>,
+    #[serde(default = "default_tolerance")]
+    replay_tolerance_secs: u64,
+    #[serde(default = "default_retransmit_initial")]
+    retransmit_initial_ms: u64,
+    #[serde(default = "default_retransmit_max")]
+    retransmit_max_ms: u64,
+    #[serde(default = "default_port")]
+    ha_port: u16,
+}
+
+fn default_max_lifetime() -> u16 {
+    600
+}
+fn default_mn_lifetime() -> u16 {
+    600
+}
+fn default_port() -> u16 {
+    mipx_common::wire::MIP_PORT
+}
+fn default_tolerance() -> u64 {
+    // RFC 5944 §5.7.1: "a default value of 7 seconds MAY be used".
+    7
+}
+fn default_true() -> bool {
+    true
+}
+fn default_retransmit_initial() -> u64 {
+    1000
+}
+fn default_retransmit_max() -> u64 {
+    32_000
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub role: Role,
+    pub api_socket: PathBuf,
+    pub ha: Option<HaSettings>,
+    pub mn: Option<MnSettings>,
+}
+
+#[derive(Debug)]
+pub struct HaSettings {
+    pub core: HaConfig,
+    pub port: u16,
+}
+
+#[derive(Debug)]
+pub struct MnSettings {
+    pub core: MnConfig,
+    pub care_of_addr: Option<Ipv4Addr>,
+    pub ha_port: u16,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text`; relative key file paths resolve against `path`'s directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
+        match raw.role {
+            Role::Ha => {
+                let ha = raw.ha.ok_or_else(|| field_err("ha", "role = \"ha\" needs an [ha] table"))?;
+                let mut mobile_nodes = Vec::new();
+                for (i, m) in ha.mobile_node.iter().enumerate() {
+                    let f = |name: &str| format!("ha.mobile_node[{i}].{name}");
+                    let home_addrs = match (m.home_addr, &m.home_prefix) {
+                        (Some(a), None) => HomeAddrs::Single(a),
+                        (None, Some(p)) => parse_prefix(p).map_err(|msg| field_err(f("home_prefix"), msg))?,
+                        _ => return Err(field_err(f("home_addr"), "set exactly one of home_addr and home_prefix")),
+                    };
+                    let key = read_key(&base.join(&m.key_file)).map_err(|msg| field_err(f("key_file"), msg))?;
+                    let sa = security_association(m.spi, key, m.replay_tolerance_secs)
+                        .map_err(|(name, msg)| field_err(f(name), msg))?;
+                    mobile_nodes.push(MobileNodeEntry { home_addrs, sa });
+                }
+                if ha.max_lifetime == 0 {
+                    return Err(field_err("ha.max_lifetime", "must be at least 1 second"));
+                }
+                Ok(Config {
+                    role: Role::Ha,
+                    api_socket,
+                    ha: Some(HaSettings {
+                        core: HaConfig { address: ha.address, max_lifetime: ha.max_lifetime, mobile_nodes },
+                        port: ha.port,
+                    }),
+                    mn: None,
+                })
+            }
+            Role::Mn => {
+                let mn = raw.mn.ok_or_else(|| field_err("mn", "role = \"mn\" needs an [mn] table"))?;
+                let key = read_key(&base.join(&mn.key_file)).map_err(|msg| field_err("mn.key_file", msg))?;
+                let sa = security_association(mn.spi, key, mn.replay_tolerance_secs)
+                    .map_err(|(name, msg)| field_err(format!("mn.{name}"), msg))?;
+                if mn.lifetime == 0 {
+                    return Err(field_err("mn.lifetime", "must be at least 1 second (0 deregisters)"));
+                }
+                if mn.retransmit_initial_ms < 1000 {
+                    // RFC 5944 §3.6.3: "MUST NOT be less than 1 second".
+                    return Err(field_err("mn.retransmit_initial_ms", "must be at least 1000 (RFC 5944 §3.6.3)"));
+                }
+                if mn.retransmit_max_ms < mn.retransmit_initial_ms {
+                    return Err(field_err("mn.retransmit_max_ms", "must not be below retransmit_initial_ms"));
+                }
+                if let Some(nai) = &mn.nai
+                    && (nai.is_empty() || nai.len() > 253 || !nai.is_ascii() || nai.chars().any(|c| c.is_ascii_control()))
+                {
+                    return Err(field_err("mn.nai", "must be 1-253 printable characters (RFC 7542 §2.2)"));
+                }
+                Ok(Config {
+                    role: Role::Mn,
+                    api_socket,
+                    ha: None,
+                    mn: Some(MnSettings {
+                        core: MnConfig {
+                            home_addr: mn.home_addr,
+                            home_agent: mn.home_agent,
+                            sa,
+                            lifetime: mn.lifetime,
+                            reverse_tunnel: mn.reverse_tunnel,
+                            initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
+                            max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
+                            report_after_attempts: 4,
+                            nai: mn.nai,
+                        },
+                        care_of_addr: mn.care_of_addr,
+                        ha_port: mn.ha_port,
+                    }),
+                })
+            }
+            Role::Fa => Err(field_err("role", "the foreign agent role is not available in this version")),
+        }
+    }
+}
+
+fn security_association(spi: u32, key: Key, tolerance_secs: u64) -> Result<SecurityAssociation, (&'static str, String)> {
+    // RFC 5944 §1.6 / RFC 4721 §11: SPIs 0-255 are reserved.
+    if spi < 256 {
+        return Err(("spi", format!("{spi} is reserved (SPIs 0-255 are reserved, RFC 5944 §1.6)")));
+    }
+    if tolerance_secs == 0 || tolerance_secs > 3600 {
+        return Err(("replay_tolerance_secs", "must be 1-3600 (RFC 5944 §5.7.1 suggests 7)".into()));
+    }
+    Ok(SecurityAssociation {
+        spi,
+        key,
+        replay: ReplayProtection::Timestamp { tolerance: Duration::from_secs(tolerance_secs) },
+    })
+}
+
+fn parse_prefix(s: &str) -> Result<HomeAddrs, String> {
+    let (addr, len) = s.split_once('/').ok_or("expected a.b.c.d/len")?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or("prefix length must be 0-32")?;
+    Ok(HomeAddrs::Prefix(addr, len))
+}
+
+/// Reads a key file: the key as hexadecimal (whitespace ignored, optional `0x`). Refuses files
+/// that group or others can read or write, so a shared secret cannot be read by other users.
+pub fn read_key(path: &Path) -> Result<Key, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: permissions {mode:03o} let others read or write the key; chmod 600 it",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hex: String = text.split_whitespace().collect();
+    let hex = hex.strip_prefix("0x").unwrap_or(&hex);
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return Err(format!("{}: expected an even number of hex digits", path.display()));
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| format!("{}: not hexadecimal", path.display()))?;
+    if bytes.len() < 16 {
+        // RFC 5944 §5.1: keys for HMAC-MD5 "of at least 128 bits".
+        return Err(format!("{}: key is {} bytes; at least 16 required", path.display(), bytes.len()));
+    }
+    Ok(Key::new(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempdir::TempDir {
+        tempdir::TempDir::new()
+    }
+
+    mod tempdir {
+        /// A throwaway directory removed on drop (tests only).
+        pub struct TempDir(pub std::path::PathBuf);
+        impl TempDir {
+            pub fn new() -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir().join(format!("mipx-config-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                TempDir(p)
+            }
+        }
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn key_file(d: &Path, mode: u32) -> PathBuf {
+        let p = d.join("mn.key");
+        std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    const HA: &str = r#"
+role = "ha"
+[ha]
+address = "10.1.0.1"
+max_lifetime = 300
+[[ha.mobile_node]]
+home_addr = "10.1.0.10"
+spi = 4096
+key_file = "mn.key"
+[[ha.mobile_node]]
+home_prefix = "10.128.0.0/15"
+spi = 4097
+key_file = "mn.key"
+"#;
+
+    #[test]
+    fn parses_ha_and_resolves_key_relative_to_config() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let c = Config::parse(HA, &d.0.join("ha.toml")).unwrap();
+        let ha = c.ha.unwrap();
+        assert_eq!(ha.core.max_lifetime, 300);
+        assert_eq!(ha.core.mobile_nodes.len(), 2);
+        assert!(ha.core.mobile_nodes[1].home_addrs.contains(Ipv4Addr::new(10, 129, 255, 1)));
+        assert!(!ha.core.mobile_nodes[1].home_addrs.contains(Ipv4Addr::new(10, 130, 0, 1)));
+    }
+
+    #[test]
+    fn refuses_loose_key_permissions_naming_the_field() {
+        let d = dir();
+        key_file(&d.0, 0o644);
+        let e = Config::parse(HA, &d.0.join("ha.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("ha.mobile_node[0].key_file:") && e.contains("644"), "{e}");
+        assert!(!e.contains("00112233"), "error must not echo the key");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let cases = [
+            (HA.replace("spi = 4096", "spi = 7"), "ha.mobile_node[0].spi"),
+            (HA.replace("10.1.0.1\"", "10.1.0\""), "address"),
+            (HA.replace("max_lifetime = 300", "max_lifetme = 300"), "max_lifetme"),
+            (HA.replace("home_prefix = \"10.128.0.0/15\"", "home_prefix = \"10.128.0.0/40\""), "ha.mobile_node[1].home_prefix"),
+            ("role = \"mn\"".to_string(), "mn"),
+            ("role = \"router\"".to_string(), "role"),
+        ];
+        for (text, field) in cases {
+            let e = Config::parse(&text, &d.0.join("ha.toml")).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn parses_mn_with_defaults_and_checks_rfc_minimums() {
+        let d = dir();
+        key_file(&d.0, 0o400);
+        let text = r#"
+role = "mn"
+[mn]
+home_addr = "10.1.0.10"
+home_agent = "10.1.0.1"
+care_of_addr = "192.0.2.10"
+spi = 4096
+key_file = "mn.key"
+"#;
+        let c = Config::parse(text, &d.0.join("mn.toml")).unwrap();
+        let mn = c.mn.unwrap();
+        assert_eq!(mn.core.lifetime, 600);
+        assert_eq!(mn.core.initial_retransmit, Duration::from_secs(1));
+        assert!(mn.core.reverse_tunnel);
+        let fast = format!("{text}retransmit_initial_ms = 200\n");
+        let e = Config::parse(&fast, &d.0.join("mn.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("mn.retransmit_initial_ms"), "{e}");
+    }
+}

@@ -1,0 +1,11 @@
+//! mipx control plane: the sans-IO registration engine ([`proto`]), the binding cache,
+//! mobility security associations, the configuration, the control API, and the tokio shell
+//! ([`daemon`]) that `mipd` runs. `mipctl` is a client of [`api`].
+
+pub mod api;
+pub mod auth;
+pub mod binding;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod proto;
