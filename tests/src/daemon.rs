@@ -21,9 +21,12 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
             .status()
             .expect("running cargo build for mipd/mipctl");
         assert!(status.success(), "building mipd/mipctl failed");
-        // target/<profile>/deps/<test-binary> → target/<profile>
+        // A test runs from target/<profile>/deps/, xtask from target/<profile>/.
         let exe = std::env::current_exe().expect("current_exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let mut dir = exe.parent().expect("target dir").to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
         (dir.join("mipd"), dir.join("mipctl"))
     })
 }
