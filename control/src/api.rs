@@ -15,7 +15,9 @@ pub enum Request {
     Bindings,
     Stats,
     /// Mobile node: register `care_of_addr` (or re-register the current one).
-    Register { care_of_addr: Option<Ipv4Addr> },
+    Register {
+        care_of_addr: Option<Ipv4Addr>,
+    },
     /// Mobile node: deregister.
     Deregister,
 }

@@ -72,8 +72,12 @@ pub fn authenticator(key: &Key, data: &[u8]) -> [u8; AUTHENTICATOR_LEN] {
 /// Fills in the authenticator of the authentication extension at `ext_offset` in `message`,
 /// which must have been written with a zeroed placeholder of [`AUTHENTICATOR_LEN`] bytes.
 pub fn sign(message: &mut [u8], ext_offset: usize, key: &Key) {
-    let tag = authenticator(key, &message[AuthExtension::authenticated_range(ext_offset)]);
-    message[AuthExtension::authenticator_range(ext_offset, AUTHENTICATOR_LEN)].copy_from_slice(&tag);
+    let tag = authenticator(
+        key,
+        &message[AuthExtension::authenticated_range(ext_offset)],
+    );
+    message[AuthExtension::authenticator_range(ext_offset, AUTHENTICATOR_LEN)]
+        .copy_from_slice(&tag);
 }
 
 /// Checks, in constant time, the authenticator of the extension at `ext_offset`.
@@ -81,7 +85,8 @@ pub fn verify(message: &[u8], ext_offset: usize, authenticator: &[u8], key: &Key
     let Some(covered) = message.get(AuthExtension::authenticated_range(ext_offset)) else {
         return false;
     };
-    authenticator.len() == AUTHENTICATOR_LEN && mac(key, covered).verify_slice(authenticator).is_ok()
+    authenticator.len() == AUTHENTICATOR_LEN
+        && mac(key, covered).verify_slice(authenticator).is_ok()
 }
 
 #[cfg(test)]
@@ -94,7 +99,10 @@ mod tests {
         let tag = authenticator(&Key::new(b"Jefe".to_vec()), b"what do ya want for nothing?");
         assert_eq!(
             tag,
-            [0x75, 0x0c, 0x78, 0x3e, 0x6a, 0xb0, 0xb5, 0x03, 0xea, 0xa8, 0x6e, 0x31, 0x0a, 0x5d, 0xb7, 0x38]
+            [
+                0x75, 0x0c, 0x78, 0x3e, 0x6a, 0xb0, 0xb5, 0x03, 0xea, 0xa8, 0x6e, 0x31, 0x0a, 0x5d,
+                0xb7, 0x38
+            ]
         );
     }
 

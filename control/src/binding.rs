@@ -51,7 +51,8 @@ impl BindingCache {
 
     /// Inserts or replaces the binding for its home address; returns the previous one.
     pub fn insert(&mut self, binding: Binding) -> Option<Binding> {
-        self.deadlines.insert((binding.expires_at, binding.home_addr));
+        self.deadlines
+            .insert((binding.expires_at, binding.home_addr));
         let old = self.by_home.insert(binding.home_addr, binding);
         if let Some(old) = &old {
             // A refresh with the same deadline must not drop the entry we just added.

@@ -20,7 +20,10 @@ pub const DEFAULT_API_SOCKET: &str = "/run/mipx/mipd.sock";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{field}: {message}")]
@@ -28,7 +31,10 @@ pub enum ConfigError {
 }
 
 fn field_err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Field { field: field.into(), message: message.into() }
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -144,28 +150,43 @@ pub struct MnSettings {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses `text`; relative key file paths resolve against `path`'s directory.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
         match raw.role {
             Role::Ha => {
-                let ha = raw.ha.ok_or_else(|| field_err("ha", "role = \"ha\" needs an [ha] table"))?;
+                let ha = raw
+                    .ha
+                    .ok_or_else(|| field_err("ha", "role = \"ha\" needs an [ha] table"))?;
                 let mut mobile_nodes = Vec::new();
                 for (i, m) in ha.mobile_node.iter().enumerate() {
                     let f = |name: &str| format!("ha.mobile_node[{i}].{name}");
                     let home_addrs = match (m.home_addr, &m.home_prefix) {
                         (Some(a), None) => HomeAddrs::Single(a),
-                        (None, Some(p)) => parse_prefix(p).map_err(|msg| field_err(f("home_prefix"), msg))?,
-                        _ => return Err(field_err(f("home_addr"), "set exactly one of home_addr and home_prefix")),
+                        (None, Some(p)) => {
+                            parse_prefix(p).map_err(|msg| field_err(f("home_prefix"), msg))?
+                        }
+                        _ => {
+                            return Err(field_err(
+                                f("home_addr"),
+                                "set exactly one of home_addr and home_prefix",
+                            ));
+                        }
                     };
-                    let key = read_key(&base.join(&m.key_file)).map_err(|msg| field_err(f("key_file"), msg))?;
+                    let key = read_key(&base.join(&m.key_file))
+                        .map_err(|msg| field_err(f("key_file"), msg))?;
                     let sa = security_association(m.spi, key, m.replay_tolerance_secs)
                         .map_err(|(name, msg)| field_err(f(name), msg))?;
                     mobile_nodes.push(MobileNodeEntry { home_addrs, sa });
@@ -177,31 +198,53 @@ impl Config {
                     role: Role::Ha,
                     api_socket,
                     ha: Some(HaSettings {
-                        core: HaConfig { address: ha.address, max_lifetime: ha.max_lifetime, mobile_nodes },
+                        core: HaConfig {
+                            address: ha.address,
+                            max_lifetime: ha.max_lifetime,
+                            mobile_nodes,
+                        },
                         port: ha.port,
                     }),
                     mn: None,
                 })
             }
             Role::Mn => {
-                let mn = raw.mn.ok_or_else(|| field_err("mn", "role = \"mn\" needs an [mn] table"))?;
-                let key = read_key(&base.join(&mn.key_file)).map_err(|msg| field_err("mn.key_file", msg))?;
+                let mn = raw
+                    .mn
+                    .ok_or_else(|| field_err("mn", "role = \"mn\" needs an [mn] table"))?;
+                let key = read_key(&base.join(&mn.key_file))
+                    .map_err(|msg| field_err("mn.key_file", msg))?;
                 let sa = security_association(mn.spi, key, mn.replay_tolerance_secs)
                     .map_err(|(name, msg)| field_err(format!("mn.{name}"), msg))?;
                 if mn.lifetime == 0 {
-                    return Err(field_err("mn.lifetime", "must be at least 1 second (0 deregisters)"));
+                    return Err(field_err(
+                        "mn.lifetime",
+                        "must be at least 1 second (0 deregisters)",
+                    ));
                 }
                 if mn.retransmit_initial_ms < 1000 {
                     // RFC 5944 §3.6.3: "MUST NOT be less than 1 second".
-                    return Err(field_err("mn.retransmit_initial_ms", "must be at least 1000 (RFC 5944 §3.6.3)"));
+                    return Err(field_err(
+                        "mn.retransmit_initial_ms",
+                        "must be at least 1000 (RFC 5944 §3.6.3)",
+                    ));
                 }
                 if mn.retransmit_max_ms < mn.retransmit_initial_ms {
-                    return Err(field_err("mn.retransmit_max_ms", "must not be below retransmit_initial_ms"));
+                    return Err(field_err(
+                        "mn.retransmit_max_ms",
+                        "must not be below retransmit_initial_ms",
+                    ));
                 }
                 if let Some(nai) = &mn.nai
-                    && (nai.is_empty() || nai.len() > 253 || !nai.is_ascii() || nai.chars().any(|c| c.is_ascii_control()))
+                    && (nai.is_empty()
+                        || nai.len() > 253
+                        || !nai.is_ascii()
+                        || nai.chars().any(|c| c.is_ascii_control()))
                 {
-                    return Err(field_err("mn.nai", "must be 1-253 printable characters (RFC 7542 §2.2)"));
+                    return Err(field_err(
+                        "mn.nai",
+                        "must be 1-253 printable characters (RFC 7542 §2.2)",
+                    ));
                 }
                 Ok(Config {
                     role: Role::Mn,
@@ -224,30 +267,51 @@ impl Config {
                     }),
                 })
             }
-            Role::Fa => Err(field_err("role", "the foreign agent role is not available in this version")),
+            Role::Fa => Err(field_err(
+                "role",
+                "the foreign agent role is not available in this version",
+            )),
         }
     }
 }
 
-fn security_association(spi: u32, key: Key, tolerance_secs: u64) -> Result<SecurityAssociation, (&'static str, String)> {
+fn security_association(
+    spi: u32,
+    key: Key,
+    tolerance_secs: u64,
+) -> Result<SecurityAssociation, (&'static str, String)> {
     // RFC 5944 §1.6 / RFC 4721 §11: SPIs 0-255 are reserved.
     if spi < 256 {
-        return Err(("spi", format!("{spi} is reserved (SPIs 0-255 are reserved, RFC 5944 §1.6)")));
+        return Err((
+            "spi",
+            format!("{spi} is reserved (SPIs 0-255 are reserved, RFC 5944 §1.6)"),
+        ));
     }
     if tolerance_secs == 0 || tolerance_secs > 3600 {
-        return Err(("replay_tolerance_secs", "must be 1-3600 (RFC 5944 §5.7.1 suggests 7)".into()));
+        return Err((
+            "replay_tolerance_secs",
+            "must be 1-3600 (RFC 5944 §5.7.1 suggests 7)".into(),
+        ));
     }
     Ok(SecurityAssociation {
         spi,
         key,
-        replay: ReplayProtection::Timestamp { tolerance: Duration::from_secs(tolerance_secs) },
+        replay: ReplayProtection::Timestamp {
+            tolerance: Duration::from_secs(tolerance_secs),
+        },
     })
 }
 
 fn parse_prefix(s: &str) -> Result<HomeAddrs, String> {
     let (addr, len) = s.split_once('/').ok_or("expected a.b.c.d/len")?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or("prefix length must be 0-32")?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or("prefix length must be 0-32")?;
     Ok(HomeAddrs::Prefix(addr, len))
 }
 
@@ -265,8 +329,11 @@ pub fn read_key(path: &Path) -> Result<Key, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let hex: String = text.split_whitespace().collect();
     let hex = hex.strip_prefix("0x").unwrap_or(&hex);
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return Err(format!("{}: expected an even number of hex digits", path.display()));
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+        return Err(format!(
+            "{}: expected an even number of hex digits",
+            path.display()
+        ));
     }
     let bytes = (0..hex.len())
         .step_by(2)
@@ -275,7 +342,11 @@ pub fn read_key(path: &Path) -> Result<Key, String> {
         .map_err(|_| format!("{}: not hexadecimal", path.display()))?;
     if bytes.len() < 16 {
         // RFC 5944 §5.1: keys for HMAC-MD5 "of at least 128 bits".
-        return Err(format!("{}: key is {} bytes; at least 16 required", path.display(), bytes.len()));
+        return Err(format!(
+            "{}: key is {} bytes; at least 16 required",
+            path.display(),
+            bytes.len()
+        ));
     }
     Ok(Key::new(bytes))
 }
@@ -295,7 +366,8 @@ mod tests {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir().join(format!("mipx-config-{}-{n}", std::process::id()));
+                let p =
+                    std::env::temp_dir().join(format!("mipx-config-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&p).unwrap();
                 TempDir(p)
             }
@@ -337,16 +409,29 @@ key_file = "mn.key"
         let ha = c.ha.unwrap();
         assert_eq!(ha.core.max_lifetime, 300);
         assert_eq!(ha.core.mobile_nodes.len(), 2);
-        assert!(ha.core.mobile_nodes[1].home_addrs.contains(Ipv4Addr::new(10, 129, 255, 1)));
-        assert!(!ha.core.mobile_nodes[1].home_addrs.contains(Ipv4Addr::new(10, 130, 0, 1)));
+        assert!(
+            ha.core.mobile_nodes[1]
+                .home_addrs
+                .contains(Ipv4Addr::new(10, 129, 255, 1))
+        );
+        assert!(
+            !ha.core.mobile_nodes[1]
+                .home_addrs
+                .contains(Ipv4Addr::new(10, 130, 0, 1))
+        );
     }
 
     #[test]
     fn refuses_loose_key_permissions_naming_the_field() {
         let d = dir();
         key_file(&d.0, 0o644);
-        let e = Config::parse(HA, &d.0.join("ha.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("ha.mobile_node[0].key_file:") && e.contains("644"), "{e}");
+        let e = Config::parse(HA, &d.0.join("ha.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("ha.mobile_node[0].key_file:") && e.contains("644"),
+            "{e}"
+        );
         assert!(!e.contains("00112233"), "error must not echo the key");
     }
 
@@ -357,13 +442,24 @@ key_file = "mn.key"
         let cases = [
             (HA.replace("spi = 4096", "spi = 7"), "ha.mobile_node[0].spi"),
             (HA.replace("10.1.0.1\"", "10.1.0\""), "address"),
-            (HA.replace("max_lifetime = 300", "max_lifetme = 300"), "max_lifetme"),
-            (HA.replace("home_prefix = \"10.128.0.0/15\"", "home_prefix = \"10.128.0.0/40\""), "ha.mobile_node[1].home_prefix"),
+            (
+                HA.replace("max_lifetime = 300", "max_lifetme = 300"),
+                "max_lifetme",
+            ),
+            (
+                HA.replace(
+                    "home_prefix = \"10.128.0.0/15\"",
+                    "home_prefix = \"10.128.0.0/40\"",
+                ),
+                "ha.mobile_node[1].home_prefix",
+            ),
             ("role = \"mn\"".to_string(), "mn"),
             ("role = \"router\"".to_string(), "role"),
         ];
         for (text, field) in cases {
-            let e = Config::parse(&text, &d.0.join("ha.toml")).unwrap_err().to_string();
+            let e = Config::parse(&text, &d.0.join("ha.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(field), "{field}: {e}");
         }
     }
@@ -387,7 +483,9 @@ key_file = "mn.key"
         assert_eq!(mn.core.initial_retransmit, Duration::from_secs(1));
         assert!(mn.core.reverse_tunnel);
         let fast = format!("{text}retransmit_initial_ms = 200\n");
-        let e = Config::parse(&fast, &d.0.join("mn.toml")).unwrap_err().to_string();
+        let e = Config::parse(&fast, &d.0.join("mn.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("mn.retransmit_initial_ms"), "{e}");
     }
 }

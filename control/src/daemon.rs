@@ -22,8 +22,14 @@ use mipx_common::wire::RequestFlags;
 
 /// The protocol core this daemon drives.
 enum Core {
-    Ha { ha: HomeAgent, port: u16 },
-    Mn { mn: MobileNode, settings: MnSettings },
+    Ha {
+        ha: HomeAgent,
+        port: u16,
+    },
+    Mn {
+        mn: MobileNode,
+        settings: MnSettings,
+    },
 }
 
 struct Daemon {
@@ -40,13 +46,26 @@ pub async fn run(config: Config) -> io::Result<()> {
     let (core, bind) = match (config.role, config.ha, config.mn) {
         (Role::Ha, Some(HaSettings { core, port }), _) => {
             let bind = SocketAddrV4::new(core.address, port);
-            (Core::Ha { ha: HomeAgent::new(core), port }, bind)
+            (
+                Core::Ha {
+                    ha: HomeAgent::new(core),
+                    port,
+                },
+                bind,
+            )
         }
         (Role::Mn, _, Some(settings)) => {
             let mn = MobileNode::new(settings.core.clone());
-            (Core::Mn { mn, settings }, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+            (
+                Core::Mn { mn, settings },
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            )
         }
-        _ => return Err(io::Error::other("configuration has no settings for its role")),
+        _ => {
+            return Err(io::Error::other(
+                "configuration has no settings for its role",
+            ));
+        }
     };
     let socket = UdpSocket::bind(bind).await?;
     info!(local = %socket.local_addr()?, "Mobile IP socket bound");
@@ -54,7 +73,12 @@ pub async fn run(config: Config) -> io::Result<()> {
     info!(path = %config.api_socket.display(), "control API listening");
 
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
-    let mut d = Daemon { core, socket, start: Instant::now(), stats: DaemonStats::default() };
+    let mut d = Daemon {
+        core,
+        socket,
+        start: Instant::now(),
+        stats: DaemonStats::default(),
+    };
     d.startup();
     d.flush().await;
 
@@ -123,7 +147,9 @@ fn bind_api(path: &Path) -> io::Result<UnixListener> {
 async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
-    let Ok(Some(line)) = lines.next_line().await else { return };
+    let Ok(Some(line)) = lines.next_line().await else {
+        return;
+    };
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             let (otx, orx) = oneshot::channel();
@@ -135,7 +161,9 @@ async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
                 Err(_) => return,
             }
         }
-        Err(e) => Response::Error { message: format!("bad request: {e}") },
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
     };
     if let Ok(mut text) = serde_json::to_string(&response) {
         text.push('\n');
@@ -147,7 +175,9 @@ impl Daemon {
     fn now(&self) -> Now {
         Now {
             mono: self.start.elapsed(),
-            unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
         }
     }
 
@@ -157,7 +187,9 @@ impl Daemon {
             Core::Mn { mn, .. } => mn.poll_timeout(),
         };
         // Without a timer, wake up rarely; nothing is due.
-        let at = next.map_or(self.start.elapsed() + Duration::from_secs(3600), |t| t.max(self.start.elapsed()));
+        let at = next.map_or(self.start.elapsed() + Duration::from_secs(3600), |t| {
+            t.max(self.start.elapsed())
+        });
         tokio::time::Instant::from_std(self.start + at)
     }
 
@@ -193,9 +225,13 @@ impl Daemon {
                     t
                 }),
             };
-            let Some(Transmit { dst, payload, .. }) = t else { break };
+            let Some(Transmit { dst, payload, .. }) = t else {
+                break;
+            };
             let sent = match self.socket.try_send_to(&payload, dst.into()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.socket.send_to(&payload, dst).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.send_to(&payload, dst).await
+                }
                 r => r,
             };
             match sent {
@@ -219,7 +255,11 @@ impl Daemon {
             Core::Mn { mn, .. } => {
                 while let Some(e) = mn.poll_event() {
                     match e {
-                        MnEvent::Registered { care_of_addr, lifetime, code } => {
+                        MnEvent::Registered {
+                            care_of_addr,
+                            lifetime,
+                            code,
+                        } => {
                             info!(coa = %care_of_addr, lifetime, %code, "registration accepted")
                         }
                         MnEvent::Denied { code } => error!(%code, "registration denied"),
@@ -286,9 +326,9 @@ impl Daemon {
                 bindings.sort_by_key(|b| b.home_addr);
                 Response::Bindings(bindings)
             }
-            (Request::Bindings, Core::Mn { .. }) => {
-                Response::Error { message: "bindings are kept by the home agent; use `mipctl status`".into() }
-            }
+            (Request::Bindings, Core::Mn { .. }) => Response::Error {
+                message: "bindings are kept by the home agent; use `mipctl status`".into(),
+            },
             (Request::Stats, core) => Response::Stats(api::Stats {
                 ha: match core {
                     Core::Ha { ha, .. } => Some(ha.stats().clone()),
@@ -302,32 +342,42 @@ impl Daemon {
             }),
             (Request::Register { care_of_addr }, Core::Mn { mn, .. }) => {
                 let Some(coa) = care_of_addr.or(mn.registration(now).map(|(c, _)| c)) else {
-                    return Response::Error { message: "no care-of address: pass --care-of".into() };
+                    return Response::Error {
+                        message: "no care-of address: pass --care-of".into(),
+                    };
                 };
                 mn.register(now, coa);
-                Response::Ok { message: format!("registering care-of address {coa}") }
+                Response::Ok {
+                    message: format!("registering care-of address {coa}"),
+                }
             }
             (Request::Deregister, Core::Mn { mn, .. }) => {
                 mn.deregister(now);
-                Response::Ok { message: "deregistering".into() }
+                Response::Ok {
+                    message: "deregistering".into(),
+                }
             }
-            (Request::Register { .. } | Request::Deregister, Core::Ha { .. }) => {
-                Response::Error { message: "register/deregister are mobile node commands".into() }
-            }
+            (Request::Register { .. } | Request::Deregister, Core::Ha { .. }) => Response::Error {
+                message: "register/deregister are mobile node commands".into(),
+            },
         }
     }
 
     /// RFC 5944 §3.6: a mobile node leaving service deregisters; wait briefly for the reply.
     async fn shutdown(&mut self, buf: &mut [u8]) {
         let now = self.now();
-        let Core::Mn { mn, .. } = &mut self.core else { return };
+        let Core::Mn { mn, .. } = &mut self.core else {
+            return;
+        };
         if mn.state() != MnState::Registered {
             return;
         }
         mn.deregister(now);
         self.flush().await;
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Ok((n, from))) = tokio::time::timeout_at(until, self.socket.recv_from(buf)).await {
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(until, self.socket.recv_from(buf)).await
+        {
             self.datagram(from, &buf[..n]);
             self.flush().await;
             if let Core::Mn { mn, .. } = &self.core
@@ -347,6 +397,9 @@ pub async fn call(socket: &PathBuf, req: &Request) -> io::Result<Response> {
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     let mut lines = BufReader::new(read).lines();
-    let line = lines.next_line().await?.ok_or_else(|| io::Error::other("mipd closed the connection"))?;
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| io::Error::other("mipd closed the connection"))?;
     serde_json::from_str(&line).map_err(io::Error::other)
 }

@@ -108,7 +108,10 @@ impl Dataplane {
             .iter()
             .map(|&counter| {
                 let per_cpu = counters.get(&(counter as u32), 0).map_err(map_err)?;
-                Ok((counter, per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v))))
+                Ok((
+                    counter,
+                    per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)),
+                ))
             })
             .collect()
     }

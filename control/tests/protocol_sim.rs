@@ -4,11 +4,13 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use mipx_common::wire::{ReplyCode, ReplyPacket, RequestPacket, MIP_PORT};
+use mipx_common::wire::{MIP_PORT, ReplyCode, ReplyPacket, RequestPacket};
 use mipx_control::auth::{Key, ReplayProtection, SecurityAssociation};
-use mipx_control::proto::ha::{HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason};
-use mipx_control::proto::mn::{MnConfig, MnEvent, MnState, MobileNode};
 use mipx_control::proto::Now;
+use mipx_control::proto::ha::{
+    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
+};
+use mipx_control::proto::mn::{MnConfig, MnEvent, MnState, MobileNode};
 
 const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
@@ -20,7 +22,9 @@ fn sa(key: &[u8]) -> SecurityAssociation {
     SecurityAssociation {
         spi: SPI,
         key: Key::new(key.to_vec()),
-        replay: ReplayProtection::Timestamp { tolerance: Duration::from_secs(7) },
+        replay: ReplayProtection::Timestamp {
+            tolerance: Duration::from_secs(7),
+        },
     }
 }
 
@@ -28,7 +32,10 @@ fn ha() -> HomeAgent {
     HomeAgent::new(HaConfig {
         address: HA,
         max_lifetime: 600,
-        mobile_nodes: vec![MobileNodeEntry { home_addrs: HomeAddrs::Single(HOME), sa: sa(b"shared secret") }],
+        mobile_nodes: vec![MobileNodeEntry {
+            home_addrs: HomeAddrs::Single(HOME),
+            sa: sa(b"shared secret"),
+        }],
     })
 }
 
@@ -62,7 +69,10 @@ struct World {
 impl World {
     fn new(mn: MobileNode) -> Self {
         World {
-            now: Now { mono: Duration::from_secs(100), unix: Duration::from_secs(1_795_000_000) },
+            now: Now {
+                mono: Duration::from_secs(100),
+                unix: Duration::from_secs(1_795_000_000),
+            },
             mn,
             ha: ha(),
             mn_events: vec![],
@@ -73,7 +83,10 @@ impl World {
     }
 
     fn ha_now(&self) -> Now {
-        Now { mono: self.now.mono, unix: self.now.unix + self.ha_skew }
+        Now {
+            mono: self.now.mono,
+            unix: self.now.unix + self.ha_skew,
+        }
     }
 
     /// Delivers everything in flight (zero latency) until quiet.
@@ -92,10 +105,13 @@ impl World {
             }
             while let Some(t) = self.ha.poll_transmit() {
                 moved = true;
-                self.mn.handle_datagram(self.now, SocketAddrV4::new(HA, MIP_PORT), &t.payload);
+                self.mn
+                    .handle_datagram(self.now, SocketAddrV4::new(HA, MIP_PORT), &t.payload);
             }
-            self.mn_events.extend(std::iter::from_fn(|| self.mn.poll_event()));
-            self.ha_events.extend(std::iter::from_fn(|| self.ha.poll_event()));
+            self.mn_events
+                .extend(std::iter::from_fn(|| self.mn.poll_event()));
+            self.ha_events
+                .extend(std::iter::from_fn(|| self.ha.poll_event()));
             if !moved {
                 break;
             }
@@ -106,7 +122,10 @@ impl World {
     fn run_until(&mut self, until: Duration) {
         loop {
             self.pump();
-            let next = [self.mn.poll_timeout(), self.ha.poll_timeout()].into_iter().flatten().min();
+            let next = [self.mn.poll_timeout(), self.ha.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(t) if t <= until => {
                     let t = t.max(self.now.mono);
@@ -128,10 +147,20 @@ fn registers_and_ha_shows_binding() {
     w.mn.register(w.now, COA);
     w.pump();
     assert_eq!(w.mn.state(), MnState::Registered);
-    assert!(matches!(w.mn_events[..], [MnEvent::Registered { care_of_addr: COA, lifetime: 600, .. }]));
+    assert!(matches!(
+        w.mn_events[..],
+        [MnEvent::Registered {
+            care_of_addr: COA,
+            lifetime: 600,
+            ..
+        }]
+    ));
     let b = w.ha.bindings().get(HOME).expect("binding");
     assert_eq!(b.care_of_addr, COA);
-    assert_eq!(b.lifetime, 600, "HA caps the 1800 s request at its 600 s maximum");
+    assert_eq!(
+        b.lifetime, 600,
+        "HA caps the 1800 s request at its 600 s maximum"
+    );
     assert!(matches!(w.ha_events[..], [HaEvent::BindingAdded(_)]));
 }
 
@@ -168,11 +197,24 @@ fn replayed_request_is_rejected_133() {
     let from = SocketAddrV4::new(COA, 43400);
     w.ha.handle_datagram(w.now, from, HA, &req.payload);
     let first = w.ha.poll_transmit().unwrap();
-    assert_eq!(ReplyPacket::new_checked(&first.payload[..]).unwrap().code(), ReplyCode::Accepted);
+    assert_eq!(
+        ReplyPacket::new_checked(&first.payload[..]).unwrap().code(),
+        ReplyCode::Accepted
+    );
     // The attacker replays the same authentic bytes a second later.
-    w.ha.handle_datagram(w.now.advance(Duration::from_secs(1)), from, HA, &req.payload);
+    w.ha.handle_datagram(
+        w.now.advance(Duration::from_secs(1)),
+        from,
+        HA,
+        &req.payload,
+    );
     let second = w.ha.poll_transmit().unwrap();
-    assert_eq!(ReplyPacket::new_checked(&second.payload[..]).unwrap().code(), ReplyCode::HaIdentificationMismatch);
+    assert_eq!(
+        ReplyPacket::new_checked(&second.payload[..])
+            .unwrap()
+            .code(),
+        ReplyCode::HaIdentificationMismatch
+    );
     assert_eq!(w.ha.stats().accepted, 1);
 }
 
@@ -189,7 +231,11 @@ fn retransmits_with_backoff_under_loss() {
     // 1 s, 2 s, 4 s: registered by the fourth request at t0 + 7 s.
     let b = w.ha.bindings().get(HOME).unwrap();
     assert_eq!(b.registered_at, t0 + Duration::from_secs(7));
-    assert!(w.mn_events.iter().any(|e| matches!(e, MnEvent::RegistrationTimeout { attempts: 3 })));
+    assert!(
+        w.mn_events
+            .iter()
+            .any(|e| matches!(e, MnEvent::RegistrationTimeout { attempts: 3 }))
+    );
 }
 
 #[test]
@@ -205,7 +251,9 @@ fn renews_before_expiry_and_moves() {
     w.mn.register(w.now, COA2);
     w.pump();
     assert_eq!(w.ha.bindings().get(HOME).unwrap().care_of_addr, COA2);
-    assert!(matches!(w.ha_events.last(), Some(HaEvent::BindingUpdated { old, new }) if old.care_of_addr == COA && new.care_of_addr == COA2));
+    assert!(
+        matches!(w.ha_events.last(), Some(HaEvent::BindingUpdated { old, new }) if old.care_of_addr == COA && new.care_of_addr == COA2)
+    );
 }
 
 #[test]
@@ -218,7 +266,13 @@ fn lifetime_expiry_removes_binding_when_mn_goes_silent() {
     w.run_until(t0 + Duration::from_secs(601));
     assert!(w.ha.bindings().is_empty());
     assert_eq!(w.ha.stats().expired, 1);
-    assert!(w.ha_events.iter().any(|e| matches!(e, HaEvent::BindingRemoved { reason: RemovalReason::Expired, .. })));
+    assert!(w.ha_events.iter().any(|e| matches!(
+        e,
+        HaEvent::BindingRemoved {
+            reason: RemovalReason::Expired,
+            ..
+        }
+    )));
     assert!(w.mn_events.contains(&MnEvent::Expired));
 }
 
@@ -233,7 +287,13 @@ fn deregistration_removes_binding() {
     assert!(w.ha.bindings().is_empty());
     assert_eq!(w.mn.state(), MnState::Idle);
     assert!(w.mn_events.contains(&MnEvent::Deregistered));
-    assert!(w.ha_events.iter().any(|e| matches!(e, HaEvent::BindingRemoved { reason: RemovalReason::Deregistered, .. })));
+    assert!(w.ha_events.iter().any(|e| matches!(
+        e,
+        HaEvent::BindingRemoved {
+            reason: RemovalReason::Deregistered,
+            ..
+        }
+    )));
     // Returning home: registering the home address deregisters too (lifetime 0, CoA = home).
     w.mn.register(w.now, COA);
     w.pump();
@@ -263,11 +323,21 @@ fn bad_input_never_changes_the_cache() {
     unknown.extend_from_slice(&[37, 2, 0, 0]);
     unknown.extend_from_slice(&good[24..]);
     w.ha.handle_datagram(w.now, from, HA, &unknown);
-    assert!(w.ha.bindings().is_empty(), "no corrupted request may create a binding");
+    assert!(
+        w.ha.bindings().is_empty(),
+        "no corrupted request may create a binding"
+    );
     let s = w.ha.stats();
     assert_eq!(s.accepted, before.accepted);
-    assert!(s.dropped_malformed >= 24 && s.dropped_unknown_extension >= 1 && s.dropped_bad_extension >= 1);
-    assert!(s.rejected.get(&131).copied().unwrap_or(0) > 0, "bit flips in covered bytes fail authentication");
+    assert!(
+        s.dropped_malformed >= 24
+            && s.dropped_unknown_extension >= 1
+            && s.dropped_bad_extension >= 1
+    );
+    assert!(
+        s.rejected.get(&131).copied().unwrap_or(0) > 0,
+        "bit flips in covered bytes fail authentication"
+    );
     // Denials never answer without a valid authenticator, so every reply parses and verifies.
     while let Some(t) = w.ha.poll_transmit() {
         assert!(ReplyPacket::new_checked(&t.payload[..]).is_ok());

@@ -90,11 +90,19 @@ impl Mipd {
             .stderr(logfile)
             .spawn()
             .context("spawning mipd")?;
-        let d = Mipd { child, socket: socket.into(), log: log.into() };
+        let d = Mipd {
+            child,
+            socket: socket.into(),
+            log: log.into(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             if Instant::now() > deadline {
-                bail!("mipd did not open {} in 10 s; log:\n{}", socket.display(), d.log_text());
+                bail!(
+                    "mipd did not open {} in 10 s; log:\n{}",
+                    socket.display(),
+                    d.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -114,9 +122,16 @@ impl Mipd {
     /// Runs `mipctl --socket S ARGS` and returns stdout.
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
         let (_, mipctl) = binaries();
-        let out = Command::new(mipctl).arg("--socket").arg(&self.socket).args(args).output()?;
+        let out = Command::new(mipctl)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()?;
         if !out.status.success() {
-            bail!("mipctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "mipctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -146,7 +161,11 @@ impl Drop for Mipd {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f()? {
@@ -170,16 +189,30 @@ impl Capture {
     pub fn start(ns: &Netns, ifname: &str, filter: &str, file: &Path) -> Result<Self> {
         let child = ns
             .command("tcpdump")
-            .args(["-i", ifname, "-U", "--immediate-mode", "-Z", "root", "-n", "-w"])
+            .args([
+                "-i",
+                ifname,
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-n",
+                "-w",
+            ])
             .arg(file)
             .arg(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning tcpdump (is it installed? run `cargo xtask setup`)")?;
-        let cap = Capture { child, file: file.into() };
+        let cap = Capture {
+            child,
+            file: file.into(),
+        };
         // tcpdump creates the file once it is listening.
-        wait_for(Duration::from_secs(10), "tcpdump to start", || Ok(file.exists().then_some(())))?;
+        wait_for(Duration::from_secs(10), "tcpdump to start", || {
+            Ok(file.exists().then_some(()))
+        })?;
         std::thread::sleep(Duration::from_millis(200));
         Ok(cap)
     }
@@ -196,7 +229,12 @@ impl Capture {
 
 /// Runs tshark over a capture and returns its stdout.
 pub fn tshark(file: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("tshark").arg("-r").arg(file).args(args).stderr(Stdio::null()).output()
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
         .context("running tshark (is it installed? run `cargo xtask setup`)")?;
     if !out.status.success() {
         bail!("tshark {args:?} failed");

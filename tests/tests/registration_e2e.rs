@@ -43,7 +43,12 @@ fn start_ha(lab: &Lab) -> Result<Mipd> {
         ),
         0o644,
     )?;
-    Mipd::start(&lab.ha_ns, &conf, &lab.dir.path("ha.sock"), &lab.dir.path("ha.log"))
+    Mipd::start(
+        &lab.ha_ns,
+        &conf,
+        &lab.dir.path("ha.sock"),
+        &lab.dir.path("ha.log"),
+    )
 }
 
 fn start_mn(lab: &Lab, lifetime: u16) -> Result<Mipd> {
@@ -57,11 +62,19 @@ fn start_mn(lab: &Lab, lifetime: u16) -> Result<Mipd> {
         ),
         0o644,
     )?;
-    Mipd::start(&lab.mn_ns, &conf, &lab.dir.path("mn.sock"), &lab.dir.path("mn.log"))
+    Mipd::start(
+        &lab.mn_ns,
+        &conf,
+        &lab.dir.path("mn.sock"),
+        &lab.dir.path("mn.log"),
+    )
 }
 
 fn bindings(ha: &Mipd) -> Result<Vec<serde_json::Value>> {
-    Ok(ha.ctl_json(&["bindings"])?["bindings"].as_array().cloned().unwrap_or_default())
+    Ok(ha.ctl_json(&["bindings"])?["bindings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 #[test]
@@ -75,22 +88,36 @@ fn registers_shows_binding_deregisters_and_capture_dissects() -> Result<()> {
     let b = wait_for(Duration::from_secs(10), "a binding on the HA", || {
         Ok(bindings(&ha)?.into_iter().next())
     })
-    .map_err(|e| anyhow::anyhow!("{e}\nHA log:\n{}\nMN log:\n{}", ha.log_text(), mn.log_text()))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nHA log:\n{}\nMN log:\n{}",
+            ha.log_text(),
+            mn.log_text()
+        )
+    })?;
     assert_eq!(b["home_addr"], "10.1.0.10");
     assert_eq!(b["care_of_addr"], "192.0.2.10");
-    assert_eq!(b["lifetime"], 120, "HA caps the MN's 300 s at its max_lifetime");
+    assert_eq!(
+        b["lifetime"], 120,
+        "HA caps the MN's 300 s at its max_lifetime"
+    );
     let remaining = b["remaining_secs"].as_u64().unwrap();
     assert!((110..=120).contains(&remaining), "remaining {remaining}");
     assert_eq!(b["reverse_tunnel"], true);
 
     // The human-readable table shows the same binding, and no key material anywhere.
     let table = ha.ctl(&["bindings"])?;
-    assert!(table.contains("10.1.0.10") && table.contains("192.0.2.10"), "{table}");
+    assert!(
+        table.contains("10.1.0.10") && table.contains("192.0.2.10"),
+        "{table}"
+    );
     let status = mn.ctl_json(&["status"])?;
     assert_eq!(status["status"]["mn"]["state"], "registered", "{status}");
 
     mn.ctl(&["deregister"])?;
-    wait_for(Duration::from_secs(10), "the binding to go", || Ok(bindings(&ha)?.is_empty().then_some(())))?;
+    wait_for(Duration::from_secs(10), "the binding to go", || {
+        Ok(bindings(&ha)?.is_empty().then_some(()))
+    })?;
     let stats = ha.ctl_json(&["stats"])?;
     assert_eq!(stats["stats"]["ha"]["accepted"], 1, "{stats}");
     assert_eq!(stats["stats"]["ha"]["deregistered"], 1, "{stats}");
@@ -100,19 +127,44 @@ fn registers_shows_binding_deregisters_and_capture_dissects() -> Result<()> {
     drop(mn);
     drop(ha);
     for log in [&ha_log, &mn_log] {
-        assert!(!log.to_lowercase().contains("9f3c2a1b"), "key material in a log:\n{log}");
+        assert!(
+            !log.to_lowercase().contains("9f3c2a1b"),
+            "key material in a log:\n{log}"
+        );
     }
 
     let pcap = cap.finish()?;
     // Four frames: request, reply, deregistration request, reply; none malformed.
-    let types = tshark(&pcap, &["-Y", "mip", "-T", "fields", "-e", "mip.type", "-e", "mip.code", "-e", "mip.life"])?;
+    let types = tshark(
+        &pcap,
+        &[
+            "-Y", "mip", "-T", "fields", "-e", "mip.type", "-e", "mip.code", "-e", "mip.life",
+        ],
+    )?;
     let rows: Vec<&str> = types.lines().collect();
-    assert_eq!(rows, ["1\t\t300", "3\t0\t120", "1\t\t0", "3\t0\t0"], "tshark saw:\n{types}\nall frames:\n{}", tshark(&pcap, &[])?);
-    let malformed = tshark(&pcap, &["-Y", "_ws.malformed || _ws.expert.severity >= \"error\""])?;
-    assert!(malformed.trim().is_empty(), "malformed frames:\n{malformed}");
+    assert_eq!(
+        rows,
+        ["1\t\t300", "3\t0\t120", "1\t\t0", "3\t0\t0"],
+        "tshark saw:\n{types}\nall frames:\n{}",
+        tshark(&pcap, &[])?
+    );
+    let malformed = tshark(
+        &pcap,
+        &["-Y", "_ws.malformed || _ws.expert.severity >= \"error\""],
+    )?;
+    assert!(
+        malformed.trim().is_empty(),
+        "malformed frames:\n{malformed}"
+    );
     let detail = tshark(&pcap, &["-Y", "mip", "-V"])?;
-    assert!(detail.contains("Mobile-Home Authentication Extension"), "{detail}");
-    assert!(detail.contains("mn1@example.org"), "NAI extension not dissected:\n{detail}");
+    assert!(
+        detail.contains("Mobile-Home Authentication Extension"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("mn1@example.org"),
+        "NAI extension not dissected:\n{detail}"
+    );
     Ok(())
 }
 
@@ -121,15 +173,21 @@ fn wrong_key_is_denied_and_no_binding_appears() -> Result<()> {
     require_root();
     let lab = lab()?;
     let ha = start_ha(&lab)?;
-    lab.dir.write("mn1.key", "00112233445566778899aabbccddeeff\n", 0o600)?;
+    lab.dir
+        .write("mn1.key", "00112233445566778899aabbccddeeff\n", 0o600)?;
     let mn = start_mn(&lab, 60)?;
     wait_for(Duration::from_secs(10), "a 131 rejection", || {
         let s = ha.ctl_json(&["stats"])?;
-        Ok(s["stats"]["ha"]["rejected"]["131"].as_u64().filter(|n| *n >= 1))
+        Ok(s["stats"]["ha"]["rejected"]["131"]
+            .as_u64()
+            .filter(|n| *n >= 1))
     })?;
     assert!(bindings(&ha)?.is_empty());
     let s = mn.ctl_json(&["stats"])?;
-    assert!(s["stats"]["mn"]["dropped_replies"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["stats"]["mn"]["dropped_replies"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
     Ok(())
 }
 
@@ -144,10 +202,17 @@ fn config_with_loose_key_permissions_is_refused() -> Result<()> {
         0o644,
     )?;
     let (mipd, _) = mipx_tests::daemon::binaries();
-    let out = std::process::Command::new(mipd).arg("--config").arg(&conf).arg("--check").output()?;
+    let out = std::process::Command::new(mipd)
+        .arg("--config")
+        .arg(&conf)
+        .arg("--check")
+        .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ha.mobile_node[0].key_file") && err.contains("644"), "{err}");
+    assert!(
+        err.contains("ha.mobile_node[0].key_file") && err.contains("644"),
+        "{err}"
+    );
     assert!(!err.contains("9f3c2a1b"), "{err}");
     Ok(())
 }
@@ -158,9 +223,14 @@ fn sigterm_on_mn_deregisters() -> Result<()> {
     let lab = lab()?;
     let ha = start_ha(&lab)?;
     let mn = start_mn(&lab, 60)?;
-    wait_for(Duration::from_secs(10), "a binding", || Ok(bindings(&ha)?.into_iter().next()))?;
+    wait_for(Duration::from_secs(10), "a binding", || {
+        Ok(bindings(&ha)?.into_iter().next())
+    })?;
     let status = mn.stop()?;
     assert!(status.success(), "mipd exited with {status}");
-    assert!(bindings(&ha)?.is_empty(), "RFC 5944 §3.6: the MN deregisters when it stops");
+    assert!(
+        bindings(&ha)?.is_empty(),
+        "RFC 5944 §3.6: the MN deregisters when it stops"
+    );
     Ok(())
 }

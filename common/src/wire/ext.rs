@@ -127,7 +127,10 @@ pub enum Extension<'a> {
     TrustedNetworksConfigured,
     /// A skippable extension we do not interpret (or one whose sub-type or reserved bits tell
     /// us to treat it as not understood); kept so it can be relayed or shown.
-    Other { kind: u8, data: &'a [u8] },
+    Other {
+        kind: u8,
+        data: &'a [u8],
+    },
 }
 
 const UDP_TUNNEL_LEN: usize = 6;
@@ -140,7 +143,10 @@ impl<'a> Extension<'a> {
             if data.len() < 4 {
                 return Err(Error::BadLength);
             }
-            Ok(AuthExtension { spi: read_u32(&data[..4]), authenticator: &data[4..] })
+            Ok(AuthExtension {
+                spi: read_u32(&data[..4]),
+                authenticator: &data[4..],
+            })
         };
         Ok(match ExtensionType::from(kind) {
             ExtensionType::MnHaAuth => Extension::MnHaAuth(auth()?),
@@ -274,7 +280,11 @@ pub struct ExtensionIter<'a> {
 impl<'a> ExtensionIter<'a> {
     /// Iterates over `message[start..]`; offsets are reported relative to `message`.
     pub fn new(message: &'a [u8], start: usize) -> Self {
-        ExtensionIter { message, offset: start, failed: false }
+        ExtensionIter {
+            message,
+            offset: start,
+            failed: false,
+        }
     }
 }
 
@@ -338,13 +348,21 @@ impl<'b> ExtensionWriter<'b> {
     /// Appends an authentication extension of `kind` with a zeroed authenticator of
     /// `auth_len` bytes, to be filled in once the covered bytes are final (RFC 5944 §3.5.1).
     /// Returns the extension's offset.
-    pub fn push_auth_placeholder(&mut self, kind: ExtensionType, spi: u32, auth_len: usize) -> Result<usize> {
+    pub fn push_auth_placeholder(
+        &mut self,
+        kind: ExtensionType,
+        spi: u32,
+        auth_len: usize,
+    ) -> Result<usize> {
         let at = self.len;
         let total = AuthExtension::HEADER_LEN + auth_len;
         if 4 + auth_len > usize::from(u8::MAX) {
             return Err(Error::BadLength);
         }
-        let out = self.buf.get_mut(at..at + total).ok_or(Error::BufferTooSmall)?;
+        let out = self
+            .buf
+            .get_mut(at..at + total)
+            .ok_or(Error::BufferTooSmall)?;
         out[0] = kind.into();
         out[1] = (4 + auth_len) as u8;
         out[2..6].copy_from_slice(&spi.to_be_bytes());
@@ -408,22 +426,43 @@ mod tests {
         let mut it = ExtensionIter::new(&ok, 0);
         assert_eq!(
             it.next().unwrap().unwrap().1,
-            Extension::UdpTunnelRequest(UdpTunnelRequest { force: true, reg_through_fa: false, encapsulation: 4 })
+            Extension::UdpTunnelRequest(UdpTunnelRequest {
+                force: true,
+                reg_through_fa: false,
+                encapsulation: 4
+            })
         );
         let reserved = [144, 6, 0, 0, 0x80, 4, 0, 1];
         let mut it = ExtensionIter::new(&reserved, 0);
-        assert!(matches!(it.next().unwrap().unwrap().1, Extension::Other { kind: 144, .. }));
+        assert!(matches!(
+            it.next().unwrap().unwrap().1,
+            Extension::Other { kind: 144, .. }
+        ));
     }
 
     #[test]
     fn emit_parse_round_trip() {
         let exts = [
             Extension::MnNai(b"mn@example.com"),
-            Extension::UdpTunnelRequest(UdpTunnelRequest { force: false, reg_through_fa: true, encapsulation: 4 }),
-            Extension::UdpTunnelReply(UdpTunnelReply { reply_code: 0, forced: true, keepalive_interval: 110 }),
+            Extension::UdpTunnelRequest(UdpTunnelRequest {
+                force: false,
+                reg_through_fa: true,
+                encapsulation: 4,
+            }),
+            Extension::UdpTunnelReply(UdpTunnelReply {
+                reply_code: 0,
+                forced: true,
+                keepalive_interval: 110,
+            }),
             Extension::TrustedNetworksConfigured,
-            Extension::Other { kind: 250, data: &[1, 2, 3] },
-            Extension::MnHaAuth(AuthExtension { spi: 0x1234_5678, authenticator: &[7; 16] }),
+            Extension::Other {
+                kind: 250,
+                data: &[1, 2, 3],
+            },
+            Extension::MnHaAuth(AuthExtension {
+                spi: 0x1234_5678,
+                authenticator: &[7; 16],
+            }),
         ];
         let mut buf = [0u8; 128];
         let mut w = ExtensionWriter::new(&mut buf, 0);

@@ -17,7 +17,7 @@ mod tunnel;
 pub use code::ReplyCode;
 pub use ext::{AuthExtension, Extension, ExtensionIter, ExtensionType, ExtensionWriter};
 pub use registration::{
-    ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr, LIFETIME_INFINITE,
+    LIFETIME_INFINITE, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
 };
 pub use tunnel::{TunnelDataPacket, TunnelDataRepr};
 

@@ -50,7 +50,11 @@ impl RequestFlags {
 
     #[must_use]
     pub const fn with(self, bit: u8, on: bool) -> Self {
-        if on { RequestFlags(self.0 | bit) } else { RequestFlags(self.0 & !bit) }
+        if on {
+            RequestFlags(self.0 | bit)
+        } else {
+            RequestFlags(self.0 & !bit)
+        }
     }
 }
 
@@ -210,7 +214,12 @@ impl core::fmt::Display for RequestRepr {
         write!(
             f,
             "Registration Request flags={} lifetime={} home={} ha={} coa={} id={:#018x}",
-            self.flags, self.lifetime, self.home_addr, self.home_agent, self.care_of_addr, self.identification
+            self.flags,
+            self.lifetime,
+            self.home_addr,
+            self.home_agent,
+            self.care_of_addr,
+            self.identification
         )
     }
 }
@@ -349,8 +358,8 @@ mod tests {
     /// type 1, flags D|T, lifetime 1800, home 10.0.0.5, HA 10.0.0.1, CoA 192.0.2.7,
     /// identification 0x0102030405060708, then an MN-HA auth extension with SPI 256.
     const REQUEST: [u8; 46] = [
-        1, 0x22, 0x07, 0x08, 10, 0, 0, 5, 10, 0, 0, 1, 192, 0, 2, 7, 1, 2, 3, 4, 5, 6, 7, 8,
-        32, 20, 0, 0, 1, 0, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab,
+        1, 0x22, 0x07, 0x08, 10, 0, 0, 5, 10, 0, 0, 1, 192, 0, 2, 7, 1, 2, 3, 4, 5, 6, 7, 8, 32,
+        20, 0, 0, 1, 0, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab,
         0xac, 0xad, 0xae, 0xaf,
     ];
 
@@ -368,7 +377,9 @@ mod tests {
         let mut exts = p.extensions();
         let (at, e) = exts.next().unwrap().unwrap();
         assert_eq!(at, 24);
-        let Extension::MnHaAuth(a) = e else { panic!("{e:?}") };
+        let Extension::MnHaAuth(a) = e else {
+            panic!("{e:?}")
+        };
         assert_eq!(a.spi, 256);
         assert_eq!(a.authenticator.len(), 16);
         assert!(exts.next().is_none());
@@ -380,16 +391,23 @@ mod tests {
         let p = RequestPacket::new_checked(&REQUEST[..]).unwrap();
         let r = RequestRepr::parse(&p).unwrap();
         let mut buf = [0u8; RequestRepr::LEN];
-        r.emit(&mut RequestPacket::new_unchecked(&mut buf[..])).unwrap();
+        r.emit(&mut RequestPacket::new_unchecked(&mut buf[..]))
+            .unwrap();
         assert_eq!(buf, REQUEST[..24]);
     }
 
     #[test]
     fn short_and_wrong_type() {
-        assert_eq!(RequestPacket::new_checked(&REQUEST[..23]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            RequestPacket::new_checked(&REQUEST[..23]).unwrap_err(),
+            Error::Truncated
+        );
         let mut reply = REQUEST;
         reply[0] = 3;
-        assert_eq!(RequestPacket::new_checked(&reply[..]).unwrap_err(), Error::WrongMessageType(3));
+        assert_eq!(
+            RequestPacket::new_checked(&reply[..]).unwrap_err(),
+            Error::WrongMessageType(3)
+        );
         assert!(ReplyPacket::new_checked(&reply[..]).is_ok());
     }
 
@@ -403,9 +421,13 @@ mod tests {
             identification: 0xdead_beef_0000_0001,
         };
         let mut buf = [0u8; ReplyRepr::LEN];
-        r.emit(&mut ReplyPacket::new_unchecked(&mut buf[..])).unwrap();
+        r.emit(&mut ReplyPacket::new_unchecked(&mut buf[..]))
+            .unwrap();
         assert_eq!(&buf[..4], &[3, 133, 0, 0]);
-        assert_eq!(ReplyRepr::parse(&ReplyPacket::new_checked(&buf[..]).unwrap()).unwrap(), r);
+        assert_eq!(
+            ReplyRepr::parse(&ReplyPacket::new_checked(&buf[..]).unwrap()).unwrap(),
+            r
+        );
     }
 
     #[test]

@@ -23,14 +23,20 @@ impl<T: AsRef<[u8]>> TunnelDataPacket<T> {
 
     pub fn new_checked(buffer: T) -> Result<Self> {
         let p = Self::new_unchecked(buffer);
-        let b = p.buffer.as_ref();
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Checks that the header is present and the type is 4.
+    pub fn check(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
         if b.len() < field::PAYLOAD {
             return Err(Error::Truncated);
         }
         if MessageType::from(b[field::TYPE]) != MessageType::TunnelData {
             return Err(Error::WrongMessageType(b[field::TYPE]));
         }
-        Ok(p)
+        Ok(())
     }
 
     /// The tunnelled protocol (4 = IP-in-UDP, 47 = GRE, 55 = minimal encapsulation).
@@ -55,7 +61,12 @@ impl TunnelDataRepr {
     pub const LEN: usize = field::PAYLOAD;
 
     pub fn parse<T: AsRef<[u8]>>(packet: &TunnelDataPacket<T>) -> Result<Self> {
-        Ok(TunnelDataRepr { next_header: packet.next_header() })
+        // Like `RequestRepr::parse`: a view made with `new_unchecked` is checked here, so a
+        // short buffer is an error rather than a panic and another message type is rejected.
+        packet.check()?;
+        Ok(TunnelDataRepr {
+            next_header: packet.next_header(),
+        })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -85,7 +96,20 @@ mod tests {
         let mut out = [0xffu8; 4];
         TunnelDataRepr::parse(&p).unwrap().emit(&mut out).unwrap();
         assert_eq!(out, msg[..4]);
-        assert_eq!(TunnelDataPacket::new_checked(&msg[..3]).unwrap_err(), Error::Truncated);
-        assert_eq!(TunnelDataPacket::new_checked(&[1u8, 4, 0, 0][..]).unwrap_err(), Error::WrongMessageType(1));
+        assert_eq!(
+            TunnelDataPacket::new_checked(&msg[..3]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            TunnelDataPacket::new_checked(&[1u8, 4, 0, 0][..]).unwrap_err(),
+            Error::WrongMessageType(1)
+        );
+        let unchecked = TunnelDataPacket::new_unchecked(&[1u8, 4, 0, 0][..]);
+        assert_eq!(
+            TunnelDataRepr::parse(&unchecked).unwrap_err(),
+            Error::WrongMessageType(1)
+        );
+        let short = TunnelDataPacket::new_unchecked(&msg[..1]);
+        assert_eq!(TunnelDataRepr::parse(&short).unwrap_err(), Error::Truncated);
     }
 }

@@ -44,10 +44,14 @@ fn main() -> anyhow::Result<()> {
         Command::Status => Request::Status,
         Command::Bindings => Request::Bindings,
         Command::Stats => Request::Stats,
-        Command::Register { care_of } => Request::Register { care_of_addr: care_of },
+        Command::Register { care_of } => Request::Register {
+            care_of_addr: care_of,
+        },
         Command::Deregister => Request::Deregister,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let resp = rt
         .block_on(mipx_control::daemon::call(&args.socket, &req))
         .with_context(|| format!("cannot reach mipd at {}", args.socket.display()))?;
@@ -67,14 +71,26 @@ fn render(resp: &Response) -> String {
     let mut out = String::new();
     match resp {
         Response::Status(s) => {
-            let _ = writeln!(out, "role      {}\nversion   {}\nuptime    {}s", s.role, s.version, s.uptime_secs);
+            let _ = writeln!(
+                out,
+                "role      {}\nversion   {}\nuptime    {}s",
+                s.role, s.version, s.uptime_secs
+            );
             if let Some(ha) = &s.ha {
                 let _ = writeln!(out, "address   {}:{}", ha.address, ha.port);
-                let _ = writeln!(out, "bindings  {} (max lifetime {}s, {} MN entries)", ha.bindings, ha.max_lifetime, ha.mobile_node_entries);
+                let _ = writeln!(
+                    out,
+                    "bindings  {} (max lifetime {}s, {} MN entries)",
+                    ha.bindings, ha.max_lifetime, ha.mobile_node_entries
+                );
             }
             if let Some(mn) = &s.mn {
                 let _ = writeln!(out, "state     {:?}", mn.state);
-                let _ = writeln!(out, "home      {} (home agent {})", mn.home_addr, mn.home_agent);
+                let _ = writeln!(
+                    out,
+                    "home      {} (home agent {})",
+                    mn.home_addr, mn.home_agent
+                );
                 match (mn.care_of_addr, mn.remaining_secs) {
                     (Some(c), Some(r)) => {
                         let _ = writeln!(out, "care-of   {c} ({r}s left)");
@@ -89,13 +105,25 @@ fn render(resp: &Response) -> String {
             let _ = writeln!(
                 out,
                 "{:<16} {:<16} {:<22} {:<9} {:>10} {:>8} {:>9}",
-                "HOME ADDRESS", "CARE-OF ADDRESS", "SOURCE", "FLAGS", "SPI", "LIFETIME", "REMAINING"
+                "HOME ADDRESS",
+                "CARE-OF ADDRESS",
+                "SOURCE",
+                "FLAGS",
+                "SPI",
+                "LIFETIME",
+                "REMAINING"
             );
             for b in bindings {
                 let _ = writeln!(
                     out,
                     "{:<16} {:<16} {:<22} {:<9} {:>10} {:>7}s {:>8}s",
-                    b.home_addr, b.care_of_addr, b.source.to_string(), b.flags, b.spi, b.lifetime, b.remaining_secs
+                    b.home_addr,
+                    b.care_of_addr,
+                    b.source.to_string(),
+                    b.flags,
+                    b.spi,
+                    b.lifetime,
+                    b.remaining_secs
                 );
             }
             let _ = writeln!(out, "{} binding(s)", bindings.len());
@@ -119,7 +147,12 @@ fn render(resp: &Response) -> String {
                 }
                 for (code, n) in &ha.rejected {
                     let desc = mipx_common::wire::ReplyCode::from(*code);
-                    let _ = writeln!(out, "ha.rejected[{code}]{:<17} {n}   ({})", "", desc.description());
+                    let _ = writeln!(
+                        out,
+                        "ha.rejected[{code}]{:<17} {n}   ({})",
+                        "",
+                        desc.description()
+                    );
                 }
             }
             if let Some(mn) = &s.mn {

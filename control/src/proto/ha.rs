@@ -70,8 +70,14 @@ pub enum RemovalReason {
 pub enum HaEvent {
     BindingAdded(Binding),
     /// A refresh or a move: `old.care_of_addr` may differ from `new.care_of_addr`.
-    BindingUpdated { old: Binding, new: Binding },
-    BindingRemoved { binding: Binding, reason: RemovalReason },
+    BindingUpdated {
+        old: Binding,
+        new: Binding,
+    },
+    BindingRemoved {
+        binding: Binding,
+        reason: RemovalReason,
+    },
 }
 
 /// Counters for `mipctl stats`.
@@ -114,7 +120,12 @@ pub struct HomeAgent {
 /// What one request resolved to, before the reply is built.
 enum Verdict {
     Drop,
-    Reply { code: ReplyCode, lifetime: u16, identification: u64, home_agent: Ipv4Addr },
+    Reply {
+        code: ReplyCode,
+        lifetime: u16,
+        identification: u64,
+        home_agent: Ipv4Addr,
+    },
 }
 
 impl HomeAgent {
@@ -150,8 +161,17 @@ impl HomeAgent {
 
     /// The security association for `home` and `spi`: exact home addresses first, then pools.
     fn find_sa(&self, home: Ipv4Addr, spi: u32) -> Option<&SecurityAssociation> {
-        let exact = self.exact.get(&home).into_iter().flatten().map(|&i| &self.config.mobile_nodes[i]);
-        let pools = self.config.mobile_nodes.iter().filter(|e| matches!(e.home_addrs, HomeAddrs::Prefix(..)));
+        let exact = self
+            .exact
+            .get(&home)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.config.mobile_nodes[i]);
+        let pools = self
+            .config
+            .mobile_nodes
+            .iter()
+            .filter(|e| matches!(e.home_addrs, HomeAddrs::Prefix(..)));
         exact
             .chain(pools.filter(|e| e.home_addrs.contains(home)))
             .map(|e| &e.sa)
@@ -168,7 +188,9 @@ impl HomeAgent {
             return;
         };
         // The fixed part parsed, so this cannot fail.
-        let Ok(req) = RequestRepr::parse(&packet) else { return };
+        let Ok(req) = RequestRepr::parse(&packet) else {
+            return;
+        };
 
         // Walk the extensions up to and including the authorization-enabling one; the rest
         // belong to the foreign agent (§3.7.2.2). Everything must parse (§1.9).
@@ -215,12 +237,37 @@ impl HomeAgent {
             return;
         };
 
-        let verdict = self.decide(now, from, to, &req, &sa, bytes, auth_at, auth_ext.authenticator, fa_ha, duplicate);
-        let Verdict::Reply { code, lifetime, identification, home_agent } = verdict else { return };
+        let verdict = self.decide(
+            now,
+            from,
+            to,
+            &req,
+            &sa,
+            bytes,
+            auth_at,
+            auth_ext.authenticator,
+            fa_ha,
+            duplicate,
+        );
+        let Verdict::Reply {
+            code,
+            lifetime,
+            identification,
+            home_agent,
+        } = verdict
+        else {
+            return;
+        };
         if !code.is_accepted() {
             *self.stats.rejected.entry(code.into()).or_default() += 1;
         }
-        let reply = ReplyRepr { code, lifetime, home_addr: req.home_addr, home_agent, identification };
+        let reply = ReplyRepr {
+            code,
+            lifetime,
+            home_addr: req.home_addr,
+            home_agent,
+            identification,
+        };
         let mut fixed = [0u8; ReplyRepr::LEN];
         // The buffer is exactly LEN bytes.
         let _ = reply.emit(&mut ReplyPacket::new_unchecked(&mut fixed[..]));
@@ -228,10 +275,17 @@ impl HomeAgent {
         let extensions: Vec<Extension<'_>> = nai.map(Extension::MnNai).into_iter().collect();
         let payload = signed_message(&fixed, &extensions, sa.spi, &sa.key);
         // §3.8.3.1: reply from the address the request was sent to, to its source.
-        self.transmits.push_back(Transmit { src: Some(to), dst: from, payload });
+        self.transmits.push_back(Transmit {
+            src: Some(to),
+            dst: from,
+            payload,
+        });
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one request's already-parsed parts")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's already-parsed parts"
+    )]
     fn decide(
         &mut self,
         now: Now,
@@ -246,7 +300,12 @@ impl HomeAgent {
         duplicate: bool,
     ) -> Verdict {
         let our = self.config.address;
-        let reply = |code, lifetime, identification| Verdict::Reply { code, lifetime, identification, home_agent: our };
+        let reply = |code, lifetime, identification| Verdict::Reply {
+            code,
+            lifetime,
+            identification,
+            home_agent: our,
+        };
 
         // (a) Authenticator. §3.8.2.1 lets us answer 131 (signed with the SA we have) when
         // there is no FA security association; we do, so that a misconfigured MN learns why.
@@ -259,13 +318,18 @@ impl HomeAgent {
         match sa.replay {
             ReplayProtection::Timestamp { tolerance } => {
                 let theirs = unix_from_ntp(req.identification);
-                let skew = if theirs > now.unix { theirs - now.unix } else { now.unix - theirs };
-                let last = self.last_identification.get(&req.home_addr).copied().unwrap_or(0);
+                let skew = theirs.abs_diff(now.unix);
+                let last = self
+                    .last_identification
+                    .get(&req.home_addr)
+                    .copied()
+                    .unwrap_or(0);
                 if skew > tolerance || req.identification <= last {
                     warn!(%from, home = %req.home_addr, skew_ms = skew.as_millis() as u64,
                         "security exception: identification mismatch (replay or clock skew)");
                     // Our time in the high 32 bits, their low 32 bits (§5.7.1).
-                    let id = (ntp_timestamp(now.unix) & !0xffff_ffff) | (req.identification & 0xffff_ffff);
+                    let id = (ntp_timestamp(now.unix) & !0xffff_ffff)
+                        | (req.identification & 0xffff_ffff);
                     return reply(ReplyCode::HaIdentificationMismatch, 0, id);
                 }
             }
@@ -281,7 +345,8 @@ impl HomeAgent {
 
         // From here the request is authentic and fresh: its identification is consumed even if
         // we deny it, so it cannot be replayed.
-        self.last_identification.insert(req.home_addr, req.identification);
+        self.last_identification
+            .insert(req.home_addr, req.identification);
 
         if req.home_agent != our || to != our {
             // §3.8.2.1: also for requests sent to a broadcast address; the reply names us.
@@ -298,7 +363,10 @@ impl HomeAgent {
         if req.is_deregistration() {
             if let Some(binding) = self.bindings.remove(req.home_addr) {
                 info!(home = %req.home_addr, coa = %binding.care_of_addr, "binding removed: deregistration");
-                self.events.push_back(HaEvent::BindingRemoved { binding, reason: RemovalReason::Deregistered });
+                self.events.push_back(HaEvent::BindingRemoved {
+                    binding,
+                    reason: RemovalReason::Deregistered,
+                });
             }
             self.stats.deregistered += 1;
             return reply(ReplyCode::Accepted, 0, req.identification);
@@ -320,7 +388,9 @@ impl HomeAgent {
         };
         info!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, flags = %binding.flags, "binding accepted");
         match self.bindings.insert(binding.clone()) {
-            Some(old) => self.events.push_back(HaEvent::BindingUpdated { old, new: binding }),
+            Some(old) => self
+                .events
+                .push_back(HaEvent::BindingUpdated { old, new: binding }),
             None => self.events.push_back(HaEvent::BindingAdded(binding)),
         }
         self.stats.accepted += 1;
@@ -339,7 +409,10 @@ impl HomeAgent {
         for binding in self.bindings.expire(now.mono) {
             info!(home = %binding.home_addr, coa = %binding.care_of_addr, "binding expired");
             self.stats.expired += 1;
-            self.events.push_back(HaEvent::BindingRemoved { binding, reason: RemovalReason::Expired });
+            self.events.push_back(HaEvent::BindingRemoved {
+                binding,
+                reason: RemovalReason::Expired,
+            });
         }
     }
 

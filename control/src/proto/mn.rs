@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
+    Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
+    RequestRepr,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -38,13 +39,23 @@ pub struct MnConfig {
 /// Outcomes, for the shell to report and act on (routes, dataplane).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MnEvent {
-    Registered { care_of_addr: Ipv4Addr, lifetime: u16, code: ReplyCode },
+    Registered {
+        care_of_addr: Ipv4Addr,
+        lifetime: u16,
+        code: ReplyCode,
+    },
     Deregistered,
-    Denied { code: ReplyCode },
+    Denied {
+        code: ReplyCode,
+    },
     /// Code 133 moved our idea of the home agent's clock by `offset_ms` (§5.7.1).
-    Resynchronised { offset_ms: i64 },
+    Resynchronised {
+        offset_ms: i64,
+    },
     /// No valid reply after this many attempts; retransmission continues.
-    RegistrationTimeout { attempts: u32 },
+    RegistrationTimeout {
+        attempts: u32,
+    },
     /// The registration lifetime ran out before a renewal succeeded.
     Expired,
 }
@@ -142,19 +153,28 @@ impl MobileNode {
 
     /// The registered care-of address and the time left, if registered.
     pub fn registration(&self, now: Now) -> Option<(Ipv4Addr, Duration)> {
-        self.active.as_ref().map(|a| (a.care_of_addr, a.expires_at.saturating_sub(now.mono)))
+        self.active
+            .as_ref()
+            .map(|a| (a.care_of_addr, a.expires_at.saturating_sub(now.mono)))
     }
 
     /// Registers `care_of_addr` (a co-located care-of address, so 'D' is set) with the home
     /// agent. Registering the home address itself deregisters (§3.6.1.2).
     pub fn register(&mut self, now: Now, care_of_addr: Ipv4Addr) {
-        let lifetime = if care_of_addr == self.config.home_addr { 0 } else { self.config.lifetime };
+        let lifetime = if care_of_addr == self.config.home_addr {
+            0
+        } else {
+            self.config.lifetime
+        };
         self.start(now, care_of_addr, lifetime);
     }
 
     /// Deregisters: lifetime 0 for the current care-of address, or from home if none.
     pub fn deregister(&mut self, now: Now) {
-        let coa = self.active.as_ref().map_or(self.config.home_addr, |a| a.care_of_addr);
+        let coa = self
+            .active
+            .as_ref()
+            .map_or(self.config.home_addr, |a| a.care_of_addr);
         self.start(now, coa, 0);
     }
 
@@ -178,7 +198,8 @@ impl MobileNode {
         let unix = if self.clock_offset_ns >= 0 {
             now.unix + Duration::from_nanos(self.clock_offset_ns as u64)
         } else {
-            now.unix.saturating_sub(Duration::from_nanos(self.clock_offset_ns.unsigned_abs()))
+            now.unix
+                .saturating_sub(Duration::from_nanos(self.clock_offset_ns.unsigned_abs()))
         };
         let id = ntp_timestamp(unix).max(self.last_identification + 1);
         self.last_identification = id;
@@ -189,12 +210,17 @@ impl MobileNode {
     /// with a new Identification (§3.6.3).
     fn send(&mut self, now: Now) {
         let identification = self.next_identification(now);
-        let Some(p) = self.pending.as_mut() else { return };
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
         p.identification = identification;
         p.sent_at = now.mono;
         p.attempts += 1;
         let mut flags = RequestFlags::default().with(RequestFlags::D, true);
-        flags = flags.with(RequestFlags::T, self.config.reverse_tunnel && p.lifetime != 0);
+        flags = flags.with(
+            RequestFlags::T,
+            self.config.reverse_tunnel && p.lifetime != 0,
+        );
         let req = RequestRepr {
             flags,
             lifetime: p.lifetime,
@@ -206,7 +232,11 @@ impl MobileNode {
         let mut fixed = [0u8; RequestRepr::LEN];
         // The buffer is exactly LEN bytes.
         let _ = req.emit(&mut RequestPacket::new_unchecked(&mut fixed[..]));
-        let nai = self.config.nai.as_deref().map(|n| Extension::MnNai(n.as_bytes()));
+        let nai = self
+            .config
+            .nai
+            .as_deref()
+            .map(|n| Extension::MnNai(n.as_bytes()));
         let extensions: Vec<Extension<'_>> = nai.into_iter().collect();
         let payload = signed_message(&fixed, &extensions, self.config.sa.spi, &self.config.sa.key);
         self.stats.requests_sent += 1;
@@ -214,7 +244,11 @@ impl MobileNode {
             self.stats.retransmissions += 1;
         }
         debug!(coa = %p.care_of_addr, lifetime = p.lifetime, attempt = p.attempts, "registration request sent");
-        self.transmits.push_back(Transmit { src: Some(p.care_of_addr), dst: self.peer, payload });
+        self.transmits.push_back(Transmit {
+            src: Some(p.care_of_addr),
+            dst: self.peer,
+            payload,
+        });
     }
 
     /// Processes a datagram from the Mobile IP socket.
@@ -254,7 +288,9 @@ impl MobileNode {
             }
         }
         let (at, a) = auth?;
-        if a.spi != self.config.sa.spi || !auth::verify(bytes, at, a.authenticator, &self.config.sa.key) {
+        if a.spi != self.config.sa.spi
+            || !auth::verify(bytes, at, a.authenticator, &self.config.sa.key)
+        {
             warn!(%from, "security exception: reply failed authentication");
             return None;
         }
@@ -262,7 +298,9 @@ impl MobileNode {
     }
 
     fn accept_reply(&mut self, now: Now, reply: ReplyRepr) {
-        let Some(p) = self.pending.clone() else { return };
+        let Some(p) = self.pending.clone() else {
+            return;
+        };
         if reply.code == ReplyCode::HaIdentificationMismatch {
             // §5.7.1: the high 32 bits carry the home agent's time; adopt it and retry at
             // once, but only once per registration so a confused HA cannot make us spin.
@@ -270,8 +308,13 @@ impl MobileNode {
             let our_secs = (ntp_timestamp(now.unix) >> 32) as i64;
             self.clock_offset_ns = (ha_secs - our_secs) * 1_000_000_000;
             self.stats.resynchronisations += 1;
-            info!(offset_s = ha_secs - our_secs, "identification mismatch: clock resynchronised");
-            self.events.push_back(MnEvent::Resynchronised { offset_ms: (ha_secs - our_secs) * 1000 });
+            info!(
+                offset_s = ha_secs - our_secs,
+                "identification mismatch: clock resynchronised"
+            );
+            self.events.push_back(MnEvent::Resynchronised {
+                offset_ms: (ha_secs - our_secs) * 1000,
+            });
             if !p.resynced {
                 if let Some(p) = self.pending.as_mut() {
                     p.resynced = true;
@@ -302,8 +345,17 @@ impl MobileNode {
         let renew_at = p.sent_at + granted * 3 / 4;
         self.stats.accepted += 1;
         info!(coa = %p.care_of_addr, lifetime, "registered");
-        self.active = Some(Active { care_of_addr: p.care_of_addr, lifetime, expires_at, renew_at });
-        self.events.push_back(MnEvent::Registered { care_of_addr: p.care_of_addr, lifetime, code: reply.code });
+        self.active = Some(Active {
+            care_of_addr: p.care_of_addr,
+            lifetime,
+            expires_at,
+            renew_at,
+        });
+        self.events.push_back(MnEvent::Registered {
+            care_of_addr: p.care_of_addr,
+            lifetime,
+            code: reply.code,
+        });
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -330,7 +382,8 @@ impl MobileNode {
                     p.timeout = (p.timeout * 2).min(cap);
                 }
                 if attempts == self.config.report_after_attempts {
-                    self.events.push_back(MnEvent::RegistrationTimeout { attempts });
+                    self.events
+                        .push_back(MnEvent::RegistrationTimeout { attempts });
                 }
                 self.send(now);
             }
@@ -344,7 +397,13 @@ impl MobileNode {
 
     pub fn poll_timeout(&self) -> Option<Duration> {
         let retransmit = self.pending.as_ref().map(|p| p.sent_at + p.timeout);
-        let active = self.active.as_ref().map(|a| if self.pending.is_some() { a.expires_at } else { a.renew_at });
+        let active = self.active.as_ref().map(|a| {
+            if self.pending.is_some() {
+                a.expires_at
+            } else {
+                a.renew_at
+            }
+        });
         match (retransmit, active) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -19,7 +19,10 @@ pub struct Now {
 
 impl Now {
     pub fn advance(self, by: Duration) -> Now {
-        Now { mono: self.mono + by, unix: self.unix + by }
+        Now {
+            mono: self.mono + by,
+            unix: self.unix + by,
+        }
     }
 }
 
@@ -52,20 +55,6 @@ pub fn unix_from_ntp(ntp: u64) -> Duration {
     Duration::new(secs, nanos as u32)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ntp_round_trip() {
-        let t = Duration::new(1_795_000_000, 123_456_789);
-        let back = unix_from_ntp(ntp_timestamp(t));
-        assert!(back <= t && t - back < Duration::from_nanos(2));
-        // 2026-11-23 is NTP era 0 second 0xEC..: high byte sanity.
-        assert_eq!(ntp_timestamp(Duration::from_secs(0)) >> 32, NTP_UNIX_OFFSET);
-    }
-}
-
 /// Builds a signed Registration Request or Reply: `fixed` is the already-emitted fixed part,
 /// `extensions` go before the Mobile-Home Authentication Extension (RFC 5944 §3.6.1.3,
 /// §3.8.3.3: the authorization-enabling extension ends the data it authenticates), whose
@@ -93,4 +82,18 @@ pub(crate) fn signed_message(
         .expect("buffer sized for auth");
     crate::auth::sign(&mut buf, at, key);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntp_round_trip() {
+        let t = Duration::new(1_795_000_000, 123_456_789);
+        let back = unix_from_ntp(ntp_timestamp(t));
+        assert!(back <= t && t - back < Duration::from_nanos(2));
+        // 2026-11-23 is NTP era 0 second 0xEC..: high byte sanity.
+        assert_eq!(ntp_timestamp(Duration::from_secs(0)) >> 32, NTP_UNIX_OFFSET);
+    }
 }

@@ -68,32 +68,61 @@ fn main() -> Result<()> {
     let binding_for = |coa: &'static str| {
         move || -> Result<Option<()>> {
             let v = ha_ref.ctl_json(&["bindings"])?;
-            let found = v["bindings"].as_array().into_iter().flatten().any(|b| b["care_of_addr"] == coa);
+            let found = v["bindings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|b| b["care_of_addr"] == coa);
             Ok(found.then_some(()))
         }
     };
-    wait_for(Duration::from_secs(10), "the registration", binding_for("192.0.2.10"))
-        .with_context(|| format!("HA log:\n{}\nMN log:\n{}", ha.log_text(), mn.log_text()))?;
+    wait_for(
+        Duration::from_secs(10),
+        "the registration",
+        binding_for("192.0.2.10"),
+    )
+    .with_context(|| format!("HA log:\n{}\nMN log:\n{}", ha.log_text(), mn.log_text()))?;
     let reg_time = started.elapsed();
 
-    step(&format!("registered from foreign network A in {} ms (daemon start included)", reg_time.as_millis()));
+    step(&format!(
+        "registered from foreign network A in {} ms (daemon start included)",
+        reg_time.as_millis()
+    ));
     section("mipctl status (mobile node)", &mn.ctl(&["status"])?);
     section("mipctl bindings (home agent)", &ha.ctl(&["bindings"])?);
 
     step("moving the MN to foreign network B (care-of 198.51.100.10)");
     mn_ns.add_addr("mn0", "198.51.100.10/24")?;
-    mn_ns.ip(&["route", "replace", "10.1.0.0/24", "via", "198.51.100.1", "src", "198.51.100.10"])?;
+    mn_ns.ip(&[
+        "route",
+        "replace",
+        "10.1.0.0/24",
+        "via",
+        "198.51.100.1",
+        "src",
+        "198.51.100.10",
+    ])?;
     let moved = Instant::now();
     mn.ctl(&["register", "--care-of", "198.51.100.10"])?;
-    wait_for(Duration::from_secs(10), "the re-registration", binding_for("198.51.100.10"))?;
-    step(&format!("re-registered in {} ms", moved.elapsed().as_millis()));
+    wait_for(
+        Duration::from_secs(10),
+        "the re-registration",
+        binding_for("198.51.100.10"),
+    )?;
+    step(&format!(
+        "re-registered in {} ms",
+        moved.elapsed().as_millis()
+    ));
     section("mipctl bindings (home agent)", &ha.ctl(&["bindings"])?);
 
     step("deregistering");
     mn.ctl(&["deregister"])?;
     wait_for(Duration::from_secs(10), "the deregistration", || {
         let v = ha.ctl_json(&["bindings"])?;
-        Ok(v["bindings"].as_array().is_some_and(|b| b.is_empty()).then_some(()))
+        Ok(v["bindings"]
+            .as_array()
+            .is_some_and(|b| b.is_empty())
+            .then_some(()))
     })?;
     section("mipctl stats (home agent)", &ha.ctl(&["stats"])?);
 
@@ -101,7 +130,10 @@ fn main() -> Result<()> {
     drop(ha);
     drop(mn_ns);
     drop(ha_ns);
-    step(&format!("cleaned up: namespaces and daemons removed ({:.1} s in all)", t0.elapsed().as_secs_f64()));
+    step(&format!(
+        "cleaned up: namespaces and daemons removed ({:.1} s in all)",
+        t0.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 

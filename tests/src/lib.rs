@@ -1,0 +1,48 @@
+//! Shared helpers for mipx's privileged tests (DESIGN.md §6): network namespaces with unique
+//! names that vanish on drop, and [`require_root`], which fails a test that lacks privileges
+//! instead of letting it pass by skipping.
+
+pub mod bpf;
+pub mod daemon;
+pub mod netns;
+
+pub use netns::{Netns, veth_pair};
+
+/// Capability numbers from `linux/capability.h`.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Panics (failing the test) unless this process runs as root with the capabilities the
+/// privileged tests need: `CAP_BPF` to load programs and create maps, `CAP_NET_ADMIN` for links
+/// and XDP, `CAP_SYS_ADMIN` for `ip netns` (mount namespaces, bind mounts).
+///
+/// A privileged test that cannot get its privileges must fail loudly, never skip (DESIGN.md §6):
+/// a CI run without root would otherwise report green while testing nothing. Run the suite as
+/// root, e.g. through `cargo xtask test`.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (euid is {euid}); run it as root, e.g. `sudo cargo xtask test`"
+    );
+    let status = std::fs::read_to_string("/proc/self/status")
+        .expect("reading /proc/self/status to check capabilities");
+    let cap_eff = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16))
+        .expect("no CapEff line in /proc/self/status")
+        .expect("CapEff in /proc/self/status is not hex");
+    for (cap, name) in [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ] {
+        assert!(
+            cap_eff & (1 << cap) != 0,
+            "this test needs {name}, which is not in the effective set (CapEff {cap_eff:#x})"
+        );
+    }
+}

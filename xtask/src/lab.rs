@@ -1,0 +1,24 @@
+//! `cargo xtask lab`: set the machine up, then run the lab binary (`tests/src/bin/mipx-lab.rs`)
+//! as root. The lab lives in the `tests` crate, next to the namespace helpers it uses, so that
+//! xtask itself never depends on the eBPF build and can run `setup` on a fresh machine.
+
+use std::{env, process::Command};
+
+use anyhow::Result;
+
+use crate::{cmd, setup};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// Skip `cargo xtask setup` (when you know the machine is ready).
+    #[arg(long)]
+    no_setup: bool,
+}
+
+pub(crate) fn run(options: &Options) -> Result<()> {
+    if !options.no_setup {
+        setup::run(&setup::Options::default())?;
+    }
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(Command::new(cargo).args(["run", "--quiet", "-p", "mipx-tests", "--bin", "mipx-lab"]))
+}
