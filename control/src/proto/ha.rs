@@ -386,12 +386,23 @@ impl HomeAgent {
             registered_at: now.mono,
             expires_at: now.mono + Duration::from_secs(lifetime.into()),
         };
-        info!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, flags = %binding.flags, "binding accepted");
         match self.bindings.insert(binding.clone()) {
-            Some(old) => self
-                .events
-                .push_back(HaEvent::BindingUpdated { old, new: binding }),
-            None => self.events.push_back(HaEvent::BindingAdded(binding)),
+            // A refresh from the same care-of address is routine: at 100,000 mobile nodes an
+            // info line per refresh would cost more than the registration itself.
+            Some(old) if old.care_of_addr == binding.care_of_addr => {
+                debug!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, "binding refreshed");
+                self.events
+                    .push_back(HaEvent::BindingUpdated { old, new: binding });
+            }
+            Some(old) => {
+                info!(home = %binding.home_addr, from = %old.care_of_addr, coa = %binding.care_of_addr, lifetime, "binding moved");
+                self.events
+                    .push_back(HaEvent::BindingUpdated { old, new: binding });
+            }
+            None => {
+                info!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, flags = %binding.flags, "binding added");
+                self.events.push_back(HaEvent::BindingAdded(binding));
+            }
         }
         self.stats.accepted += 1;
         // Simultaneous bindings are refused deliberately: one care-of address per home address
