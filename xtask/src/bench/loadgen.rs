@@ -216,20 +216,7 @@ impl LoadGen {
             .with_context(|| format!("connecting to {server}"))?;
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
         // Replies must never be dropped at our end: a window of replies fits many times over.
-        let size: libc::c_int = 4 << 20;
-        // SAFETY: a valid socket descriptor, option value pointer and length for an int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const size).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("SO_RCVBUF");
-        }
+        super::registration::set_rcvbuf(&socket, 4 << 20)?;
         let mac = <HmacMd5 as hmac::KeyInit>::new_from_slice(&pop.key)
             .expect("HMAC takes any key length");
         Ok(LoadGen {

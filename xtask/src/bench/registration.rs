@@ -727,7 +727,7 @@ fn udp_socket_drops(port: u16) -> u64 {
 }
 
 /// Sets SO_RCVBUF (the kernel caps it at `net.core.rmem_max` and doubles it).
-fn set_rcvbuf(socket: &UdpSocket, bytes: usize) -> Result<()> {
+pub(super) fn set_rcvbuf(socket: &UdpSocket, bytes: usize) -> Result<()> {
     use std::os::fd::AsRawFd as _;
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: a valid socket descriptor, option value pointer and length for an int option.
