@@ -2,41 +2,82 @@
 //! [`COUNTERS_MAP`](crate::maps::COUNTERS_MAP), indexed by [`Counter`]. Every verdict of every
 //! program bumps exactly one slot, so `mipctl stats` can account for every packet.
 
-/// A counter slot. The discriminant is the index into the per-CPU array; never reorder, only
-/// append, because pinned maps outlive a `mipd` upgrade.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Counter {
-    /// A packet that no program of ours was concerned with (passed to the stack untouched).
-    Passed = 0,
-    /// A frame too short for the Ethernet header.
-    TruncatedEth = 1,
-    /// A non-IPv4 frame (passed).
-    NotIpv4 = 2,
-    /// An IPv4 packet whose header is truncated or has a bad IHL/total length (dropped).
-    MalformedIpv4 = 3,
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $variant:ident = $index:literal => $name:literal,)+) => {
+        /// A counter slot. The discriminant is the index into the per-CPU array; never reorder,
+        /// only append, because pinned maps outlive a `mipd` upgrade.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Counter {
+            $($(#[doc = $doc])* $variant = $index,)+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)+];
+            /// Number of slots the counter map must hold.
+            pub const COUNT: u32 = Self::ALL.len() as u32;
+
+            /// The stable name shown by `mipctl stats`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl Counter {
-    /// Every counter, in index order.
-    pub const ALL: [Counter; 4] = [
-        Counter::Passed,
-        Counter::TruncatedEth,
-        Counter::NotIpv4,
-        Counter::MalformedIpv4,
-    ];
-    /// Number of slots the counter map must hold.
-    pub const COUNT: u32 = Self::ALL.len() as u32;
-
-    /// The stable name shown by `mipctl stats`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Passed => "passed",
-            Counter::TruncatedEth => "truncated_eth",
-            Counter::NotIpv4 => "not_ipv4",
-            Counter::MalformedIpv4 => "malformed_ipv4",
-        }
-    }
+counters! {
+    /// A packet that no program of ours was concerned with (passed to the stack untouched).
+    Passed = 0 => "passed",
+    /// A frame too short for the Ethernet header (passed).
+    TruncatedEth = 1 => "truncated_eth",
+    /// A non-IPv4 frame that is not an ARP request we answer (passed).
+    NotIpv4 = 2 => "not_ipv4",
+    /// An IPv4 packet whose header is truncated or has a bad IHL/total length (dropped).
+    MalformedIpv4 = 3 => "malformed_ipv4",
+    /// HA: a packet for an away mobile node, encapsulated (RFC 2003) and sent (XDP_TX/redirect).
+    HaEncapTx = 4 => "ha_encap_tx",
+    /// HA: encapsulated, but the next hop's link-layer address is not known yet: handed to the
+    /// kernel, which resolves it and forwards the tunnel packet.
+    HaEncapToStack = 5 => "ha_encap_to_stack",
+    /// HA: a reverse-tunnelled packet (RFC 3024), decapsulated and forwarded.
+    HaDecapTx = 6 => "ha_decap_tx",
+    /// HA: decapsulated and handed to the kernel (addressed to the HA, or next hop unresolved).
+    HaDecapToStack = 7 => "ha_decap_to_stack",
+    /// HA: IP-in-IP to the HA whose inner source is not a home address bound, with reverse
+    /// tunnelling, to the outer source (RFC 3024 §4.2; dropped).
+    ReverseTunnelRejected = 8 => "reverse_tunnel_rejected",
+    /// A fragment of a tunnel packet: XDP cannot reassemble (dropped).
+    TunnelFragment = 9 => "tunnel_fragment",
+    /// A tunnel packet whose outer header carries IP options (dropped).
+    TunnelOptions = 10 => "tunnel_options",
+    /// TTL would reach 0 on forwarding (RFC 2003 §3.1): passed to the kernel, which returns
+    /// ICMP Time Exceeded.
+    TtlExceeded = 11 => "ttl_exceeded",
+    /// Too big for the tunnel with DF set: ICMP Fragmentation Needed returned to the sender
+    /// with the tunnel MTU (RFC 2003 §5.1, RFC 1191).
+    FragNeededSent = 12 => "frag_needed_sent",
+    /// Too big for the tunnel and DF clear (or the header has options): XDP cannot fragment
+    /// (dropped).
+    TooBig = 13 => "too_big",
+    /// No route to the tunnel's far end (dropped).
+    NoRoute = 14 => "no_route",
+    /// HA: an ARP request for an away mobile node's home address, answered (RFC 5944 §4.6).
+    ArpProxied = 15 => "arp_proxied",
+    /// HA: would tunnel a packet back to where it came from (RFC 2003 §3.2, RFC 5944 §4.2.3;
+    /// dropped).
+    TunnelLoop = 16 => "tunnel_loop",
+    /// MN: a packet from the home address, reverse-tunnelled to the home agent (RFC 3024).
+    MnEncap = 17 => "mn_encap",
+    /// MN: a packet from the home agent's tunnel, decapsulated for local delivery.
+    MnDecap = 18 => "mn_decap",
+    /// MN: IP-in-IP from the home agent whose inner destination is not the home address
+    /// (dropped).
+    MnTunnelRejected = 19 => "mn_tunnel_rejected",
+    /// MN: a kernel helper refused to resize the packet (dropped).
+    MnEncapFailed = 20 => "mn_encap_failed",
 }
 
 #[cfg(test)]
@@ -47,6 +88,15 @@ mod tests {
     fn indices_are_dense_and_in_order() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in Counter::ALL.iter().enumerate() {
+            for b in &Counter::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
         }
     }
 }

@@ -7,5 +7,6 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
 pub mod counters;
+pub mod ipv4;
 pub mod maps;
 pub mod wire;

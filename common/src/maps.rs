@@ -2,6 +2,132 @@
 //!
 //! Rules (DESIGN.md §3): `#[repr(C)]`, `Copy`, explicit padding, a `size_of` assertion,
 //! addresses as `[u8; 4]` in network byte order, no `bool`/`Option`/Rust enums inside.
+//! Maps are pinned under the daemon's bpffs directory by these names, so a restarted `mipd`
+//! adopts them: never change a layout without renaming the map.
+
+use core::mem::size_of;
 
 /// Per-CPU array of `u64`, indexed by [`crate::counters::Counter`].
 pub const COUNTERS_MAP: &str = "MIPX_COUNTERS";
+/// Home agent: hash of home address (`[u8; 4]`) → [`HaBinding`]. The mobility binding list of
+/// RFC 5944 §3.8.1 as the fast path sees it; `mipd` mirrors its binding cache into it.
+pub const BINDINGS_MAP: &str = "MIPX_BINDINGS";
+/// Home agent: one-element array of [`HaDataplaneConfig`].
+pub const HA_CONFIG_MAP: &str = "MIPX_HA_CONFIG";
+/// Hash of ifindex (`u32`) → [`IfaceInfo`]: the interfaces `mipd` attached to.
+pub const IFACES_MAP: &str = "MIPX_IFACES";
+/// Mobile node: one-element array of [`MnTunnel`].
+pub const MN_TUNNEL_MAP: &str = "MIPX_MN_TUNNEL";
+/// Per-CPU array of one `u32`: the next IPv4 Identification for outer headers.
+pub const IP_ID_MAP: &str = "MIPX_IP_ID";
+
+/// Every map the object defines, for loaders that pin or check them all.
+pub const ALL_MAPS: [&str; 6] = [
+    COUNTERS_MAP,
+    BINDINGS_MAP,
+    HA_CONFIG_MAP,
+    IFACES_MAP,
+    MN_TUNNEL_MAP,
+    IP_ID_MAP,
+];
+
+/// Default capacity of [`BINDINGS_MAP`]; `mipd` overrides it from `dataplane.max_bindings`.
+pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
+/// Capacity of [`IFACES_MAP`].
+pub const MAX_IFACES: u32 = 64;
+
+/// [`HaBinding::tunnel_flags`]: the binding was granted reverse tunnelling (RFC 3024 §4.2, the
+/// T bit), so IP-in-IP from its care-of address with the home address inside is decapsulated.
+pub const TUNNEL_REVERSE: u32 = 1 << 0;
+
+/// One mobility binding in [`BINDINGS_MAP`], keyed by the home address.
+///
+/// The first 12 bytes are what the XDP program reads per packet; the rest lets a restarted
+/// `mipd` rebuild its binding cache from the pinned map (RFC 5944 §3.8.1 keeps the binding for
+/// its lifetime, whoever restarts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HaBinding {
+    /// Tunnel exit point (outer destination), network byte order.
+    pub care_of_addr: [u8; 4],
+    /// The home agent address given in the Registration Reply: the outer source (RFC 5944
+    /// §4.2.3, multihomed HAs MUST use it) and the outer destination expected on reverse tunnels.
+    pub home_agent: [u8; 4],
+    /// `TUNNEL_*` bits.
+    pub tunnel_flags: u32,
+    /// SPI of the mobility security association that authenticated the registration.
+    pub spi: u32,
+    /// Where the Registration Request came from (address, network byte order).
+    pub source_addr: [u8; 4],
+    /// Where the Registration Request came from (UDP port, network byte order).
+    pub source_port: [u8; 2],
+    /// Granted lifetime, seconds.
+    pub lifetime: u16,
+    /// The request's flag byte (RFC 5944 §3.3).
+    pub request_flags: u8,
+    pub _pad: [u8; 7],
+    /// Identification of the accepted request, for replay protection after a restart (§5.7).
+    pub identification: u64,
+    /// Wall clock of the accepted registration, milliseconds since the Unix epoch.
+    pub registered_unix_ms: u64,
+    /// Wall clock at which the binding ends, milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
+}
+const _: () = assert!(size_of::<HaBinding>() == 56);
+
+/// Home agent settings the XDP program needs, in [`HA_CONFIG_MAP`] slot 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HaDataplaneConfig {
+    /// The home agent's address: destination of reverse tunnels, source of ICMP errors.
+    pub home_agent: [u8; 4],
+    /// Non-zero once `mipd` has configured the program; until then it passes everything.
+    pub enabled: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<HaDataplaneConfig>() == 8);
+
+/// [`IfaceInfo::flags`]: the home link, where the home agent answers ARP for away mobile nodes
+/// (RFC 5944 §4.6).
+pub const IFACE_HOME_LINK: u16 = 1 << 0;
+
+/// An interface `mipd` attached to, in [`IFACES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceInfo {
+    /// The interface's own link-layer address (proxy ARP replies carry it).
+    pub mac: [u8; 6],
+    /// `IFACE_*` bits.
+    pub flags: u16,
+}
+const _: () = assert!(size_of::<IfaceInfo>() == 8);
+
+/// [`MnTunnel::flags`]: a binding is active; without it the mobile node's programs touch
+/// nothing (it is at home, or not registered).
+pub const MN_ACTIVE: u32 = 1 << 0;
+/// [`MnTunnel::flags`]: reverse-tunnel packets from the home address (RFC 3024, T bit granted).
+pub const MN_REVERSE_TUNNEL: u32 = 1 << 1;
+
+/// The mobile node's current registration, in [`MN_TUNNEL_MAP`] slot 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MnTunnel {
+    pub home_addr: [u8; 4],
+    pub home_agent: [u8; 4],
+    /// The co-located care-of address: outer source of reverse tunnels, outer destination of
+    /// the home agent's tunnel.
+    pub care_of_addr: [u8; 4],
+    /// `MN_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<MnTunnel>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all four): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
+    // every byte is initialised, valid for any bit pattern.
+    unsafe impl aya::Pod for super::HaBinding {}
+    unsafe impl aya::Pod for super::HaDataplaneConfig {}
+    unsafe impl aya::Pod for super::IfaceInfo {}
+    unsafe impl aya::Pod for super::MnTunnel {}
+}

@@ -1,15 +1,37 @@
 //! The eBPF dataplane as seen from user space (DESIGN.md §5): load the object embedded at build
-//! time, hand out its programs, read its counters.
+//! time, attach and pin its programs, mirror bindings into its maps, read its counters.
 //!
 //! This is the only module of `control` that touches aya; the protocol core never sees it.
-//! Attaching and pinning arrive with the daemon.
+//!
+//! Pinning: with a pin directory, every map lives at `DIR/<MAP NAME>` and every attachment is
+//! a BPF link pinned at `DIR/link-<program>-<interface>`. A pinned link keeps its program
+//! attached after `mipd` exits (even `kill -9`), and the maps keep their contents, so
+//! forwarding never stops. The next `mipd` re-opens the same maps by path and atomically swaps
+//! its freshly loaded program into each existing link (`bpf_link_update`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use aya::{
-    Ebpf, EbpfError,
-    maps::{MapError, PerCpuArray},
-    programs::{ProgramError, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    pin::PinError,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttach},
+        xdp::XdpLink,
+    },
 };
-use mipx_common::{counters::Counter, maps::COUNTERS_MAP};
+use mipx_common::{
+    counters::Counter,
+    maps::{
+        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
+        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_TUNNEL_MAP, MnTunnel,
+    },
+};
+use serde::{Deserialize, Serialize};
 
 /// The eBPF object (`dataplane-ebpf`, bin `mipx`), built by `build.rs` for `bpfel-unknown-none`.
 /// Aligned because aya parses the ELF in place and ELF64 headers want 8-byte alignment.
@@ -17,28 +39,35 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Names of the programs in [`OBJECT`] (the function names in `dataplane-ebpf/src/main.rs`).
 pub mod programs {
-    /// Main XDP ingress hook: parses Ethernet + IPv4, counts, drops malformed IPv4.
-    pub const MIPX_XDP: &str = "mipx_xdp";
+    /// Home agent XDP: proxy ARP, encapsulation toward care-of addresses, reverse-tunnel
+    /// decapsulation.
+    pub const HA_XDP: &str = "ha_xdp";
+    /// Mobile node XDP ingress: decapsulation of the home agent's tunnel.
+    pub const MN_XDP: &str = "mn_xdp";
+    /// Mobile node TC egress: reverse tunnelling from the home address.
+    pub const MN_TC_EGRESS: &str = "mn_tc_egress";
     /// Baseline that drops every frame and touches nothing (benchmarks).
     pub const MIPX_DROP: &str = "mipx_drop";
     /// Baseline that passes every frame and touches nothing (benchmarks).
     pub const MIPX_PASS: &str = "mipx_pass";
     /// Every XDP program in the object.
-    pub const ALL_XDP: [&str; 3] = [MIPX_XDP, MIPX_DROP, MIPX_PASS];
+    pub const ALL_XDP: [&str; 4] = [HA_XDP, MN_XDP, MIPX_DROP, MIPX_PASS];
+    /// Every TC program in the object.
+    pub const ALL_TC: [&str; 1] = [MN_TC_EGRESS];
 }
 
-/// Why the dataplane could not be loaded or read.
+/// Why the dataplane could not be loaded, attached or updated.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataplaneError {
-    /// The object could not be parsed, or its maps could not be created.
+    /// The object could not be parsed, or its maps could not be created or opened.
     #[error("loading the eBPF object")]
     Load(#[source] EbpfError),
     /// The object has no program of that name.
     #[error("the eBPF object has no program named `{0}`")]
     NoSuchProgram(String),
-    /// The program exists but is not XDP, or the kernel refused it (the source carries the
-    /// verifier log).
+    /// The program exists but is of another type, or the kernel refused it (the source
+    /// carries the verifier log), or attaching failed.
     #[error("eBPF program `{name}`")]
     Program {
         name: String,
@@ -48,35 +77,176 @@ pub enum DataplaneError {
     /// The object has no map of that name.
     #[error("the eBPF object has no map named `{0}`")]
     NoSuchMap(&'static str),
-    /// A map has the wrong type, or reading it failed.
+    /// A map has the wrong type, or reading or writing it failed.
     #[error("eBPF map `{name}`")]
     Map {
         name: &'static str,
         #[source]
         source: MapError,
     },
+    /// Pinning or re-opening a link failed.
+    #[error("pinned link {path}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The pin directory could not be created or read.
+    #[error("pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no interface named `{0}`")]
+    NoSuchInterface(String),
 }
 
-/// The loaded eBPF object: its maps exist in the kernel; each program is loaded (verified) the
-/// first time it is asked for. Dropping it detaches and unloads everything that is not pinned.
+/// How to load the object.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// bpffs directory for maps and links; `None` keeps everything private to this process
+    /// (tests, benchmarks): it is detached and freed when the [`Dataplane`] is dropped.
+    pub pin_dir: Option<PathBuf>,
+    /// Capacity of the binding map; 0 means [`DEFAULT_MAX_BINDINGS`].
+    pub max_bindings: u32,
+}
+
+/// One program attached to one interface, as `mipctl dataplane` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub program: String,
+    pub interface: String,
+    pub ifindex: u32,
+    /// `xdp (driver)`, `xdp (generic)`, `tc egress`.
+    pub hook: String,
+    /// Where its link is pinned, if it is.
+    pub pinned: Option<PathBuf>,
+    /// Whether an existing pinned link from a previous `mipd` was taken over.
+    pub adopted: bool,
+}
+
+/// One map, as `mipctl dataplane` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapSummary {
+    pub name: String,
+    pub kind: String,
+    pub max_entries: u32,
+    /// Elements present (hash maps); `None` for arrays, which always hold `max_entries`.
+    pub entries: Option<u64>,
+}
+
+/// What `mipctl dataplane` prints.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataplaneInfo {
+    pub pin_dir: Option<PathBuf>,
+    pub attachments: Vec<Attachment>,
+    pub maps: Vec<MapSummary>,
+}
+
+/// The loaded eBPF object. Dropping it detaches what is not pinned.
 pub struct Dataplane {
     ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    attachments: Vec<Attachment>,
 }
 
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataplane").finish_non_exhaustive()
+        f.debug_struct("Dataplane")
+            .field("pin_dir", &self.pin_dir)
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+fn link_err(path: &Path) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> DataplaneError {
+    let path = path.to_path_buf();
+    move |source| DataplaneError::Link {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The ifindex of `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| DataplaneError::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(DataplaneError::NoSuchInterface(name.to_owned()));
+    }
+    Ok(index)
+}
+
+/// The link-layer address of `name`, from sysfs (which follows the caller's namespace only
+/// when sysfs was mounted in it, so netlink-free callers in tests pass it explicitly instead).
+pub fn mac_address(name: &str) -> Result<[u8; 6], DataplaneError> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .map_err(|_| DataplaneError::NoSuchInterface(name.to_owned()))?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for byte in &mut mac {
+        *byte = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(|| DataplaneError::NoSuchInterface(name.to_owned()))?;
+    }
+    Ok(mac)
+}
+
+/// Removes everything `mipd` pinned under `dir` (its links, detaching the programs, and its
+/// maps). Used by `mipd --unload`; missing files are fine.
+pub fn unpin_all(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
 impl Dataplane {
-    /// Parses the embedded object and creates its maps. Needs `CAP_BPF` (root, in practice).
+    /// Parses the embedded object and creates its maps, unpinned. Needs `CAP_BPF`.
     pub fn load() -> Result<Self, DataplaneError> {
-        let ebpf = Ebpf::load(OBJECT).map_err(DataplaneError::Load)?;
-        Ok(Self { ebpf })
+        Self::load_with(&LoadOptions::default())
     }
 
-    /// Returns the XDP program `name`, loading it into the kernel first if it is not yet loaded.
+    /// Parses the embedded object; with a pin directory, re-opens the maps pinned there by a
+    /// previous `mipd` (or creates and pins them).
+    pub fn load_with(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        let max_bindings = if options.max_bindings == 0 {
+            DEFAULT_MAX_BINDINGS
+        } else {
+            options.max_bindings
+        };
+        loader.map_max_entries(BINDINGS_MAP, max_bindings);
+        let pin_paths: Vec<(&str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(DataplaneError::Load)?;
+        Ok(Self {
+            ebpf,
+            pin_dir: options.pin_dir.clone(),
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Returns the XDP program `name`, loading it into the kernel first if need be.
     pub fn xdp(&mut self, name: &str) -> Result<&mut Xdp, DataplaneError> {
         let program_err = |source| DataplaneError::Program {
             name: name.to_owned(),
@@ -93,21 +263,231 @@ impl Dataplane {
         Ok(xdp)
     }
 
-    /// Every counter, summed over all CPUs, in [`Counter::ALL`] order.
-    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
-        let map_err = |source| DataplaneError::Map {
-            name: COUNTERS_MAP,
+    /// Returns the TC program `name`, loading it into the kernel first if need be.
+    pub fn tc(&mut self, name: &str) -> Result<&mut SchedClassifier, DataplaneError> {
+        let program_err = |source| DataplaneError::Program {
+            name: name.to_owned(),
             source,
         };
-        let map = self
+        let program = self
             .ebpf
-            .map(COUNTERS_MAP)
-            .ok_or(DataplaneError::NoSuchMap(COUNTERS_MAP))?;
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err)?;
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::NoSuchProgram(name.to_owned()))?;
+        let tc: &mut SchedClassifier = program.try_into().map_err(program_err)?;
+        if tc.fd().is_err() {
+            tc.load().map_err(program_err)?;
+        }
+        Ok(tc)
+    }
+
+    fn link_path(&self, program: &str, interface: &str) -> Option<PathBuf> {
+        self.pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link-{program}-{interface}")))
+    }
+
+    /// Attaches XDP program `name` to `interface` (resolved in the caller's namespace),
+    /// taking over a link pinned by a previous `mipd` if there is one.
+    pub fn attach_xdp(
+        &mut self,
+        name: &str,
+        interface: &str,
+        generic: bool,
+    ) -> Result<&Attachment, DataplaneError> {
+        let index = ifindex(interface)?;
+        let mode = if generic {
+            XdpMode::Skb
+        } else {
+            XdpMode::Driver
+        };
+        let path = self.link_path(name, interface);
+        let program_err = |source| DataplaneError::Program {
+            name: name.to_owned(),
+            source,
+        };
+        let mut adopted = false;
+        if let Some(path) = &path
+            && let Some(link) = open_pinned(path)?
+        {
+            // A link left by a previous mipd: swap our program in, atomically; traffic never
+            // sees a moment without one.
+            let link = XdpLink::try_from(link).map_err(|e| link_err(path)(Box::new(e)))?;
+            let xdp = self.xdp(name)?;
+            match xdp.attach_to_link(link) {
+                Ok(_) => adopted = true,
+                // The interface it pointed at is gone (its namespace was deleted): start over.
+                Err(_) => std::fs::remove_file(path).map_err(|source| DataplaneError::PinDir {
+                    path: path.clone(),
+                    source,
+                })?,
+            }
+        }
+        if !adopted {
+            let xdp = self.xdp(name)?;
+            let id = xdp.attach(index, mode).map_err(program_err)?;
+            if let Some(path) = &path {
+                let link = xdp.take_link(id).map_err(program_err)?;
+                let fd: FdLink = link
+                    .try_into()
+                    .map_err(|e: LinkError| link_err(path)(Box::new(e)))?;
+                let pinned = fd
+                    .pin(path)
+                    .map_err(|e: PinError| link_err(path)(Box::new(e)))?;
+                // The pin keeps the link; our descriptor is not needed.
+                drop(pinned);
+            }
+        }
+        self.attachments.push(Attachment {
+            program: name.to_owned(),
+            interface: interface.to_owned(),
+            ifindex: index,
+            hook: if generic {
+                "xdp (generic)"
+            } else {
+                "xdp (driver)"
+            }
+            .into(),
+            pinned: path,
+            adopted,
+        });
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    /// Attaches TC program `name` to the egress of `interface` (a TCX link, kernel >= 6.6),
+    /// taking over a pinned link as [`Dataplane::attach_xdp`] does.
+    pub fn attach_tc_egress(
+        &mut self,
+        name: &str,
+        interface: &str,
+    ) -> Result<&Attachment, DataplaneError> {
+        let index = ifindex(interface)?;
+        let path = self.link_path(name, interface);
+        let program_err = |source| DataplaneError::Program {
+            name: name.to_owned(),
+            source,
+        };
+        let mut adopted = false;
+        if let Some(path) = &path
+            && let Some(link) = open_pinned(path)?
+        {
+            let link =
+                SchedClassifierLink::try_from(link).map_err(|e| link_err(path)(Box::new(e)))?;
+            let tc = self.tc(name)?;
+            match tc.attach_to_link(link) {
+                Ok(_) => adopted = true,
+                Err(_) => std::fs::remove_file(path).map_err(|source| DataplaneError::PinDir {
+                    path: path.clone(),
+                    source,
+                })?,
+            }
+        }
+        if !adopted {
+            let tc = self.tc(name)?;
+            let id = tc
+                .attach(index, TcAttach::Auto(TcAttachType::Egress))
+                .map_err(program_err)?;
+            if let Some(path) = &path {
+                let link = tc.take_link(id).map_err(program_err)?;
+                let fd: FdLink = link
+                    .try_into()
+                    .map_err(|e: LinkError| link_err(path)(Box::new(e)))?;
+                drop(
+                    fd.pin(path)
+                        .map_err(|e: PinError| link_err(path)(Box::new(e)))?,
+                );
+            }
+        }
+        self.attachments.push(Attachment {
+            program: name.to_owned(),
+            interface: interface.to_owned(),
+            ifindex: index,
+            hook: "tc egress".into(),
+            pinned: path,
+            adopted,
+        });
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    /// What is attached where.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    fn map_data(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf.map(name).ok_or(DataplaneError::NoSuchMap(name))
+    }
+
+    fn map_data_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::NoSuchMap(name))
+    }
+
+    /// Writes the home agent's settings (and so enables `ha_xdp`).
+    pub fn set_ha_config(&mut self, config: HaDataplaneConfig) -> Result<(), DataplaneError> {
+        let mut array: Array<_, HaDataplaneConfig> =
+            Array::try_from(self.map_data_mut(HA_CONFIG_MAP)?).map_err(map_err(HA_CONFIG_MAP))?;
+        array.set(0, &config, 0).map_err(map_err(HA_CONFIG_MAP))
+    }
+
+    /// Records an attached interface's MAC address and role.
+    pub fn set_iface(&mut self, ifindex: u32, info: IfaceInfo) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, u32, IfaceInfo> =
+            HashMap::try_from(self.map_data_mut(IFACES_MAP)?).map_err(map_err(IFACES_MAP))?;
+        map.insert(&ifindex, &info, 0).map_err(map_err(IFACES_MAP))
+    }
+
+    /// Inserts or replaces the binding of `home_addr`.
+    pub fn upsert_binding(
+        &mut self,
+        home_addr: Ipv4Addr,
+        binding: HaBinding,
+    ) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, [u8; 4], HaBinding> =
+            HashMap::try_from(self.map_data_mut(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
+        map.insert(&home_addr.octets(), &binding, 0)
+            .map_err(map_err(BINDINGS_MAP))
+    }
+
+    /// Removes the binding of `home_addr`; absent is fine.
+    pub fn remove_binding(&mut self, home_addr: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, [u8; 4], HaBinding> =
+            HashMap::try_from(self.map_data_mut(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
+        match map.remove(&home_addr.octets()) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(BINDINGS_MAP)(e)),
+        }
+    }
+
+    /// Every binding in the map (what a restarted `mipd` adopts).
+    pub fn bindings(&self) -> Result<Vec<(Ipv4Addr, HaBinding)>, DataplaneError> {
+        let map: HashMap<_, [u8; 4], HaBinding> =
+            HashMap::try_from(self.map_data(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
+        map.iter()
+            .map(|r| {
+                r.map(|(k, v)| (Ipv4Addr::from(k), v))
+                    .map_err(map_err(BINDINGS_MAP))
+            })
+            .collect()
+    }
+
+    /// Writes the mobile node's tunnel state (all-zero: inactive).
+    pub fn set_mn_tunnel(&mut self, tunnel: MnTunnel) -> Result<(), DataplaneError> {
+        let mut array: Array<_, MnTunnel> =
+            Array::try_from(self.map_data_mut(MN_TUNNEL_MAP)?).map_err(map_err(MN_TUNNEL_MAP))?;
+        array.set(0, &tunnel, 0).map_err(map_err(MN_TUNNEL_MAP))
+    }
+
+    /// Every counter, summed over all CPUs, in [`Counter::ALL`] order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.map_data(COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
         Counter::ALL
             .iter()
             .map(|&counter| {
-                let per_cpu = counters.get(&(counter as u32), 0).map_err(map_err)?;
+                let per_cpu = counters
+                    .get(&(counter as u32), 0)
+                    .map_err(map_err(COUNTERS_MAP))?;
                 Ok((
                     counter,
                     per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)),
@@ -125,8 +505,63 @@ impl Dataplane {
             .unwrap_or(0))
     }
 
-    /// The underlying aya object, for what this type does not wrap yet (attach, pin).
+    /// Attachments and map sizes, for `mipctl dataplane`.
+    pub fn info(&self) -> DataplaneInfo {
+        let mut maps = Vec::new();
+        for name in ALL_MAPS {
+            let Some(map) = self.ebpf.map(name) else {
+                continue;
+            };
+            let (kind, data): (&str, &MapData) = match map {
+                aya::maps::Map::HashMap(d) => ("hash", d),
+                aya::maps::Map::Array(d) => ("array", d),
+                aya::maps::Map::PerCpuArray(d) => ("percpu_array", d),
+                _ => continue,
+            };
+            let max_entries = data.info().map(|i| i.max_entries()).unwrap_or(0);
+            let entries = match name {
+                BINDINGS_MAP => HashMap::<_, [u8; 4], HaBinding>::try_from(map)
+                    .ok()
+                    .map(|m| m.keys().count() as u64),
+                IFACES_MAP => HashMap::<_, u32, IfaceInfo>::try_from(map)
+                    .ok()
+                    .map(|m| m.keys().count() as u64),
+                _ => None,
+            };
+            maps.push(MapSummary {
+                name: name.to_owned(),
+                kind: kind.to_owned(),
+                max_entries,
+                entries,
+            });
+        }
+        DataplaneInfo {
+            pin_dir: self.pin_dir.clone(),
+            attachments: self.attachments.clone(),
+            maps,
+        }
+    }
+
+    /// The underlying aya object, for what this type does not wrap (tests, benchmarks).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// Opens a pinned link, if the file exists.
+fn open_pinned(path: &Path) -> Result<Option<FdLink>, DataplaneError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    PinnedLink::from_pin(path)
+        .map(|p| Some(FdLink::from(p)))
+        .map_err(|e| link_err(path)(Box::new(e)))
+}
+
+/// Counter values by stable name, for the API.
+pub fn counters_by_name(counters: &[(Counter, u64)]) -> BTreeMap<String, u64> {
+    counters
+        .iter()
+        .map(|(c, n)| (c.name().to_owned(), *n))
+        .collect()
 }

@@ -8,12 +8,19 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use mipx_common::ipv4;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    programs::{TcContext, XdpContext},
+};
 
 /// Length of an Ethernet II header (no VLAN tags: a tagged frame is "not IPv4" for now).
 pub const ETH_HLEN: usize = 14;
 /// EtherType of IPv4 (IEEE 802 numbers, RFC 894).
 pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of ARP (RFC 826).
+pub const ETH_P_ARP: u16 = 0x0806;
 /// Minimum IPv4 header length in 32-bit words (RFC 791 §3.1: IHL >= 5).
 pub const IPV4_MIN_IHL: u8 = 5;
 
@@ -67,30 +74,113 @@ impl Ipv4Hdr {
     }
 }
 
+impl Ipv4Hdr {
+    /// The flags/fragment-offset word.
+    #[inline(always)]
+    pub const fn flags_frag(&self) -> u16 {
+        u16::from_be_bytes(self.flags_frag_off)
+    }
+
+    /// Whether this is a fragment (MF set or a non-zero offset).
+    #[inline(always)]
+    pub const fn is_fragment(&self) -> bool {
+        self.flags_frag() & (ipv4::MF | ipv4::OFFSET_MASK) != 0
+    }
+}
+
+/// An ARP packet for IPv4 over Ethernet (RFC 826): the only kind the home agent answers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArpHdr {
+    pub htype: [u8; 2],
+    pub ptype: [u8; 2],
+    pub hlen: u8,
+    pub plen: u8,
+    pub oper: [u8; 2],
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+const _: () = assert!(size_of::<ArpHdr>() == 28);
+
 /// The packet is shorter than the header asked for.
 pub struct OutOfBounds;
 
-/// Returns a pointer to a `T` at `offset` bytes into the packet, after checking that the whole
-/// `T` lies inside `[data, data_end)`.
-///
-/// This is the only place that turns packet offsets into pointers. The comparison must be
-/// against `data_end` itself (not a length computed from it) so the verifier can mark the range
-/// as safe to read. Always inlined: a BPF-to-BPF call would lose the packet-pointer range the
-/// verifier tracks in the caller.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, OutOfBounds> {
-    if !fits(ctx, offset, size_of::<T>()) {
-        return Err(OutOfBounds);
+/// A context with direct packet access: `[data, data_end)` is the linear packet.
+pub trait Packet {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+
+    /// Returns a pointer to a `T` at `offset` bytes into the packet, after checking that the
+    /// whole `T` lies inside `[data, data_end)`.
+    ///
+    /// This is the only place that turns packet offsets into pointers. The comparison must be
+    /// against `data_end` itself (not a length computed from it) so the verifier can mark the
+    /// range as safe to read. Always inlined: a BPF-to-BPF call would lose the packet-pointer
+    /// range the verifier tracks in the caller.
+    #[inline(always)]
+    fn ptr_at<T>(&self, offset: usize) -> Result<*mut T, OutOfBounds> {
+        // One read of `data`: the checked pointer and the returned one must be the same
+        // register for the verifier to carry the range over.
+        let start = self.data() + offset;
+        if start + size_of::<T>() > self.data_end() {
+            return Err(OutOfBounds);
+        }
+        Ok(start as *mut T)
     }
-    Ok((ctx.data() + offset) as *const T)
+
+    /// Whether `len` bytes starting `offset` bytes into the packet lie inside the packet.
+    ///
+    /// Written as `data + offset + len <= data_end`, a packet pointer compared with the end
+    /// pointer, because that is the form the verifier understands; `data_end - data` (pointer
+    /// minus pointer) tells the verifier nothing about the range.
+    #[inline(always)]
+    fn fits(&self, offset: usize, len: usize) -> bool {
+        self.data() + offset + len <= self.data_end()
+    }
 }
 
-/// Whether `len` bytes starting `offset` bytes into the packet lie inside the packet.
-///
-/// Written as `data + offset + len <= data_end`, a packet pointer compared with the end pointer,
-/// because that is the form the verifier understands; `data_end - data` (pointer minus pointer)
-/// is rejected for unprivileged loaders and tells the verifier nothing about the range.
+impl Packet for XdpContext {
+    // Volatile reads of the context fields: after `bpf_xdp_adjust_head` LLVM otherwise may
+    // merge the reload with earlier values and zero-extend the 32-bit load with shifts, which
+    // the verifier refuses on a packet pointer ("pointer arithmetic with <<= prohibited").
+    #[inline(always)]
+    fn data(&self) -> usize {
+        // SAFETY: `ctx` is the program's live `xdp_md`; the verifier rewrites the load.
+        unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data) as usize }
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.ctx).data_end) as usize }
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+/// The ifindex a TC program runs on (`__sk_buff::ifindex`).
 #[inline(always)]
-pub fn fits(ctx: &XdpContext, offset: usize, len: usize) -> bool {
-    ctx.data() + offset + len <= ctx.data_end()
+pub fn skb_ifindex(ctx: &TcContext) -> u32 {
+    let skb = ctx.as_ptr() as *const aya_ebpf::bindings::__sk_buff;
+    // SAFETY: the context pointer of a TC program is a live `__sk_buff`; the verifier rewrites
+    // this field load into a read of the real `sk_buff`.
+    unsafe { (*skb).ifindex }
+}
+
+/// `__sk_buff::gso_size`: non-zero for a GSO super-packet that the stack segments later.
+#[inline(always)]
+pub fn skb_gso_size(ctx: &TcContext) -> u32 {
+    let skb = ctx.as_ptr() as *const aya_ebpf::bindings::__sk_buff;
+    // SAFETY: as in `skb_ifindex`.
+    unsafe { (*skb).gso_size }
 }

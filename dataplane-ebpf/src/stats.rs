@@ -3,26 +3,14 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use mipx_common::{counters::Counter, maps::COUNTERS_MAP};
 
+use crate::maps::str_eq;
+
 /// Per-CPU `u64` packet counts indexed by [`Counter`]; user space sums the CPUs
 /// (`mipx_control::dataplane::Dataplane::counters`). The `#[map]` macro only takes a string
 /// literal, so the name is spelled out and tied to [`COUNTERS_MAP`] by the assertion below.
 #[map(name = "MIPX_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-const fn str_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
 const _: () = assert!(str_eq(COUNTERS_MAP, "MIPX_COUNTERS"));
 
 /// Adds one to this CPU's slot for `counter`.

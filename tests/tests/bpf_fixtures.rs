@@ -9,7 +9,7 @@ use aya::{maps::PerCpuArray, programs::XdpMode};
 use mipx_common::{counters::Counter, maps::COUNTERS_MAP};
 use mipx_control::dataplane::{
     Dataplane,
-    programs::{ALL_XDP, MIPX_DROP, MIPX_PASS, MIPX_XDP},
+    programs::{ALL_TC, ALL_XDP, HA_XDP as MIPX_XDP, MIPX_DROP, MIPX_PASS},
 };
 use mipx_tests::{
     Netns,
@@ -218,7 +218,7 @@ fn check(dataplane: &mut Dataplane, fixture: &Fixture) -> Result<Vec<String>> {
     }
     for counter in Counter::ALL {
         let delta = after[&counter] - before[&counter];
-        let expected = u64::from(fixture.counter == Some(counter));
+        let expected = u64::from(fixture.counter == Some(*counter));
         if delta != expected {
             problems.push(format!(
                 "counter {} moved by {delta}, expected {expected}",
@@ -260,6 +260,11 @@ fn object_has_every_program_and_map() {
     for name in ALL_XDP {
         dataplane
             .xdp(name)
+            .unwrap_or_else(|e| panic!("loading {name}: {:#}", anyhow::Error::new(e)));
+    }
+    for name in ALL_TC {
+        dataplane
+            .tc(name)
             .unwrap_or_else(|e| panic!("loading {name}: {:#}", anyhow::Error::new(e)));
     }
     {

@@ -1,0 +1,338 @@
+//! The home agent's XDP program: proxy ARP for away mobile nodes (RFC 5944 §4.6), IP-in-IP
+//! encapsulation toward their care-of addresses (RFC 2003, RFC 5944 §4.2.3), and reverse-tunnel
+//! decapsulation (RFC 3024).
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use mipx_common::{
+    counters::Counter,
+    ipv4::{self, HEADER_LEN as IP_HLEN},
+    maps::{HaBinding, IFACE_HOME_LINK, TUNNEL_REVERSE},
+};
+
+use crate::{
+    fib::{self, Route},
+    maps::{BINDINGS, HA_CONFIG, IFACES, next_ip_id},
+    parse::{ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Ipv4Hdr, Packet as _},
+    xdp_ip,
+};
+
+/// Offset of the inner IPv4 header of an IP-in-IP packet without outer options.
+const INNER: usize = ETH_HLEN + IP_HLEN;
+
+pub use crate::xdp_ip::Verdict;
+
+#[inline(always)]
+pub fn ingress(ctx: &XdpContext) -> Verdict {
+    let Some(cfg) = HA_CONFIG.get(0) else {
+        return (XDP_PASS, Counter::Passed);
+    };
+    if cfg.enabled == 0 {
+        return (XDP_PASS, Counter::Passed);
+    }
+    let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return (XDP_PASS, Counter::TruncatedEth);
+    };
+    // SAFETY: `ptr_at` checked the whole header is inside the packet; alignment is 1.
+    let ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    if ether_type == ETH_P_ARP {
+        return proxy_arp(ctx);
+    }
+    if ether_type != ETH_P_IP {
+        return (XDP_PASS, Counter::NotIpv4);
+    }
+    let ip = match xdp_ip::checked_ipv4(ctx) {
+        Ok(ip) => ip,
+        Err(verdict) => return verdict,
+    };
+    // RFC 5944 §4.2.3: examine the destination of every arriving datagram; a home address
+    // with a binding is tunnelled (already-encapsulated ones included: nested encapsulation).
+    if let Some(binding) = BINDINGS.get_ptr(&ip.dst_addr) {
+        // SAFETY: a live map value; copied out at once (updates replace whole elements).
+        let binding = unsafe { *binding };
+        return encapsulate(ctx, &ip, &binding);
+    }
+    // §4.2.3: "Home agents MUST decapsulate packets addressed to themselves" (RFC 3024).
+    if ip.protocol == ipv4::PROTO_IPIP && ip.dst_addr == cfg.home_agent {
+        return decapsulate(ctx, &ip);
+    }
+    (XDP_PASS, Counter::Passed)
+}
+
+/// Answers an ARP request for the home address of a mobile node registered away, on the home
+/// link, with our own link-layer address (RFC 5944 §4.6: "the home agent MUST transmit an ARP
+/// Reply on behalf of the mobile node", sender hardware address = the replying interface's).
+#[inline(always)]
+fn proxy_arp(ctx: &XdpContext) -> Verdict {
+    let not_ours = (XDP_PASS, Counter::NotIpv4);
+    let (Ok(eth), Ok(arp)) = (ctx.ptr_at::<EthHdr>(0), ctx.ptr_at::<ArpHdr>(ETH_HLEN)) else {
+        return not_ours;
+    };
+    // SAFETY: both headers were bounds-checked above; alignment 1.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+    let ethernet_ipv4 = arp.htype == [0, 1] && arp.ptype == [0x08, 0x00] && arp.hlen == 6;
+    if !ethernet_ipv4 || arp.plen != 4 || arp.oper != [0, 1] {
+        return not_ours;
+    }
+    // A gratuitous ARP for the home address (sender = target) is the mobile node announcing
+    // itself on returning home (§4.6): never contradict it.
+    if arp.spa == arp.tpa || BINDINGS.get_ptr(&arp.tpa).is_none() {
+        return not_ours;
+    }
+    let Some(iface) = IFACES.get_ptr(&(ctx.ingress_ifindex() as u32)) else {
+        return not_ours;
+    };
+    // SAFETY: a live map value, copied out.
+    let iface = unsafe { *iface };
+    if iface.flags & IFACE_HOME_LINK == 0 {
+        return not_ours;
+    }
+    let home_addr = arp.tpa;
+    arp.oper = [0, 2];
+    arp.tha = arp.sha;
+    arp.tpa = arp.spa;
+    arp.sha = iface.mac;
+    arp.spa = home_addr;
+    eth.dst = eth.src;
+    eth.src = iface.mac;
+    (XDP_TX, Counter::ArpProxied)
+}
+
+/// Tunnels a datagram for an away mobile node to its care-of address (RFC 2003 §3.1).
+#[inline(always)]
+fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
+    // RFC 2003 §3.2: never tunnel a datagram from the tunnel's own far end or from ourselves;
+    // RFC 5944 §4.2.3: an encapsulated datagram from the current care-of address is a loop.
+    if ip.src_addr == binding.care_of_addr || ip.src_addr == binding.home_agent {
+        return (XDP_DROP, Counter::TunnelLoop);
+    }
+    // §3.1: the encapsulator forwards, so it decrements the inner TTL, and must not tunnel a
+    // datagram whose TTL would reach 0. The kernel sends the ICMP Time Exceeded.
+    if ip.ttl <= 1 {
+        return (XDP_PASS, Counter::TtlExceeded);
+    }
+    let Some(outer) = ipv4::ipip_header(
+        ipv4::Inner {
+            tos: ip.tos,
+            flags_frag: ip.flags_frag(),
+            total_len: ip.total_len(),
+        },
+        next_ip_id(),
+        binding.home_agent,
+        binding.care_of_addr,
+    ) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let outer_len = u16::from_be_bytes([outer[2], outer[3]]);
+    let route = fib::lookup(
+        ctx.ctx.cast(),
+        ctx.ingress_ifindex() as u32,
+        binding.home_agent,
+        binding.care_of_addr,
+        outer_len,
+        0,
+    );
+    let (ifindex, macs) = match route {
+        Route::Neighbour {
+            ifindex,
+            smac,
+            dmac,
+        } => (ifindex, Some((smac, dmac))),
+        Route::Unresolved => (0, None),
+        Route::FragNeeded { mtu } => return frag_needed(ctx, ip, mtu),
+        Route::NoRoute => return (XDP_DROP, Counter::NoRoute),
+    };
+    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP_HLEN as i32)) } != 0 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    // New layout: [new Ethernet 14][outer 20][inner ...]; the old Ethernet header now sits at
+    // offset 20, where it overlaps the space for the outer header's tail. One bounds check
+    // covers all of it, and every pointer is derived from that one (the verifier tracks the
+    // range per register).
+    let Ok(base) = ctx.ptr_at::<[u8; INNER + IP_HLEN]>(0) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: every access below lies inside the `INNER + IP_HLEN` bytes checked above.
+    unsafe {
+        let mut eth = *base.add(IP_HLEN).cast::<EthHdr>();
+        if let Some((smac, dmac)) = macs {
+            eth.src = smac;
+            eth.dst = dmac;
+        }
+        *base.cast::<EthHdr>() = eth;
+        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = outer;
+        let inner = &mut *base.add(INNER).cast::<Ipv4Hdr>();
+        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
+    }
+    if macs.is_none() {
+        // The kernel resolves the care-of address's next hop and forwards the tunnel packet.
+        return (XDP_PASS, Counter::HaEncapToStack);
+    }
+    (transmit(ctx, ifindex), Counter::HaEncapTx)
+}
+
+/// Decapsulates a reverse-tunnelled datagram (RFC 3024 §4.2): accepted only if its inner
+/// source is a home address whose binding names the outer source as care-of address and was
+/// granted reverse tunnelling; the home agent then forwards it like any router.
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
+    if outer.is_fragment() {
+        return (XDP_DROP, Counter::TunnelFragment);
+    }
+    if outer.ihl() != 5 {
+        return (XDP_DROP, Counter::TunnelOptions);
+    }
+    let inner = match xdp_ip::checked_inner(ctx, outer) {
+        Ok(inner) => inner,
+        Err(verdict) => return verdict,
+    };
+    let Some(binding) = BINDINGS.get_ptr(&inner.src_addr) else {
+        return (XDP_DROP, Counter::ReverseTunnelRejected);
+    };
+    // SAFETY: a live map value, copied out.
+    let binding = unsafe { *binding };
+    if binding.care_of_addr != outer.src_addr
+        || binding.home_agent != outer.dst_addr
+        || binding.tunnel_flags & TUNNEL_REVERSE == 0
+    {
+        return (XDP_DROP, Counter::ReverseTunnelRejected);
+    }
+    // RFC 2003 §3.1: the decapsulator MUST discard an inner datagram with TTL 0.
+    if inner.ttl == 0 {
+        return (XDP_DROP, Counter::TtlExceeded);
+    }
+    let route = if inner.ttl > 1 {
+        fib::lookup(
+            ctx.ctx.cast(),
+            ctx.ingress_ifindex() as u32,
+            inner.src_addr,
+            inner.dst_addr,
+            inner.total_len(),
+            0,
+        )
+    } else {
+        // Let the kernel forward it and send Time Exceeded (or deliver it, if it is ours).
+        Route::Unresolved
+    };
+    let forward = match route {
+        Route::Neighbour {
+            ifindex,
+            smac,
+            dmac,
+        } => Some((ifindex, smac, dmac)),
+        _ => None,
+    };
+    // Move the Ethernet header up to sit right before the inner header, then drop the outer.
+    let Ok(base) = ctx.ptr_at::<[u8; ETH_HLEN + IP_HLEN]>(0) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: both headers lie in the checked range; the source is copied out before the
+    // overlapping write.
+    unsafe {
+        let mut header = *base.cast::<EthHdr>();
+        if let Some((_, smac, dmac)) = forward {
+            header.src = smac;
+            header.dst = dmac;
+        }
+        *base.add(IP_HLEN).cast::<EthHdr>() = header;
+    }
+    // SAFETY: the helper only moves `data`; pointers are re-derived below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    }
+    let Some((ifindex, _, _)) = forward else {
+        // Addressed to the home agent itself, or the next hop is unresolved, or the TTL runs
+        // out: the stack does the rest (and the ICMP, if any).
+        return (XDP_PASS, Counter::HaDecapToStack);
+    };
+    let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    // SAFETY: bounds-checked against the new packet.
+    unsafe {
+        let inner = &mut *inner;
+        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
+    }
+    (transmit(ctx, ifindex), Counter::HaDecapTx)
+}
+
+/// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for the
+/// tunnel, carrying the tunnel MTU minus the encapsulation header (RFC 2003 §5.1, RFC 1191 §4),
+/// so its Path MTU Discovery converges; without DF the datagram is dropped, since XDP cannot
+/// fragment.
+#[inline(always)]
+fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, path_mtu: u16) -> Verdict {
+    // Quoting "the internet header + 64 bits" has a fixed size only without options.
+    if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    let Some(cfg) = HA_CONFIG.get(0) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let home_agent = cfg.home_agent;
+    const QUOTE: usize = IP_HLEN + 8;
+    const ICMP_AT: usize = ETH_HLEN + IP_HLEN;
+    const REPLY_LEN: usize = ICMP_AT + ipv4::ICMP_FRAG_NEEDED_LEN;
+    let Ok(base) = ctx.ptr_at::<[u8; REPLY_LEN]>(0) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: the quote and the Ethernet header lie in the checked range; copied out before
+    // the packet is rewritten.
+    let (eth_in, quote) = unsafe {
+        (
+            *base.cast::<EthHdr>(),
+            *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
+        )
+    };
+    let tunnel_mtu = path_mtu.saturating_sub(IP_HLEN as u16);
+    let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
+    // RFC 1812 §4.3.2.5: ICMP errors go out with precedence 6 (internetwork control), like
+    // Linux's; the source is the home agent, the router that could not forward.
+    let header = ipv4::header(
+        0xc0,
+        (IP_HLEN + ipv4::ICMP_FRAG_NEEDED_LEN) as u16,
+        next_ip_id(),
+        0,
+        ipv4::PROTO_ICMP,
+        home_agent,
+        ip.src_addr,
+    );
+    // SAFETY: all writes lie in the `REPLY_LEN` bytes checked above.
+    unsafe {
+        *base.cast::<EthHdr>() = EthHdr {
+            dst: eth_in.src,
+            src: eth_in.dst,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = header;
+        *base.add(ICMP_AT).cast::<[u8; 8]>() = icmp;
+        *base.add(ICMP_AT + 8).cast::<[u8; QUOTE]>() = quote;
+    }
+    // The frame is longer than the reply (that is why it is too big); the packet length is
+    // the IP total length plus the Ethernet header, so no pointer subtraction is needed.
+    let shrink = REPLY_LEN as i64 - (ETH_HLEN as i64 + i64::from(ip.total_len()));
+    // SAFETY: shrinking only moves `data_end`; nothing is accessed afterwards.
+    if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink as i32) } != 0 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    // Back out of the interface it came in on, toward the previous hop.
+    (XDP_TX, Counter::FragNeededSent)
+}
+
+/// Sends the rewritten frame out of `ifindex`: XDP_TX when that is where it came in.
+#[inline(always)]
+fn transmit(ctx: &XdpContext, ifindex: u32) -> u32 {
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        XDP_TX
+    } else {
+        // SAFETY: a plain helper call; it returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+}

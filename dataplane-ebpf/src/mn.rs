@@ -1,0 +1,185 @@
+//! The mobile node's programs for a co-located care-of address: XDP ingress decapsulates the
+//! home agent's tunnel so applications keep using the home address (RFC 5944 §4.2.1), and TC
+//! egress reverse-tunnels what they send from the home address (RFC 3024 §5.2).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_FIB_LOOKUP_OUTPUT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_head},
+    programs::{TcContext, XdpContext},
+};
+use mipx_common::{
+    counters::Counter,
+    ipv4::{self, HEADER_LEN as IP_HLEN},
+    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MnTunnel},
+};
+
+use crate::{
+    fib::{self, Route},
+    maps::{MN_TUNNEL, next_ip_id},
+    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Ipv4Hdr, Packet as _, skb_gso_size, skb_ifindex},
+    xdp_ip::{self, Verdict},
+};
+
+/// TC verdicts (`linux/pkt_cls.h`), as the `u32` the shared [`Verdict`] carries.
+const TC_ACT_OK: u32 = aya_ebpf::bindings::TC_ACT_OK as u32;
+const TC_ACT_SHOT: u32 = aya_ebpf::bindings::TC_ACT_SHOT as u32;
+
+#[inline(always)]
+fn tunnel() -> Option<MnTunnel> {
+    let tunnel = *MN_TUNNEL.get(0)?;
+    (tunnel.flags & MN_ACTIVE != 0).then_some(tunnel)
+}
+
+/// XDP ingress: strips the home agent's IP-in-IP header from packets for the home address.
+#[inline(always)]
+pub fn ingress(ctx: &XdpContext) -> Verdict {
+    let Some(tunnel) = tunnel() else {
+        return (XDP_PASS, Counter::Passed);
+    };
+    let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return (XDP_PASS, Counter::TruncatedEth);
+    };
+    // SAFETY: bounds-checked; alignment 1.
+    if u16::from_be_bytes(unsafe { (*eth).ether_type }) != ETH_P_IP {
+        return (XDP_PASS, Counter::NotIpv4);
+    }
+    let outer = match xdp_ip::checked_ipv4(ctx) {
+        Ok(ip) => ip,
+        Err(verdict) => return verdict,
+    };
+    // Only the tunnel from our home agent to our current care-of address is ours (RFC 3024
+    // §5.2's mirror image: the home agent is the only legitimate tunnel entry point).
+    if outer.protocol != ipv4::PROTO_IPIP
+        || outer.src_addr != tunnel.home_agent
+        || outer.dst_addr != tunnel.care_of_addr
+    {
+        return (XDP_PASS, Counter::Passed);
+    }
+    if outer.is_fragment() {
+        return (XDP_DROP, Counter::TunnelFragment);
+    }
+    if outer.ihl() != 5 {
+        return (XDP_DROP, Counter::TunnelOptions);
+    }
+    let inner = match xdp_ip::checked_inner(ctx, &outer) {
+        Ok(inner) => inner,
+        Err(verdict) => return verdict,
+    };
+    if inner.dst_addr != tunnel.home_addr {
+        return (XDP_DROP, Counter::MnTunnelRejected);
+    }
+    // RFC 2003 §3.1: the decapsulator MUST discard an inner datagram with TTL 0.
+    if inner.ttl == 0 {
+        return (XDP_DROP, Counter::TtlExceeded);
+    }
+    let Ok(base) = ctx.ptr_at::<[u8; ETH_HLEN + IP_HLEN]>(0) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: both headers lie in the checked range; the source is copied before the
+    // overlapping write.
+    unsafe { *base.add(IP_HLEN).cast::<EthHdr>() = *base.cast::<EthHdr>() };
+    // SAFETY: only moves `data`; nothing is accessed afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    }
+    // The stack receives the inner datagram as if it had arrived directly: the home address
+    // is one of ours, so it is delivered locally (the inner TTL is untouched: not forwarded).
+    (XDP_PASS, Counter::MnDecap)
+}
+
+/// TC egress: reverse-tunnels datagrams sourced from the home address to the home agent, from
+/// the co-located care-of address (RFC 3024 §5.2, "Direct Delivery Style" not used).
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> Verdict {
+    let tunnel = match tunnel() {
+        Some(t) if t.flags & MN_REVERSE_TUNNEL != 0 => t,
+        _ => return (TC_ACT_OK, Counter::Passed),
+    };
+    let Ok(eth) = ctx.load::<EthHdr>(0) else {
+        return (TC_ACT_OK, Counter::TruncatedEth);
+    };
+    if u16::from_be_bytes(eth.ether_type) != ETH_P_IP {
+        return (TC_ACT_OK, Counter::NotIpv4);
+    }
+    let Ok(ip) = ctx.load::<Ipv4Hdr>(ETH_HLEN) else {
+        return (TC_ACT_SHOT, Counter::MalformedIpv4);
+    };
+    if ip.src_addr != tunnel.home_addr {
+        return (TC_ACT_OK, Counter::Passed);
+    }
+    // A host originates these, so the inner TTL is left alone (RFC 2003 §3.1). A GSO
+    // super-packet is checked per segment by the stack after we shrink its segment size (the
+    // adjust below does so); a single packet must fit the link with the 20 bytes added.
+    if skb_gso_size(ctx) == 0 {
+        let mut mtu_len = 0u32;
+        // SAFETY: `mtu_len` is a live u32 on our stack; ifindex 0 means the skb's device.
+        let ret = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu_len, IP_HLEN as i32, 0) };
+        if ret != 0 {
+            return (TC_ACT_SHOT, Counter::TooBig);
+        }
+    }
+    let Some(outer) = ipv4::ipip_header(
+        ipv4::Inner {
+            tos: ip.tos,
+            flags_frag: ip.flags_frag(),
+            total_len: ip.total_len(),
+        },
+        next_ip_id(),
+        tunnel.care_of_addr,
+        tunnel.home_agent,
+    ) else {
+        return (TC_ACT_SHOT, Counter::TooBig);
+    };
+    // Room after the MAC header, marked as IPv4-in-IPv4 so GSO and checksum offload still
+    // apply to the inner packet.
+    if ctx
+        .adjust_room(
+            IP_HLEN as i32,
+            BPF_ADJ_ROOM_MAC,
+            u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4),
+        )
+        .is_err()
+    {
+        return (TC_ACT_SHOT, Counter::MnEncapFailed);
+    }
+    if ctx.store(ETH_HLEN, &outer, 0).is_err() {
+        return (TC_ACT_SHOT, Counter::MnEncapFailed);
+    }
+    // The stack addressed the frame to the next hop toward the inner destination; the outer
+    // one (the home agent) may route elsewhere.
+    let ifindex = skb_ifindex(ctx);
+    let route = fib::lookup(
+        ctx.as_ptr(),
+        ifindex,
+        tunnel.care_of_addr,
+        tunnel.home_agent,
+        0,
+        BPF_FIB_LOOKUP_OUTPUT,
+    );
+    if let Route::Neighbour {
+        ifindex: out,
+        smac,
+        dmac,
+    } = route
+    {
+        let eth = EthHdr {
+            dst: dmac,
+            src: smac,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+        if ctx.store(0, &eth, 0).is_err() {
+            return (TC_ACT_SHOT, Counter::MnEncapFailed);
+        }
+        if out != ifindex {
+            // SAFETY: plain helper call; returns TC_ACT_REDIRECT.
+            return (unsafe { bpf_redirect(out, 0) } as u32, Counter::MnEncap);
+        }
+    }
+    (TC_ACT_OK, Counter::MnEncap)
+}
