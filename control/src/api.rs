@@ -1,6 +1,7 @@
 //! The control API between `mipd` and `mipctl`: one JSON request line, one JSON response line,
 //! over a Unix socket (root-only by its directory's permissions).
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ pub enum Request {
     },
     /// Mobile node: deregister.
     Deregister,
+    /// Attached programs, interfaces and map sizes.
+    Dataplane,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +31,7 @@ pub enum Response {
     Status(Status),
     Bindings(Vec<BindingInfo>),
     Stats(Stats),
+    Dataplane(crate::dataplane::DataplaneInfo),
     Ok { message: String },
     Error { message: String },
 }
@@ -78,6 +82,9 @@ pub struct Stats {
     pub mn: Option<MnStats>,
     /// Per-datagram outcomes of the daemon's socket loop.
     pub daemon: DaemonStats,
+    /// eBPF per-verdict packet counters summed over CPUs, by name; absent without a dataplane.
+    #[serde(default)]
+    pub dataplane: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

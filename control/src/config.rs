@@ -52,6 +52,100 @@ struct RawConfig {
     api_socket: Option<PathBuf>,
     ha: Option<RawHa>,
     mn: Option<RawMn>,
+    dataplane: Option<RawDataplane>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    interfaces: Vec<String>,
+    home_link: Option<String>,
+    pin_dir: Option<PathBuf>,
+    max_bindings: Option<u32>,
+    #[serde(default)]
+    xdp_mode: XdpModeSetting,
+}
+
+/// How XDP programs attach.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// In the driver (veth and most NICs): the fast path.
+    #[default]
+    Native,
+    /// After the kernel has built an skb: works everywhere, slower.
+    Generic,
+}
+
+/// The `[dataplane]` table: where the eBPF programs attach and where their state is pinned.
+#[derive(Debug, Clone)]
+pub struct DataplaneSettings {
+    pub interfaces: Vec<String>,
+    /// Home agent: the home link, where it answers ARP for away mobile nodes and sends
+    /// gratuitous ARP (RFC 5944 §4.6).
+    pub home_link: Option<String>,
+    pub pin_dir: PathBuf,
+    pub max_bindings: u32,
+    pub xdp_mode: XdpModeSetting,
+}
+
+/// Where programs and maps are pinned unless configured otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mipx";
+
+fn dataplane_settings(raw: RawDataplane, role: Role) -> Result<DataplaneSettings, ConfigError> {
+    if raw.interfaces.is_empty() {
+        return Err(field_err("dataplane.interfaces", "list at least one interface"));
+    }
+    for (i, name) in raw.interfaces.iter().enumerate() {
+        // IFNAMSIZ is 16 including the NUL.
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            return Err(field_err(
+                format!("dataplane.interfaces[{i}]"),
+                format!("`{name}` is not a valid interface name"),
+            ));
+        }
+    }
+    match (&raw.home_link, role) {
+        (Some(_), Role::Mn) => {
+            return Err(field_err(
+                "dataplane.home_link",
+                "only a home agent has a home link to defend",
+            ));
+        }
+        (Some(link), _) if !raw.interfaces.contains(link) => {
+            return Err(field_err(
+                "dataplane.home_link",
+                format!("`{link}` must also be listed in dataplane.interfaces"),
+            ));
+        }
+        _ => {}
+    }
+    let max_bindings = raw
+        .max_bindings
+        .unwrap_or(mipx_common::maps::DEFAULT_MAX_BINDINGS);
+    if !(1..=16_777_216).contains(&max_bindings) {
+        return Err(field_err(
+            "dataplane.max_bindings",
+            "must be between 1 and 16777216",
+        ));
+    }
+    let pin_dir = raw.pin_dir.unwrap_or_else(|| {
+        Path::new(DEFAULT_PIN_DIR).join(match role {
+            Role::Ha => "ha",
+            Role::Mn => "mn",
+            Role::Fa => "fa",
+        })
+    });
+    if !pin_dir.is_absolute() {
+        return Err(field_err("dataplane.pin_dir", "must be an absolute path on bpffs"));
+    }
+    Ok(DataplaneSettings {
+        interfaces: raw.interfaces,
+        home_link: raw.home_link,
+        pin_dir,
+        max_bindings,
+        xdp_mode: raw.xdp_mode,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +227,8 @@ pub struct Config {
     pub api_socket: PathBuf,
     pub ha: Option<HaSettings>,
     pub mn: Option<MnSettings>,
+    /// `None`: control plane only (no eBPF programs are loaded).
+    pub dataplane: Option<DataplaneSettings>,
 }
 
 #[derive(Debug)]
@@ -165,6 +261,10 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
+        let dataplane = raw
+            .dataplane
+            .map(|d| dataplane_settings(d, raw.role))
+            .transpose()?;
         match raw.role {
             Role::Ha => {
                 let ha = raw
@@ -206,6 +306,7 @@ impl Config {
                         port: ha.port,
                     }),
                     mn: None,
+                    dataplane,
                 })
             }
             Role::Mn => {
@@ -265,6 +366,7 @@ impl Config {
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,
                     }),
+                    dataplane,
                 })
             }
             Role::Fa => Err(field_err(

@@ -14,7 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, BindingInfo, DaemonStats, Request, Response};
-use crate::config::{Config, HaSettings, MnSettings, Role};
+use crate::binding::Binding;
+use crate::config::{Config, DataplaneSettings, HaSettings, MnSettings, Role, XdpModeSetting};
+use crate::dataplane::{self, Dataplane, DataplaneError, LoadOptions, programs};
+use crate::garp;
+use mipx_common::maps::{
+    HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
+    MnTunnel, TUNNEL_REVERSE,
+};
 use crate::proto::ha::{HaEvent, HomeAgent};
 use crate::proto::mn::{MnEvent, MnState, MobileNode};
 use crate::proto::{Now, Transmit};
@@ -37,6 +44,103 @@ struct Daemon {
     socket: UdpSocket,
     start: Instant,
     stats: DaemonStats,
+    dataplane: Option<Dp>,
+}
+
+/// The loaded dataplane and what the daemon needs to drive it.
+struct Dp {
+    dp: Dataplane,
+    /// (ifindex, MAC) of each attached interface, in configuration order.
+    interfaces: Vec<(u32, [u8; 6])>,
+    /// (ifindex, MAC) of the home agent's home link.
+    home_link: Option<(u32, [u8; 6])>,
+    /// Map updates that failed (logged; the next event for the binding retries).
+    errors: u64,
+}
+
+/// Loads the object, re-opening pinned maps, and attaches the role's programs, taking over
+/// links a previous `mipd` pinned so forwarding never stops (DESIGN.md §4).
+fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, DataplaneError> {
+    let mut dp = Dataplane::load_with(&LoadOptions {
+        pin_dir: Some(settings.pin_dir.clone()),
+        max_bindings: settings.max_bindings,
+    })?;
+    let generic = settings.xdp_mode == XdpModeSetting::Generic;
+    let mut interfaces = Vec::new();
+    let mut home_link = None;
+    for name in &settings.interfaces {
+        let mac = dataplane::mac_address(name)?;
+        let attachment = match role {
+            Role::Mn => {
+                dp.attach_tc_egress(programs::MN_TC_EGRESS, name)?;
+                dp.attach_xdp(programs::MN_XDP, name, generic)?
+            }
+            _ => dp.attach_xdp(programs::HA_XDP, name, generic)?,
+        };
+        let ifindex = attachment.ifindex;
+        info!(interface = %name, ifindex, hook = %attachment.hook, adopted = attachment.adopted, "dataplane attached");
+        let is_home = settings.home_link.as_deref() == Some(name.as_str());
+        dp.set_iface(
+            ifindex,
+            IfaceInfo {
+                mac,
+                flags: if is_home { IFACE_HOME_LINK } else { 0 },
+            },
+        )?;
+        if is_home {
+            home_link = Some((ifindex, mac));
+        }
+        interfaces.push((ifindex, mac));
+    }
+    Ok(Dp {
+        dp,
+        interfaces,
+        home_link,
+        errors: 0,
+    })
+}
+
+/// The dataplane's copy of a binding: what the fast path needs, plus what a restarted `mipd`
+/// needs to adopt it.
+fn ha_binding(b: &Binding, home_agent: Ipv4Addr, now: Now) -> HaBinding {
+    let left = b.remaining(now.mono);
+    let expires = now.unix + left;
+    let registered = expires.saturating_sub(Duration::from_secs(b.lifetime.into()));
+    HaBinding {
+        care_of_addr: b.care_of_addr.octets(),
+        home_agent: home_agent.octets(),
+        tunnel_flags: if b.flags.contains(RequestFlags::T) {
+            TUNNEL_REVERSE
+        } else {
+            0
+        },
+        spi: b.spi,
+        source_addr: b.source.ip().octets(),
+        source_port: b.source.port().to_be_bytes(),
+        lifetime: b.lifetime,
+        request_flags: b.flags.0,
+        _pad: [0; 7],
+        identification: b.identification,
+        registered_unix_ms: registered.as_millis() as u64,
+        expires_unix_ms: expires.as_millis() as u64,
+    }
+}
+
+/// Broadcasts a gratuitous ARP now and twice more, 500 ms apart (RFC 5944 §4.6: "SHOULD be
+/// retransmitted a small number of times"), without holding up the caller.
+fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) {
+    tokio::spawn(async move {
+        for i in 0..3 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Err(e) = garp::send(ifindex, mac, addr) {
+                warn!(%addr, ifindex, error = %e, "gratuitous ARP failed");
+                return;
+            }
+        }
+        debug!(%addr, ifindex, "gratuitous ARP sent");
+    });
 }
 
 type ApiCall = (Request, oneshot::Sender<Response>);
@@ -72,13 +176,29 @@ pub async fn run(config: Config) -> io::Result<()> {
     let listener = bind_api(&config.api_socket)?;
     info!(path = %config.api_socket.display(), "control API listening");
 
+    let dataplane = match &config.dataplane {
+        Some(settings) => Some(setup_dataplane(settings, config.role).map_err(|e| {
+            io::Error::other(format!(
+                "dataplane (pinned under {}): {}",
+                settings.pin_dir.display(),
+                error_chain(&e)
+            ))
+        })?),
+        None => {
+            warn!("no [dataplane] table: control plane only, nothing is tunnelled");
+            None
+        }
+    };
+
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
     let mut d = Daemon {
         core,
         socket,
         start: Instant::now(),
         stats: DaemonStats::default(),
+        dataplane,
     };
+    d.adopt_dataplane_state();
     d.startup();
     d.flush().await;
 
@@ -126,6 +246,18 @@ pub async fn run(config: Config) -> io::Result<()> {
     d.shutdown(&mut buf).await;
     let _ = std::fs::remove_file(&config.api_socket);
     Ok(())
+}
+
+/// `error: cause: cause` on one line, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn bind_api(path: &Path) -> io::Result<UnixListener> {
@@ -193,6 +325,64 @@ impl Daemon {
         tokio::time::Instant::from_std(self.start + at)
     }
 
+    /// Home agent: adopts the bindings a previous `mipd` left in the pinned map, removing
+    /// those that ran out meanwhile, and enables the fast path. Mobile node: starts inactive;
+    /// the map is rewritten when a registration is accepted.
+    fn adopt_dataplane_state(&mut self) {
+        let now = self.now();
+        let Some(dp) = &mut self.dataplane else {
+            return;
+        };
+        match &mut self.core {
+            Core::Ha { ha, .. } => {
+                let home_agent = ha.config().address;
+                let found = match dp.dp.bindings() {
+                    Ok(found) => found,
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "cannot read pinned bindings");
+                        Vec::new()
+                    }
+                };
+                for (home_addr, b) in found {
+                    let binding = Binding {
+                        home_addr,
+                        care_of_addr: b.care_of_addr.into(),
+                        source: SocketAddrV4::new(
+                            b.source_addr.into(),
+                            u16::from_be_bytes(b.source_port),
+                        ),
+                        flags: RequestFlags(b.request_flags),
+                        spi: b.spi,
+                        identification: b.identification,
+                        lifetime: b.lifetime,
+                        registered_at: Duration::ZERO,
+                        expires_at: Duration::ZERO,
+                    };
+                    let expires = Duration::from_millis(b.expires_unix_ms);
+                    if !ha.restore(now, binding, expires) {
+                        info!(home = %home_addr, "stale binding removed from the dataplane");
+                        if let Err(e) = dp.dp.remove_binding(home_addr) {
+                            warn!(home = %home_addr, error = %error_chain(&e), "removing stale binding");
+                        }
+                    }
+                }
+                let config = HaDataplaneConfig {
+                    home_agent: home_agent.octets(),
+                    enabled: 1,
+                    _pad: [0; 3],
+                };
+                if let Err(e) = dp.dp.set_ha_config(config) {
+                    error!(error = %error_chain(&e), "cannot enable the home agent fast path");
+                }
+            }
+            Core::Mn { .. } => {
+                if let Err(e) = dp.dp.set_mn_tunnel(MnTunnel::default()) {
+                    error!(error = %error_chain(&e), "cannot reset the mobile node tunnel");
+                }
+            }
+        }
+    }
+
     fn startup(&mut self) {
         let now = self.now();
         if let Core::Mn { mn, settings } = &mut self.core
@@ -244,16 +434,76 @@ impl Daemon {
         }
         match &mut self.core {
             Core::Ha { ha, .. } => {
+                let now = Now {
+                    mono: self.start.elapsed(),
+                    unix: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default(),
+                };
+                let home_agent = ha.config().address;
                 while let Some(e) = ha.poll_event() {
-                    // The dataplane mirror of bindings arrives with the XDP fast path; the
-                    // binding cache is the source of truth and the core already logged.
-                    if let HaEvent::BindingRemoved { binding, reason } = &e {
-                        debug!(home = %binding.home_addr, ?reason, "binding removed");
+                    // The binding cache is the source of truth; the map mirrors it at once
+                    // (the core already logged the change).
+                    let Some(dp) = &mut self.dataplane else {
+                        continue;
+                    };
+                    let result = match &e {
+                        HaEvent::BindingAdded(b) => {
+                            // §4.6: a new binding (the MN was assumed at home) MUST be
+                            // announced with a gratuitous ARP on the home link.
+                            let r = dp.dp.upsert_binding(b.home_addr, ha_binding(b, home_agent, now));
+                            if let Some((ifindex, mac)) = dp.home_link {
+                                announce(ifindex, mac, b.home_addr);
+                            }
+                            r
+                        }
+                        HaEvent::BindingUpdated { new, .. } => {
+                            dp.dp.upsert_binding(new.home_addr, ha_binding(new, home_agent, now))
+                        }
+                        HaEvent::BindingRemoved { binding, reason } => {
+                            debug!(home = %binding.home_addr, ?reason, "binding removed");
+                            dp.dp.remove_binding(binding.home_addr)
+                        }
+                    };
+                    if let Err(err) = result {
+                        dp.errors += 1;
+                        error!(event = ?e, error = %error_chain(&err), "dataplane update failed");
                     }
                 }
             }
             Core::Mn { mn, .. } => {
                 while let Some(e) = mn.poll_event() {
+                    if let Some(dp) = &mut self.dataplane {
+                        let config = mn.config();
+                        let tunnel = match &e {
+                            MnEvent::Registered { care_of_addr, .. }
+                                if *care_of_addr != config.home_addr =>
+                            {
+                                Some(MnTunnel {
+                                    home_addr: config.home_addr.octets(),
+                                    home_agent: config.home_agent.octets(),
+                                    care_of_addr: care_of_addr.octets(),
+                                    flags: MN_ACTIVE
+                                        | if config.reverse_tunnel {
+                                            MN_REVERSE_TUNNEL
+                                        } else {
+                                            0
+                                        },
+                                })
+                            }
+                            MnEvent::Registered { .. }
+                            | MnEvent::Deregistered
+                            | MnEvent::Expired
+                            | MnEvent::Denied { .. } => Some(MnTunnel::default()),
+                            _ => None,
+                        };
+                        if let Some(tunnel) = tunnel
+                            && let Err(err) = dp.dp.set_mn_tunnel(tunnel)
+                        {
+                            dp.errors += 1;
+                            error!(error = %error_chain(&err), "dataplane update failed");
+                        }
+                    }
                     match e {
                         MnEvent::Registered {
                             care_of_addr,
@@ -339,7 +589,19 @@ impl Daemon {
                     _ => None,
                 },
                 daemon: self.stats.clone(),
+                dataplane: self.dataplane.as_ref().and_then(|dp| {
+                    dp.dp
+                        .counters()
+                        .ok()
+                        .map(|c| dataplane::counters_by_name(&c))
+                }),
             }),
+            (Request::Dataplane, _) => match &self.dataplane {
+                Some(dp) => Response::Dataplane(dp.dp.info()),
+                None => Response::Error {
+                    message: "no dataplane: the configuration has no [dataplane] table".into(),
+                },
+            },
             (Request::Register { care_of_addr }, Core::Mn { mn, .. }) => {
                 let Some(coa) = care_of_addr.or(mn.registration(now).map(|(c, _)| c)) else {
                     return Response::Error {
@@ -352,6 +614,14 @@ impl Daemon {
                 }
             }
             (Request::Deregister, Core::Mn { mn, .. }) => {
+                // §4.6: returning home, the mobile node MUST broadcast a gratuitous ARP for its
+                // home address with its own MAC before sending the deregistration, so nodes
+                // on the home link stop sending to the home agent's MAC.
+                if let Some(dp) = &self.dataplane {
+                    for &(ifindex, mac) in &dp.interfaces {
+                        announce(ifindex, mac, mn.config().home_addr);
+                    }
+                }
                 mn.deregister(now);
                 Response::Ok {
                     message: "deregistering".into(),

@@ -8,4 +8,5 @@ pub mod binding;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod garp;
 pub mod proto;

@@ -36,6 +36,8 @@ enum Command {
     },
     /// Mobile node: deregister.
     Deregister,
+    /// eBPF programs, the interfaces they are attached to, and map sizes.
+    Dataplane,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             care_of_addr: care_of,
         },
         Command::Deregister => Request::Deregister,
+        Command::Dataplane => Request::Dataplane,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,6 +179,48 @@ fn render(resp: &Response) -> String {
                 ("api_requests", d.api_requests),
             ] {
                 let _ = writeln!(out, "daemon.{k:<24} {v}");
+            }
+            if let Some(counters) = &s.dataplane {
+                for (k, v) in counters {
+                    let _ = writeln!(out, "dataplane.{k:<21} {v}");
+                }
+            }
+        }
+        Response::Dataplane(d) => {
+            let pins = d
+                .pin_dir
+                .as_ref()
+                .map_or_else(|| "(not pinned)".to_owned(), |p| p.display().to_string());
+            let _ = writeln!(out, "pinned under {pins}\n");
+            let _ = writeln!(
+                out,
+                "{:<14} {:<12} {:>7} {:<14} LINK",
+                "PROGRAM", "INTERFACE", "IFINDEX", "HOOK"
+            );
+            for a in &d.attachments {
+                let link = match (&a.pinned, a.adopted) {
+                    (Some(_), true) => "pinned, taken over from the previous mipd",
+                    (Some(_), false) => "pinned",
+                    (None, _) => "process-owned",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<12} {:>7} {:<14} {link}",
+                    a.program, a.interface, a.ifindex, a.hook
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\n{:<16} {:<13} {:>12} {:>10}",
+                "MAP", "TYPE", "MAX ENTRIES", "ENTRIES"
+            );
+            for m in &d.maps {
+                let entries = m.entries.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<13} {:>12} {:>10}",
+                    m.name, m.kind, m.max_entries, entries
+                );
             }
         }
         Response::Ok { message } => {

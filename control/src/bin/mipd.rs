@@ -18,6 +18,10 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Detach the eBPF programs and delete the maps pinned for this configuration, then exit.
+    /// (Stopping mipd leaves them in place on purpose: forwarding survives a restart.)
+    #[arg(long, conflicts_with = "check")]
+    unload: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +36,16 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("invalid configuration {}", args.config.display()))?;
     if args.check {
         println!("{}: ok (role {:?})", args.config.display(), config.role);
+        return Ok(());
+    }
+    if args.unload {
+        let Some(dataplane) = &config.dataplane else {
+            println!("{}: no [dataplane] table, nothing to unload", args.config.display());
+            return Ok(());
+        };
+        mipx_control::dataplane::unpin_all(&dataplane.pin_dir)
+            .with_context(|| format!("removing {}", dataplane.pin_dir.display()))?;
+        println!("unloaded: removed {}", dataplane.pin_dir.display());
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread()

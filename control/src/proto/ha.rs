@@ -415,6 +415,31 @@ impl HomeAgent {
         reply(code, lifetime, req.identification)
     }
 
+    /// Adopts a binding that a previous `mipd` left in the pinned dataplane (a restart, even
+    /// after `kill -9`): the binding and its replay state come back as they were, with no
+    /// event, because the dataplane already holds it. Its expiry is re-timed on our clock.
+    /// Returns false (and adopts nothing) if it has already run out or no security association
+    /// covers it any more; the caller then removes it from the dataplane.
+    pub fn restore(&mut self, now: Now, mut binding: Binding, expires_unix: Duration) -> bool {
+        let Some(left) = expires_unix.checked_sub(now.unix).filter(|d| !d.is_zero()) else {
+            return false;
+        };
+        if self.find_sa(binding.home_addr, binding.spi).is_none() {
+            return false;
+        }
+        let lifetime = Duration::from_secs(binding.lifetime.into());
+        binding.expires_at = now.mono + left;
+        binding.registered_at = binding.expires_at.saturating_sub(lifetime);
+        let last = self
+            .last_identification
+            .entry(binding.home_addr)
+            .or_insert(0);
+        *last = (*last).max(binding.identification);
+        info!(home = %binding.home_addr, coa = %binding.care_of_addr, remaining_secs = left.as_secs(), "binding restored from the dataplane");
+        self.bindings.insert(binding);
+        true
+    }
+
     /// Expires bindings whose lifetime has run out.
     pub fn handle_timeout(&mut self, now: Now) {
         for binding in self.bindings.expire(now.mono) {

@@ -1,0 +1,84 @@
+//! Gratuitous ARP (RFC 5944 §4.6): the home agent announces "this home address is at my MAC"
+//! when it starts intercepting for a mobile node, and the mobile node announces its own MAC when
+//! it comes home. Sent through an `AF_PACKET` socket: the kernel has no API to emit one for an
+//! address that is not its own.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::FromRawFd as _;
+
+/// Length of an ARP packet for IPv4 over Ethernet, with its Ethernet header.
+pub const FRAME_LEN: usize = 42;
+
+/// A gratuitous ARP Request (RFC 5944 §4.6: Sender and Target Protocol Address both `addr`,
+/// Sender Hardware Address `mac`, sent to the broadcast address). A Request rather than a
+/// Reply: every ARP implementation updates an existing cache entry from either (RFC 826), and
+/// a Request is what Linux's `arping -U` sends.
+pub fn frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; FRAME_LEN] {
+    let mut f = [0u8; FRAME_LEN];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    // htype Ethernet, ptype IPv4, hlen 6, plen 4, oper request.
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&addr.octets());
+    // Target hardware address: unused in a Request, zero.
+    f[38..42].copy_from_slice(&addr.octets());
+    f
+}
+
+/// Broadcasts one gratuitous ARP for `addr` with `mac` on interface `ifindex`.
+pub fn send(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
+    let frame = frame(mac, addr);
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we own from here on.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid `sockaddr_ll`; the fields that matter are set below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = 0x0806u16.to_be();
+    to.sll_ifindex = i32::try_from(ifindex).map_err(io::Error::other)?;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: `frame` and `to` are live for the call and their lengths are passed exactly.
+    let sent = unsafe {
+        libc::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const to).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Provenance: scapy 2.5.0,
+    /// `raw(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:01") / ARP(op=1,
+    ///  hwsrc="02:00:00:00:00:01", psrc="10.1.0.100", hwdst="00:00:00:00:00:00",
+    ///  pdst="10.1.0.100"))`.
+    const SCAPY: &str =
+        "ffffffffffff020000000001080600010800060400010200000000010a0100640000000000000a010064";
+
+    #[test]
+    fn matches_scapy() {
+        let f = frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 1, 0, 100));
+        let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, SCAPY);
+    }
+}
