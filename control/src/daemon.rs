@@ -171,11 +171,6 @@ pub async fn run(config: Config) -> io::Result<()> {
             ));
         }
     };
-    let socket = UdpSocket::bind(bind).await?;
-    info!(local = %socket.local_addr()?, "Mobile IP socket bound");
-    let listener = bind_api(&config.api_socket)?;
-    info!(path = %config.api_socket.display(), "control API listening");
-
     let dataplane = match &config.dataplane {
         Some(settings) => Some(setup_dataplane(settings, config.role).map_err(|e| {
             io::Error::other(format!(
@@ -189,6 +184,11 @@ pub async fn run(config: Config) -> io::Result<()> {
             None
         }
     };
+
+    let socket = UdpSocket::bind(bind).await?;
+    info!(local = %socket.local_addr()?, "Mobile IP socket bound");
+    let listener = bind_api(&config.api_socket)?;
+    info!(path = %config.api_socket.display(), "control API listening");
 
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
     let mut d = Daemon {
@@ -617,9 +617,15 @@ impl Daemon {
                 // §4.6: returning home, the mobile node MUST broadcast a gratuitous ARP for its
                 // home address with its own MAC before sending the deregistration, so nodes
                 // on the home link stop sending to the home agent's MAC.
-                if let Some(dp) = &self.dataplane {
+                // At home the MN sends directly: stop tunnelling now, not when the reply
+                // arrives, so the deregistration itself is not reverse-tunnelled.
+                if let Some(dp) = &mut self.dataplane {
                     for &(ifindex, mac) in &dp.interfaces {
                         announce(ifindex, mac, mn.config().home_addr);
+                    }
+                    if let Err(err) = dp.dp.set_mn_tunnel(MnTunnel::default()) {
+                        dp.errors += 1;
+                        error!(error = %error_chain(&err), "dataplane update failed");
                     }
                 }
                 mn.deregister(now);

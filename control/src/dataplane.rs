@@ -200,6 +200,22 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], DataplaneError> {
     Ok(mac)
 }
 
+/// `BPF_FS_MAGIC` from `linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` lies on a bpffs (pins elsewhere fail with an obscure EPERM).
+pub fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: all-zero is a valid `statfs`; `c` is NUL-terminated and outlives the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is a live out-parameter.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
 /// Removes everything `mipd` pinned under `dir` (its links, detaching the programs, and its
 /// maps). Used by `mipd --unload`; missing files are fine.
 pub fn unpin_all(dir: &Path) -> std::io::Result<()> {
@@ -231,6 +247,15 @@ impl Dataplane {
                     path: dir.clone(),
                     source,
                 })?;
+                if !is_bpffs(dir) {
+                    return Err(DataplaneError::PinDir {
+                        path: dir.clone(),
+                        source: std::io::Error::other(
+                            "not on a BPF filesystem; mount one first (mount -t bpf bpf DIR); \
+                             note that `ip netns exec` remounts /sys, hiding /sys/fs/bpf",
+                        ),
+                    });
+                }
                 ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),

@@ -136,6 +136,13 @@ impl Mipd {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// `kill -9`: no chance to clean up, as after a crash.
+    pub fn kill_hard(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> Result<std::process::ExitStatus> {
         // SAFETY: kill(2) on our own child's pid; no memory is touched.

@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod daemon;
+pub mod mobility;
 pub mod netns;
 
 pub use netns::{Netns, veth_pair};

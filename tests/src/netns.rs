@@ -88,13 +88,19 @@ impl Netns {
     /// such as attaching XDP to an interface by name. Network namespaces are per thread, so
     /// other tests running in parallel are unaffected.
     pub fn enter(&self) -> Result<NetnsGuard> {
-        let original = File::open("/proc/thread-self/ns/net")
-            .context("opening this thread's network namespace")?;
-        let target = File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("opening /run/netns/{}", self.name))?;
-        setns(&target).with_context(|| format!("entering network namespace {}", self.name))?;
-        Ok(NetnsGuard { original })
+        enter_named(&self.name)
     }
+}
+
+/// Makes the calling thread enter the namespace named `name` (as [`Netns::enter`]), for
+/// threads that do not own the [`Netns`] (the owner must outlive the guard).
+pub fn enter_named(name: &str) -> Result<NetnsGuard> {
+    let original = File::open("/proc/thread-self/ns/net")
+        .context("opening this thread's network namespace")?;
+    let target = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("opening /run/netns/{name}"))?;
+    setns(&target).with_context(|| format!("entering network namespace {name}"))?;
+    Ok(NetnsGuard { original })
 }
 
 impl Drop for Netns {

@@ -1,15 +1,43 @@
-//! The lab (`cargo xtask lab`): a home agent and a mobile node in their own network namespaces,
-//! real `mipd` processes, a registration over the wire, the binding as `mipctl` shows it, a move
-//! to a second care-of address, deregistration, and cleanup (namespaces and daemons go away on
-//! drop, also on error).
+//! The lab (`cargo xtask lab`): a correspondent node streams TCP to a mobile node's home
+//! address while the mobile node moves home → foreign A → foreign B → home. Real `mipd`
+//! processes run as home agent and mobile node with their eBPF dataplanes, so every packet to
+//! or from the away mobile node is tunnelled by XDP/TC, never by the kernel or user space.
+//!
+//! For each move it prints the registration time, the longest gap in the stream and the
+//! dataplane counters; it exits non-zero if the stream broke, and always cleans up
+//! (namespaces, daemons and bpffs pins go away on drop, also on error).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use mipx_tests::daemon::{Mipd, TempDir, wait_for};
-use mipx_tests::{Netns, require_root, veth_pair};
+use anyhow::{Context as _, Result, ensure};
+use mipx_tests::daemon::Mipd;
+use mipx_tests::mobility::{HOME_ADDR, Location, Stream, Topology};
+use mipx_tests::require_root;
 
-const HOME_ADDR: &str = "10.1.0.10";
+/// The counters worth watching per move, by role.
+const HA_COUNTERS: &[&str] = &[
+    "ha_encap_tx",
+    "ha_encap_to_stack",
+    "ha_decap_tx",
+    "ha_decap_to_stack",
+    "arp_proxied",
+    "frag_needed_sent",
+    "reverse_tunnel_rejected",
+];
+const MN_COUNTERS: &[&str] = &["mn_encap", "mn_decap", "mn_tunnel_rejected"];
+
+/// With `MIPX_LAB_HOLD` set, a failure keeps the namespaces for two minutes so they can be
+/// inspected (`ip netns`, `tcpdump`, `bpftool`) before cleanup.
+fn hold_on_error<T>(r: Result<T>) -> Result<T> {
+    if let Err(e) = &r
+        && std::env::var_os("MIPX_LAB_HOLD").is_some()
+    {
+        eprintln!("{e:#}\nMIPX_LAB_HOLD: keeping the topology for 120 s");
+        std::thread::sleep(Duration::from_secs(120));
+    }
+    r
+}
 
 fn main() -> Result<()> {
     require_root();
@@ -20,121 +48,126 @@ fn main() -> Result<()> {
     step("creating the topology");
     println!(
         "
-   ns lab-ha                              ns lab-mn
-  ┌──────────────────────────┐  veth   ┌───────────────────────────────┐
-  │ home agent   10.1.0.1    │ ha0─mn0 │ mobile node, home 10.1.0.10   │
-  │ foreign A gw 192.0.2.1   ├─────────┤ care-of 192.0.2.10    (net A) │
-  │ foreign B gw 198.51.100.1│         │   then  198.51.100.10 (net B) │
-  └──────────────────────────┘         └───────────────────────────────┘"
+   ns cn                 ns rt (router)                              ns ha
+  ┌──────────────┐      ┌──────────────────────────────────┐      ┌──────────────────┐
+  │ correspondent│ cn0  │ 10.0.0.1                         │ ha0  │ home agent       │
+  │ 10.0.0.2     ├──────┤ br-home 10.1.0.1 (home link) ────┼──────┤ 10.1.0.2  XDP    │
+  └──────────────┘      │ br-a    10.2.0.1 (foreign A)     │      └──────────────────┘
+                        │ br-b    10.3.0.1 (foreign B)     │      ┌──────────────────┐
+                        │   rt-mn moves between bridges ───┼──────┤ mobile node  mn0 │
+                        └──────────────────────────────────┘      │ home {HOME_ADDR}  │
+                                                                   │ XDP + TC egress  │
+                                                                   └──────────────────┘"
     );
-    let ha_ns = Netns::new("lab-ha")?;
-    let mn_ns = Netns::new("lab-mn")?;
-    veth_pair((&ha_ns, "ha0"), (&mn_ns, "mn0"))?;
-    ha_ns.add_addr("lo", "10.1.0.1/32")?;
-    ha_ns.add_addr("ha0", "192.0.2.1/24")?;
-    ha_ns.add_addr("ha0", "198.51.100.1/24")?;
-    ha_ns.set_up("ha0")?;
-    mn_ns.add_addr("mn0", "192.0.2.10/24")?;
-    mn_ns.set_up("mn0")?;
-    mn_ns.ip(&["route", "add", "10.1.0.0/24", "via", "192.0.2.1"])?;
+    let mut topo = Topology::new("lab", 600)?;
 
-    let dir = TempDir::new("lab")?;
-    dir.write("mn1.key", "5ad1c0ffee5ad1c0ffee5ad1c0ffee00\n", 0o600)?;
-    let ha_conf = dir.write(
-        "ha.toml",
-        &format!(
-            "role = \"ha\"\napi_socket = \"{}\"\n\n[ha]\naddress = \"10.1.0.1\"\nmax_lifetime = 300\n\n\
-             [[ha.mobile_node]]\nhome_addr = \"{HOME_ADDR}\"\nspi = 4096\nkey_file = \"mn1.key\"\n",
-            dir.path("ha.sock").display()
-        ),
-        0o644,
-    )?;
-    let mn_conf = dir.write(
-        "mn.toml",
-        &format!(
-            "role = \"mn\"\napi_socket = \"{}\"\n\n[mn]\nhome_addr = \"{HOME_ADDR}\"\nhome_agent = \"10.1.0.1\"\n\
-             care_of_addr = \"192.0.2.10\"\nspi = 4096\nkey_file = \"mn1.key\"\nlifetime = 600\n\
-             nai = \"mn1@lab.mipx\"\n",
-            dir.path("mn.sock").display()
-        ),
-        0o644,
-    )?;
+    step("starting mipd as home agent and as mobile node (dataplanes attached and pinned)");
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    let show = ha.ctl(&["dataplane"]).with_context(|| ha.log_text())?;
+    section("mipctl dataplane (home agent)", &show);
 
-    step("starting mipd as home agent and as mobile node");
-    let ha = Mipd::start(&ha_ns, &ha_conf, &dir.path("ha.sock"), &dir.path("ha.log"))?;
-    let started = Instant::now();
-    let mn = Mipd::start(&mn_ns, &mn_conf, &dir.path("mn.sock"), &dir.path("mn.log"))?;
-    let ha_ref = &ha;
-    let binding_for = |coa: &'static str| {
-        move || -> Result<Option<()>> {
-            let v = ha_ref.ctl_json(&["bindings"])?;
-            let found = v["bindings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|b| b["care_of_addr"] == coa);
-            Ok(found.then_some(()))
-        }
-    };
-    wait_for(
-        Duration::from_secs(10),
-        "the registration",
-        binding_for("192.0.2.10"),
-    )
-    .with_context(|| format!("HA log:\n{}\nMN log:\n{}", ha.log_text(), mn.log_text()))?;
-    let reg_time = started.elapsed();
+    step("streaming TCP from the correspondent to the mobile node's home address");
+    // 8 KiB every 5 ms (~13 Mbit/s): full-size segments, so the tunnel's MTU matters.
+    let stream = Stream::start(&topo, 8192, Duration::from_millis(5))?;
+    stream.wait_flowing(Duration::from_secs(10))?;
+    println!("    stream established, at home, delivered directly");
 
-    step(&format!(
-        "registered from foreign network A in {} ms (daemon start included)",
-        reg_time.as_millis()
-    ));
-    section("mipctl status (mobile node)", &mn.ctl(&["status"])?);
-    section("mipctl bindings (home agent)", &ha.ctl(&["bindings"])?);
+    let mut rows = Vec::new();
+    for to in [Location::ForeignA, Location::ForeignB, Location::Home] {
+        let before = (counters(&ha)?, counters(&mn)?);
+        let from = topo.location();
+        let moved_at = Instant::now();
+        let registration = topo
+            .move_mn(to, &ha, &mn)
+            .with_context(|| format!("moving {} → {}", from.name(), to.name()))?;
+        hold_on_error(stream.wait_flowing(Duration::from_secs(20)))
+            .with_context(|| {
+                format!(
+                    "after the move to {}\nethtool -S ha0:\n{}\nrt-ha:\n{}{}\nHA stats:\n{}\nMN stats:\n{}\nrt neighbours:\n{}\nMN log:\n{}",
+                    to.name(),
+                    topo.ha.exec(&["ethtool", "-S", "ha0"]).unwrap_or_default(),
+                    topo.rt.exec(&["ethtool", "-S", "rt-ha"]).unwrap_or_default(),
+                    topo.rt.exec(&["ethtool", "-k", "rt-ha"]).unwrap_or_default(),
+                    ha.ctl(&["stats"]).unwrap_or_default(),
+                    mn.ctl(&["stats"]).unwrap_or_default(),
+                    topo.rt.ip(&["neigh"]).unwrap_or_default(),
+                    mn.log_text(),
+                )
+            })?;
+        // Let it run a little so the counters show the steady state in the new place.
+        std::thread::sleep(Duration::from_millis(700));
+        let gap = stream.longest_gap_since(moved_at);
+        let after = (counters(&ha)?, counters(&mn)?);
+        println!(
+            "\n==> moved {} → {}: registration {} ms, longest stream gap {} ms",
+            from.name(),
+            to.name(),
+            registration.as_millis(),
+            gap.as_millis()
+        );
+        print_deltas("home agent", HA_COUNTERS, &before.0, &after.0);
+        print_deltas("mobile node", MN_COUNTERS, &before.1, &after.1);
+        rows.push((from, to, registration, gap));
+    }
 
-    step("moving the MN to foreign network B (care-of 198.51.100.10)");
-    mn_ns.add_addr("mn0", "198.51.100.10/24")?;
-    mn_ns.ip(&[
-        "route",
-        "replace",
-        "10.1.0.0/24",
-        "via",
-        "198.51.100.1",
-        "src",
-        "198.51.100.10",
-    ])?;
-    let moved = Instant::now();
-    mn.ctl(&["register", "--care-of", "198.51.100.10"])?;
-    wait_for(
-        Duration::from_secs(10),
-        "the re-registration",
-        binding_for("198.51.100.10"),
-    )?;
-    step(&format!(
-        "re-registered in {} ms",
-        moved.elapsed().as_millis()
-    ));
-    section("mipctl bindings (home agent)", &ha.ctl(&["bindings"])?);
+    step("checking the stream end to end");
+    let bytes = stream.finish().context("the TCP stream broke")?;
+    println!("    {bytes} bytes sent and received intact over one TCP connection");
 
-    step("deregistering");
-    mn.ctl(&["deregister"])?;
-    wait_for(Duration::from_secs(10), "the deregistration", || {
-        let v = ha.ctl_json(&["bindings"])?;
-        Ok(v["bindings"]
-            .as_array()
-            .is_some_and(|b| b.is_empty())
-            .then_some(()))
-    })?;
     section("mipctl stats (home agent)", &ha.ctl(&["stats"])?);
+    println!("\n  move                      registration   stream gap");
+    for (from, to, reg, gap) in &rows {
+        println!(
+            "  {:<10} → {:<12} {:>9} ms {:>9} ms",
+            from.name(),
+            to.name(),
+            reg.as_millis(),
+            gap.as_millis()
+        );
+    }
+    ensure!(rows.len() == 3, "not every move completed");
 
     drop(mn);
     drop(ha);
-    drop(mn_ns);
-    drop(ha_ns);
+    drop(topo);
     step(&format!(
-        "cleaned up: namespaces and daemons removed ({:.1} s in all)",
+        "cleaned up: daemons, namespaces and pins removed ({:.1} s in all)",
         t0.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+fn counters(d: &Mipd) -> Result<BTreeMap<String, u64>> {
+    let v = d.ctl_json(&["stats"])?;
+    let map = v["stats"]["dataplane"]
+        .as_object()
+        .context("mipctl stats has no dataplane counters")?;
+    Ok(map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect())
+}
+
+fn print_deltas(
+    who: &str,
+    names: &[&str],
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) {
+    let parts: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let d = after.get(*n).copied().unwrap_or(0) - before.get(*n).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{n} +{d}"))
+        })
+        .collect();
+    let text = if parts.is_empty() {
+        "(no tunnel traffic)".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    println!("    {who:<12} {text}");
 }
 
 fn step(what: &str) {
