@@ -79,6 +79,8 @@ pub struct Mipd {
 impl Mipd {
     pub fn start(ns: &Netns, config: &Path, socket: &Path, log: &Path) -> Result<Self> {
         let (mipd, _) = binaries();
+        // A socket left by a killed daemon would make us think the new one is up already.
+        let _ = std::fs::remove_file(socket);
         let logfile = std::fs::File::create(log)?;
         let child = ns
             .command(mipd)

@@ -1,0 +1,179 @@
+//! End to end through the eBPF dataplane: real `mipd` as home agent and mobile node in network
+//! namespaces (tests/src/mobility.rs), real ping and TCP between a correspondent and the mobile
+//! node's home address. The dataplane counters prove that the tunnelled packets went through
+//! XDP/TC rather than the kernel (which has no ipip here) or user space. Privileged: fails,
+//! never skips, without root.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use mipx_tests::daemon::{Mipd, wait_for};
+use mipx_tests::mobility::{Location, Stream, Topology};
+use mipx_tests::require_root;
+
+fn counters(d: &Mipd) -> Result<BTreeMap<String, u64>> {
+    let v = d.ctl_json(&["stats"])?;
+    let map = v["stats"]["dataplane"]
+        .as_object()
+        .context("mipctl stats has no dataplane counters")?;
+    Ok(map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect())
+}
+
+fn grew(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
+    after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+}
+
+/// Entries in the home agent's binding map, as `mipctl dataplane` reads them from the kernel.
+fn map_bindings(ha: &Mipd) -> Result<u64> {
+    let v = ha.ctl_json(&["dataplane"])?;
+    v["dataplane"]["maps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "MIPX_BINDINGS")
+        .and_then(|m| m["entries"].as_u64())
+        .context("no MIPX_BINDINGS entry count in mipctl dataplane")
+}
+
+#[test]
+fn ping_and_tcp_reach_the_away_mobile_node_and_back() -> Result<()> {
+    require_root();
+    let mut topo = Topology::new("e2e-ping", 600)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    topo.move_mn(Location::ForeignA, &ha, &mn)?;
+    ensure!(map_bindings(&ha)? == 1, "the binding is not in the map");
+
+    let (ha0, mn0) = (counters(&ha)?, counters(&mn)?);
+    topo.ping_mn(3)?;
+    topo.ping_cn_from_home_addr(3)?;
+    let stream = Stream::start(&topo, 4096, Duration::from_millis(2))?;
+    stream.wait_flowing(Duration::from_secs(10))?;
+    let bytes = stream.finish()?;
+    let (ha1, mn1) = (counters(&ha)?, counters(&mn)?);
+
+    // Each direction went through the programs: encapsulated by the HA and decapsulated by
+    // the MN (CN → MN), encapsulated by the MN and decapsulated by the HA (MN → CN).
+    for (name, c0, c1, at_least) in [
+        ("ha_encap_tx", &ha0, &ha1, 6),
+        ("ha_decap_tx", &ha0, &ha1, 6),
+        ("mn_decap", &mn0, &mn1, 6),
+        ("mn_encap", &mn0, &mn1, 6),
+    ] {
+        ensure!(
+            grew(c0, c1, name) >= at_least,
+            "{name} grew by {} (< {at_least}) over 6 pings and {bytes} TCP bytes",
+            grew(c0, c1, name)
+        );
+    }
+    for name in ["reverse_tunnel_rejected", "mn_tunnel_rejected", "malformed_ipv4"] {
+        ensure!(
+            grew(&ha0, &ha1, name) + grew(&mn0, &mn1, name) == 0,
+            "{name} moved"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn moves_keep_the_tcp_session_and_home_restores_direct_delivery() -> Result<()> {
+    require_root();
+    let mut topo = Topology::new("e2e-move", 600)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    let stream = Stream::start(&topo, 8192, Duration::from_millis(5))?;
+    for to in [Location::ForeignA, Location::ForeignB, Location::Home] {
+        topo.move_mn(to, &ha, &mn)?;
+        stream
+            .wait_flowing(Duration::from_secs(20))
+            .with_context(|| format!("the stream after moving to {}", to.name()))?;
+    }
+    // Deregistered at home: nothing left in the map, and traffic no longer touches the tunnel.
+    wait_for(Duration::from_secs(5), "an empty binding map", || {
+        Ok((map_bindings(&ha)? == 0).then_some(()))
+    })?;
+    let before = counters(&ha)?;
+    topo.ping_mn(3)?;
+    stream.wait_flowing(Duration::from_secs(10))?;
+    let after = counters(&ha)?;
+    for name in ["ha_encap_tx", "ha_encap_to_stack", "arp_proxied"] {
+        ensure!(
+            grew(&before, &after, name) == 0,
+            "{name} grew at home: delivery is not direct"
+        );
+    }
+    stream.finish().context("the TCP session did not survive the moves")?;
+    Ok(())
+}
+
+#[test]
+fn kill_9_of_the_home_agent_daemon_loses_no_session() -> Result<()> {
+    require_root();
+    let mut topo = Topology::new("e2e-kill", 600)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    topo.move_mn(Location::ForeignA, &ha, &mn)?;
+    let stream = Stream::start(&topo, 8192, Duration::from_millis(5))?;
+    stream.wait_flowing(Duration::from_secs(10))?;
+
+    ha.kill_hard()?;
+    // No daemon: the pinned programs and maps keep forwarding.
+    stream
+        .wait_flowing(Duration::from_secs(5))
+        .context("the stream stopped when mipd was killed")?;
+
+    let ha = topo.start_ha()?;
+    let v = ha.ctl_json(&["bindings"])?;
+    let coa = v["bindings"][0]["care_of_addr"].as_str().unwrap_or_default();
+    ensure!(
+        coa == Location::ForeignA.mn_addr().to_string(),
+        "the restarted home agent did not adopt the binding: {v}"
+    );
+    let dp = ha.ctl_json(&["dataplane"])?;
+    ensure!(
+        dp["dataplane"]["attachments"][0]["adopted"] == true,
+        "the restarted home agent did not take over the pinned link: {dp}"
+    );
+    stream.wait_flowing(Duration::from_secs(5))?;
+    // The adopted binding is live state: a move re-registers against it.
+    topo.move_mn(Location::ForeignB, &ha, &mn)?;
+    stream.wait_flowing(Duration::from_secs(20))?;
+    stream.finish()?;
+    Ok(())
+}
+
+#[test]
+fn an_expired_binding_leaves_the_map() -> Result<()> {
+    require_root();
+    // A 3-second lifetime, and an MN that dies without renewing or deregistering.
+    let mut topo = Topology::new("e2e-expire", 3)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    topo.move_mn(Location::ForeignA, &ha, &mn)?;
+    ensure!(map_bindings(&ha)? == 1, "the binding is not in the map");
+    mn.kill_hard()?;
+    wait_for(Duration::from_secs(10), "the binding to expire", || {
+        let v = ha.ctl_json(&["bindings"])?;
+        Ok(v["bindings"]
+            .as_array()
+            .is_some_and(|b| b.is_empty())
+            .then_some(()))
+    })?;
+    ensure!(
+        map_bindings(&ha)? == 0,
+        "the expired binding is still in the dataplane map"
+    );
+    // And the fast path no longer tunnels to the stale care-of address.
+    let before = counters(&ha)?;
+    let _ = topo.ping_mn(2);
+    let after = counters(&ha)?;
+    ensure!(
+        grew(&before, &after, "ha_encap_tx") + grew(&before, &after, "ha_encap_to_stack") == 0,
+        "packets were still tunnelled after expiry"
+    );
+    Ok(())
+}
