@@ -567,6 +567,48 @@ key_file = "mn.key"
     }
 
     #[test]
+    fn dataplane_table_is_checked_and_errors_name_the_field() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("ha.toml");
+        let ok = format!(
+            "{HA}\n[dataplane]\ninterfaces = [\"ha0\", \"eth1\"]\nhome_link = \"ha0\"\nmax_bindings = 1000000\n"
+        );
+        let c = Config::parse(&ok, &path).unwrap();
+        let dp = c.dataplane.unwrap();
+        assert_eq!(dp.pin_dir, Path::new("/sys/fs/bpf/mipx/ha"));
+        assert_eq!(dp.max_bindings, 1_000_000);
+        assert_eq!(dp.xdp_mode, XdpModeSetting::Native);
+        assert!(Config::parse(HA, &path).unwrap().dataplane.is_none());
+
+        let cases = [
+            ("interfaces = []", "dataplane.interfaces"),
+            (
+                "interfaces = [\"ha0\", \"a/b\"]",
+                "dataplane.interfaces[1]",
+            ),
+            (
+                "interfaces = [\"ha0\"]\nhome_link = \"eth9\"",
+                "dataplane.home_link",
+            ),
+            (
+                "interfaces = [\"ha0\"]\nmax_bindings = 0",
+                "dataplane.max_bindings",
+            ),
+            (
+                "interfaces = [\"ha0\"]\npin_dir = \"relative\"",
+                "dataplane.pin_dir",
+            ),
+            ("interfaces = [\"ha0\"]\nxdp_mode = \"turbo\"", "xdp_mode"),
+        ];
+        for (table, field) in cases {
+            let text = format!("{HA}\n[dataplane]\n{table}\n");
+            let e = Config::parse(&text, &path).unwrap_err().to_string();
+            assert!(e.contains(field), "{table}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_mn_with_defaults_and_checks_rfc_minimums() {
         let d = dir();
         key_file(&d.0, 0o400);

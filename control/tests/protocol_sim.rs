@@ -358,3 +358,49 @@ fn unknown_spi_or_home_is_silently_dropped() {
     assert_eq!(w.ha.stats().dropped_unknown_sa, 1);
     assert!(w.ha.stats().rejected.is_empty());
 }
+
+/// A restarted home agent adopts a binding from the dataplane with its remaining lifetime and
+/// its replay state: the old request replayed to the new process is still refused (133), and
+/// a binding that ran out while nobody was watching is not adopted.
+#[test]
+fn restored_binding_keeps_lifetime_and_replay_protection() {
+    let mut w = World::new(mn(b"shared secret"));
+    w.mn.register(w.now, COA);
+    let req = w.mn.poll_transmit().unwrap();
+    let from = SocketAddrV4::new(COA, 43400);
+    w.ha.handle_datagram(w.now, from, HA, &req.payload);
+    let _ = w.ha.poll_transmit();
+    let binding = w.ha.bindings().get(HOME).unwrap().clone();
+    let expires_unix = w.now.unix + binding.remaining(w.now.mono);
+
+    // A new process: different monotonic origin, 2 s later on the wall clock (inside the
+    // 7-second replay window, so only the restored identification can refuse the replay).
+    let mut fresh = ha();
+    let later = Now {
+        mono: Duration::from_secs(5),
+        unix: w.now.unix + Duration::from_secs(2),
+    };
+    assert!(fresh.restore(later, binding.clone(), expires_unix));
+    let restored = fresh.bindings().get(HOME).unwrap();
+    assert_eq!(restored.care_of_addr, COA);
+    assert_eq!(
+        restored.remaining(later.mono),
+        binding.remaining(w.now.mono) - Duration::from_secs(2)
+    );
+    assert!(fresh.poll_event().is_none(), "restoring is not a change");
+
+    fresh.handle_datagram(later, from, HA, &req.payload);
+    let reply = fresh.poll_transmit().unwrap();
+    assert_eq!(
+        ReplyPacket::new_checked(&reply.payload[..]).unwrap().code(),
+        ReplyCode::HaIdentificationMismatch
+    );
+
+    let mut too_late = ha();
+    let after_expiry = Now {
+        mono: Duration::from_secs(5),
+        unix: expires_unix + Duration::from_secs(1),
+    };
+    assert!(!too_late.restore(after_expiry, binding, expires_unix));
+    assert!(too_late.bindings().is_empty());
+}
