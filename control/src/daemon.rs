@@ -22,7 +22,7 @@ use mipx_common::maps::{
     HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
     MnTunnel, TUNNEL_REVERSE,
 };
-use crate::proto::ha::{HaEvent, HomeAgent};
+use crate::proto::ha::{HaEvent, HomeAgent, RemovalReason};
 use crate::proto::mn::{MnEvent, MnState, MobileNode};
 use crate::proto::{Now, Transmit};
 use mipx_common::wire::RequestFlags;
@@ -54,6 +54,7 @@ struct Dp {
     interfaces: Vec<(u32, [u8; 6])>,
     /// (ifindex, MAC) of the home agent's home link.
     home_link: Option<(u32, [u8; 6])>,
+    home_link_name: Option<String>,
     /// Map updates that failed (logged; the next event for the binding retries).
     errors: u64,
 }
@@ -66,6 +67,20 @@ fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, Datap
         max_bindings: settings.max_bindings,
     })?;
     let generic = settings.xdp_mode == XdpModeSetting::Generic;
+    if role == Role::Ha {
+        for name in &settings.interfaces {
+            // A home agent is a router (RFC 5944 §3.8), and bpf_fib_lookup answers only for
+            // interfaces with forwarding on. accept_local: a tunnel packet XDP hands to the
+            // stack (next hop unresolved) has our own address as source, which the stack
+            // would otherwise drop as a martian.
+            for (key, value) in [("forwarding", "1"), ("accept_local", "1")] {
+                let path = format!("/proc/sys/net/ipv4/conf/{name}/{key}");
+                if let Err(e) = std::fs::write(&path, value) {
+                    warn!(%path, error = %e, "cannot set sysctl; the fast path may hand packets to a stack that drops them");
+                }
+            }
+        }
+    }
     let mut interfaces = Vec::new();
     let mut home_link = None;
     for name in &settings.interfaces {
@@ -96,8 +111,27 @@ fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, Datap
         dp,
         interfaces,
         home_link,
+        home_link_name: settings.home_link.clone(),
         errors: 0,
     })
+}
+
+/// RFC 5944 §4.6: when the HA accepts a deregistration from a mobile node back home, it MUST
+/// also broadcast a gratuitous ARP mapping the home address to the MN's own link-layer address
+/// (its radio range may differ from the MN's). We learn that address the way the kernel does:
+/// the reply to the MN makes the kernel resolve it, so wait for a complete entry (up to 2 s),
+/// then announce it three times.
+fn announce_returned(ifindex: u32, ifname: String, home_addr: Ipv4Addr) {
+    tokio::spawn(async move {
+        for _ in 0..40 {
+            if let Some(mac) = garp::resolved_mac(home_addr, &ifname) {
+                announce(ifindex, mac, home_addr);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        debug!(home = %home_addr, "mobile node's MAC not resolved; no gratuitous ARP on its behalf");
+    });
 }
 
 /// The dataplane's copy of a binding: what the fast path needs, plus what a restarted `mipd`
@@ -462,6 +496,12 @@ impl Daemon {
                         }
                         HaEvent::BindingRemoved { binding, reason } => {
                             debug!(home = %binding.home_addr, ?reason, "binding removed");
+                            if *reason == RemovalReason::Deregistered
+                                && let Some((ifindex, _)) = dp.home_link
+                                && let Some(ifname) = dp.home_link_name.clone()
+                            {
+                                announce_returned(ifindex, ifname, binding.home_addr);
+                            }
                             dp.dp.remove_binding(binding.home_addr)
                         }
                     };

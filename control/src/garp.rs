@@ -64,6 +64,33 @@ pub fn send(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
 
 
 
+/// The link-layer address the kernel has resolved for `addr` on interface `ifname`, from
+/// `/proc/net/arp` (which shows the reader's network namespace). Only complete entries count.
+pub fn resolved_mac(addr: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    parse_arp_table(&table, addr, ifname)
+}
+
+/// `IP address  HW type  Flags  HW address  Mask  Device`; flag 0x2 is ATF_COM (complete).
+fn parse_arp_table(table: &str, addr: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [ip, _hw_type, flags, mac, _mask, dev] = f.as_slice() else {
+            return None;
+        };
+        let complete = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()? & 0x2 != 0;
+        if ip.parse::<Ipv4Addr>().ok()? != addr || *dev != ifname || !complete {
+            return None;
+        }
+        let mut out = [0u8; 6];
+        let mut parts = mac.split(':');
+        for b in &mut out {
+            *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+        }
+        Some(out)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +101,20 @@ mod tests {
     ///  pdst="10.1.0.100"))`.
     const SCAPY: &str =
         "ffffffffffff020000000001080600010800060400010200000000010a0100640000000000000a010064";
+
+    #[test]
+    fn reads_complete_entries_only() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     10.1.0.100       0x1         0x2         16:f6:36:dd:88:29     *        ha0\n\
+                     10.1.0.7         0x1         0x0         00:00:00:00:00:00     *        ha0\n";
+        let a = Ipv4Addr::new(10, 1, 0, 100);
+        assert_eq!(
+            parse_arp_table(table, a, "ha0"),
+            Some([0x16, 0xf6, 0x36, 0xdd, 0x88, 0x29])
+        );
+        assert_eq!(parse_arp_table(table, a, "eth1"), None);
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(10, 1, 0, 7), "ha0"), None);
+    }
 
     #[test]
     fn matches_scapy() {

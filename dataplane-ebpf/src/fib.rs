@@ -19,9 +19,14 @@ pub enum Route {
         smac: [u8; 6],
         dmac: [u8; 6],
     },
-    /// There is a route, but the next hop's link-layer address is not resolved yet (or the
-    /// destination is local): the kernel must handle this packet.
+    /// There is a route, but the next hop's link-layer address is not resolved yet: the kernel
+    /// must handle this packet (it queues it while it resolves the address).
     Unresolved,
+    /// The kernel would not forward to this destination: it is local (or broadcast,
+    /// multicast), *or there is no route at all*. The helper reports all of these as
+    /// `BPF_FIB_LKUP_RET_NOT_FWDED` (a failed `fib_lookup()`, -ENETUNREACH, is mapped to it),
+    /// so the caller decides: a decapsulated datagram may be for us, an encapsulated one never.
+    NotForwarded,
     /// The route's MTU is below the datagram length asked for.
     FragNeeded { mtu: u16 },
     /// No usable route (unreachable, blackhole, prohibit, forwarding disabled, ...).
@@ -72,8 +77,7 @@ pub fn lookup(
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::FragNeeded {
             mtu: unsafe { params.__bindgen_anon_1.mtu_result },
         },
-        // NOT_FWDED: the destination is local (or not unicast): the stack delivers it.
-        aya_ebpf::bindings::BPF_FIB_LKUP_RET_NOT_FWDED => Route::Unresolved,
+        aya_ebpf::bindings::BPF_FIB_LKUP_RET_NOT_FWDED => Route::NotForwarded,
         _ => Route::NoRoute,
     }
 }

@@ -114,19 +114,9 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
     if ip.ttl <= 1 {
         return (XDP_PASS, Counter::TtlExceeded);
     }
-    let Some(outer) = ipv4::ipip_header(
-        ipv4::Inner {
-            tos: ip.tos,
-            flags_frag: ip.flags_frag(),
-            total_len: ip.total_len(),
-        },
-        next_ip_id(),
-        binding.home_agent,
-        binding.care_of_addr,
-    ) else {
+    let Some(outer_len) = ip.total_len().checked_add(IP_HLEN as u16) else {
         return (XDP_DROP, Counter::TooBig);
     };
-    let outer_len = u16::from_be_bytes([outer[2], outer[3]]);
     let route = fib::lookup(
         ctx.ctx.cast(),
         ctx.ingress_ifindex() as u32,
@@ -143,7 +133,25 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
         } => (ifindex, Some((smac, dmac))),
         Route::Unresolved => (0, None),
         Route::FragNeeded { mtu } => return frag_needed(ctx, ip, mtu),
-        Route::NoRoute => return (XDP_DROP, Counter::NoRoute),
+        // NotForwarded is also how the helper reports "no route at all"; a care-of address
+        // that is local or broadcast is no better. Passing the tunnel packet up would not help:
+        // the stack drops a packet arriving with our own address as source (martian source).
+        Route::NoRoute | Route::NotForwarded => return (XDP_DROP, Counter::NoRoute),
+    };
+    // Draw the Identification only for a header that is built: a dropped datagram must not
+    // use up a value (RFC 6864 §4.1: unique per source, destination and protocol while the
+    // datagram may live, so every wasted value brings the wrap closer).
+    let Some(outer) = ipv4::ipip_header(
+        ipv4::Inner {
+            tos: ip.tos,
+            flags_frag: ip.flags_frag(),
+            total_len: ip.total_len(),
+        },
+        next_ip_id(),
+        binding.home_agent,
+        binding.care_of_addr,
+    ) else {
+        return (XDP_DROP, Counter::TooBig);
     };
     // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP_HLEN as i32)) } != 0 {
@@ -225,6 +233,9 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
             smac,
             dmac,
         } => Some((ifindex, smac, dmac)),
+        // For us or without a route (NotForwarded), unresolved, too big or unroutable: the
+        // stack delivers it, or resolves the next hop, or sends the ICMP error, as for any
+        // datagram it receives.
         _ => None,
     };
     // Move the Ethernet header up to sit right before the inner header, then drop the outer.

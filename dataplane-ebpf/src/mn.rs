@@ -5,11 +5,11 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_FIB_LOOKUP_OUTPUT,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
 use mipx_common::{
@@ -152,7 +152,13 @@ pub fn egress(ctx: &TcContext) -> Verdict {
         return (TC_ACT_SHOT, Counter::MnEncapFailed);
     }
     // The stack addressed the frame to the next hop toward the inner destination; the outer
-    // one (the home agent) may route elsewhere.
+    // one (the home agent) may route elsewhere: through another router, or out of another
+    // interface. The lookup is made as if the packet were being forwarded after arriving on
+    // this interface, not with BPF_FIB_LOOKUP_OUTPUT: that flag makes this interface the
+    // lookup's output interface, which restricts the answer to routes through it, so a home
+    // agent reached through another interface would come back as "no route" and the tunnel
+    // packet would leave here with the inner destination's MAC. (Either way the helper
+    // answers only when IPv4 forwarding is enabled on the interface.)
     let ifindex = skb_ifindex(ctx);
     let route = fib::lookup(
         ctx.as_ptr(),
@@ -160,7 +166,7 @@ pub fn egress(ctx: &TcContext) -> Verdict {
         tunnel.care_of_addr,
         tunnel.home_agent,
         0,
-        BPF_FIB_LOOKUP_OUTPUT,
+        0,
     );
     if let Route::Neighbour {
         ifindex: out,
@@ -180,6 +186,14 @@ pub fn egress(ctx: &TcContext) -> Verdict {
             // SAFETY: plain helper call; returns TC_ACT_REDIRECT.
             return (unsafe { bpf_redirect(out, 0) } as u32, Counter::MnEncap);
         }
+        return (TC_ACT_OK, Counter::MnEncap);
     }
-    (TC_ACT_OK, Counter::MnEncap)
+    // No answer: the next hop is not resolved yet, or forwarding is off on this interface (the
+    // usual state of a host, and the helper then declines). Let the kernel route the tunnel
+    // packet by its outer destination and resolve the neighbour (queueing it meanwhile), as it
+    // would for a packet it originated.
+    // SAFETY: plain helper call with no parameters struct; returns TC_ACT_REDIRECT or
+    // TC_ACT_SHOT.
+    let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as u32;
+    (verdict, Counter::MnEncap)
 }
