@@ -6,6 +6,7 @@
 //! uses the `#[repr(C)]` types of [`maps`] and [`counters`], which the verifier can reason about.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
+pub mod bench;
 pub mod counters;
 pub mod ipv4;
 pub mod maps;

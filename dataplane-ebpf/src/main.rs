@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod fib;
 mod ha;
 mod maps;

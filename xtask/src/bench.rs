@@ -2,6 +2,7 @@
 //! next to a baseline measured in the same run, interleaved with it, over several rounds, as a
 //! median with its min–max. Results go to `BENCHMARKS.md` at the workspace root.
 
+mod dataplane;
 mod loadgen;
 mod registration;
 
@@ -24,6 +25,11 @@ enum Which {
     /// Registrations per second, reply latency and peak RSS of a `mipd` home agent with
     /// 100,000 simulated mobile nodes over UDP on loopback, against a UDP echo baseline.
     Registration(registration::Options),
+    /// CPU cost per packet of the eBPF dataplane (HA encapsulation, reverse-tunnel
+    /// decapsulation) end to end over veth and per program, against XDP_DROP, XDP_REDIRECT,
+    /// Linux forwarding and Linux VXLAN measured in the same run (root; writes BENCHMARKS.md
+    /// and docs/bench-dataplane.png).
+    Dataplane(dataplane::Options),
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -32,6 +38,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     }
     match &options.which {
         Which::Registration(o) => registration::run(o),
+        Which::Dataplane(o) => dataplane::run(o),
     }
 }
 

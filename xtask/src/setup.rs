@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "tshark",
     // Independent packet generator for fixtures with provenance (DESIGN.md §1.7).
     "python3-scapy",
+    // The chart of `cargo xtask bench dataplane` (docs/bench-dataplane.png).
+    "python3-matplotlib",
     // strongSwan with userspace IPsec (kernel-libipsec) and VICI (DESIGN.md §8).
     "strongswan-charon",
     "strongswan-swanctl",
