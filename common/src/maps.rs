@@ -20,16 +20,44 @@ pub const IFACES_MAP: &str = "MIPX_IFACES";
 pub const MN_TUNNEL_MAP: &str = "MIPX_MN_TUNNEL";
 /// Per-CPU array of one `u32`: the next IPv4 Identification for outer headers.
 pub const IP_ID_MAP: &str = "MIPX_IP_ID";
+/// Per-CPU array of [`NextHop`]: a short-lived cache of `bpf_fib_lookup` answers.
+pub const NEXTHOP_MAP: &str = "MIPX_NEXTHOPS";
 
 /// Every map the object defines, for loaders that pin or check them all.
-pub const ALL_MAPS: [&str; 6] = [
+pub const ALL_MAPS: [&str; 7] = [
     COUNTERS_MAP,
     BINDINGS_MAP,
     HA_CONFIG_MAP,
     IFACES_MAP,
     MN_TUNNEL_MAP,
     IP_ID_MAP,
+    NEXTHOP_MAP,
 ];
+
+/// Slots of [`NEXTHOP_MAP`] (a power of two: the slot is the top bits of a hash).
+pub const NEXTHOP_SLOTS: u32 = 1024;
+/// How long a cached FIB answer is used before it is looked up again. Short enough that route
+/// and neighbour changes take effect promptly, long enough that a busy tunnel or flow pays for
+/// the lookup once per period instead of once per packet.
+pub const NEXTHOP_TTL_NS: u64 = 250_000_000;
+
+/// A cached forwarding decision for one destination address, in [`NEXTHOP_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// The destination this answers for; all zero: empty slot.
+    pub addr: [u8; 4],
+    /// Egress interface.
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// The route's MTU.
+    pub mtu: u16,
+    pub _pad: [u8; 2],
+    /// `bpf_ktime_get_coarse_ns()` when it was looked up.
+    pub stamp_ns: u64,
+}
+const _: () = assert!(size_of::<NextHop>() == 32);
 
 /// Default capacity of [`BINDINGS_MAP`]; `mipd` overrides it from `dataplane.max_bindings`.
 pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
@@ -124,10 +152,11 @@ const _: () = assert!(size_of::<MnTunnel>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all four): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
+    // SAFETY (all five): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
     // every byte is initialised, valid for any bit pattern.
     unsafe impl aya::Pod for super::HaBinding {}
     unsafe impl aya::Pod for super::HaDataplaneConfig {}
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::MnTunnel {}
+    unsafe impl aya::Pod for super::NextHop {}
 }

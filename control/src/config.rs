@@ -94,7 +94,10 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mipx";
 
 fn dataplane_settings(raw: RawDataplane, role: Role) -> Result<DataplaneSettings, ConfigError> {
     if raw.interfaces.is_empty() {
-        return Err(field_err("dataplane.interfaces", "list at least one interface"));
+        return Err(field_err(
+            "dataplane.interfaces",
+            "list at least one interface",
+        ));
     }
     for (i, name) in raw.interfaces.iter().enumerate() {
         // IFNAMSIZ is 16 including the NUL.
@@ -137,7 +140,10 @@ fn dataplane_settings(raw: RawDataplane, role: Role) -> Result<DataplaneSettings
         })
     });
     if !pin_dir.is_absolute() {
-        return Err(field_err("dataplane.pin_dir", "must be an absolute path on bpffs"));
+        return Err(field_err(
+            "dataplane.pin_dir",
+            "must be an absolute path on bpffs",
+        ));
     }
     Ok(DataplaneSettings {
         interfaces: raw.interfaces,
@@ -583,10 +589,7 @@ key_file = "mn.key"
 
         let cases = [
             ("interfaces = []", "dataplane.interfaces"),
-            (
-                "interfaces = [\"ha0\", \"a/b\"]",
-                "dataplane.interfaces[1]",
-            ),
+            ("interfaces = [\"ha0\", \"a/b\"]", "dataplane.interfaces[1]"),
             (
                 "interfaces = [\"ha0\"]\nhome_link = \"eth9\"",
                 "dataplane.home_link",

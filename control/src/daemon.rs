@@ -18,13 +18,13 @@ use crate::binding::Binding;
 use crate::config::{Config, DataplaneSettings, HaSettings, MnSettings, Role, XdpModeSetting};
 use crate::dataplane::{self, Dataplane, DataplaneError, LoadOptions, programs};
 use crate::garp;
+use crate::proto::ha::{HaEvent, HomeAgent, RemovalReason};
+use crate::proto::mn::{MnEvent, MnState, MobileNode};
+use crate::proto::{Now, Transmit};
 use mipx_common::maps::{
     HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
     MnTunnel, TUNNEL_REVERSE,
 };
-use crate::proto::ha::{HaEvent, HomeAgent, RemovalReason};
-use crate::proto::mn::{MnEvent, MnState, MobileNode};
-use crate::proto::{Now, Transmit};
 use mipx_common::wire::RequestFlags;
 
 /// The protocol core this daemon drives.
@@ -485,15 +485,17 @@ impl Daemon {
                         HaEvent::BindingAdded(b) => {
                             // §4.6: a new binding (the MN was assumed at home) MUST be
                             // announced with a gratuitous ARP on the home link.
-                            let r = dp.dp.upsert_binding(b.home_addr, ha_binding(b, home_agent, now));
+                            let r = dp
+                                .dp
+                                .upsert_binding(b.home_addr, ha_binding(b, home_agent, now));
                             if let Some((ifindex, mac)) = dp.home_link {
                                 announce(ifindex, mac, b.home_addr);
                             }
                             r
                         }
-                        HaEvent::BindingUpdated { new, .. } => {
-                            dp.dp.upsert_binding(new.home_addr, ha_binding(new, home_agent, now))
-                        }
+                        HaEvent::BindingUpdated { new, .. } => dp
+                            .dp
+                            .upsert_binding(new.home_addr, ha_binding(new, home_agent, now)),
                         HaEvent::BindingRemoved { binding, reason } => {
                             debug!(home = %binding.home_addr, ?reason, "binding removed");
                             if *reason == RemovalReason::Deregistered

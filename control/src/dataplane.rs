@@ -28,7 +28,8 @@ use mipx_common::{
     counters::Counter,
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
-        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_TUNNEL_MAP, MnTunnel,
+        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_TUNNEL_MAP, MnTunnel, NEXTHOP_MAP,
+        NEXTHOP_SLOTS, NextHop,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -503,6 +504,22 @@ impl Dataplane {
         array.set(0, &tunnel, 0).map_err(map_err(MN_TUNNEL_MAP))
     }
 
+    /// Empties the programs' cache of FIB answers on every CPU, so the next packet to each
+    /// destination is looked up afresh (tests that change routes between runs).
+    pub fn flush_nexthops(&mut self) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_err(NEXTHOP_MAP)(MapError::IoError(e)))?
+            .get();
+        let mut cache: PerCpuArray<_, NextHop> =
+            PerCpuArray::try_from(self.map_data_mut(NEXTHOP_MAP)?).map_err(map_err(NEXTHOP_MAP))?;
+        for slot in 0..NEXTHOP_SLOTS {
+            let empty = aya::maps::PerCpuValues::try_from(vec![NextHop::default(); cpus as usize])
+                .map_err(|e| map_err(NEXTHOP_MAP)(MapError::IoError(e)))?;
+            cache.set(slot, empty, 0).map_err(map_err(NEXTHOP_MAP))?;
+        }
+        Ok(())
+    }
+
     /// Every counter, summed over all CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let counters: PerCpuArray<_, u64> =
@@ -541,6 +558,7 @@ impl Dataplane {
                 aya::maps::Map::HashMap(d) => ("hash", d),
                 aya::maps::Map::Array(d) => ("array", d),
                 aya::maps::Map::PerCpuArray(d) => ("percpu_array", d),
+                aya::maps::Map::PerCpuHashMap(d) => ("percpu_hash", d),
                 _ => continue,
             };
             let max_entries = data.info().map(|i| i.max_entries()).unwrap_or(0);

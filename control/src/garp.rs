@@ -62,8 +62,6 @@ pub fn send(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
     Ok(())
 }
 
-
-
 /// The link-layer address the kernel has resolved for `addr` on interface `ifname`, from
 /// `/proc/net/arp` (which shows the reader's network namespace). Only complete entries count.
 pub fn resolved_mac(addr: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
@@ -113,7 +111,10 @@ mod tests {
             Some([0x16, 0xf6, 0x36, 0xdd, 0x88, 0x29])
         );
         assert_eq!(parse_arp_table(table, a, "eth1"), None);
-        assert_eq!(parse_arp_table(table, Ipv4Addr::new(10, 1, 0, 7), "ha0"), None);
+        assert_eq!(
+            parse_arp_table(table, Ipv4Addr::new(10, 1, 0, 7), "ha0"),
+            None
+        );
     }
 
     #[test]

@@ -14,8 +14,9 @@ use mipx_common::{
 };
 
 use crate::{
-    fib::{self, Route},
+    fib::Route,
     maps::{BINDINGS, HA_CONFIG, IFACES, next_ip_id},
+    nexthop,
     parse::{ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Ipv4Hdr, Packet as _},
     xdp_ip,
 };
@@ -117,13 +118,12 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
     let Some(outer_len) = ip.total_len().checked_add(IP_HLEN as u16) else {
         return (XDP_DROP, Counter::TooBig);
     };
-    let route = fib::lookup(
+    let route = nexthop::lookup(
         ctx.ctx.cast(),
         ctx.ingress_ifindex() as u32,
         binding.home_agent,
         binding.care_of_addr,
         outer_len,
-        0,
     );
     let (ifindex, macs) = match route {
         Route::Neighbour {
@@ -215,13 +215,12 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
         return (XDP_DROP, Counter::TtlExceeded);
     }
     let route = if inner.ttl > 1 {
-        fib::lookup(
+        nexthop::lookup(
             ctx.ctx.cast(),
             ctx.ingress_ifindex() as u32,
             inner.src_addr,
             inner.dst_addr,
             inner.total_len(),
-            0,
         )
     } else {
         // Let the kernel forward it and send Time Exceeded (or deliver it, if it is ours).

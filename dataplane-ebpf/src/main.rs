@@ -11,6 +11,7 @@ mod fib;
 mod ha;
 mod maps;
 mod mn;
+mod nexthop;
 mod parse;
 mod stats;
 mod xdp_ip;

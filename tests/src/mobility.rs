@@ -166,7 +166,9 @@ impl Topology {
     /// rt-ha, so the router's ends get a pass-through XDP program, as a real NIC needs none.
     fn peer_xdp(&mut self) -> Result<()> {
         let _inside = self.rt.enter()?;
-        let pass = self._peer_xdp.xdp(mipx_control::dataplane::programs::MIPX_PASS)?;
+        let pass = self
+            ._peer_xdp
+            .xdp(mipx_control::dataplane::programs::MIPX_PASS)?;
         for ifname in ["rt-ha", "rt-mn"] {
             pass.attach(
                 std::ffi::CString::new(ifname)?.as_c_str(),
@@ -355,7 +357,10 @@ impl Topology {
         // The MN side: its own registration state settles when the reply arrives.
         wait_for(Duration::from_secs(15), "the mobile node's state", || {
             let v = mn.ctl_json(&["status"])?;
-            let state = v["status"]["mn"]["state"].as_str().unwrap_or_default().to_owned();
+            let state = v["status"]["mn"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let settled = match to {
                 Location::Home => state == "idle",
                 _ => state == "registered",
@@ -462,7 +467,10 @@ impl Stream {
                             offset += n as u64;
                             last_data = Instant::now();
                             received.store(offset, Ordering::Relaxed);
-                            arrivals.lock().expect("arrivals").push((Instant::now(), offset));
+                            arrivals
+                                .lock()
+                                .expect("arrivals")
+                                .push((Instant::now(), offset));
                         }
                         Err(e)
                             if e.kind() == std::io::ErrorKind::WouldBlock
@@ -502,7 +510,8 @@ impl Stream {
                     for (k, b) in buf.iter_mut().enumerate() {
                         *b = pattern(offset + k as u64);
                     }
-                    conn.write_all(&buf).context("writing the stream at the CN")?;
+                    conn.write_all(&buf)
+                        .context("writing the stream at the CN")?;
                     offset += chunk as u64;
                     next += every;
                     if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -577,7 +586,10 @@ impl Stream {
             .expect("receiver")
             .join()
             .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
-        ensure!(got == sent, "the CN sent {sent} bytes, the MN received {got}");
+        ensure!(
+            got == sent,
+            "the CN sent {sent} bytes, the MN received {got}"
+        );
         Ok(got)
     }
 }

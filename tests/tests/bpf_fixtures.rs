@@ -31,7 +31,7 @@ use mipx_common::{
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig,
         IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
-        MN_TUNNEL_MAP, MnTunnel, TUNNEL_REVERSE,
+        MN_TUNNEL_MAP, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE,
     },
 };
 use mipx_control::dataplane::{
@@ -441,6 +441,8 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
     }
     dataplane.set_ha_config(HaDataplaneConfig::default())?;
     dataplane.set_mn_tunnel(MnTunnel::default())?;
+    // Each fixture has its own routes in mind: no answer cached by an earlier one may serve it.
+    dataplane.flush_nexthops()?;
     let ha_maps = |dataplane: &mut Dataplane| -> Result<()> {
         for b in &BINDINGS {
             let binding = HaBinding {
@@ -552,8 +554,16 @@ fn frame_diff(got: &[u8], want: &[u8]) -> String {
     )
 }
 
-/// Runs one fixture; returns a description of every mismatch.
-fn check(dataplane: &mut Dataplane, topology: &Topology, fixture: &Fixture) -> Result<Vec<String>> {
+/// Runs one fixture; returns a description of every mismatch. With `warm`, the program first
+/// runs once on the same input, so the checked run is served by whatever that one left in the
+/// next-hop cache: a cached answer must give exactly the bytes, verdict and counter a fresh
+/// FIB lookup gives.
+fn check(
+    dataplane: &mut Dataplane,
+    topology: &Topology,
+    fixture: &Fixture,
+    warm: bool,
+) -> Result<Vec<String>> {
     let input = read_frame(fixture.frame, "in")?
         .with_context(|| format!("no {}.in.bin: rerun gen_dataplane.py", fixture.frame))?;
     let rewritten = read_frame(fixture.frame, "out")?;
@@ -563,6 +573,9 @@ fn check(dataplane: &mut Dataplane, topology: &Topology, fixture: &Fixture) -> R
         (Rewritten, None) => anyhow::bail!("no {}.out.bin: rerun gen_dataplane.py", fixture.frame),
     };
     apply(dataplane, topology, fixture.setup)?;
+    if warm {
+        run(dataplane, topology, fixture, &input)?;
+    }
     preset_ip_id(dataplane, IP_ID)?;
     let before = counters(dataplane);
     let run = run(dataplane, topology, fixture, &input)?;
@@ -616,15 +629,18 @@ fn fixture_table() {
     let mut dataplane = Dataplane::load().expect("loading the embedded eBPF object");
     let table = fixtures();
     let mut failures = Vec::new();
-    for fixture in &table {
-        let problems = check(&mut dataplane, &topology, fixture)
-            .with_context(|| format!("fixture `{}`", fixture.name))
-            .expect("running fixture");
-        failures.extend(
-            problems
-                .into_iter()
-                .map(|p| format!("{} [{}]: {p}", fixture.name, fixture.program)),
-        );
+    for warm in [false, true] {
+        for fixture in &table {
+            let problems = check(&mut dataplane, &topology, fixture, warm)
+                .with_context(|| format!("fixture `{}`", fixture.name))
+                .expect("running fixture");
+            let cache = if warm { ", next-hop cache warm" } else { "" };
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{} [{}{cache}]: {p}", fixture.name, fixture.program)),
+            );
+        }
     }
     // Every frame the generator wrote is used, so the table and the generator stay in step.
     let used: BTreeSet<&str> = table.iter().map(|f| f.frame).collect();
@@ -684,6 +700,9 @@ fn object_has_every_program_and_map() {
             IFACES_MAP => HashMap::<_, u32, IfaceInfo>::try_from(map).map(drop),
             MN_TUNNEL_MAP => Array::<_, MnTunnel>::try_from(map).map(|m| assert_eq!(m.len(), 1)),
             IP_ID_MAP => PerCpuArray::<_, u32>::try_from(map).map(|m| assert_eq!(m.len(), 1)),
+            NEXTHOP_MAP => {
+                PerCpuArray::<_, NextHop>::try_from(map).map(|m| assert_eq!(m.len(), NEXTHOP_SLOTS))
+            }
             other => panic!("map {other} is in ALL_MAPS but this test does not know its shape"),
         };
         shape.unwrap_or_else(|e| panic!("map {name}: {:#}", anyhow::Error::new(e)));

@@ -70,7 +70,11 @@ fn ping_and_tcp_reach_the_away_mobile_node_and_back() -> Result<()> {
             grew(c0, c1, name)
         );
     }
-    for name in ["reverse_tunnel_rejected", "mn_tunnel_rejected", "malformed_ipv4"] {
+    for name in [
+        "reverse_tunnel_rejected",
+        "mn_tunnel_rejected",
+        "malformed_ipv4",
+    ] {
         ensure!(
             grew(&ha0, &ha1, name) + grew(&mn0, &mn1, name) == 0,
             "{name} moved"
@@ -106,7 +110,9 @@ fn moves_keep_the_tcp_session_and_home_restores_direct_delivery() -> Result<()> 
             "{name} grew at home: delivery is not direct"
         );
     }
-    stream.finish().context("the TCP session did not survive the moves")?;
+    stream
+        .finish()
+        .context("the TCP session did not survive the moves")?;
     Ok(())
 }
 
@@ -128,7 +134,9 @@ fn kill_9_of_the_home_agent_daemon_loses_no_session() -> Result<()> {
 
     let ha = topo.start_ha()?;
     let v = ha.ctl_json(&["bindings"])?;
-    let coa = v["bindings"][0]["care_of_addr"].as_str().unwrap_or_default();
+    let coa = v["bindings"][0]["care_of_addr"]
+        .as_str()
+        .unwrap_or_default();
     ensure!(
         coa == Location::ForeignA.mn_addr().to_string(),
         "the restarted home agent did not adopt the binding: {v}"

@@ -40,7 +40,10 @@ fn main() -> anyhow::Result<()> {
     }
     if args.unload {
         let Some(dataplane) = &config.dataplane else {
-            println!("{}: no [dataplane] table, nothing to unload", args.config.display());
+            println!(
+                "{}: no [dataplane] table, nothing to unload",
+                args.config.display()
+            );
             return Ok(());
         };
         mipx_control::dataplane::unpin_all(&dataplane.pin_dir)

@@ -1,0 +1,81 @@
+//! A per-CPU, direct-mapped cache of FIB answers in front of `bpf_fib_lookup`.
+//!
+//! `bpf_fib_lookup` is the single most expensive step of the home agent's fast path (the
+//! dataplane benchmark measured it at about half of `ha_xdp`'s cost), and its answer for a
+//! destination rarely changes. So the answer is kept for `NEXTHOP_TTL_NS` per destination and
+//! CPU; route and neighbour changes therefore take effect within that time. Only complete
+//! answers (a resolved neighbour) are cached, together with the route MTU so the tunnel MTU
+//! check (RFC 2003 §5.1) still holds for every packet.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::BPF_FIB_LOOKUP_SKIP_NEIGH, helpers::generated::bpf_ktime_get_coarse_ns, macros::map,
+    maps::PerCpuArray,
+};
+use mipx_common::maps::{NEXTHOP_MAP, NEXTHOP_SLOTS, NEXTHOP_TTL_NS, NextHop};
+
+use crate::{
+    fib::{self, Route},
+    maps::str_eq,
+};
+
+/// Cached FIB answers, by a hash of the destination; `mipd` never writes it.
+#[map(name = "MIPX_NEXTHOPS")]
+static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
+const _: () = assert!(str_eq(NEXTHOP_MAP, "MIPX_NEXTHOPS"));
+const _: () = assert!(NEXTHOP_SLOTS.is_power_of_two());
+
+/// Fibonacci hashing: the top bits of the address times 2^32/φ.
+#[inline(always)]
+fn slot(addr: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(addr).wrapping_mul(0x9e37_79b9) >> (32 - NEXTHOP_SLOTS.trailing_zeros())
+}
+
+/// [`fib::lookup`] (no flags) through the cache.
+#[inline(always)]
+pub fn lookup(ctx: *mut c_void, ifindex: u32, src: [u8; 4], dst: [u8; 4], tot_len: u16) -> Route {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let Some(entry) = NEXTHOPS.get_ptr_mut(slot(dst)) else {
+        return fib::lookup(ctx, ifindex, src, dst, tot_len, 0);
+    };
+    // SAFETY: this CPU's element of a live per-CPU map; nothing else on this CPU touches it
+    // while the program runs.
+    let entry = unsafe { &mut *entry };
+    if entry.addr == dst && entry.ifindex != 0 && now.wrapping_sub(entry.stamp_ns) < NEXTHOP_TTL_NS
+    {
+        if tot_len > entry.mtu {
+            return Route::FragNeeded { mtu: entry.mtu };
+        }
+        return Route::Neighbour {
+            ifindex: entry.ifindex,
+            smac: entry.smac,
+            dmac: entry.dmac,
+        };
+    }
+    let route = fib::lookup(ctx, ifindex, src, dst, tot_len, 0);
+    if let Route::Neighbour {
+        ifindex: out,
+        smac,
+        dmac,
+    } = route
+    {
+        // The answer says the length fits but not the route MTU; asking again with the
+        // largest length makes the helper report it (without a neighbour lookup).
+        let mtu = match fib::lookup(ctx, ifindex, src, dst, u16::MAX, BPF_FIB_LOOKUP_SKIP_NEIGH) {
+            Route::FragNeeded { mtu } => mtu,
+            _ => u16::MAX,
+        };
+        *entry = NextHop {
+            addr: dst,
+            ifindex: out,
+            smac,
+            dmac,
+            mtu,
+            _pad: [0; 2],
+            stamp_ns: now,
+        };
+    }
+    route
+}
