@@ -121,11 +121,11 @@ fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, Datap
 /// (its radio range may differ from the MN's). We learn that address the way the kernel does:
 /// the reply to the MN makes the kernel resolve it, so wait for a complete entry (up to 2 s),
 /// then announce it three times.
-fn announce_returned(ifindex: u32, ifname: String, home_addr: Ipv4Addr) {
+fn announce_returned(ifindex: u32, own_mac: [u8; 6], ifname: String, home_addr: Ipv4Addr) {
     tokio::spawn(async move {
         for _ in 0..40 {
             if let Some(mac) = garp::resolved_mac(home_addr, &ifname) {
-                announce(ifindex, mac, home_addr);
+                announce(ifindex, own_mac, mac, home_addr);
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -162,13 +162,13 @@ fn ha_binding(b: &Binding, home_agent: Ipv4Addr, now: Now) -> HaBinding {
 
 /// Broadcasts a gratuitous ARP now and twice more, 500 ms apart (RFC 5944 §4.6: "SHOULD be
 /// retransmitted a small number of times"), without holding up the caller.
-fn announce(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) {
+fn announce(ifindex: u32, own_mac: [u8; 6], mac: [u8; 6], addr: Ipv4Addr) {
     tokio::spawn(async move {
         for i in 0..3 {
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            if let Err(e) = garp::send(ifindex, mac, addr) {
+            if let Err(e) = garp::send(ifindex, own_mac, mac, addr) {
                 warn!(%addr, ifindex, error = %e, "gratuitous ARP failed");
                 return;
             }
@@ -489,7 +489,7 @@ impl Daemon {
                                 .dp
                                 .upsert_binding(b.home_addr, ha_binding(b, home_agent, now));
                             if let Some((ifindex, mac)) = dp.home_link {
-                                announce(ifindex, mac, b.home_addr);
+                                announce(ifindex, mac, mac, b.home_addr);
                             }
                             r
                         }
@@ -499,10 +499,10 @@ impl Daemon {
                         HaEvent::BindingRemoved { binding, reason } => {
                             debug!(home = %binding.home_addr, ?reason, "binding removed");
                             if *reason == RemovalReason::Deregistered
-                                && let Some((ifindex, _)) = dp.home_link
+                                && let Some((ifindex, own_mac)) = dp.home_link
                                 && let Some(ifname) = dp.home_link_name.clone()
                             {
-                                announce_returned(ifindex, ifname, binding.home_addr);
+                                announce_returned(ifindex, own_mac, ifname, binding.home_addr);
                             }
                             dp.dp.remove_binding(binding.home_addr)
                         }
@@ -663,7 +663,7 @@ impl Daemon {
                 // arrives, so the deregistration itself is not reverse-tunnelled.
                 if let Some(dp) = &mut self.dataplane {
                     for &(ifindex, mac) in &dp.interfaces {
-                        announce(ifindex, mac, mn.config().home_addr);
+                        announce(ifindex, mac, mac, mn.config().home_addr);
                     }
                     if let Err(err) = dp.dp.set_mn_tunnel(MnTunnel::default()) {
                         dp.errors += 1;

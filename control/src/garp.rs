@@ -11,13 +11,17 @@ use std::os::fd::FromRawFd as _;
 pub const FRAME_LEN: usize = 42;
 
 /// A gratuitous ARP Request (RFC 5944 §4.6: Sender and Target Protocol Address both `addr`,
-/// Sender Hardware Address `mac`, sent to the broadcast address). A Request rather than a
-/// Reply: every ARP implementation updates an existing cache entry from either (RFC 826), and
-/// a Request is what Linux's `arping -U` sends.
-pub fn frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; FRAME_LEN] {
+/// Sender Hardware Address `mac`, sent to the broadcast address) from our interface `own_mac`.
+/// A Request rather than a Reply: every ARP implementation updates an existing cache entry from
+/// either (RFC 826), and a Request is what Linux's `arping -U` sends.
+///
+/// The Ethernet source is always the sending interface's own address, even when the ARP
+/// payload speaks for another node (the HA announcing a returned MN's MAC): a frame sourced
+/// from the MN's MAC out of the HA's port would teach switches that the MN sits behind the HA.
+pub fn frame(own_mac: [u8; 6], mac: [u8; 6], addr: Ipv4Addr) -> [u8; FRAME_LEN] {
     let mut f = [0u8; FRAME_LEN];
     f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
+    f[6..12].copy_from_slice(&own_mac);
     f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     // htype Ethernet, ptype IPv4, hlen 6, plen 4, oper request.
     f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
@@ -28,9 +32,10 @@ pub fn frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; FRAME_LEN] {
     f
 }
 
-/// Broadcasts one gratuitous ARP for `addr` with `mac` on interface `ifindex`.
-pub fn send(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
-    let frame = frame(mac, addr);
+/// Broadcasts one gratuitous ARP for `addr` with `mac` from interface `ifindex`, whose own
+/// address is `own_mac`.
+pub fn send(ifindex: u32, own_mac: [u8; 6], mac: [u8; 6], addr: Ipv4Addr) -> io::Result<()> {
+    let frame = frame(own_mac, mac, addr);
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -101,6 +106,14 @@ mod tests {
         "ffffffffffff020000000001080600010800060400010200000000010a0100640000000000000a010064";
 
     #[test]
+    fn on_behalf_of_another_node_the_ethernet_source_stays_ours() {
+        let (ours, theirs) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 9]);
+        let f = frame(ours, theirs, Ipv4Addr::new(10, 1, 0, 100));
+        assert_eq!(&f[6..12], &ours, "Ethernet source");
+        assert_eq!(&f[22..28], &theirs, "ARP sender hardware address");
+    }
+
+    #[test]
     fn reads_complete_entries_only() {
         let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
                      10.1.0.100       0x1         0x2         16:f6:36:dd:88:29     *        ha0\n\
@@ -119,7 +132,8 @@ mod tests {
 
     #[test]
     fn matches_scapy() {
-        let f = frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 1, 0, 100));
+        let mac = [2, 0, 0, 0, 0, 1];
+        let f = frame(mac, mac, Ipv4Addr::new(10, 1, 0, 100));
         let hex: String = f.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, SCAPY);
     }

@@ -142,11 +142,7 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
     // use up a value (RFC 6864 §4.1: unique per source, destination and protocol while the
     // datagram may live, so every wasted value brings the wrap closer).
     let Some(outer) = ipv4::ipip_header(
-        ipv4::Inner {
-            tos: ip.tos,
-            flags_frag: ip.flags_frag(),
-            total_len: ip.total_len(),
-        },
+        ip.as_inner(),
         next_ip_id(),
         binding.home_agent,
         binding.care_of_addr,

@@ -125,11 +125,7 @@ pub fn egress(ctx: &TcContext) -> Verdict {
         }
     }
     let Some(outer) = ipv4::ipip_header(
-        ipv4::Inner {
-            tos: ip.tos,
-            flags_frag: ip.flags_frag(),
-            total_len: ip.total_len(),
-        },
+        ip.as_inner(),
         next_ip_id(),
         tunnel.care_of_addr,
         tunnel.home_agent,

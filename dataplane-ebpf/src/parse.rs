@@ -81,6 +81,16 @@ impl Ipv4Hdr {
         u16::from_be_bytes(self.flags_frag_off)
     }
 
+    /// What an encapsulator copies from this header into the outer one (RFC 2003 §3.1).
+    #[inline(always)]
+    pub const fn as_inner(&self) -> ipv4::Inner {
+        ipv4::Inner {
+            tos: self.tos,
+            flags_frag: self.flags_frag(),
+            total_len: self.total_len(),
+        }
+    }
+
     /// Whether this is a fragment (MF set or a non-zero offset).
     #[inline(always)]
     pub const fn is_fragment(&self) -> bool {

@@ -138,6 +138,18 @@ impl Mipd {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// The dataplane counters from `mipctl stats`, by name.
+    pub fn dataplane_counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let v = self.ctl_json(&["stats"])?;
+        let map = v["stats"]["dataplane"]
+            .as_object()
+            .context("mipctl stats has no dataplane counters")?;
+        Ok(map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect())
+    }
+
     /// `kill -9`: no chance to clean up, as after a crash.
     pub fn kill_hard(mut self) -> Result<()> {
         self.child.kill()?;

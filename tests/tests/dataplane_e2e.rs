@@ -8,20 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::{Mipd, wait_for};
+use mipx_tests::daemon::{Capture, Mipd, tshark, wait_for};
 use mipx_tests::mobility::{Location, Stream, Topology};
 use mipx_tests::require_root;
-
-fn counters(d: &Mipd) -> Result<BTreeMap<String, u64>> {
-    let v = d.ctl_json(&["stats"])?;
-    let map = v["stats"]["dataplane"]
-        .as_object()
-        .context("mipctl stats has no dataplane counters")?;
-    Ok(map
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-        .collect())
-}
 
 fn grew(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
     after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
@@ -48,13 +37,13 @@ fn ping_and_tcp_reach_the_away_mobile_node_and_back() -> Result<()> {
     topo.move_mn(Location::ForeignA, &ha, &mn)?;
     ensure!(map_bindings(&ha)? == 1, "the binding is not in the map");
 
-    let (ha0, mn0) = (counters(&ha)?, counters(&mn)?);
+    let (ha0, mn0) = (ha.dataplane_counters()?, mn.dataplane_counters()?);
     topo.ping_mn(3)?;
     topo.ping_cn_from_home_addr(3)?;
     let stream = Stream::start(&topo, 4096, Duration::from_millis(2))?;
     stream.wait_flowing(Duration::from_secs(10))?;
     let bytes = stream.finish()?;
-    let (ha1, mn1) = (counters(&ha)?, counters(&mn)?);
+    let (ha1, mn1) = (ha.dataplane_counters()?, mn.dataplane_counters()?);
 
     // Each direction went through the programs: encapsulated by the HA and decapsulated by
     // the MN (CN → MN), encapsulated by the MN and decapsulated by the HA (MN → CN).
@@ -100,10 +89,10 @@ fn moves_keep_the_tcp_session_and_home_restores_direct_delivery() -> Result<()> 
     wait_for(Duration::from_secs(5), "an empty binding map", || {
         Ok((map_bindings(&ha)? == 0).then_some(()))
     })?;
-    let before = counters(&ha)?;
+    let before = ha.dataplane_counters()?;
     topo.ping_mn(3)?;
     stream.wait_flowing(Duration::from_secs(10))?;
-    let after = counters(&ha)?;
+    let after = ha.dataplane_counters()?;
     for name in ["ha_encap_tx", "ha_encap_to_stack", "arp_proxied"] {
         ensure!(
             grew(&before, &after, name) == 0,
@@ -176,12 +165,74 @@ fn an_expired_binding_leaves_the_map() -> Result<()> {
         "the expired binding is still in the dataplane map"
     );
     // And the fast path no longer tunnels to the stale care-of address.
-    let before = counters(&ha)?;
+    let before = ha.dataplane_counters()?;
     let _ = topo.ping_mn(2);
-    let after = counters(&ha)?;
+    let after = ha.dataplane_counters()?;
     ensure!(
         grew(&before, &after, "ha_encap_tx") + grew(&before, &after, "ha_encap_to_stack") == 0,
         "packets were still tunnelled after expiry"
+    );
+    Ok(())
+}
+
+/// The link-layer address of `ifname` in `ns`.
+fn mac_of(ns: &mipx_tests::Netns, ifname: &str) -> Result<String> {
+    let text = ns.ip(&["-br", "link", "show", "dev", ifname])?;
+    text.split_whitespace()
+        .nth(2)
+        .map(str::to_owned)
+        .context("no MAC in ip -br link")
+}
+
+/// RFC 5944 §4.6 on the home link, as a capture of the HA's interface shows it: a gratuitous
+/// ARP mapping the home address to the HA's MAC when the binding is created, and one mapping it
+/// back to the MN's own MAC when the MN deregisters at home; both sent from the HA's own MAC.
+#[test]
+fn home_agent_sends_gratuitous_arp_on_registration_and_deregistration() -> Result<()> {
+    require_root();
+    let mut topo = Topology::new("e2e-garp", 600)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    let (ha_mac, mn_mac) = (mac_of(&topo.ha, "ha0")?, mac_of(&topo.mn, "mn0")?);
+    let file = topo.dir.path("home-link.pcap");
+    let capture = Capture::start(&topo.ha, "ha0", "arp", &file)?;
+    topo.move_mn(Location::ForeignA, &ha, &mn)?;
+    topo.move_mn(Location::Home, &ha, &mn)?;
+    // Three announcements each, 500 ms apart.
+    std::thread::sleep(Duration::from_millis(1500));
+    let file = capture.finish()?;
+    let fields = tshark(
+        &file,
+        &[
+            "-Y",
+            "arp.isgratuitous == 1",
+            "-T",
+            "fields",
+            "-e",
+            "eth.src",
+            "-e",
+            "arp.src.hw_mac",
+            "-e",
+            "arp.src.proto_ipv4",
+        ],
+    )?;
+    let home = mipx_tests::mobility::HOME_ADDR.to_string();
+    let sent_by_ha = |sha: &str| {
+        fields
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                f.len() == 3 && f[0] == ha_mac && f[1] == sha && f[2] == home
+            })
+            .count()
+    };
+    ensure!(
+        sent_by_ha(&ha_mac) >= 3,
+        "expected 3 gratuitous ARPs for {home} at the HA's MAC {ha_mac} on registration:\n{fields}"
+    );
+    ensure!(
+        sent_by_ha(&mn_mac) >= 3,
+        "expected 3 gratuitous ARPs from the HA for {home} at the MN's MAC {mn_mac} on deregistration:\n{fields}"
     );
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::Mipd;
 use mipx_tests::mobility::{HOME_ADDR, Location, Stream, Topology};
 use mipx_tests::require_root;
 
@@ -75,7 +74,7 @@ fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     for to in [Location::ForeignA, Location::ForeignB, Location::Home] {
-        let before = (counters(&ha)?, counters(&mn)?);
+        let before = (ha.dataplane_counters()?, mn.dataplane_counters()?);
         let from = topo.location();
         let moved_at = Instant::now();
         let registration = topo
@@ -98,7 +97,7 @@ fn main() -> Result<()> {
         // Let it run a little so the counters show the steady state in the new place.
         std::thread::sleep(Duration::from_millis(700));
         let gap = stream.longest_gap_since(moved_at);
-        let after = (counters(&ha)?, counters(&mn)?);
+        let after = (ha.dataplane_counters()?, mn.dataplane_counters()?);
         println!(
             "\n==> moved {} → {}: registration {} ms, longest stream gap {} ms",
             from.name(),
@@ -144,17 +143,6 @@ fn main() -> Result<()> {
         t0.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-fn counters(d: &Mipd) -> Result<BTreeMap<String, u64>> {
-    let v = d.ctl_json(&["stats"])?;
-    let map = v["stats"]["dataplane"]
-        .as_object()
-        .context("mipctl stats has no dataplane counters")?;
-    Ok(map
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-        .collect())
 }
 
 fn print_deltas(
