@@ -236,3 +236,43 @@ fn home_agent_sends_gratuitous_arp_on_registration_and_deregistration() -> Resul
     );
     Ok(())
 }
+
+/// Stopping `mipd` leaves the dataplane attached on purpose (forwarding survives a restart);
+/// `mipd --unload` is how an operator removes it: the XDP program leaves the interface and the
+/// pins are gone.
+#[test]
+fn a_clean_stop_keeps_the_dataplane_and_unload_removes_it() -> Result<()> {
+    require_root();
+    let topo = Topology::new("e2e-unload", 600)?;
+    let ha = topo.start_ha()?;
+    ha.stop()?;
+    let link = topo.ha.ip(&["link", "show", "dev", "ha0"])?;
+    ensure!(
+        link.contains("xdp"),
+        "XDP left ha0 when mipd stopped:\n{link}"
+    );
+
+    let (mipd, _) = mipx_tests::daemon::binaries();
+    let out = topo
+        .ha
+        .command(mipd)
+        .arg("--config")
+        .arg(&topo.ha_conf)
+        .arg("--unload")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "mipd --unload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = topo.ha.ip(&["link", "show", "dev", "ha0"])?;
+    ensure!(
+        !link.contains("xdp"),
+        "XDP still on ha0 after --unload:\n{link}"
+    );
+    ensure!(
+        !topo.pin_root().join("ha").exists(),
+        "the pin directory survived --unload"
+    );
+    Ok(())
+}
