@@ -36,10 +36,16 @@ pub const ALL_MAPS: [&str; 7] = [
 
 /// Slots of [`NEXTHOP_MAP`] (a power of two: the slot is the top bits of a hash).
 pub const NEXTHOP_SLOTS: u32 = 1024;
-/// How long a cached FIB answer is used before it is looked up again. Short enough that route
-/// and neighbour changes take effect promptly, long enough that a busy tunnel or flow pays for
-/// the lookup once per period instead of once per packet.
-pub const NEXTHOP_TTL_NS: u64 = 250_000_000;
+/// How often `mipd` advances [`HaDataplaneConfig::nexthop_epoch`], invalidating every cached
+/// FIB answer: route and neighbour changes reach the fast path within this time, and a busy
+/// tunnel pays for the lookup once per period instead of once per packet.
+pub const NEXTHOP_EPOCH_MS: u64 = 250;
+/// The fallback when no `mipd` advances the epoch (it was killed; the pinned programs keep
+/// forwarding): every [`NEXTHOP_CHECK_EVERY`]th use of an entry reads the clock, and an entry
+/// older than this is looked up again.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+/// See [`NEXTHOP_TTL_NS`] (a power of two).
+pub const NEXTHOP_CHECK_EVERY: u16 = 64;
 
 /// A cached forwarding decision for one destination address, in [`NEXTHOP_MAP`].
 #[repr(C)]
@@ -53,11 +59,15 @@ pub struct NextHop {
     pub dmac: [u8; 6],
     /// The route's MTU.
     pub mtu: u16,
-    pub _pad: [u8; 2],
+    /// Uses since it was looked up (wrapping), for the clock check.
+    pub uses: u16,
+    /// [`HaDataplaneConfig::nexthop_epoch`] when it was looked up.
+    pub epoch: u32,
+    pub _pad: [u8; 4],
     /// `bpf_ktime_get_coarse_ns()` when it was looked up.
     pub stamp_ns: u64,
 }
-const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<NextHop>() == 40);
 
 /// Default capacity of [`BINDINGS_MAP`]; `mipd` overrides it from `dataplane.max_bindings`.
 pub const DEFAULT_MAX_BINDINGS: u32 = 65_536;
@@ -112,8 +122,13 @@ pub struct HaDataplaneConfig {
     /// Non-zero once `mipd` has configured the program; until then it passes everything.
     pub enabled: u8,
     pub _pad: [u8; 3],
+    /// [`NEXTHOP_MAP`] entries cached under another epoch are stale. `mipd` advances it every
+    /// [`NEXTHOP_EPOCH_MS`], so cached FIB answers are renewed that often without a clock
+    /// read per packet.
+    pub nexthop_epoch: u32,
+    pub _pad2: [u8; 4],
 }
-const _: () = assert!(size_of::<HaDataplaneConfig>() == 8);
+const _: () = assert!(size_of::<HaDataplaneConfig>() == 16);
 
 /// [`IfaceInfo::flags`]: the home link, where the home agent answers ARP for away mobile nodes
 /// (RFC 5944 §4.6).

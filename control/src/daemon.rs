@@ -55,6 +55,8 @@ struct Dp {
     /// (ifindex, MAC) of the home agent's home link.
     home_link: Option<(u32, [u8; 6])>,
     home_link_name: Option<String>,
+    /// Home agent: what the program's config slot holds (the next-hop epoch advances).
+    ha_config: Option<HaDataplaneConfig>,
     /// Map updates that failed (logged; the next event for the binding retries).
     errors: u64,
 }
@@ -112,6 +114,7 @@ fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, Datap
         interfaces,
         home_link,
         home_link_name: settings.home_link.clone(),
+        ha_config: None,
         errors: 0,
     })
 }
@@ -236,6 +239,11 @@ pub async fn run(config: Config) -> io::Result<()> {
     d.startup();
     d.flush().await;
 
+    // The fast path caches FIB answers per epoch; advancing it renews them (see
+    // dataplane-ebpf/src/nexthop.rs).
+    let mut epoch_tick =
+        tokio::time::interval(Duration::from_millis(mipx_common::maps::NEXTHOP_EPOCH_MS));
+    epoch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut buf = vec![0u8; 65_536];
@@ -271,6 +279,7 @@ pub async fn run(config: Config) -> io::Result<()> {
                 d.stats.api_requests += 1;
                 let _ = reply.send(d.api(req));
             }
+            _ = epoch_tick.tick(), if d.has_ha_dataplane() => d.advance_nexthop_epoch(),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -403,17 +412,41 @@ impl Daemon {
                 let config = HaDataplaneConfig {
                     home_agent: home_agent.octets(),
                     enabled: 1,
-                    _pad: [0; 3],
+                    ..HaDataplaneConfig::default()
                 };
                 if let Err(e) = dp.dp.set_ha_config(config) {
                     error!(error = %error_chain(&e), "cannot enable the home agent fast path");
                 }
+                dp.ha_config = Some(config);
             }
             Core::Mn { .. } => {
                 if let Err(e) = dp.dp.set_mn_tunnel(MnTunnel::default()) {
                     error!(error = %error_chain(&e), "cannot reset the mobile node tunnel");
                 }
             }
+        }
+    }
+
+    fn has_ha_dataplane(&self) -> bool {
+        self.dataplane
+            .as_ref()
+            .is_some_and(|dp| dp.ha_config.is_some())
+    }
+
+    /// Invalidates the fast path's cached FIB answers, so route and neighbour changes reach it
+    /// within one tick.
+    fn advance_nexthop_epoch(&mut self) {
+        let Some(dp) = &mut self.dataplane else {
+            return;
+        };
+        let Some(config) = &mut dp.ha_config else {
+            return;
+        };
+        config.nexthop_epoch = config.nexthop_epoch.wrapping_add(1);
+        let config = *config;
+        if let Err(e) = dp.dp.set_ha_config(config) {
+            dp.errors += 1;
+            debug!(error = %error_chain(&e), "advancing the next-hop epoch");
         }
     }
 

@@ -54,11 +54,11 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
     if let Some(binding) = BINDINGS.get_ptr(&ip.dst_addr) {
         // SAFETY: a live map value; copied out at once (updates replace whole elements).
         let binding = unsafe { *binding };
-        return encapsulate(ctx, &ip, &binding);
+        return encapsulate(ctx, &ip, &binding, cfg.nexthop_epoch);
     }
     // §4.2.3: "Home agents MUST decapsulate packets addressed to themselves" (RFC 3024).
     if ip.protocol == ipv4::PROTO_IPIP && ip.dst_addr == cfg.home_agent {
-        return decapsulate(ctx, &ip);
+        return decapsulate(ctx, &ip, cfg.nexthop_epoch);
     }
     (XDP_PASS, Counter::Passed)
 }
@@ -104,7 +104,7 @@ fn proxy_arp(ctx: &XdpContext) -> Verdict {
 
 /// Tunnels a datagram for an away mobile node to its care-of address (RFC 2003 §3.1).
 #[inline(always)]
-fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
+fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding, epoch: u32) -> Verdict {
     // RFC 2003 §3.2: never tunnel a datagram from the tunnel's own far end or from ourselves;
     // RFC 5944 §4.2.3: an encapsulated datagram from the current care-of address is a loop.
     if ip.src_addr == binding.care_of_addr || ip.src_addr == binding.home_agent {
@@ -124,6 +124,7 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
         binding.home_agent,
         binding.care_of_addr,
         outer_len,
+        epoch,
     );
     let (ifindex, macs) = match route {
         Route::Neighbour {
@@ -184,7 +185,7 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding) -> Verdict {
 /// source is a home address whose binding names the outer source as care-of address and was
 /// granted reverse tunnelling; the home agent then forwards it like any router.
 #[inline(always)]
-fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
+fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
     if outer.is_fragment() {
         return (XDP_DROP, Counter::TunnelFragment);
     }
@@ -217,6 +218,7 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
             inner.src_addr,
             inner.dst_addr,
             inner.total_len(),
+            epoch,
         )
     } else {
         // Let the kernel forward it and send Time Exceeded (or deliver it, if it is ours).

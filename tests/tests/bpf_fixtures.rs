@@ -782,3 +782,50 @@ fn ha_xdp_attached_to_veth_counts_ping() -> Result<()> {
     }
     Ok(())
 }
+
+/// The next-hop cache serves a destination from its first FIB answer until `mipd` advances the
+/// epoch (DESIGN: no clock read per packet): a neighbour change is invisible before, and
+/// followed after.
+#[test]
+fn next_hop_cache_follows_the_epoch() -> Result<()> {
+    require_root();
+    let topology = Topology::new()?;
+    let mut dataplane = Dataplane::load()?;
+    let fixture = fixtures()
+        .into_iter()
+        .find(|f| f.name == "ha_encap_tx" && f.program == HA_XDP)
+        .context("no ha_encap_tx fixture")?;
+    let input = read_frame(fixture.frame, "in")?.context("no ha_encap_tx input")?;
+    apply(&mut dataplane, &topology, Setup::Ha)?;
+    let dst_mac = |run: &XdpRun| mac_str(run.output[0..6].try_into().expect("6 bytes"));
+
+    let first = run(&mut dataplane, &topology, &fixture, &input)?;
+    ensure!(
+        first.verdict == XDP_TX && dst_mac(&first) == GW_MAC,
+        "{first:?}"
+    );
+    let moved = "02:00:00:00:02:fd";
+    ip(
+        &topology.ha,
+        &format!("neigh replace 192.0.2.254 lladdr {moved} dev {HA_UP} nud permanent"),
+    )?;
+    let cached = run(&mut dataplane, &topology, &fixture, &input)?;
+    ensure!(
+        dst_mac(&cached) == GW_MAC,
+        "within an epoch the cached answer is used, got {}",
+        dst_mac(&cached)
+    );
+    dataplane.set_ha_config(HaDataplaneConfig {
+        home_agent: HA,
+        enabled: 1,
+        nexthop_epoch: 1,
+        ..HaDataplaneConfig::default()
+    })?;
+    let renewed = run(&mut dataplane, &topology, &fixture, &input)?;
+    ensure!(
+        dst_mac(&renewed) == moved,
+        "a new epoch must look the neighbour up again, got {}",
+        dst_mac(&renewed)
+    );
+    Ok(())
+}
