@@ -341,26 +341,14 @@ impl Dataplane {
             let xdp = self.xdp(name)?;
             match xdp.attach_to_link(link) {
                 Ok(_) => adopted = true,
-                // The interface it pointed at is gone (its namespace was deleted): start over.
-                Err(_) => std::fs::remove_file(path).map_err(|source| DataplaneError::PinDir {
-                    path: path.clone(),
-                    source,
-                })?,
+                Err(_) => forget_dead_pin(path)?,
             }
         }
         if !adopted {
             let xdp = self.xdp(name)?;
             let id = xdp.attach(index, mode).map_err(program_err)?;
             if let Some(path) = &path {
-                let link = xdp.take_link(id).map_err(program_err)?;
-                let fd: FdLink = link
-                    .try_into()
-                    .map_err(|e: LinkError| link_err(path)(Box::new(e)))?;
-                let pinned = fd
-                    .pin(path)
-                    .map_err(|e: PinError| link_err(path)(Box::new(e)))?;
-                // The pin keeps the link; our descriptor is not needed.
-                drop(pinned);
+                pin(xdp.take_link(id).map_err(program_err)?, path)?;
             }
         }
         self.attachments.push(Attachment {
@@ -401,10 +389,7 @@ impl Dataplane {
             let tc = self.tc(name)?;
             match tc.attach_to_link(link) {
                 Ok(_) => adopted = true,
-                Err(_) => std::fs::remove_file(path).map_err(|source| DataplaneError::PinDir {
-                    path: path.clone(),
-                    source,
-                })?,
+                Err(_) => forget_dead_pin(path)?,
             }
         }
         if !adopted {
@@ -413,14 +398,7 @@ impl Dataplane {
                 .attach(index, TcAttach::Auto(TcAttachType::Egress))
                 .map_err(program_err)?;
             if let Some(path) = &path {
-                let link = tc.take_link(id).map_err(program_err)?;
-                let fd: FdLink = link
-                    .try_into()
-                    .map_err(|e: LinkError| link_err(path)(Box::new(e)))?;
-                drop(
-                    fd.pin(path)
-                        .map_err(|e: PinError| link_err(path)(Box::new(e)))?,
-                );
+                pin(tc.take_link(id).map_err(program_err)?, path)?;
             }
         }
         self.attachments.push(Attachment {
@@ -589,6 +567,24 @@ impl Dataplane {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// Pins `link` at `path`. The pin keeps the link (and its program attached) after our
+/// descriptor closes, and after `mipd` exits.
+fn pin<L: TryInto<FdLink, Error = LinkError>>(link: L, path: &Path) -> Result<(), DataplaneError> {
+    let fd: FdLink = link.try_into().map_err(|e| link_err(path)(Box::new(e)))?;
+    fd.pin(path)
+        .map_err(|e: PinError| link_err(path)(Box::new(e)))?;
+    Ok(())
+}
+
+/// Removes a pinned link that can no longer take our program: the interface it pointed at is
+/// gone (its namespace was deleted), so we start over with a fresh attachment.
+fn forget_dead_pin(path: &Path) -> Result<(), DataplaneError> {
+    std::fs::remove_file(path).map_err(|source| DataplaneError::PinDir {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Opens a pinned link, if the file exists.
