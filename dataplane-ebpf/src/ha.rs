@@ -10,7 +10,7 @@ use aya_ebpf::{
 use mipx_common::{
     counters::Counter,
     ipv4::{self, HEADER_LEN as IP_HLEN},
-    maps::{HaBinding, IFACE_HOME_LINK, TUNNEL_REVERSE},
+    maps::{IFACE_HOME_LINK, TUNNEL_REVERSE},
 };
 
 use crate::{
@@ -52,9 +52,10 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
     // RFC 5944 §4.2.3: examine the destination of every arriving datagram; a home address
     // with a binding is tunnelled (already-encapsulated ones included: nested encapsulation).
     if let Some(binding) = BINDINGS.get_ptr(&ip.dst_addr) {
-        // SAFETY: a live map value; copied out at once (updates replace whole elements).
-        let binding = unsafe { *binding };
-        return encapsulate(ctx, &ip, &binding, cfg.nexthop_epoch);
+        // SAFETY: a live map value. Only the two addresses the tunnel needs are read, at once:
+        // an update may recycle a preallocated element under us.
+        let tunnel = unsafe { ((*binding).care_of_addr, (*binding).home_agent) };
+        return encapsulate(ctx, &ip, tunnel, cfg.nexthop_epoch);
     }
     // §4.2.3: "Home agents MUST decapsulate packets addressed to themselves" (RFC 3024).
     if ip.protocol == ipv4::PROTO_IPIP && ip.dst_addr == cfg.home_agent {
@@ -104,10 +105,15 @@ fn proxy_arp(ctx: &XdpContext) -> Verdict {
 
 /// Tunnels a datagram for an away mobile node to its care-of address (RFC 2003 §3.1).
 #[inline(always)]
-fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding, epoch: u32) -> Verdict {
+fn encapsulate(
+    ctx: &XdpContext,
+    ip: &Ipv4Hdr,
+    (care_of_addr, home_agent): ([u8; 4], [u8; 4]),
+    epoch: u32,
+) -> Verdict {
     // RFC 2003 §3.2: never tunnel a datagram from the tunnel's own far end or from ourselves;
     // RFC 5944 §4.2.3: an encapsulated datagram from the current care-of address is a loop.
-    if ip.src_addr == binding.care_of_addr || ip.src_addr == binding.home_agent {
+    if ip.src_addr == care_of_addr || ip.src_addr == home_agent {
         return (XDP_DROP, Counter::TunnelLoop);
     }
     // §3.1: the encapsulator forwards, so it decrements the inner TTL, and must not tunnel a
@@ -121,8 +127,8 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding, epoch: u32) 
     let route = nexthop::lookup(
         ctx.ctx.cast(),
         ctx.ingress_ifindex() as u32,
-        binding.home_agent,
-        binding.care_of_addr,
+        home_agent,
+        care_of_addr,
         outer_len,
         epoch,
     );
@@ -142,12 +148,8 @@ fn encapsulate(ctx: &XdpContext, ip: &Ipv4Hdr, binding: &HaBinding, epoch: u32) 
     // Draw the Identification only for a header that is built: a dropped datagram must not
     // use up a value (RFC 6864 §4.1: unique per source, destination and protocol while the
     // datagram may live, so every wasted value brings the wrap closer).
-    let Some(outer) = ipv4::ipip_header(
-        ip.as_inner(),
-        next_ip_id(),
-        binding.home_agent,
-        binding.care_of_addr,
-    ) else {
+    let Some(outer) = ipv4::ipip_header(ip.as_inner(), next_ip_id(), home_agent, care_of_addr)
+    else {
         return (XDP_DROP, Counter::TooBig);
     };
     // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
@@ -199,11 +201,15 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
     let Some(binding) = BINDINGS.get_ptr(&inner.src_addr) else {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     };
-    // SAFETY: a live map value, copied out.
-    let binding = unsafe { *binding };
-    if binding.care_of_addr != outer.src_addr
-        || binding.home_agent != outer.dst_addr
-        || binding.tunnel_flags & TUNNEL_REVERSE == 0
+    // SAFETY: a live map value; its fields are read at once, as in `ingress`.
+    let (care_of_addr, home_agent, flags) = unsafe {
+        (
+            (*binding).care_of_addr,
+            (*binding).home_agent,
+            (*binding).tunnel_flags,
+        )
+    };
+    if care_of_addr != outer.src_addr || home_agent != outer.dst_addr || flags & TUNNEL_REVERSE == 0
     {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     }

@@ -91,6 +91,29 @@ impl Ipv4Hdr {
         }
     }
 
+    /// Copies the header at `p` (packet memory) onto the stack, one field at a time: a
+    /// whole-struct copy from an alignment-1 source becomes a call to a byte-loop `memmove`.
+    ///
+    /// # Safety
+    /// `p` must point at 20 readable bytes (checked with [`Packet::ptr_at`]).
+    #[inline(always)]
+    pub unsafe fn read(p: *const Ipv4Hdr) -> Aligned<Ipv4Hdr> {
+        // SAFETY: the caller guarantees `p` is readable; alignment 1.
+        let p = unsafe { &*p };
+        Aligned(Ipv4Hdr {
+            version_ihl: p.version_ihl,
+            tos: p.tos,
+            total_len: p.total_len,
+            identification: p.identification,
+            flags_frag_off: p.flags_frag_off,
+            ttl: p.ttl,
+            protocol: p.protocol,
+            checksum: p.checksum,
+            src_addr: p.src_addr,
+            dst_addr: p.dst_addr,
+        })
+    }
+
     /// Whether this is a fragment (MF set or a non-zero offset).
     #[inline(always)]
     pub const fn is_fragment(&self) -> bool {
@@ -113,6 +136,32 @@ pub struct ArpHdr {
     pub tpa: [u8; 4],
 }
 const _: () = assert!(size_of::<ArpHdr>() == 28);
+
+/// A header copied out of the packet onto the stack, 8-byte aligned.
+///
+/// Header types have alignment 1 (packet data carries no alignment guarantee), so LLVM
+/// accesses their stack copies byte by byte and moves them with calls to a byte-loop
+/// `memmove` subprogram. Wrapped in this, a copy gets an aligned slot, each field sits at its
+/// natural alignment (a header field's offset is a multiple of its size), and the copy and
+/// every later read are whole-word instructions.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Aligned<T>(pub T);
+
+impl<T> core::ops::Deref for Aligned<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Aligned<T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
 
 /// The packet is shorter than the header asked for.
 pub struct OutOfBounds;

@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action::XDP_DROP, programs::XdpContext};
 use mipx_common::{counters::Counter, ipv4::HEADER_LEN as IP_HLEN};
 
-use crate::parse::{ETH_HLEN, IPV4_MIN_IHL, Ipv4Hdr, Packet as _};
+use crate::parse::{Aligned, ETH_HLEN, IPV4_MIN_IHL, Ipv4Hdr, Packet as _};
 
 /// A verdict and the counter that accounts for it.
 pub type Verdict = (u32, Counter);
@@ -13,13 +13,13 @@ pub type Verdict = (u32, Counter);
 /// and held by the frame (longer frames are Ethernet padding). A packet failing these would be
 /// dropped by the kernel anyway, so dropping it here changes no outcome.
 #[inline(always)]
-pub fn checked_ipv4(ctx: &XdpContext) -> Result<Ipv4Hdr, Verdict> {
+pub fn checked_ipv4(ctx: &XdpContext) -> Result<Aligned<Ipv4Hdr>, Verdict> {
     let malformed = (XDP_DROP, Counter::MalformedIpv4);
     let Ok(ip) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN) else {
         return Err(malformed);
     };
     // SAFETY: `ptr_at` checked the fixed header lies inside the packet; alignment is 1.
-    let ip = unsafe { *ip };
+    let ip = unsafe { Ipv4Hdr::read(ip) };
     let header_len = usize::from(ip.ihl()) * 4;
     let total_len = usize::from(ip.total_len());
     if ip.version() != 4
@@ -35,13 +35,13 @@ pub fn checked_ipv4(ctx: &XdpContext) -> Result<Ipv4Hdr, Verdict> {
 /// Reads and checks the inner header of an IP-in-IP packet whose outer header (no options)
 /// was checked by [`checked_ipv4`]: it must be IPv4 and fit inside the outer datagram.
 #[inline(always)]
-pub fn checked_inner(ctx: &XdpContext, outer: &Ipv4Hdr) -> Result<Ipv4Hdr, Verdict> {
+pub fn checked_inner(ctx: &XdpContext, outer: &Ipv4Hdr) -> Result<Aligned<Ipv4Hdr>, Verdict> {
     let malformed = (XDP_DROP, Counter::MalformedIpv4);
     let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN + IP_HLEN) else {
         return Err(malformed);
     };
     // SAFETY: as above.
-    let inner = unsafe { *inner };
+    let inner = unsafe { Ipv4Hdr::read(inner) };
     let header_len = usize::from(inner.ihl()) * 4;
     let total_len = usize::from(inner.total_len());
     let room = usize::from(outer.total_len()).saturating_sub(IP_HLEN);
