@@ -78,6 +78,22 @@ counters! {
     MnTunnelRejected = 19 => "mn_tunnel_rejected",
     /// MN: a kernel helper refused to resize the packet (dropped).
     MnEncapFailed = 20 => "mn_encap_failed",
+    /// HA: a packet for an away mobile node, encapsulated IP-in-UDP (RFC 3519 §4.2) toward the
+    /// NAT's address and port, and sent.
+    HaUdpEncapTx = 21 => "ha_udp_encap_tx",
+    /// HA: an IP-in-UDP reverse-tunnelled packet (RFC 3519 §4.3), decapsulated and forwarded.
+    HaUdpDecapTx = 22 => "ha_udp_decap_tx",
+    /// A MIP tunnel data message on the registration port whose outer addresses and ports do
+    /// not match a UDP-tunnelled binding (§4.3), whose Next Header is not 4 (§3.3), or that
+    /// reached a binding without UDP tunnelling (§4.7) (dropped).
+    UdpTunnelRejected = 23 => "udp_tunnel_rejected",
+    /// A UDP-tunnelled ICMP echo between the mobile node and the home agent: a keepalive
+    /// (RFC 3519 §4.9), passed up to `mipd`, which answers or takes note.
+    UdpKeepalive = 24 => "udp_keepalive",
+    /// MN: a packet from the home address, reverse-tunnelled IP-in-UDP (RFC 3519 §4.2).
+    MnUdpEncap = 25 => "mn_udp_encap",
+    /// MN: an IP-in-UDP packet from the home agent, decapsulated for local delivery.
+    MnUdpDecap = 26 => "mn_udp_decap",
 }
 
 #[cfg(test)]

@@ -67,6 +67,21 @@ pub const fn set_checksum(header: &mut [u8; HEADER_LEN]) {
     header[field::CHECKSUM + 1] = ck[1];
 }
 
+/// The Internet checksum (RFC 1071) of `data`, odd lengths padded with a zero byte: 0 when
+/// `data` includes a correct checksum field. For the control plane (any length, a loop).
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    let (words, rest) = data.as_chunks::<2>();
+    for w in words {
+        sum += u32::from(u16::from_be_bytes(*w));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    if let [last] = rest {
+        sum += u32::from(*last) << 8;
+    }
+    fold_complement(sum)
+}
+
 /// Whether an option-less header's checksum verifies (the sum over it folds to zero).
 pub const fn checksum_ok(header: &[u8; HEADER_LEN]) -> bool {
     fold_complement(sum_header(header)) == 0
@@ -126,6 +141,70 @@ pub const fn ipip_header(
         src,
         dst,
     ))
+}
+
+/// Length of a UDP header (RFC 768).
+pub const UDP_HLEN: usize = 8;
+/// Length of the MIP Tunnel Data message header (RFC 3519 §3.3).
+pub const MIP_TUNNEL_HLEN: usize = 4;
+/// Mobile IP message type of a tunnel data message (RFC 3519 §3.3).
+pub const MIP_TUNNEL_DATA: u8 = 4;
+/// Everything RFC 3519 IP-in-UDP encapsulation puts before the inner datagram (§4.2): outer
+/// IPv4 header, UDP header, MIP Tunnel Data header.
+pub const UDP_TUNNEL_LEN: usize = HEADER_LEN + UDP_HLEN + MIP_TUNNEL_HLEN;
+
+/// Builds the headers of an RFC 3519 IP-in-UDP tunnel packet (§4.2: "analogous to ... RFC
+/// 2003", plus a UDP header and a MIP Tunnel Data header with Next Header 4):
+///
+/// - the outer IPv4 header as [`ipip_header`] builds it (TOS and DF copied, fresh
+///   Identification, TTL 64), but with Protocol 17;
+/// - UDP from `sport` to `dport` (the registration's ports, §2) with a zero checksum: RFC 768
+///   lets IPv4 senders omit it, as VXLAN and ESP-in-UDP (RFC 3948 §2.1) do, and the inner
+///   datagram carries its own checksums;
+/// - Type 4, Next Header 4, Reserved 0.
+///
+/// Returns `None` if the result would exceed 65535 bytes.
+#[inline(always)]
+pub const fn udp_tunnel_header(
+    inner: Inner,
+    ident: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+) -> Option<[u8; UDP_TUNNEL_LEN]> {
+    let Some(total) = inner.total_len.checked_add(UDP_TUNNEL_LEN as u16) else {
+        return None;
+    };
+    let ip = header(
+        inner.tos,
+        total,
+        ident,
+        inner.flags_frag & DF,
+        PROTO_UDP,
+        src,
+        dst,
+    );
+    let sp = sport.to_be_bytes();
+    let dp = dport.to_be_bytes();
+    let ul = (total - HEADER_LEN as u16).to_be_bytes();
+    let mut h = [0u8; UDP_TUNNEL_LEN];
+    let mut i = 0;
+    while i < HEADER_LEN {
+        h[i] = ip[i];
+        i += 1;
+    }
+    h[20] = sp[0];
+    h[21] = sp[1];
+    h[22] = dp[0];
+    h[23] = dp[1];
+    h[24] = ul[0];
+    h[25] = ul[1];
+    // h[26..28]: UDP checksum 0 (none).
+    h[28] = MIP_TUNNEL_DATA;
+    h[29] = PROTO_IPIP;
+    // h[30..32]: Reserved.
+    Some(h)
 }
 
 /// Builds an option-less IPv4 header with TTL [`DEFAULT_TTL`] and a valid checksum.
@@ -266,6 +345,29 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn udp_tunnel_header_layout() {
+        let inner = Inner {
+            tos: 0x10,
+            flags_frag: DF,
+            total_len: 84,
+        };
+        let h = udp_tunnel_header(inner, 7, [10, 1, 0, 2], [198, 51, 100, 1], 434, 40_000).unwrap();
+        let ip: [u8; 20] = h[..20].try_into().unwrap();
+        assert!(checksum_ok(&ip));
+        assert_eq!(ip[field::PROTOCOL], PROTO_UDP);
+        assert_eq!(ip[field::TOS], 0x10);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 84 + 32);
+        assert_eq!(u16::from_be_bytes([ip[6], ip[7]]), DF);
+        assert_eq!(&h[20..28], &[0x01, 0xb2, 0x9c, 0x40, 0, 84 + 12, 0, 0]);
+        assert_eq!(&h[28..32], &[4, 4, 0, 0]);
+        let big = Inner {
+            total_len: 65_504,
+            ..inner
+        };
+        assert!(udp_tunnel_header(big, 1, [1; 4], [2; 4], 1, 2).is_none());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Rules (DESIGN.md §3): `#[repr(C)]`, `Copy`, explicit padding, a `size_of` assertion,
 //! addresses as `[u8; 4]` in network byte order, no `bool`/`Option`/Rust enums inside.
 //! Maps are pinned under the daemon's bpffs directory by these names, so a restarted `mipd`
-//! adopts them: never change a layout without renaming the map.
+//! adopts them. The loader refuses a pinned map whose key size, value size or capacity differ
+//! from the object's (aya's `IncompatiblePinnedMap`), so a layout change needs `mipd --unload`
+//! once when upgrading; never reuse a field for another meaning at the same size.
 
 use core::mem::size_of;
 
@@ -77,6 +79,11 @@ pub const MAX_IFACES: u32 = 64;
 /// [`HaBinding::tunnel_flags`]: the binding was granted reverse tunnelling (RFC 3024 §4.2, the
 /// T bit), so IP-in-IP from its care-of address with the home address inside is decapsulated.
 pub const TUNNEL_REVERSE: u32 = 1 << 0;
+/// [`HaBinding::tunnel_flags`]: the binding uses RFC 3519 UDP tunnelling: both directions are
+/// IP-in-UDP between the home agent's registration port ([`HaDataplaneConfig::udp_port`]) and
+/// the address and port the registration came from (`source_addr`, `source_port`: the NAT's
+/// side, the "effective care-of address" of §4.6), and plain IP-in-IP is refused (§4.7).
+pub const TUNNEL_UDP: u32 = 1 << 1;
 
 /// One mobility binding in [`BINDINGS_MAP`], keyed by the home address.
 ///
@@ -126,7 +133,10 @@ pub struct HaDataplaneConfig {
     /// [`NEXTHOP_EPOCH_MS`], so cached FIB answers are renewed that often without a clock
     /// read per packet.
     pub nexthop_epoch: u32,
-    pub _pad2: [u8; 4],
+    /// The UDP port registrations arrive on (434 unless configured), network byte order: the
+    /// home agent's end of every RFC 3519 UDP tunnel.
+    pub udp_port: [u8; 2],
+    pub _pad2: [u8; 2],
 }
 const _: () = assert!(size_of::<HaDataplaneConfig>() == 16);
 
@@ -151,6 +161,10 @@ pub const MN_ACTIVE: u32 = 1 << 0;
 /// [`MnTunnel::flags`]: reverse-tunnel packets from the home address (RFC 3024, T bit granted).
 pub const MN_REVERSE_TUNNEL: u32 = 1 << 1;
 
+/// [`MnTunnel::flags`]: the home agent assented to RFC 3519 UDP tunnelling: both directions
+/// are IP-in-UDP between `mn_port` and `ha_port`, and plain IP-in-IP is refused (§4.7).
+pub const MN_UDP_TUNNEL: u32 = 1 << 2;
+
 /// The mobile node's current registration, in [`MN_TUNNEL_MAP`] slot 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,8 +176,13 @@ pub struct MnTunnel {
     pub care_of_addr: [u8; 4],
     /// `MN_*` bits.
     pub flags: u32,
+    /// UDP tunnelling: the port our registrations are sent from (network byte order); RFC 3519
+    /// §4.4: tunnelled data MUST use the same source port.
+    pub mn_port: [u8; 2],
+    /// UDP tunnelling: the home agent's registration port (434), network byte order.
+    pub ha_port: [u8; 2],
 }
-const _: () = assert!(size_of::<MnTunnel>() == 16);
+const _: () = assert!(size_of::<MnTunnel>() == 20);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -61,6 +61,9 @@ pub struct MnStatus {
     pub home_agent: Ipv4Addr,
     pub care_of_addr: Option<Ipv4Addr>,
     pub remaining_secs: Option<u64>,
+    /// The registration uses RFC 3519 UDP tunnelling, with this keepalive interval.
+    #[serde(default)]
+    pub udp_keepalive_secs: Option<u64>,
 }
 
 /// One binding as `mipctl bindings` shows it. Never carries key material.
@@ -71,6 +74,10 @@ pub struct BindingInfo {
     pub source: SocketAddrV4,
     pub flags: String,
     pub reverse_tunnel: bool,
+    /// RFC 3519 UDP tunnelling: the tunnel's far end (behind a NAT, the NAT's address and
+    /// port). `None`: IP-in-IP to the care-of address.
+    #[serde(default)]
+    pub udp_tunnel: Option<SocketAddrV4>,
     pub spi: u32,
     pub lifetime: u16,
     pub remaining_secs: u64,

@@ -18,6 +18,10 @@ pub struct Binding {
     pub source: SocketAddrV4,
     /// Flags of the accepted request (T: reverse tunnel, D: co-located care-of address, ...).
     pub flags: RequestFlags,
+    /// RFC 3519 UDP tunnelling, when the home agent assented to it: the far end of the UDP
+    /// tunnel, which is where the registration came from (the NAT's address and port, "the
+    /// effective care-of address", §4.6). `None`: plain IP-in-IP to `care_of_addr`.
+    pub udp_tunnel: Option<SocketAddrV4>,
     /// SPI of the security association that authenticated it.
     pub spi: u32,
     pub identification: u64,
@@ -116,6 +120,7 @@ mod tests {
             care_of_addr: Ipv4Addr::new(192, 0, 2, last),
             source: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, last), 434),
             flags: RequestFlags::default(),
+            udp_tunnel: None,
             spi: 256,
             identification: 1,
             lifetime: 10,

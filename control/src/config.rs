@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
-use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry};
-use crate::proto::mn::MnConfig;
+use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, UdpTunnelPolicy};
+use crate::proto::mn::{MnConfig, NatTraversal, NatTraversalMode};
 
 /// Where `mipd` listens for `mipctl` unless configured otherwise.
 pub const DEFAULT_API_SOCKET: &str = "/run/mipx/mipd.sock";
@@ -164,6 +164,33 @@ struct RawHa {
     port: u16,
     #[serde(default)]
     mobile_node: Vec<RawMobileNode>,
+    #[serde(default)]
+    udp_tunnel: RawUdpTunnel,
+}
+
+/// `[ha.udp_tunnel]`: RFC 3519 NAT traversal on the home agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUdpTunnel {
+    /// Assent to UDP tunnelling for mobile nodes behind a NAT.
+    #[serde(default = "default_true")]
+    enabled: bool,
+    /// Also when a mobile node forces it (F) without a NAT.
+    #[serde(default = "default_true")]
+    allow_forced: bool,
+    /// Keepalive interval assigned in the UDP Tunnel Reply; 0: the mobile node's default.
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u16,
+}
+
+impl Default for RawUdpTunnel {
+    fn default() -> Self {
+        RawUdpTunnel {
+            enabled: true,
+            allow_forced: true,
+            keepalive_secs: default_keepalive(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +228,17 @@ struct RawMn {
     retransmit_max_ms: u64,
     #[serde(default = "default_port")]
     ha_port: u16,
+    /// RFC 3519: "auto" (ask for UDP tunnelling, used if the home agent sees a NAT), "force"
+    /// (F flag) or "off".
+    #[serde(default = "default_nat_traversal")]
+    nat_traversal: NatTraversalMode,
+    /// Keepalive interval when the home agent leaves it to us (RFC 3519 §4.9).
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u16,
+    #[serde(default = "default_keepalive_timeout")]
+    keepalive_timeout_ms: u64,
+    #[serde(default = "default_keepalive_retries")]
+    keepalive_retries: u32,
 }
 
 fn default_max_lifetime() -> u16 {
@@ -218,6 +256,18 @@ fn default_tolerance() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_keepalive() -> u16 {
+    crate::proto::ha::DEFAULT_KEEPALIVE_SECS
+}
+fn default_nat_traversal() -> NatTraversalMode {
+    NatTraversalMode::Auto
+}
+fn default_keepalive_timeout() -> u64 {
+    2000
+}
+fn default_keepalive_retries() -> u32 {
+    3
 }
 fn default_retransmit_initial() -> u64 {
     1000
@@ -308,6 +358,11 @@ impl Config {
                             address: ha.address,
                             max_lifetime: ha.max_lifetime,
                             mobile_nodes,
+                            udp_tunnel: UdpTunnelPolicy {
+                                enabled: ha.udp_tunnel.enabled,
+                                allow_forced: ha.udp_tunnel.allow_forced,
+                                keepalive_interval: ha.udp_tunnel.keepalive_secs,
+                            },
                         },
                         port: ha.port,
                     }),
@@ -342,6 +397,20 @@ impl Config {
                         "must not be below retransmit_initial_ms",
                     ));
                 }
+                // RFC 3519 §4.10: "the mobile node MUST NOT use a keepalive less than 10
+                // seconds" of its own choosing (a home agent may assign less).
+                if mn.keepalive_secs < 10 {
+                    return Err(field_err(
+                        "mn.keepalive_secs",
+                        "must be at least 10 (RFC 3519 §4.10)",
+                    ));
+                }
+                if !(100..=60_000).contains(&mn.keepalive_timeout_ms) {
+                    return Err(field_err("mn.keepalive_timeout_ms", "must be 100-60000"));
+                }
+                if !(1..=20).contains(&mn.keepalive_retries) {
+                    return Err(field_err("mn.keepalive_retries", "must be 1-20"));
+                }
                 if let Some(nai) = &mn.nai
                     && (nai.is_empty()
                         || nai.len() > 253
@@ -368,6 +437,12 @@ impl Config {
                             max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
                             report_after_attempts: 4,
                             nai: mn.nai,
+                            nat_traversal: NatTraversal {
+                                mode: mn.nat_traversal,
+                                keepalive: Duration::from_secs(mn.keepalive_secs.into()),
+                                keepalive_timeout: Duration::from_millis(mn.keepalive_timeout_ms),
+                                keepalive_retries: mn.keepalive_retries,
+                            },
                         },
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,

@@ -23,11 +23,15 @@ use crate::proto::mn::{MnEvent, MnState, MobileNode};
 use crate::proto::{Now, Transmit};
 use mipx_common::maps::{
     HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
-    MnTunnel, TUNNEL_REVERSE,
+    MN_UDP_TUNNEL, MnTunnel, TUNNEL_REVERSE, TUNNEL_UDP,
 };
 use mipx_common::wire::RequestFlags;
 
 /// The protocol core this daemon drives.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per process, never moved after start-up"
+)]
 enum Core {
     Ha {
         ha: HomeAgent,
@@ -150,10 +154,15 @@ fn ha_binding(b: &Binding, home_agent: Ipv4Addr, now: Now) -> HaBinding {
             TUNNEL_REVERSE
         } else {
             0
+        } | if b.udp_tunnel.is_some() {
+            TUNNEL_UDP
+        } else {
+            0
         },
         spi: b.spi,
-        source_addr: b.source.ip().octets(),
-        source_port: b.source.port().to_be_bytes(),
+        // With UDP tunnelling the tunnel's far end; it is the registration's source (§4.6).
+        source_addr: b.udp_tunnel.unwrap_or(b.source).ip().octets(),
+        source_port: b.udp_tunnel.unwrap_or(b.source).port().to_be_bytes(),
         lifetime: b.lifetime,
         request_flags: b.flags.0,
         _pad: [0; 7],
@@ -377,7 +386,7 @@ impl Daemon {
             return;
         };
         match &mut self.core {
-            Core::Ha { ha, .. } => {
+            Core::Ha { ha, port } => {
                 let home_agent = ha.config().address;
                 let found = match dp.dp.bindings() {
                     Ok(found) => found,
@@ -387,14 +396,14 @@ impl Daemon {
                     }
                 };
                 for (home_addr, b) in found {
+                    let source =
+                        SocketAddrV4::new(b.source_addr.into(), u16::from_be_bytes(b.source_port));
                     let binding = Binding {
                         home_addr,
                         care_of_addr: b.care_of_addr.into(),
-                        source: SocketAddrV4::new(
-                            b.source_addr.into(),
-                            u16::from_be_bytes(b.source_port),
-                        ),
+                        source,
                         flags: RequestFlags(b.request_flags),
+                        udp_tunnel: (b.tunnel_flags & TUNNEL_UDP != 0).then_some(source),
                         spi: b.spi,
                         identification: b.identification,
                         lifetime: b.lifetime,
@@ -412,6 +421,7 @@ impl Daemon {
                 let config = HaDataplaneConfig {
                     home_agent: home_agent.octets(),
                     enabled: 1,
+                    udp_port: port.to_be_bytes(),
                     ..HaDataplaneConfig::default()
                 };
                 if let Err(e) = dp.dp.set_ha_config(config) {
@@ -546,26 +556,33 @@ impl Daemon {
                     }
                 }
             }
-            Core::Mn { mn, .. } => {
+            Core::Mn { mn, settings } => {
+                // The socket is bound to an ephemeral port; registrations and tunnelled data
+                // share it (RFC 3519 §4.4).
+                let local_port = self.socket.local_addr().map_or(0, |a| a.port());
                 while let Some(e) = mn.poll_event() {
                     if let Some(dp) = &mut self.dataplane {
                         let config = mn.config();
                         let tunnel = match &e {
-                            MnEvent::Registered { care_of_addr, .. }
-                                if *care_of_addr != config.home_addr =>
-                            {
-                                Some(MnTunnel {
-                                    home_addr: config.home_addr.octets(),
-                                    home_agent: config.home_agent.octets(),
-                                    care_of_addr: care_of_addr.octets(),
-                                    flags: MN_ACTIVE
-                                        | if config.reverse_tunnel {
-                                            MN_REVERSE_TUNNEL
-                                        } else {
-                                            0
-                                        },
-                                })
-                            }
+                            MnEvent::Registered {
+                                care_of_addr,
+                                udp_tunnel,
+                                ..
+                            } if *care_of_addr != config.home_addr => Some(MnTunnel {
+                                home_addr: config.home_addr.octets(),
+                                home_agent: config.home_agent.octets(),
+                                care_of_addr: care_of_addr.octets(),
+                                flags: MN_ACTIVE
+                                    | if config.reverse_tunnel {
+                                        MN_REVERSE_TUNNEL
+                                    } else {
+                                        0
+                                    }
+                                    | if *udp_tunnel { MN_UDP_TUNNEL } else { 0 },
+                                // RFC 3519 §4.4: data uses the registration's ports.
+                                mn_port: local_port.to_be_bytes(),
+                                ha_port: settings.ha_port.to_be_bytes(),
+                            }),
                             MnEvent::Registered { .. }
                             | MnEvent::Deregistered
                             | MnEvent::Expired
@@ -584,8 +601,9 @@ impl Daemon {
                             care_of_addr,
                             lifetime,
                             code,
+                            udp_tunnel,
                         } => {
-                            info!(coa = %care_of_addr, lifetime, %code, "registration accepted")
+                            info!(coa = %care_of_addr, lifetime, %code, udp_tunnel, "registration accepted")
                         }
                         MnEvent::Denied { code } => error!(%code, "registration denied"),
                         MnEvent::RegistrationTimeout { attempts } => {
@@ -628,6 +646,7 @@ impl Daemon {
                             home_agent: mn.config().home_agent,
                             care_of_addr: reg.map(|(c, _)| c),
                             remaining_secs: reg.map(|(_, r)| r.as_secs()),
+                            udp_keepalive_secs: mn.udp_tunnel().map(|k| k.as_secs()),
                         })
                     }
                     Core::Ha { .. } => None,
@@ -643,6 +662,7 @@ impl Daemon {
                         source: b.source,
                         flags: b.flags.to_string(),
                         reverse_tunnel: b.flags.contains(RequestFlags::T),
+                        udp_tunnel: b.udp_tunnel,
                         spi: b.spi,
                         lifetime: b.lifetime,
                         remaining_secs: b.remaining(now.mono).as_secs(),

@@ -4,13 +4,17 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use mipx_common::wire::{MIP_PORT, ReplyCode, ReplyPacket, RequestPacket};
+use mipx_common::wire::{
+    Extension, MIP_PORT, ReplyCode, ReplyPacket, RequestFlags, RequestPacket, UdpTunnelReply,
+};
 use mipx_control::auth::{Key, ReplayProtection, SecurityAssociation};
 use mipx_control::proto::Now;
 use mipx_control::proto::ha::{
-    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
+    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, UdpTunnelPolicy,
 };
-use mipx_control::proto::mn::{MnConfig, MnEvent, MnState, MobileNode};
+use mipx_control::proto::mn::{
+    MnConfig, MnEvent, MnState, MobileNode, NatTraversal, NatTraversalMode,
+};
 
 const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
@@ -36,6 +40,7 @@ fn ha() -> HomeAgent {
             home_addrs: HomeAddrs::Single(HOME),
             sa: sa(b"shared secret"),
         }],
+        udp_tunnel: UdpTunnelPolicy::default(),
     })
 }
 
@@ -50,6 +55,7 @@ fn mn(key: &[u8]) -> MobileNode {
         max_retransmit: Duration::from_secs(8),
         report_after_attempts: 3,
         nai: Some("mn1@example.org".into()),
+        nat_traversal: NatTraversal::default(),
     })
 }
 
@@ -64,6 +70,11 @@ struct World {
     lose_requests: usize,
     /// Offset applied to the HA's wall clock only.
     ha_skew: Duration,
+    /// A NAT in front of the MN: the public address and port its datagrams leave with. The
+    /// home agent's datagrams reach the MN only if sent there (a forgotten mapping drops them).
+    nat: Option<SocketAddrV4>,
+    /// Datagrams from the HA that the NAT dropped (no mapping).
+    nat_dropped: usize,
 }
 
 impl World {
@@ -79,6 +90,8 @@ impl World {
             ha_events: vec![],
             lose_requests: 0,
             ha_skew: Duration::ZERO,
+            nat: None,
+            nat_dropped: 0,
         }
     }
 
@@ -100,11 +113,15 @@ impl World {
                     self.lose_requests -= 1;
                     continue;
                 }
-                let from = SocketAddrV4::new(t.src.unwrap(), 43400);
+                let from = self.nat.unwrap_or(SocketAddrV4::new(t.src.unwrap(), 43400));
                 self.ha.handle_datagram(self.ha_now(), from, HA, &t.payload);
             }
             while let Some(t) = self.ha.poll_transmit() {
                 moved = true;
+                if self.nat.is_some_and(|nat| t.dst != nat) {
+                    self.nat_dropped += 1;
+                    continue;
+                }
                 self.mn
                     .handle_datagram(self.now, SocketAddrV4::new(HA, MIP_PORT), &t.payload);
             }
@@ -403,4 +420,291 @@ fn restored_binding_keeps_lifetime_and_replay_protection() {
     };
     assert!(!too_late.restore(after_expiry, binding, expires_unix));
     assert!(too_late.bindings().is_empty());
+}
+
+/// The NAT's public side in the RFC 3519 simulations.
+const NAT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 61_000);
+
+fn mn_with(mode: NatTraversalMode) -> MobileNode {
+    let mut config = mn(b"shared secret").config().clone();
+    config.nat_traversal.mode = mode;
+    MobileNode::new(config)
+}
+
+fn ha_with(policy: UdpTunnelPolicy) -> HomeAgent {
+    let mut config = ha().config().clone();
+    config.udp_tunnel = policy;
+    HomeAgent::new(config)
+}
+
+/// The UDP Tunnel Reply extension of a reply, if any.
+fn udp_reply(payload: &[u8]) -> Option<UdpTunnelReply> {
+    ReplyPacket::new_checked(payload)
+        .unwrap()
+        .extensions()
+        .find_map(|e| match e {
+            Ok((_, Extension::UdpTunnelReply(r))) => Some(r),
+            _ => None,
+        })
+}
+
+fn reply_code(payload: &[u8]) -> ReplyCode {
+    ReplyPacket::new_checked(payload).unwrap().code()
+}
+
+/// RFC 3519 §4.6: a request whose source differs from its care-of address came through a NAT;
+/// the home agent assents in an authenticated UDP Tunnel Reply with its keepalive interval, and
+/// tunnels to the address and port the request came from.
+#[test]
+fn behind_a_nat_the_binding_gets_a_udp_tunnel() {
+    let mut w = World::new(mn(b"shared secret"));
+    w.mn.register(w.now, COA);
+    let req = w.mn.poll_transmit().unwrap();
+    w.ha.handle_datagram(w.now, NAT, HA, &req.payload);
+    let reply = w.ha.poll_transmit().unwrap();
+    assert_eq!(reply.dst, NAT);
+    assert_eq!(reply_code(&reply.payload), ReplyCode::Accepted);
+    assert_eq!(
+        udp_reply(&reply.payload),
+        Some(UdpTunnelReply {
+            reply_code: 0,
+            forced: false,
+            keepalive_interval: 110
+        })
+    );
+    let b = w.ha.bindings().get(HOME).unwrap();
+    assert_eq!((b.care_of_addr, b.udp_tunnel), (COA, Some(NAT)));
+    assert_eq!(w.ha.stats().udp_tunnels, 1);
+
+    w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+    assert!(matches!(
+        w.mn.poll_event(),
+        Some(MnEvent::Registered {
+            udp_tunnel: true,
+            ..
+        })
+    ));
+    assert_eq!(w.mn.udp_tunnel(), Some(Duration::from_secs(110)));
+}
+
+/// §4.6: without a NAT (and without F) the home agent declines in the reply, and the mobile
+/// node uses IP-in-IP; a home agent that does not answer 144 at all (no extension 44) must
+/// not be UDP-tunnelled to either (§4.4).
+#[test]
+fn without_a_nat_udp_tunnelling_is_declined() {
+    let mut w = World::new(mn(b"shared secret"));
+    w.mn.register(w.now, COA);
+    let req = w.mn.poll_transmit().unwrap();
+    let packet = RequestPacket::new_checked(&req.payload[..]).unwrap();
+    let ext = packet
+        .extensions()
+        .map(|e| e.unwrap().1)
+        .collect::<Vec<_>>();
+    assert!(
+        matches!(ext[0], Extension::UdpTunnelRequest(r) if !r.force && r.encapsulation == 4),
+        "the request goes first, before the MN-HA authentication: {ext:?}"
+    );
+    assert!(matches!(ext.last(), Some(Extension::MnHaAuth(_))));
+    w.ha.handle_datagram(w.now, SocketAddrV4::new(COA, 43400), HA, &req.payload);
+    let reply = w.ha.poll_transmit().unwrap();
+    assert_eq!(reply_code(&reply.payload), ReplyCode::Accepted);
+    assert_eq!(udp_reply(&reply.payload).map(|r| r.reply_code), Some(64));
+    assert_eq!(w.ha.bindings().get(HOME).unwrap().udp_tunnel, None);
+    assert_eq!(w.ha.stats().udp_tunnels_declined, 1);
+    w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+    assert!(matches!(
+        w.mn.poll_event(),
+        Some(MnEvent::Registered {
+            udp_tunnel: false,
+            ..
+        })
+    ));
+    assert_eq!(w.mn.udp_tunnel(), None);
+
+    // With NAT traversal off the extension is not sent at all.
+    let mut off = mn_with(NatTraversalMode::Off);
+    off.register(w.now, COA);
+    let req = off.poll_transmit().unwrap();
+    assert!(
+        !RequestPacket::new_checked(&req.payload[..])
+            .unwrap()
+            .extensions()
+            .any(|e| matches!(e, Ok((_, Extension::UdpTunnelRequest(_)))))
+    );
+}
+
+/// §3.1.1: F forces UDP tunnelling without a NAT, unless the home agent forbids it (129,
+/// §4.6.1); a home agent with traversal disabled refuses a NATed request with 129 too.
+#[test]
+fn forced_tunnelling_and_policy() {
+    let mut w = World::new(mn_with(NatTraversalMode::Force));
+    w.mn.register(w.now, COA);
+    w.pump();
+    let b = w.ha.bindings().get(HOME).unwrap();
+    assert_eq!(b.udp_tunnel, Some(SocketAddrV4::new(COA, 43400)));
+    assert_eq!(w.mn.udp_tunnel(), Some(Duration::from_secs(110)));
+
+    let mut strict = World::new(mn_with(NatTraversalMode::Force));
+    strict.ha = ha_with(UdpTunnelPolicy {
+        allow_forced: false,
+        ..UdpTunnelPolicy::default()
+    });
+    strict.mn.register(strict.now, COA);
+    strict.pump();
+    assert!(strict.ha.bindings().is_empty());
+    assert!(matches!(
+        strict.mn_events[..],
+        [MnEvent::Denied {
+            code: ReplyCode::HaAdminProhibited
+        }]
+    ));
+
+    let mut disabled = World::new(mn(b"shared secret"));
+    disabled.ha = ha_with(UdpTunnelPolicy {
+        enabled: false,
+        ..UdpTunnelPolicy::default()
+    });
+    disabled.nat = Some(NAT);
+    disabled.mn.register(disabled.now, COA);
+    disabled.pump();
+    assert!(disabled.ha.bindings().is_empty());
+    assert_eq!(disabled.ha.stats().rejected.get(&129), Some(&1));
+}
+
+/// Re-signs a request after a test edited it (the MN-HA extension is the last 22 bytes).
+fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
+    let at = bytes.len() - 22;
+    mipx_control::auth::sign(&mut bytes, at, &Key::new(b"shared secret".to_vec()));
+    bytes
+}
+
+/// §4.6.1: authenticated requests that misuse the extension get the RFC's codes: D clear or
+/// Reserved 3 set (134), an encapsulation other than IP-in-UDP (142).
+#[test]
+fn malformed_udp_tunnel_requests_get_their_codes() {
+    let mut w = World::new(mn(b"shared secret"));
+    let mut case = |edit: &dyn Fn(&mut Vec<u8>)| {
+        w.now = w.now.advance(Duration::from_secs(1));
+        w.mn.register(w.now, COA);
+        let mut bytes = w.mn.poll_transmit().unwrap().payload;
+        // The UDP Tunnel Request is the first extension: [144, 6, sub-type, rsv1, F|R, encap,
+        // rsv3, rsv3] at offset 24.
+        assert_eq!(bytes[24], 144);
+        edit(&mut bytes);
+        w.ha.handle_datagram(w.now, NAT, HA, &resign(bytes));
+        let reply = w.ha.poll_transmit().expect("a reply");
+        w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+        reply_code(&reply.payload)
+    };
+    assert_eq!(
+        case(&|b| b[1] &= !RequestFlags::D),
+        ReplyCode::HaPoorlyFormedRequest
+    );
+    assert_eq!(case(&|b| b[31] = 1), ReplyCode::HaPoorlyFormedRequest);
+    assert_eq!(case(&|b| b[29] = 55), ReplyCode::HaUdpEncapUnavailable);
+    assert_eq!(case(&|b| b[29] = 47), ReplyCode::HaUdpEncapUnavailable);
+    assert_eq!(
+        case(&|b| {
+            b[29] = 0;
+            b[1] |= RequestFlags::M;
+        }),
+        ReplyCode::HaUdpEncapUnavailable
+    );
+    assert_eq!(case(&|_| {}), ReplyCode::Accepted);
+    assert!(w.ha.bindings().get(HOME).unwrap().udp_tunnel.is_some());
+}
+
+/// §4.9-4.10: keepalives every K seconds, answered by the home agent through the tunnel. When
+/// the NAT forgets the mapping and the next datagram leaves from another port, the home agent
+/// neither answers (§4.3: wrong port) nor moves the tunnel on its own; the mobile node sees its
+/// keepalives go unanswered and re-registers, and the tunnel follows the authenticated request.
+#[test]
+fn keepalives_detect_a_lost_nat_mapping() {
+    let mut w = World::new(mn(b"shared secret"));
+    w.ha = ha_with(UdpTunnelPolicy {
+        keepalive_interval: 20,
+        ..UdpTunnelPolicy::default()
+    });
+    w.nat = Some(NAT);
+    let start = w.now.mono;
+    w.mn.register(w.now, COA);
+    w.pump();
+    assert_eq!(w.mn.udp_tunnel(), Some(Duration::from_secs(20)));
+
+    // Three intervals: three keepalives, three answers, nothing else on the wire.
+    w.run_until(start + Duration::from_secs(65));
+    assert_eq!(w.mn.stats().keepalives_sent, 3);
+    assert_eq!(w.mn.stats().keepalive_replies, 3);
+    assert_eq!(w.ha.stats().keepalives, 3);
+    assert_eq!(w.mn.stats().requests_sent, 1);
+
+    // The NAT reboots: the MN's datagrams now leave from another port.
+    let rebound = SocketAddrV4::new(*NAT.ip(), 61_999);
+    w.nat = Some(rebound);
+    w.ha_events.clear();
+    w.run_until(start + Duration::from_secs(100));
+    assert!(
+        w.ha.stats().dropped_tunnel_data >= 1,
+        "keepalives from the new port are not answered"
+    );
+    assert_eq!(w.mn.stats().nat_mapping_losses, 1);
+    assert!(w.mn_events.contains(&MnEvent::NatMappingLost));
+    assert_eq!(w.mn.stats().requests_sent, 2, "one re-registration");
+    assert_eq!(
+        w.ha.bindings().get(HOME).unwrap().udp_tunnel,
+        Some(rebound),
+        "the tunnel follows the authenticated re-registration"
+    );
+    assert!(matches!(
+        w.ha_events[..],
+        [HaEvent::BindingUpdated { ref old, ref new }]
+            if old.udp_tunnel == Some(NAT) && new.udp_tunnel == Some(rebound)
+    ));
+    // Detection took one interval plus the unanswered retries (3 × 2 s), at most.
+    let replies = w.mn.stats().keepalive_replies;
+    w.run_until(start + Duration::from_secs(125));
+    assert!(
+        w.mn.stats().keepalive_replies > replies,
+        "keepalives answered again"
+    );
+}
+
+/// Keepalive datagrams that are malformed, for another home address, or from the right
+/// address but a wrong port are dropped and counted, and never answered.
+#[test]
+fn bad_keepalives_are_dropped() {
+    use mipx_control::proto::ha::{ICMP_ECHO_REQUEST, keepalive_message};
+    let mut w = World::new(mn(b"shared secret"));
+    w.nat = Some(NAT);
+    w.mn.register(w.now, COA);
+    w.pump();
+    let good = keepalive_message(HOME, HA, 1, ICMP_ECHO_REQUEST, &[0, 1, 0, 1]);
+    w.ha.handle_datagram(w.now, NAT, HA, &good);
+    assert!(
+        w.ha.poll_transmit().is_some(),
+        "the genuine keepalive is answered"
+    );
+    let other_port = SocketAddrV4::new(*NAT.ip(), 1);
+    w.ha.handle_datagram(w.now, other_port, HA, &good);
+    let stranger = keepalive_message(
+        Ipv4Addr::new(10, 1, 0, 77),
+        HA,
+        1,
+        ICMP_ECHO_REQUEST,
+        &[0; 4],
+    );
+    w.ha.handle_datagram(w.now, NAT, HA, &stranger);
+    for n in 0..good.len() {
+        w.ha.handle_datagram(w.now, NAT, HA, &good[..n]);
+    }
+    // Every bit flip breaks a checksum or a checked field, except in the tunnel header's
+    // Reserved bytes (2-3), which a receiver MUST ignore (§3.3).
+    for i in (0..good.len()).filter(|i| !(2..4).contains(i)) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x40;
+        w.ha.handle_datagram(w.now, NAT, HA, &bad);
+    }
+    assert!(w.ha.poll_transmit().is_none(), "nothing else is answered");
+    assert_eq!(w.ha.stats().keepalives, 1);
+    assert!(w.ha.stats().dropped_tunnel_data >= 2 * good.len() as u64 - 2);
 }

@@ -1,6 +1,7 @@
 //! The home agent's XDP program: proxy ARP for away mobile nodes (RFC 5944 §4.6), IP-in-IP
-//! encapsulation toward their care-of addresses (RFC 2003, RFC 5944 §4.2.3), and reverse-tunnel
-//! decapsulation (RFC 3024).
+//! encapsulation toward their care-of addresses (RFC 2003, RFC 5944 §4.2.3) or IP-in-UDP toward
+//! the NAT in front of them (RFC 3519 §4.2), and reverse-tunnel decapsulation of both (RFC 3024,
+//! RFC 3519 §4.3).
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -9,22 +10,49 @@ use aya_ebpf::{
 };
 use mipx_common::{
     counters::Counter,
-    ipv4::{self, HEADER_LEN as IP_HLEN},
-    maps::{IFACE_HOME_LINK, TUNNEL_REVERSE},
+    ipv4::{self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, UDP_HLEN, UDP_TUNNEL_LEN},
+    maps::{HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, TUNNEL_REVERSE, TUNNEL_UDP},
 };
 
 use crate::{
     fib::Route,
     maps::{BINDINGS, HA_CONFIG, IFACES, next_ip_id},
     nexthop,
-    parse::{ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Ipv4Hdr, Packet as _},
+    parse::{Aligned, ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
     xdp_ip,
 };
 
-/// Offset of the inner IPv4 header of an IP-in-IP packet without outer options.
-const INNER: usize = ETH_HLEN + IP_HLEN;
-
 pub use crate::xdp_ip::Verdict;
+
+/// What the fast path needs of a binding, read out of the map value at once: an update may
+/// recycle a preallocated element under us.
+#[derive(Clone, Copy)]
+struct Tunnel {
+    care_of_addr: [u8; 4],
+    home_agent: [u8; 4],
+    flags: u32,
+    /// UDP tunnelling: where the registration came from (the NAT's address and port).
+    peer_addr: [u8; 4],
+    peer_port: [u8; 2],
+}
+
+impl Tunnel {
+    /// # Safety
+    /// `b` must be a live value of [`BINDINGS`].
+    #[inline(always)]
+    unsafe fn read(b: *const HaBinding) -> Tunnel {
+        // SAFETY: the caller guarantees `b` is live; field reads only.
+        unsafe {
+            Tunnel {
+                care_of_addr: (*b).care_of_addr,
+                home_agent: (*b).home_agent,
+                flags: (*b).tunnel_flags,
+                peer_addr: (*b).source_addr,
+                peer_port: (*b).source_port,
+            }
+        }
+    }
+}
 
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> Verdict {
@@ -52,14 +80,18 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
     // RFC 5944 §4.2.3: examine the destination of every arriving datagram; a home address
     // with a binding is tunnelled (already-encapsulated ones included: nested encapsulation).
     if let Some(binding) = BINDINGS.get_ptr(&ip.dst_addr) {
-        // SAFETY: a live map value. Only the two addresses the tunnel needs are read, at once:
-        // an update may recycle a preallocated element under us.
-        let tunnel = unsafe { ((*binding).care_of_addr, (*binding).home_agent) };
-        return encapsulate(ctx, &ip, tunnel, cfg.nexthop_epoch);
+        // SAFETY: a live map value.
+        let tunnel = unsafe { Tunnel::read(binding) };
+        return encapsulate(ctx, &ip, &tunnel, cfg);
     }
     // §4.2.3: "Home agents MUST decapsulate packets addressed to themselves" (RFC 3024).
-    if ip.protocol == ipv4::PROTO_IPIP && ip.dst_addr == cfg.home_agent {
-        return decapsulate(ctx, &ip, cfg.nexthop_epoch);
+    if ip.dst_addr == cfg.home_agent {
+        if ip.protocol == ipv4::PROTO_IPIP {
+            return decapsulate_ipip(ctx, &ip, cfg.nexthop_epoch);
+        }
+        if ip.protocol == ipv4::PROTO_UDP {
+            return decapsulate_udp(ctx, &ip, cfg);
+        }
     }
     (XDP_PASS, Counter::Passed)
 }
@@ -103,17 +135,28 @@ fn proxy_arp(ctx: &XdpContext) -> Verdict {
     (XDP_TX, Counter::ArpProxied)
 }
 
-/// Tunnels a datagram for an away mobile node to its care-of address (RFC 2003 §3.1).
+/// Tunnels a datagram for an away mobile node: IP-in-IP to its care-of address (RFC 2003
+/// §3.1), or IP-in-UDP to the address and port its registration came from (RFC 3519 §4.2,
+/// §4.6: the NAT's, "the effective care-of address").
 #[inline(always)]
 fn encapsulate(
     ctx: &XdpContext,
     ip: &Ipv4Hdr,
-    (care_of_addr, home_agent): ([u8; 4], [u8; 4]),
-    epoch: u32,
+    tunnel: &Tunnel,
+    cfg: &HaDataplaneConfig,
 ) -> Verdict {
+    let udp = tunnel.flags & TUNNEL_UDP != 0;
+    let far_end = if udp {
+        tunnel.peer_addr
+    } else {
+        tunnel.care_of_addr
+    };
     // RFC 2003 §3.2: never tunnel a datagram from the tunnel's own far end or from ourselves;
     // RFC 5944 §4.2.3: an encapsulated datagram from the current care-of address is a loop.
-    if ip.src_addr == care_of_addr || ip.src_addr == home_agent {
+    if ip.src_addr == far_end
+        || ip.src_addr == tunnel.care_of_addr
+        || ip.src_addr == tunnel.home_agent
+    {
         return (XDP_DROP, Counter::TunnelLoop);
     }
     // §3.1: the encapsulator forwards, so it decrements the inner TTL, and must not tunnel a
@@ -121,16 +164,17 @@ fn encapsulate(
     if ip.ttl <= 1 {
         return (XDP_PASS, Counter::TtlExceeded);
     }
-    let Some(outer_len) = ip.total_len().checked_add(IP_HLEN as u16) else {
+    let overhead = if udp { UDP_TUNNEL_LEN } else { IP_HLEN } as u16;
+    let Some(outer_len) = ip.total_len().checked_add(overhead) else {
         return (XDP_DROP, Counter::TooBig);
     };
     let route = nexthop::lookup(
         ctx.ctx.cast(),
         ctx.ingress_ifindex() as u32,
-        home_agent,
-        care_of_addr,
+        tunnel.home_agent,
+        far_end,
         outer_len,
-        epoch,
+        cfg.nexthop_epoch,
     );
     let (ifindex, macs) = match route {
         Route::Neighbour {
@@ -139,7 +183,9 @@ fn encapsulate(
             dmac,
         } => (ifindex, Some((smac, dmac))),
         Route::Unresolved => (0, None),
-        Route::FragNeeded { mtu } => return frag_needed(ctx, ip, mtu),
+        // RFC 3519 §4.8 wants fragmentation before UDP encapsulation, which is what the
+        // sender does on our ICMP: the tunnel MTU is reported net of the overhead.
+        Route::FragNeeded { mtu } => return frag_needed(ctx, ip, mtu.saturating_sub(overhead)),
         // NotForwarded is also how the helper reports "no route at all"; a care-of address
         // that is local or broadcast is no better. Passing the tunnel packet up would not help:
         // the stack drops a packet arriving with our own address as source (martian source).
@@ -148,71 +194,198 @@ fn encapsulate(
     // Draw the Identification only for a header that is built: a dropped datagram must not
     // use up a value (RFC 6864 §4.1: unique per source, destination and protocol while the
     // datagram may live, so every wasted value brings the wrap closer).
-    let Some(outer) = ipv4::ipip_header(ip.as_inner(), next_ip_id(), home_agent, care_of_addr)
-    else {
-        return (XDP_DROP, Counter::TooBig);
+    let pushed = if udp {
+        match ipv4::udp_tunnel_header(
+            ip.as_inner(),
+            next_ip_id(),
+            tunnel.home_agent,
+            far_end,
+            u16::from_be_bytes(cfg.udp_port),
+            u16::from_be_bytes(tunnel.peer_port),
+        ) {
+            Some(outer) => push_header(ctx, &outer, macs),
+            None => Err((XDP_DROP, Counter::TooBig)),
+        }
+    } else {
+        match ipv4::ipip_header(ip.as_inner(), next_ip_id(), tunnel.home_agent, far_end) {
+            Some(outer) => push_header(ctx, &outer, macs),
+            None => Err((XDP_DROP, Counter::TooBig)),
+        }
     };
-    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP_HLEN as i32)) } != 0 {
-        return (XDP_DROP, Counter::TooBig);
+    if let Err(verdict) = pushed {
+        return verdict;
     }
-    // New layout: [new Ethernet 14][outer 20][inner ...]; the old Ethernet header now sits at
-    // offset 20, where it overlaps the space for the outer header's tail. One bounds check
-    // covers all of it, and every pointer is derived from that one (the verifier tracks the
-    // range per register).
-    let Ok(base) = ctx.ptr_at::<[u8; INNER + IP_HLEN]>(0) else {
-        return (XDP_DROP, Counter::MalformedIpv4);
+    if macs.is_none() {
+        // The kernel resolves the far end's next hop and forwards the tunnel packet.
+        return (XDP_PASS, Counter::HaEncapToStack);
+    }
+    let sent = if udp {
+        Counter::HaUdpEncapTx
+    } else {
+        Counter::HaEncapTx
+    };
+    (transmit(ctx, ifindex), sent)
+}
+
+/// Puts `outer` (the tunnel headers, `HLEN` bytes) between the Ethernet header and the
+/// datagram, readdresses the frame to `macs` (source, destination) when known, and decrements
+/// the inner TTL (RFC 2003 §3.1: the encapsulator forwards).
+#[inline(always)]
+fn push_header<const HLEN: usize>(
+    ctx: &XdpContext,
+    outer: &[u8; HLEN],
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Result<(), Verdict> {
+    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(HLEN as i32)) } != 0 {
+        return Err((XDP_DROP, Counter::TooBig));
+    }
+    // New layout: [new Ethernet 14][outer HLEN][inner ...]; the old Ethernet header now sits at
+    // offset HLEN, where it may overlap the new one. One bounds check covers all of it, and
+    // every pointer is derived from that one (the verifier tracks the range per register).
+    let Ok(base) = ctx.ptr_at::<Region<HLEN>>(0) else {
+        return Err((XDP_DROP, Counter::MalformedIpv4));
     };
     let base = base.cast::<u8>();
-    // SAFETY: every access below lies inside the `INNER + IP_HLEN` bytes checked above.
+    // SAFETY: every access below lies inside the `Region` checked above.
     unsafe {
-        let mut eth = *base.add(IP_HLEN).cast::<EthHdr>();
+        let mut eth = Aligned(*base.add(HLEN).cast::<EthHdr>());
         if let Some((smac, dmac)) = macs {
             eth.src = smac;
             eth.dst = dmac;
         }
-        *base.cast::<EthHdr>() = eth;
-        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = outer;
-        let inner = &mut *base.add(INNER).cast::<Ipv4Hdr>();
+        *base.cast::<EthHdr>() = *eth;
+        *base.add(ETH_HLEN).cast::<[u8; HLEN]>() = *outer;
+        let inner = &mut *base.add(ETH_HLEN + HLEN).cast::<Ipv4Hdr>();
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
-    if macs.is_none() {
-        // The kernel resolves the care-of address's next hop and forwards the tunnel packet.
-        return (XDP_PASS, Counter::HaEncapToStack);
-    }
-    (transmit(ctx, ifindex), Counter::HaEncapTx)
+    Ok(())
 }
 
-/// Decapsulates a reverse-tunnelled datagram (RFC 3024 §4.2): accepted only if its inner
-/// source is a home address whose binding names the outer source as care-of address and was
-/// granted reverse tunnelling; the home agent then forwards it like any router.
+/// The front of a tunnel packet: Ethernet, `HLEN` bytes of tunnel headers, the inner IPv4
+/// header.
+#[repr(C)]
+struct Region<const HLEN: usize> {
+    _eth: [u8; ETH_HLEN],
+    _outer: [u8; HLEN],
+    _inner: [u8; IP_HLEN],
+}
+
+/// Decapsulates a reverse-tunnelled IP-in-IP datagram (RFC 3024 §4.2): accepted only if its
+/// inner source is a home address whose binding names the outer source as care-of address and
+/// was granted reverse tunnelling; the home agent then forwards it like any router.
 #[inline(always)]
-fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
+fn decapsulate_ipip(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
     if outer.is_fragment() {
         return (XDP_DROP, Counter::TunnelFragment);
     }
     if outer.ihl() != 5 {
         return (XDP_DROP, Counter::TunnelOptions);
     }
-    let inner = match xdp_ip::checked_inner(ctx, outer) {
+    let room = outer.total_len().saturating_sub(IP_HLEN as u16);
+    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + IP_HLEN, room) {
         Ok(inner) => inner,
         Err(verdict) => return verdict,
     };
     let Some(binding) = BINDINGS.get_ptr(&inner.src_addr) else {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     };
-    // SAFETY: a live map value; its fields are read at once, as in `ingress`.
-    let (care_of_addr, home_agent, flags) = unsafe {
-        (
-            (*binding).care_of_addr,
-            (*binding).home_agent,
-            (*binding).tunnel_flags,
-        )
-    };
-    if care_of_addr != outer.src_addr || home_agent != outer.dst_addr || flags & TUNNEL_REVERSE == 0
+    // SAFETY: a live map value.
+    let tunnel = unsafe { Tunnel::read(binding) };
+    if tunnel.care_of_addr != outer.src_addr
+        || tunnel.home_agent != outer.dst_addr
+        || tunnel.flags & TUNNEL_REVERSE == 0
     {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     }
+    forward_inner::<IP_HLEN>(ctx, &inner, epoch, Counter::HaDecapTx)
+}
+
+/// The UDP and MIP Tunnel Data headers of an IP-in-UDP packet (RFC 3519 §3.3).
+#[repr(C)]
+struct UdpTunnelHdr {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    len: [u8; 2],
+    _checksum: [u8; 2],
+    kind: u8,
+    next_header: u8,
+    _reserved: [u8; 2],
+}
+
+/// Handles UDP to the home agent: a MIP Tunnel Data message on the registration port is a
+/// reverse-tunnelled datagram (RFC 3519 §4.3) or a keepalive (§4.9); everything else
+/// (registration requests above all) goes up to `mipd`.
+#[inline(always)]
+fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, cfg: &HaDataplaneConfig) -> Verdict {
+    // Without a fixed-size outer header the UDP header cannot be found here, and a fragment
+    // may be a fragmented registration: the stack reassembles and `mipd` decides. (Tunnel
+    // data must not be fragmented after encapsulation, §4.8.)
+    if outer.is_fragment() || outer.ihl() != 5 {
+        return (XDP_PASS, Counter::Passed);
+    }
+    let Ok(hdr) = ctx.ptr_at::<UdpTunnelHdr>(ETH_HLEN + IP_HLEN) else {
+        return (XDP_PASS, Counter::Passed);
+    };
+    // SAFETY: bounds-checked above; alignment 1; copied out field by field.
+    let (sport, dport, len, kind, next_header) = unsafe {
+        let h = &*hdr;
+        (h.sport, h.dport, h.len, h.kind, h.next_header)
+    };
+    if dport != cfg.udp_port || kind != MIP_TUNNEL_DATA {
+        return (XDP_PASS, Counter::Passed);
+    }
+    // §3.3: "MUST check that the Next Header value matches the tunnelling mode established
+    // for the mobility binding": IP-in-UDP is the only one we establish.
+    if next_header != ipv4::PROTO_IPIP {
+        return (XDP_DROP, Counter::UdpTunnelRejected);
+    }
+    let udp_len = u16::from_be_bytes(len);
+    if usize::from(udp_len) < UDP_HLEN + ipv4::MIP_TUNNEL_HLEN
+        || udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16)
+    {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    }
+    let room = udp_len - (UDP_HLEN + ipv4::MIP_TUNNEL_HLEN) as u16;
+    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + UDP_TUNNEL_LEN, room) {
+        Ok(inner) => inner,
+        Err(verdict) => return verdict,
+    };
+    let Some(binding) = BINDINGS.get_ptr(&inner.src_addr) else {
+        return (XDP_DROP, Counter::UdpTunnelRejected);
+    };
+    // SAFETY: a live map value.
+    let tunnel = unsafe { Tunnel::read(binding) };
+    // §4.3: "MUST verify that the outer IP addresses and UDP port numbers exactly match the
+    // values used for the tunnel". A NAT that rebinds shows up with another port: mipd follows
+    // it only on an authenticated registration (docs/nat-traversal.md).
+    if tunnel.flags & TUNNEL_UDP == 0
+        || tunnel.peer_addr != outer.src_addr
+        || tunnel.peer_port != sport
+        || tunnel.home_agent != outer.dst_addr
+    {
+        return (XDP_DROP, Counter::UdpTunnelRejected);
+    }
+    // §4.9: a keepalive is an ICMP echo request from the home address to us, tunnelled; mipd
+    // answers it through the same tunnel.
+    if inner.dst_addr == cfg.home_agent && inner.protocol == ipv4::PROTO_ICMP {
+        return (XDP_PASS, Counter::UdpKeepalive);
+    }
+    if tunnel.flags & TUNNEL_REVERSE == 0 {
+        return (XDP_DROP, Counter::ReverseTunnelRejected);
+    }
+    forward_inner::<UDP_TUNNEL_LEN>(ctx, &inner, cfg.nexthop_epoch, Counter::HaUdpDecapTx)
+}
+
+/// Strips `HLEN` bytes of tunnel headers from an accepted reverse-tunnelled datagram and
+/// forwards the inner one like a router (RFC 2003 §3.1 for its TTL), or hands it to the stack.
+#[inline(always)]
+fn forward_inner<const HLEN: usize>(
+    ctx: &XdpContext,
+    inner: &Ipv4Hdr,
+    epoch: u32,
+    sent: Counter,
+) -> Verdict {
     // RFC 2003 §3.1: the decapsulator MUST discard an inner datagram with TTL 0.
     if inner.ttl == 0 {
         return (XDP_DROP, Counter::TtlExceeded);
@@ -242,7 +415,7 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
         _ => None,
     };
     // Move the Ethernet header up to sit right before the inner header, then drop the outer.
-    let Ok(base) = ctx.ptr_at::<[u8; ETH_HLEN + IP_HLEN]>(0) else {
+    let Ok(base) = ctx.ptr_at::<Front<HLEN>>(0) else {
         return (XDP_DROP, Counter::MalformedIpv4);
     };
     let base = base.cast::<u8>();
@@ -254,10 +427,10 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
             header.src = smac;
             header.dst = dmac;
         }
-        *base.add(IP_HLEN).cast::<EthHdr>() = header;
+        *base.add(HLEN).cast::<EthHdr>() = header;
     }
     // SAFETY: the helper only moves `data`; pointers are re-derived below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, HLEN as i32) } != 0 {
         return (XDP_DROP, Counter::MalformedIpv4);
     }
     let Some((ifindex, _, _)) = forward else {
@@ -273,15 +446,15 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
         let inner = &mut *inner;
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
-    (transmit(ctx, ifindex), Counter::HaDecapTx)
+    (transmit(ctx, ifindex), sent)
 }
 
 /// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for the
-/// tunnel, carrying the tunnel MTU minus the encapsulation header (RFC 2003 §5.1, RFC 1191 §4),
-/// so its Path MTU Discovery converges; without DF the datagram is dropped, since XDP cannot
-/// fragment.
+/// tunnel, carrying `tunnel_mtu`, the route MTU minus the encapsulation headers (RFC 2003 §5.1,
+/// RFC 1191 §4), so its Path MTU Discovery converges; without DF the datagram is dropped,
+/// since XDP cannot fragment.
 #[inline(always)]
-fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, path_mtu: u16) -> Verdict {
+fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, tunnel_mtu: u16) -> Verdict {
     // Quoting "the internet header + 64 bits" has a fixed size only without options.
     if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
         return (XDP_DROP, Counter::TooBig);
@@ -305,7 +478,6 @@ fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, path_mtu: u16) -> Verdict {
             *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
         )
     };
-    let tunnel_mtu = path_mtu.saturating_sub(IP_HLEN as u16);
     let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
     // RFC 1812 §4.3.2.5: ICMP errors go out with precedence 6 (internetwork control), like
     // Linux's; the source is the home agent, the router that could not forward.

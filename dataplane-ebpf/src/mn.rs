@@ -1,11 +1,12 @@
 //! The mobile node's programs for a co-located care-of address: XDP ingress decapsulates the
-//! home agent's tunnel so applications keep using the home address (RFC 5944 §4.2.1), and TC
-//! egress reverse-tunnels what they send from the home address (RFC 3024 §5.2).
+//! home agent's tunnel (IP-in-IP, or IP-in-UDP through a NAT, RFC 3519) so applications keep
+//! using the home address (RFC 5944 §4.2.1), and TC egress reverse-tunnels what they send from
+//! the home address (RFC 3024 §5.2) the same way.
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
@@ -14,14 +15,14 @@ use aya_ebpf::{
 };
 use mipx_common::{
     counters::Counter,
-    ipv4::{self, HEADER_LEN as IP_HLEN},
-    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MnTunnel},
+    ipv4::{self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, MIP_TUNNEL_HLEN, UDP_TUNNEL_LEN},
+    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL, MnTunnel},
 };
 
 use crate::{
     fib::{self, Route},
     maps::{MN_TUNNEL, next_ip_id},
-    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Ipv4Hdr, Packet as _, skb_gso_size, skb_ifindex},
+    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _, skb_gso_size, skb_ifindex},
     xdp_ip::{self, Verdict},
 };
 
@@ -35,7 +36,20 @@ fn tunnel() -> Option<MnTunnel> {
     (tunnel.flags & MN_ACTIVE != 0).then_some(tunnel)
 }
 
-/// XDP ingress: strips the home agent's IP-in-IP header from packets for the home address.
+/// The UDP and MIP Tunnel Data headers of an IP-in-UDP packet (RFC 3519 §3.3).
+#[repr(C)]
+struct UdpTunnelHdr {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    len: [u8; 2],
+    _checksum: [u8; 2],
+    kind: u8,
+    next_header: u8,
+    _reserved: [u8; 2],
+}
+
+/// XDP ingress: strips the home agent's IP-in-IP or IP-in-UDP header from packets for the home
+/// address.
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> Verdict {
     let Some(tunnel) = tunnel() else {
@@ -54,43 +68,93 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
     };
     // Only the tunnel from our home agent to our current care-of address is ours (RFC 3024
     // §5.2's mirror image: the home agent is the only legitimate tunnel entry point).
-    if outer.protocol != ipv4::PROTO_IPIP
-        || outer.src_addr != tunnel.home_agent
-        || outer.dst_addr != tunnel.care_of_addr
+    if outer.src_addr != tunnel.home_agent || outer.dst_addr != tunnel.care_of_addr {
+        return (XDP_PASS, Counter::Passed);
+    }
+    if outer.protocol == ipv4::PROTO_IPIP {
+        if outer.is_fragment() {
+            return (XDP_DROP, Counter::TunnelFragment);
+        }
+        if outer.ihl() != 5 {
+            return (XDP_DROP, Counter::TunnelOptions);
+        }
+        let room = outer.total_len().saturating_sub(IP_HLEN as u16);
+        return decapsulate::<IP_HLEN>(ctx, &tunnel, room, Counter::MnDecap);
+    }
+    if outer.protocol != ipv4::PROTO_UDP
+        || tunnel.flags & MN_UDP_TUNNEL == 0
+        || outer.is_fragment()
+        || outer.ihl() != 5
     {
         return (XDP_PASS, Counter::Passed);
     }
-    if outer.is_fragment() {
-        return (XDP_DROP, Counter::TunnelFragment);
+    let Ok(hdr) = ctx.ptr_at::<UdpTunnelHdr>(ETH_HLEN + IP_HLEN) else {
+        return (XDP_PASS, Counter::Passed);
+    };
+    // SAFETY: bounds-checked above; alignment 1; copied out field by field.
+    let (sport, dport, len, kind, next_header) = unsafe {
+        let h = &*hdr;
+        (h.sport, h.dport, h.len, h.kind, h.next_header)
+    };
+    // Registration replies share the ports (type 3): they go up to mipd like anything else
+    // that is not tunnel data on the tunnel's ports (RFC 3519 §4.3).
+    if sport != tunnel.ha_port || dport != tunnel.mn_port || kind != MIP_TUNNEL_DATA {
+        return (XDP_PASS, Counter::Passed);
     }
-    if outer.ihl() != 5 {
-        return (XDP_DROP, Counter::TunnelOptions);
+    if next_header != ipv4::PROTO_IPIP {
+        return (XDP_DROP, Counter::UdpTunnelRejected);
     }
-    let inner = match xdp_ip::checked_inner(ctx, &outer) {
+    let udp_len = u16::from_be_bytes(len);
+    if usize::from(udp_len) < UDP_TUNNEL_LEN - IP_HLEN
+        || udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16)
+    {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    }
+    let room = udp_len - (UDP_TUNNEL_LEN - IP_HLEN) as u16;
+    decapsulate::<UDP_TUNNEL_LEN>(ctx, &tunnel, room, Counter::MnUdpDecap)
+}
+
+/// Checks the inner datagram behind `HLEN` bytes of tunnel headers and strips them.
+#[inline(always)]
+fn decapsulate<const HLEN: usize>(
+    ctx: &XdpContext,
+    tunnel: &MnTunnel,
+    room: u16,
+    decapsulated: Counter,
+) -> Verdict {
+    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + HLEN, room) {
         Ok(inner) => inner,
         Err(verdict) => return verdict,
     };
     if inner.dst_addr != tunnel.home_addr {
         return (XDP_DROP, Counter::MnTunnelRejected);
     }
+    // RFC 3519 §4.9: the home agent's answer to our keepalive is ICMP from the home agent
+    // itself; mipd reads it, still encapsulated, on its registration socket.
+    if HLEN == UDP_TUNNEL_LEN
+        && inner.src_addr == tunnel.home_agent
+        && inner.protocol == ipv4::PROTO_ICMP
+    {
+        return (XDP_PASS, Counter::UdpKeepalive);
+    }
     // RFC 2003 §3.1: the decapsulator MUST discard an inner datagram with TTL 0.
     if inner.ttl == 0 {
         return (XDP_DROP, Counter::TtlExceeded);
     }
-    let Ok(base) = ctx.ptr_at::<[u8; ETH_HLEN + IP_HLEN]>(0) else {
+    let Ok(base) = ctx.ptr_at::<Front<HLEN>>(0) else {
         return (XDP_DROP, Counter::MalformedIpv4);
     };
     let base = base.cast::<u8>();
     // SAFETY: both headers lie in the checked range; the source is copied before the
     // overlapping write.
-    unsafe { *base.add(IP_HLEN).cast::<EthHdr>() = *base.cast::<EthHdr>() };
+    unsafe { *base.add(HLEN).cast::<EthHdr>() = *base.cast::<EthHdr>() };
     // SAFETY: only moves `data`; nothing is accessed afterwards.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, HLEN as i32) } != 0 {
         return (XDP_DROP, Counter::MalformedIpv4);
     }
     // The stack receives the inner datagram as if it had arrived directly: the home address
     // is one of ours, so it is delivered locally (the inner TTL is untouched: not forwarded).
-    (XDP_PASS, Counter::MnDecap)
+    (XDP_PASS, decapsulated)
 }
 
 /// TC egress: reverse-tunnels datagrams sourced from the home address to the home agent, from
@@ -113,39 +177,61 @@ pub fn egress(ctx: &TcContext) -> Verdict {
     if ip.src_addr != tunnel.home_addr {
         return (TC_ACT_OK, Counter::Passed);
     }
+    let udp = tunnel.flags & MN_UDP_TUNNEL != 0;
+    let overhead = if udp { UDP_TUNNEL_LEN } else { IP_HLEN };
     // A host originates these, so the inner TTL is left alone (RFC 2003 §3.1). A GSO
     // super-packet is checked per segment by the stack after we shrink its segment size (the
-    // adjust below does so); a single packet must fit the link with the 20 bytes added.
+    // adjust below does so); a single packet must fit the link with the tunnel headers added.
     if skb_gso_size(ctx) == 0 {
         let mut mtu_len = 0u32;
         // SAFETY: `mtu_len` is a live u32 on our stack; ifindex 0 means the skb's device.
-        let ret = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu_len, IP_HLEN as i32, 0) };
+        let ret = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu_len, overhead as i32, 0) };
         if ret != 0 {
             return (TC_ACT_SHOT, Counter::TooBig);
         }
     }
-    let Some(outer) = ipv4::ipip_header(
-        ip.as_inner(),
-        next_ip_id(),
-        tunnel.care_of_addr,
-        tunnel.home_agent,
-    ) else {
-        return (TC_ACT_SHOT, Counter::TooBig);
+    // Room after the MAC header, marked as IPv4-in-IPv4 (or in UDP, with the 4-byte MIP
+    // Tunnel Data header as the "inner L2" between UDP and the inner IPv4 header) so GSO and
+    // checksum offload still apply to the inner packet, segment by segment.
+    let flags: u64 = if udp {
+        u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP)
+            | ((MIP_TUNNEL_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT)
+    } else {
+        u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)
     };
-    // Room after the MAC header, marked as IPv4-in-IPv4 so GSO and checksum offload still
-    // apply to the inner packet.
-    if ctx
-        .adjust_room(
-            IP_HLEN as i32,
-            BPF_ADJ_ROOM_MAC,
-            u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4),
-        )
-        .is_err()
-    {
-        return (TC_ACT_SHOT, Counter::MnEncapFailed);
-    }
-    if ctx.store(ETH_HLEN, &outer, 0).is_err() {
-        return (TC_ACT_SHOT, Counter::MnEncapFailed);
+    let inner = ip.as_inner();
+    if udp {
+        // §4.4: tunnelled data uses the ports of the most recent registration request.
+        let Some(outer) = ipv4::udp_tunnel_header(
+            inner,
+            next_ip_id(),
+            tunnel.care_of_addr,
+            tunnel.home_agent,
+            u16::from_be_bytes(tunnel.mn_port),
+            u16::from_be_bytes(tunnel.ha_port),
+        ) else {
+            return (TC_ACT_SHOT, Counter::TooBig);
+        };
+        if ctx
+            .adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+            .is_err()
+            || ctx.store(ETH_HLEN, &outer, 0).is_err()
+        {
+            return (TC_ACT_SHOT, Counter::MnEncapFailed);
+        }
+    } else {
+        let Some(outer) =
+            ipv4::ipip_header(inner, next_ip_id(), tunnel.care_of_addr, tunnel.home_agent)
+        else {
+            return (TC_ACT_SHOT, Counter::TooBig);
+        };
+        if ctx
+            .adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags)
+            .is_err()
+            || ctx.store(ETH_HLEN, &outer, 0).is_err()
+        {
+            return (TC_ACT_SHOT, Counter::MnEncapFailed);
+        }
     }
     // The stack addressed the frame to the next hop toward the inner destination; the outer
     // one (the home agent) may route elsewhere: through another router, or out of another
@@ -155,6 +241,11 @@ pub fn egress(ctx: &TcContext) -> Verdict {
     // agent reached through another interface would come back as "no route" and the tunnel
     // packet would leave here with the inner destination's MAC. (Either way the helper
     // answers only when IPv4 forwarding is enabled on the interface.)
+    let encapsulated = if udp {
+        Counter::MnUdpEncap
+    } else {
+        Counter::MnEncap
+    };
     let ifindex = skb_ifindex(ctx);
     let route = fib::lookup(
         ctx.as_ptr(),
@@ -180,9 +271,9 @@ pub fn egress(ctx: &TcContext) -> Verdict {
         }
         if out != ifindex {
             // SAFETY: plain helper call; returns TC_ACT_REDIRECT.
-            return (unsafe { bpf_redirect(out, 0) } as u32, Counter::MnEncap);
+            return (unsafe { bpf_redirect(out, 0) } as u32, encapsulated);
         }
-        return (TC_ACT_OK, Counter::MnEncap);
+        return (TC_ACT_OK, encapsulated);
     }
     // No answer: the next hop is not resolved yet, or forwarding is off on this interface (the
     // usual state of a host, and the helper then declines). Let the kernel route the tunnel
@@ -191,5 +282,5 @@ pub fn egress(ctx: &TcContext) -> Verdict {
     // SAFETY: plain helper call with no parameters struct; returns TC_ACT_REDIRECT or
     // TC_ACT_SHOT.
     let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as u32;
-    (verdict, Counter::MnEncap)
+    (verdict, encapsulated)
 }

@@ -163,6 +163,14 @@ impl<T> core::ops::DerefMut for Aligned<T> {
     }
 }
 
+/// The front of a tunnel packet: the Ethernet header and `HLEN` bytes of tunnel headers (a
+/// struct, because a const parameter cannot size an array as `ETH_HLEN + HLEN`).
+#[repr(C)]
+pub struct Front<const HLEN: usize> {
+    pub eth: [u8; ETH_HLEN],
+    pub tunnel: [u8; HLEN],
+}
+
 /// The packet is shorter than the header asked for.
 pub struct OutOfBounds;
 

@@ -1,7 +1,7 @@
 //! IPv4 header validation shared by the XDP programs.
 
 use aya_ebpf::{bindings::xdp_action::XDP_DROP, programs::XdpContext};
-use mipx_common::{counters::Counter, ipv4::HEADER_LEN as IP_HLEN};
+use mipx_common::counters::Counter;
 
 use crate::parse::{Aligned, ETH_HLEN, IPV4_MIN_IHL, Ipv4Hdr, Packet as _};
 
@@ -32,23 +32,23 @@ pub fn checked_ipv4(ctx: &XdpContext) -> Result<Aligned<Ipv4Hdr>, Verdict> {
     Ok(ip)
 }
 
-/// Reads and checks the inner header of an IP-in-IP packet whose outer header (no options)
-/// was checked by [`checked_ipv4`]: it must be IPv4 and fit inside the outer datagram.
+/// Reads and checks the inner header of a tunnel packet, at offset `at` (after the Ethernet
+/// header and the tunnel headers, whose outer IPv4 header has no options): it must be IPv4 and
+/// fit in the `room` bytes the outer headers leave for it.
 #[inline(always)]
-pub fn checked_inner(ctx: &XdpContext, outer: &Ipv4Hdr) -> Result<Aligned<Ipv4Hdr>, Verdict> {
+pub fn checked_inner(ctx: &XdpContext, at: usize, room: u16) -> Result<Aligned<Ipv4Hdr>, Verdict> {
     let malformed = (XDP_DROP, Counter::MalformedIpv4);
-    let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN + IP_HLEN) else {
+    let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(at) else {
         return Err(malformed);
     };
     // SAFETY: as above.
     let inner = unsafe { Ipv4Hdr::read(inner) };
     let header_len = usize::from(inner.ihl()) * 4;
     let total_len = usize::from(inner.total_len());
-    let room = usize::from(outer.total_len()).saturating_sub(IP_HLEN);
     if inner.version() != 4
         || inner.ihl() < IPV4_MIN_IHL
         || total_len < header_len
-        || total_len > room
+        || total_len > usize::from(room)
     {
         return Err(malformed);
     }

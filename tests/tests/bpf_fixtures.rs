@@ -467,6 +467,7 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         home_agent,
         care_of_addr: COA,
         flags,
+        ..MnTunnel::default()
     };
     match setup {
         Setup::Empty => {}

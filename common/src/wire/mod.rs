@@ -15,7 +15,10 @@ mod registration;
 mod tunnel;
 
 pub use code::ReplyCode;
-pub use ext::{AuthExtension, Extension, ExtensionIter, ExtensionType, ExtensionWriter};
+pub use ext::{
+    AuthExtension, Extension, ExtensionIter, ExtensionType, ExtensionWriter, UdpTunnelReply,
+    UdpTunnelRequest,
+};
 pub use registration::{
     LIFETIME_INFINITE, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
 };

@@ -97,6 +97,11 @@ fn render(resp: &Response) -> String {
                 match (mn.care_of_addr, mn.remaining_secs) {
                     (Some(c), Some(r)) => {
                         let _ = writeln!(out, "care-of   {c} ({r}s left)");
+                        let tunnel = match mn.udp_keepalive_secs {
+                            Some(k) => format!("IP-in-UDP (RFC 3519), keepalive every {k}s"),
+                            None => "IP-in-IP".into(),
+                        };
+                        let _ = writeln!(out, "tunnel    {tunnel}");
                     }
                     _ => {
                         let _ = writeln!(out, "care-of   -");
@@ -107,10 +112,11 @@ fn render(resp: &Response) -> String {
         Response::Bindings(bindings) => {
             let _ = writeln!(
                 out,
-                "{:<16} {:<16} {:<22} {:<9} {:>10} {:>8} {:>9}",
+                "{:<16} {:<16} {:<22} {:<10} {:<9} {:>10} {:>8} {:>9}",
                 "HOME ADDRESS",
                 "CARE-OF ADDRESS",
                 "SOURCE",
+                "TUNNEL",
                 "FLAGS",
                 "SPI",
                 "LIFETIME",
@@ -119,10 +125,11 @@ fn render(resp: &Response) -> String {
             for b in bindings {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<16} {:<22} {:<9} {:>10} {:>7}s {:>8}s",
+                    "{:<16} {:<16} {:<22} {:<10} {:<9} {:>10} {:>7}s {:>8}s",
                     b.home_addr,
                     b.care_of_addr,
                     b.source.to_string(),
+                    tunnel_kind(b),
                     b.flags,
                     b.spi,
                     b.lifetime,
@@ -231,4 +238,14 @@ fn render(resp: &Response) -> String {
         }
     }
     out
+}
+
+/// The TUNNEL column: IP-in-IP, or IP-in-UDP to the address the registration came from, which
+/// differs from the care-of address behind a NAT (RFC 3519 §4.6) and not when forced.
+fn tunnel_kind(b: &mipx_control::api::BindingInfo) -> &'static str {
+    match b.udp_tunnel {
+        None => "ip-in-ip",
+        Some(end) if *end.ip() != b.care_of_addr => "udp nat",
+        Some(_) => "udp",
+    }
 }

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use mipx_common::ipv4;
 use mipx_common::wire::{
-    Error as WireError, Extension, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
-    RequestRepr,
+    Error as WireError, Extension, MessageType, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
+    RequestPacket, RequestRepr, TunnelDataPacket, UdpTunnelReply, UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -47,6 +48,32 @@ pub struct MobileNodeEntry {
     pub sa: SecurityAssociation,
 }
 
+/// What the home agent does with RFC 3519 UDP Tunnel Requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpTunnelPolicy {
+    /// Assent to UDP tunnelling when a NAT is detected (§4.6). Off: such requests are denied
+    /// with 129 (§4.6.1, "NAT detected ... but traversal not allowed").
+    pub enabled: bool,
+    /// Honour the F flag without a NAT (§3.1.1). Off: 129 (§4.6.1).
+    pub allow_forced: bool,
+    /// Keepalive Interval for the UDP Tunnel Reply, seconds; 0 lets the mobile node use its
+    /// default (§3.2).
+    pub keepalive_interval: u16,
+}
+
+impl Default for UdpTunnelPolicy {
+    fn default() -> Self {
+        UdpTunnelPolicy {
+            enabled: true,
+            allow_forced: true,
+            keepalive_interval: DEFAULT_KEEPALIVE_SECS,
+        }
+    }
+}
+
+/// RFC 3519 §4.9: "K is a parameter with a default value of 110 seconds".
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 110;
+
 /// Home agent configuration.
 #[derive(Clone, Debug)]
 pub struct HaConfig {
@@ -55,6 +82,7 @@ pub struct HaConfig {
     /// Longest lifetime granted; longer requests are shortened, never refused (§3.8.2.2).
     pub max_lifetime: u16,
     pub mobile_nodes: Vec<MobileNodeEntry>,
+    pub udp_tunnel: UdpTunnelPolicy,
 }
 
 /// Why a binding ended.
@@ -101,6 +129,16 @@ pub struct HaStats {
     pub dropped_unknown_sa: u64,
     /// Silently discarded: a Foreign-Home extension without an FA security association (d).
     pub dropped_fa_auth: u64,
+    /// Registrations accepted with UDP tunnelling (RFC 3519): behind a NAT, or forced.
+    pub udp_tunnels: u64,
+    /// UDP Tunnel Requests declined because no NAT was detected and F was clear (§4.6).
+    pub udp_tunnels_declined: u64,
+    /// Keepalives (RFC 3519 §4.9) answered.
+    pub keepalives: u64,
+    /// Silently discarded: tunnel data that reached the daemon and is not a keepalive from a
+    /// UDP-tunnelled binding's far end (malformed, unknown home address, wrong address or
+    /// port, §4.3).
+    pub dropped_tunnel_data: u64,
 }
 
 /// The home agent.
@@ -115,6 +153,8 @@ pub struct HomeAgent {
     transmits: VecDeque<Transmit>,
     events: VecDeque<HaEvent>,
     stats: HaStats,
+    /// Identification of the IPv4 headers of keepalive answers.
+    next_ip_id: u16,
 }
 
 /// What one request resolved to, before the reply is built.
@@ -125,8 +165,26 @@ enum Verdict {
         lifetime: u16,
         identification: u64,
         home_agent: Ipv4Addr,
+        /// The UDP Tunnel Reply extension to include (RFC 3519 §4.6).
+        udp_reply: Option<UdpTunnelReply>,
     },
 }
+
+/// The mobile node's UDP Tunnel Request extension (RFC 3519 §3.1), as found before the
+/// Mobile-Home Authentication Extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UdpTunnelAsk {
+    None,
+    Request(UdpTunnelRequest),
+    /// Sub-type 0 with a non-zero Reserved 3: §4.6.1 asks for 134 (while §3.1.3 would skip
+    /// it as not understood; the home agent's rule is the more specific one).
+    ReservedSet,
+}
+
+/// Reply code of a UDP Tunnel Reply that assents (RFC 3519 §3.2.1).
+const UDP_TUNNEL_ASSENT: u8 = 0;
+/// Reply code of a UDP Tunnel Reply that declines, reason unspecified (§3.2.1).
+const UDP_TUNNEL_DECLINED: u8 = 64;
 
 impl HomeAgent {
     pub fn new(config: HaConfig) -> Self {
@@ -144,6 +202,7 @@ impl HomeAgent {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: HaStats::default(),
+            next_ip_id: 0,
         }
     }
 
@@ -181,6 +240,10 @@ impl HomeAgent {
     /// Processes one datagram received on UDP port 434 from `from`, sent to our address `to`.
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, to: Ipv4Addr, bytes: &[u8]) {
         self.handle_timeout(now);
+        if bytes.first().map(|&t| MessageType::from(t)) == Some(MessageType::TunnelData) {
+            self.handle_tunnel_data(from, to, bytes);
+            return;
+        }
         self.stats.requests += 1;
         let Ok(packet) = RequestPacket::new_checked(bytes) else {
             self.stats.dropped_malformed += 1;
@@ -196,6 +259,7 @@ impl HomeAgent {
         // belong to the foreign agent (§3.7.2.2). Everything must parse (§1.9).
         let mut mn_ha = None;
         let mut nai = None;
+        let mut udp = UdpTunnelAsk::None;
         let mut fa_ha = 0usize;
         let mut duplicate = false;
         let mut seen = [false; 256];
@@ -210,6 +274,16 @@ impl HomeAgent {
                     match ext {
                         Extension::MnHaAuth(a) if mn_ha.is_none() => mn_ha = Some((at, a)),
                         Extension::MnNai(n) if mn_ha.is_none() => nai = Some(n),
+                        // RFC 3519 §4.4: the mobile node's goes before its authentication
+                        // extension; one after it would be a foreign agent's (§4.5).
+                        Extension::UdpTunnelRequest(r) if mn_ha.is_none() => {
+                            udp = UdpTunnelAsk::Request(r);
+                        }
+                        Extension::Other { kind: 144, data }
+                            if mn_ha.is_none() && data.len() == 6 && data[0] == 0 =>
+                        {
+                            udp = UdpTunnelAsk::ReservedSet;
+                        }
                         Extension::FaHaAuth(_) => fa_ha += 1,
                         _ => {}
                     }
@@ -248,12 +322,14 @@ impl HomeAgent {
             auth_ext.authenticator,
             fa_ha,
             duplicate,
+            udp,
         );
         let Verdict::Reply {
             code,
             lifetime,
             identification,
             home_agent,
+            udp_reply,
         } = verdict
         else {
             return;
@@ -271,8 +347,13 @@ impl HomeAgent {
         let mut fixed = [0u8; ReplyRepr::LEN];
         // The buffer is exactly LEN bytes.
         let _ = reply.emit(&mut ReplyPacket::new_unchecked(&mut fixed[..]));
-        // RFC 2794 §3: a reply to a request carrying the NAI carries it too.
-        let extensions: Vec<Extension<'_>> = nai.map(Extension::MnNai).into_iter().collect();
+        // RFC 3519 §4.6: the UDP Tunnel Reply, covered by the authenticator. RFC 2794 §3: a
+        // reply to a request carrying the NAI carries it too.
+        let extensions: Vec<Extension<'_>> = udp_reply
+            .map(Extension::UdpTunnelReply)
+            .into_iter()
+            .chain(nai.map(Extension::MnNai))
+            .collect();
         let payload = signed_message(&fixed, &extensions, sa.spi, &sa.key);
         // §3.8.3.1: reply from the address the request was sent to, to its source.
         self.transmits.push_back(Transmit {
@@ -298,6 +379,7 @@ impl HomeAgent {
         authenticator: &[u8],
         fa_ha: usize,
         duplicate: bool,
+        udp: UdpTunnelAsk,
     ) -> Verdict {
         let our = self.config.address;
         let reply = |code, lifetime, identification| Verdict::Reply {
@@ -305,6 +387,7 @@ impl HomeAgent {
             lifetime,
             identification,
             home_agent: our,
+            udp_reply: None,
         };
 
         // (a) Authenticator. §3.8.2.1 lets us answer 131 (signed with the SA we have) when
@@ -355,7 +438,23 @@ impl HomeAgent {
         if duplicate {
             return reply(ReplyCode::HaPoorlyFormedRequest, 0, req.identification);
         }
-        if req.flags.contains(RequestFlags::M) || req.flags.contains(RequestFlags::G) {
+        let (udp_reply, udp_tunnel) = match self.udp_tunnel_decision(from, req, udp) {
+            Ok(decision) => decision,
+            Err(code) => {
+                info!(%from, home = %req.home_addr, coa = %req.care_of_addr, code = u8::from(code), "UDP tunnel request refused (RFC 3519 §4.6.1)");
+                return reply(code, 0, req.identification);
+            }
+        };
+        let reply = |code, lifetime, identification| Verdict::Reply {
+            code,
+            lifetime,
+            identification,
+            home_agent: our,
+            udp_reply,
+        };
+        if udp_tunnel.is_none()
+            && (req.flags.contains(RequestFlags::M) || req.flags.contains(RequestFlags::G))
+        {
             // Only IP-in-IP (RFC 2003) is offered; minimal and GRE encapsulation are not.
             return reply(ReplyCode::HaEncapsulationUnavailable, 0, req.identification);
         }
@@ -375,11 +474,13 @@ impl HomeAgent {
         // §3.4: the HA MUST NOT increase the lifetime; it may shorten it. Infinity (0xffff)
         // is shortened to our maximum like any other value.
         let lifetime = req.lifetime.min(self.config.max_lifetime);
+        let binding_udp = udp_tunnel.is_some();
         let binding = Binding {
             home_addr: req.home_addr,
             care_of_addr: req.care_of_addr,
             source: from,
             flags: req.flags,
+            udp_tunnel,
             spi: sa.spi,
             identification: req.identification,
             lifetime,
@@ -389,6 +490,16 @@ impl HomeAgent {
         match self.bindings.insert(binding.clone()) {
             // A refresh from the same care-of address is routine: at 100,000 mobile nodes an
             // info line per refresh would cost more than the registration itself.
+            Some(old)
+                if old.care_of_addr == binding.care_of_addr
+                    && old.udp_tunnel != binding.udp_tunnel =>
+            {
+                // RFC 3519 §4.10: the NAT lost its mapping and the re-registration came through
+                // a new one (or UDP tunnelling started or stopped): the tunnel follows.
+                info!(home = %binding.home_addr, coa = %binding.care_of_addr, from = ?old.udp_tunnel, to = ?binding.udp_tunnel, "UDP tunnel endpoint changed");
+                self.events
+                    .push_back(HaEvent::BindingUpdated { old, new: binding });
+            }
             Some(old) if old.care_of_addr == binding.care_of_addr => {
                 debug!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, "binding refreshed");
                 self.events
@@ -400,11 +511,14 @@ impl HomeAgent {
                     .push_back(HaEvent::BindingUpdated { old, new: binding });
             }
             None => {
-                info!(home = %binding.home_addr, coa = %binding.care_of_addr, lifetime, flags = %binding.flags, "binding added");
+                info!(home = %binding.home_addr, coa = %binding.care_of_addr, udp_tunnel = ?binding.udp_tunnel, lifetime, flags = %binding.flags, "binding added");
                 self.events.push_back(HaEvent::BindingAdded(binding));
             }
         }
         self.stats.accepted += 1;
+        if binding_udp {
+            self.stats.udp_tunnels += 1;
+        }
         // Simultaneous bindings are refused deliberately: one care-of address per home address
         // keeps the dataplane a single lookup. Code 1 tells an MN that asked (S) (§3.4).
         let code = if req.flags.contains(RequestFlags::S) {
@@ -413,6 +527,103 @@ impl HomeAgent {
             ReplyCode::Accepted
         };
         reply(code, lifetime, req.identification)
+    }
+
+    /// RFC 3519 §4.6 and §4.6.1: what to answer a UDP Tunnel Request, and the tunnel's far
+    /// end if UDP tunnelling is to be used. `Err` is the code to deny the registration with.
+    fn udp_tunnel_decision(
+        &mut self,
+        from: SocketAddrV4,
+        req: &RequestRepr,
+        udp: UdpTunnelAsk,
+    ) -> Result<(Option<UdpTunnelReply>, Option<SocketAddrV4>), ReplyCode> {
+        let ask = match udp {
+            UdpTunnelAsk::None => return Ok((None, None)),
+            UdpTunnelAsk::ReservedSet => return Err(ReplyCode::HaPoorlyFormedRequest),
+            UdpTunnelAsk::Request(ask) => ask,
+        };
+        // §3.1.5: UDP tunnelling is only meaningful when the mobile node decapsulates (D).
+        if !req.flags.contains(RequestFlags::D) {
+            return Err(ReplyCode::HaPoorlyFormedRequest);
+        }
+        // §4.6/§4.11: with R the registration came through a foreign agent and the tunnel's
+        // port is only learnt from the first keepalive ("half bound"). We do not set up such
+        // tunnels yet, and assenting without would send the tunnel to the foreign agent.
+        if ask.reg_through_fa {
+            return Err(ReplyCode::HaAdminProhibited);
+        }
+        // §4.6: "MUST use a mismatch between source IP address and care-of address ... as the
+        // indication that a mobile node may reside behind a NAT".
+        let nat = *from.ip() != req.care_of_addr;
+        if req.is_deregistration() || (!nat && !ask.force) {
+            // §4.6: "SHOULD respond with ... a declining UDP Tunnel Reply" (and a
+            // deregistration sets up no tunnel at all).
+            self.stats.udp_tunnels_declined += u64::from(!req.is_deregistration());
+            let decline = UdpTunnelReply {
+                reply_code: UDP_TUNNEL_DECLINED,
+                forced: false,
+                keepalive_interval: 0,
+            };
+            return Ok((Some(decline), None));
+        }
+        let policy = self.config.udp_tunnel;
+        if !policy.enabled || (!nat && !policy.allow_forced) {
+            return Err(ReplyCode::HaAdminProhibited);
+        }
+        // §3.1.4/§4.1: 0 means "per M and G", which would be GRE- or minimal-in-UDP; only
+        // IP-in-UDP is implemented, so anything else is ERROR_HA_UDP_ENCAP_UNAVAIL.
+        let encapsulation = match ask.encapsulation {
+            0 if req.flags.contains(RequestFlags::M) || req.flags.contains(RequestFlags::G) => None,
+            0 | ipv4::PROTO_IPIP => Some(ipv4::PROTO_IPIP),
+            _ => None,
+        };
+        if encapsulation.is_none() {
+            return Err(ReplyCode::HaUdpEncapUnavailable);
+        }
+        let assent = UdpTunnelReply {
+            reply_code: UDP_TUNNEL_ASSENT,
+            forced: ask.force,
+            keepalive_interval: policy.keepalive_interval,
+        };
+        Ok((Some(assent), Some(from)))
+    }
+
+    /// A MIP Tunnel Data message that reached the daemon: a keepalive (RFC 3519 §4.9) from a
+    /// UDP-tunnelled binding's far end is answered with the matching echo reply through the
+    /// same tunnel; anything else is counted and dropped (the dataplane handles data).
+    fn handle_tunnel_data(&mut self, from: SocketAddrV4, to: Ipv4Addr, bytes: &[u8]) {
+        let Some(echo) = parse_keepalive(bytes, ICMP_ECHO_REQUEST) else {
+            self.stats.dropped_tunnel_data += 1;
+            debug!(%from, len = bytes.len(), "dropped: tunnel data that is not a keepalive");
+            return;
+        };
+        let our = self.config.address;
+        let bound = self
+            .bindings
+            .get(echo.src)
+            .is_some_and(|b| b.udp_tunnel == Some(from));
+        // §4.3: the outer address and port must be exactly the tunnel's; a keepalive through
+        // a new NAT mapping is not answered, so the mobile node notices and re-registers
+        // (§4.10) rather than us trusting an unauthenticated port.
+        if !bound || echo.dst != our || to != our {
+            self.stats.dropped_tunnel_data += 1;
+            debug!(%from, home = %echo.src, "dropped: keepalive not from the binding's UDP tunnel");
+            return;
+        }
+        self.next_ip_id = self.next_ip_id.wrapping_add(1);
+        let payload = keepalive_message(
+            our,
+            echo.src,
+            self.next_ip_id,
+            ICMP_ECHO_REPLY,
+            echo.icmp_rest,
+        );
+        self.stats.keepalives += 1;
+        self.transmits.push_back(Transmit {
+            src: Some(to),
+            dst: from,
+            payload,
+        });
     }
 
     /// Adopts a binding that a previous `mipd` left in the pinned dataplane (a restart, even
@@ -464,4 +675,84 @@ impl HomeAgent {
     pub fn poll_event(&mut self) -> Option<HaEvent> {
         self.events.pop_front()
     }
+}
+/// ICMP Echo Request type (RFC 792).
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMP Echo Reply type (RFC 792).
+pub const ICMP_ECHO_REPLY: u8 = 0;
+
+/// A UDP-tunnelled ICMP echo (RFC 3519 §4.9), as parsed from a MIP Tunnel Data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive<'a> {
+    /// Inner source and destination.
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// The echo's identifier, sequence number and data (everything after type, code and
+    /// checksum), which the reply carries back unchanged (RFC 792).
+    pub icmp_rest: &'a [u8],
+}
+
+/// Parses a MIP Tunnel Data message carrying an ICMP echo of type `icmp_type` in IPv4, with
+/// valid IP and ICMP checksums; `None` for anything else.
+pub fn parse_keepalive(bytes: &[u8], icmp_type: u8) -> Option<Keepalive<'_>> {
+    let data = TunnelDataPacket::new_checked(bytes).ok()?;
+    if data.next_header() != ipv4::PROTO_IPIP {
+        return None;
+    }
+    let ip = &bytes[ipv4::MIP_TUNNEL_HLEN..];
+    let header: &[u8; ipv4::HEADER_LEN] = ip.get(..ipv4::HEADER_LEN)?.try_into().ok()?;
+    let ihl = usize::from(header[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let flags_frag = u16::from_be_bytes([header[6], header[7]]);
+    if header[0] >> 4 != 4
+        || ihl != ipv4::HEADER_LEN
+        || total < ihl + 8
+        || total > ip.len()
+        || flags_frag & (ipv4::MF | ipv4::OFFSET_MASK) != 0
+        || header[ipv4::field::PROTOCOL] != ipv4::PROTO_ICMP
+        || !ipv4::checksum_ok(header)
+    {
+        return None;
+    }
+    let icmp = &ip[ihl..total];
+    if icmp[0] != icmp_type || icmp[1] != 0 || ipv4::checksum(icmp) != 0 {
+        return None;
+    }
+    Some(Keepalive {
+        src: Ipv4Addr::from(<[u8; 4]>::try_from(&header[12..16]).ok()?),
+        dst: Ipv4Addr::from(<[u8; 4]>::try_from(&header[16..20]).ok()?),
+        icmp_rest: &icmp[4..],
+    })
+}
+
+/// Builds a keepalive (RFC 3519 §4.9: "a properly UDP encapsulated ICMP echo request directed
+/// to the home agent") or the answer to one: MIP Tunnel Data header (Next Header 4), IPv4
+/// header from `src` to `dst`, ICMP echo of `icmp_type` with `icmp_rest` (identifier, sequence
+/// number, data). The UDP header is the socket's.
+pub fn keepalive_message(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ip_id: u16,
+    icmp_type: u8,
+    icmp_rest: &[u8],
+) -> Vec<u8> {
+    let icmp_len = 4 + icmp_rest.len();
+    let total = (ipv4::HEADER_LEN + icmp_len) as u16;
+    let mut out = Vec::with_capacity(ipv4::MIP_TUNNEL_HLEN + usize::from(total));
+    out.extend_from_slice(&[ipv4::MIP_TUNNEL_DATA, ipv4::PROTO_IPIP, 0, 0]);
+    out.extend_from_slice(&ipv4::header(
+        0,
+        total,
+        ip_id,
+        0,
+        ipv4::PROTO_ICMP,
+        src.octets(),
+        dst.octets(),
+    ));
+    let at = out.len();
+    out.extend_from_slice(&[icmp_type, 0, 0, 0]);
+    out.extend_from_slice(icmp_rest);
+    let ck = ipv4::checksum(&out[at..]).to_be_bytes();
+    out[at + 2..at + 4].copy_from_slice(&ck);
+    out
 }

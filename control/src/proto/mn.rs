@@ -7,12 +7,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
-    RequestRepr,
+    Extension, MIP_PORT, MessageType, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
+    RequestPacket, RequestRepr, UdpTunnelReply, UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use super::ha::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, keepalive_message, parse_keepalive};
 use super::{Now, Transmit, ntp_timestamp, signed_message};
 use crate::auth::{self, SecurityAssociation};
 
@@ -34,6 +35,45 @@ pub struct MnConfig {
     pub report_after_attempts: u32,
     /// Optional NAI (RFC 2794), sent before the authentication extension.
     pub nai: Option<String>,
+    /// RFC 3519 NAT traversal.
+    pub nat_traversal: NatTraversal,
+}
+
+/// Whether and how the mobile node asks for RFC 3519 UDP tunnelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatTraversalMode {
+    /// Never send the UDP Tunnel Request extension: IP-in-IP only.
+    Off,
+    /// Send it, so the home agent tunnels in UDP if it sees a NAT (§4.4).
+    Auto,
+    /// Send it with F set: UDP tunnelling even without a NAT, for paths that pass Mobile IP
+    /// signalling but not IP-in-IP (a firewall, §3.1.1).
+    Force,
+}
+
+/// RFC 3519 settings of the mobile node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatTraversal {
+    pub mode: NatTraversalMode,
+    /// Keepalive interval K when the home agent's reply says 0 (§4.9: default 110 s).
+    pub keepalive: Duration,
+    /// How long to wait for the answer to a keepalive before sending it again.
+    pub keepalive_timeout: Duration,
+    /// Keepalives sent again without an answer before the NAT mapping is taken as lost and
+    /// the mobile node re-registers (§4.10).
+    pub keepalive_retries: u32,
+}
+
+impl Default for NatTraversal {
+    fn default() -> Self {
+        NatTraversal {
+            mode: NatTraversalMode::Auto,
+            keepalive: Duration::from_secs(110),
+            keepalive_timeout: Duration::from_secs(2),
+            keepalive_retries: 3,
+        }
+    }
 }
 
 /// Outcomes, for the shell to report and act on (routes, dataplane).
@@ -43,7 +83,13 @@ pub enum MnEvent {
         care_of_addr: Ipv4Addr,
         lifetime: u16,
         code: ReplyCode,
+        /// The home agent assented to RFC 3519 UDP tunnelling: both directions are IP-in-UDP
+        /// on the registration's ports.
+        udp_tunnel: bool,
     },
+    /// RFC 3519 §4.10: keepalives went unanswered, so the NAT has probably dropped its
+    /// mapping; a re-registration is under way.
+    NatMappingLost,
     Deregistered,
     Denied {
         code: ReplyCode,
@@ -80,6 +126,10 @@ pub struct MnStats {
     pub resynchronisations: u64,
     /// Replies silently discarded: malformed, wrong identification, or failed authentication.
     pub dropped_replies: u64,
+    /// RFC 3519 keepalives sent, answers received, and mappings found lost (§4.9-4.10).
+    pub keepalives_sent: u64,
+    pub keepalive_replies: u64,
+    pub nat_mapping_losses: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -100,7 +150,24 @@ struct Active {
     lifetime: u16,
     expires_at: Duration,
     renew_at: Duration,
+    udp: Option<UdpTunnel>,
 }
+
+/// Keepalive state of an RFC 3519 UDP tunnel (§4.9).
+#[derive(Clone, Debug)]
+struct UdpTunnel {
+    /// K: the home agent's interval, or our default.
+    keepalive: Duration,
+    /// When the next keepalive is due (or, with one outstanding, when it is sent again).
+    due: Duration,
+    /// Sequence number of the keepalive awaiting an answer, and how often it was sent.
+    outstanding: Option<(u16, u32)>,
+    /// When the first copy of the current keepalive was sent: the next is due K after it.
+    cycle_start: Duration,
+}
+
+/// ICMP identifier of our keepalives (any fixed value: the home agent echoes it).
+const KEEPALIVE_ICMP_ID: u16 = 0x6d78;
 
 /// The mobile node.
 #[derive(Debug)]
@@ -116,6 +183,8 @@ pub struct MobileNode {
     transmits: VecDeque<Transmit>,
     events: VecDeque<MnEvent>,
     stats: MnStats,
+    keepalive_seq: u16,
+    ip_id: u16,
 }
 
 impl MobileNode {
@@ -131,6 +200,8 @@ impl MobileNode {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: MnStats::default(),
+            keepalive_seq: 0,
+            ip_id: 0,
         }
     }
 
@@ -149,6 +220,11 @@ impl MobileNode {
             (Some(_), None) => MnState::Registering,
             (None, None) => MnState::Idle,
         }
+    }
+
+    /// The keepalive interval of the RFC 3519 UDP tunnel, if the registration uses one.
+    pub fn udp_tunnel(&self) -> Option<Duration> {
+        self.active.as_ref()?.udp.as_ref().map(|u| u.keepalive)
     }
 
     /// The registered care-of address and the time left, if registered.
@@ -237,7 +313,19 @@ impl MobileNode {
             .nai
             .as_deref()
             .map(|n| Extension::MnNai(n.as_bytes()));
-        let extensions: Vec<Extension<'_>> = nai.into_iter().collect();
+        // RFC 3519 §4.4: with a co-located care-of address the UDP Tunnel Request goes before
+        // the Mobile-Home Authentication Extension. A deregistration sets up no tunnel.
+        let udp = match self.config.nat_traversal.mode {
+            NatTraversalMode::Off => None,
+            _ if p.lifetime == 0 => None,
+            mode => Some(Extension::UdpTunnelRequest(UdpTunnelRequest {
+                force: mode == NatTraversalMode::Force,
+                reg_through_fa: false,
+                // §4.1: IP-in-UDP, the one every implementation must support.
+                encapsulation: mipx_common::ipv4::PROTO_IPIP,
+            })),
+        };
+        let extensions: Vec<Extension<'_>> = udp.into_iter().chain(nai).collect();
         let payload = signed_message(&fixed, &extensions, self.config.sa.spi, &self.config.sa.key);
         self.stats.requests_sent += 1;
         if p.attempts > 1 {
@@ -253,15 +341,54 @@ impl MobileNode {
 
     /// Processes a datagram from the Mobile IP socket.
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, bytes: &[u8]) {
+        if bytes.first().map(|&t| MessageType::from(t)) == Some(MessageType::TunnelData) {
+            self.handle_keepalive_reply(from, bytes);
+            return;
+        }
         match self.check_reply(from, bytes) {
-            Some(reply) => self.accept_reply(now, reply),
+            Some((reply, udp)) => self.accept_reply(now, reply, udp),
             None => self.stats.dropped_replies += 1,
         }
     }
 
+    /// The home agent's answer to our keepalive (RFC 3519 §4.9), which the dataplane passes
+    /// up still encapsulated.
+    fn handle_keepalive_reply(&mut self, from: SocketAddrV4, bytes: &[u8]) {
+        let home_agent = self.config.home_agent;
+        let home_addr = self.config.home_addr;
+        let Some(udp) = self.active.as_mut().and_then(|a| a.udp.as_mut()) else {
+            self.stats.dropped_replies += 1;
+            return;
+        };
+        let answered = parse_keepalive(bytes, ICMP_ECHO_REPLY).is_some_and(|echo| {
+            let id_seq = echo.icmp_rest.get(..4);
+            let expect = udp.outstanding.map(|(seq, _)| {
+                let mut v = KEEPALIVE_ICMP_ID.to_be_bytes().to_vec();
+                v.extend_from_slice(&seq.to_be_bytes());
+                v
+            });
+            from == self.peer
+                && echo.src == home_agent
+                && echo.dst == home_addr
+                && expect.as_deref() == id_seq
+        });
+        if !answered {
+            self.stats.dropped_replies += 1;
+            debug!(%from, "keepalive answer dropped: not the one outstanding");
+            return;
+        }
+        udp.outstanding = None;
+        udp.due = udp.cycle_start + udp.keepalive;
+        self.stats.keepalive_replies += 1;
+    }
+
     /// §3.6.2.1: a reply counts only if it matches our latest request's low 32 bits of
     /// Identification and carries exactly one valid Mobile-Home Authentication Extension.
-    fn check_reply(&self, from: SocketAddrV4, bytes: &[u8]) -> Option<ReplyRepr> {
+    fn check_reply(
+        &self,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    ) -> Option<(ReplyRepr, Option<UdpTunnelReply>)> {
         let pending = self.pending.as_ref()?;
         let packet = ReplyPacket::new_checked(bytes).ok()?;
         let reply = ReplyRepr::parse(&packet).ok()?;
@@ -272,6 +399,7 @@ impl MobileNode {
             return None;
         }
         let mut auth = None;
+        let mut udp = None;
         for item in packet.extensions() {
             match item {
                 Ok((at, Extension::MnHaAuth(a))) => {
@@ -280,6 +408,8 @@ impl MobileNode {
                         return None;
                     }
                 }
+                // Only one the authenticator covers counts (RFC 5944 §3.6.1.3).
+                Ok((_, Extension::UdpTunnelReply(r))) if auth.is_none() => udp = Some(r),
                 Ok(_) => {}
                 Err(e) => {
                     debug!(%from, error = %e, "reply dropped: malformed extensions");
@@ -294,10 +424,10 @@ impl MobileNode {
             warn!(%from, "security exception: reply failed authentication");
             return None;
         }
-        Some(reply)
+        Some((reply, udp))
     }
 
-    fn accept_reply(&mut self, now: Now, reply: ReplyRepr) {
+    fn accept_reply(&mut self, now: Now, reply: ReplyRepr, udp_reply: Option<UdpTunnelReply>) {
         let Some(p) = self.pending.clone() else {
             return;
         };
@@ -344,21 +474,103 @@ impl MobileNode {
         // Renew at 3/4 of the lifetime, leaving room for at least a few retransmissions.
         let renew_at = p.sent_at + granted * 3 / 4;
         self.stats.accepted += 1;
-        info!(coa = %p.care_of_addr, lifetime, "registered");
+        // RFC 3519 §4.4: without a UDP Tunnel Reply the home agent does not know the extension
+        // and UDP tunnelling MUST NOT be used; codes 64 and up decline (§3.2.1).
+        let nat = &self.config.nat_traversal;
+        let udp = udp_reply
+            .filter(|r| nat.mode != NatTraversalMode::Off && r.reply_code < 64)
+            .map(|r| {
+                let keepalive = match r.keepalive_interval {
+                    0 => nat.keepalive,
+                    k => Duration::from_secs(k.into()),
+                };
+                // §4.9: the first keepalive at the earliest K seconds after the request.
+                UdpTunnel {
+                    keepalive,
+                    due: p.sent_at + keepalive,
+                    outstanding: None,
+                    cycle_start: p.sent_at,
+                }
+            });
+        info!(coa = %p.care_of_addr, lifetime, udp_tunnel = udp.is_some(), keepalive_secs = udp.as_ref().map(|u| u.keepalive.as_secs()), "registered");
+        let udp_tunnel = udp.is_some();
         self.active = Some(Active {
             care_of_addr: p.care_of_addr,
             lifetime,
             expires_at,
             renew_at,
+            udp,
         });
         self.events.push_back(MnEvent::Registered {
             care_of_addr: p.care_of_addr,
             lifetime,
             code: reply.code,
+            udp_tunnel,
+        });
+    }
+
+    /// Sends the keepalive that is due, again if unanswered, and re-registers when the NAT
+    /// mapping looks lost (RFC 3519 §4.9-4.10).
+    fn keepalive(&mut self, now: Now) {
+        let (retries, timeout) = (
+            self.config.nat_traversal.keepalive_retries,
+            self.config.nat_traversal.keepalive_timeout,
+        );
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let coa = active.care_of_addr;
+        let Some(udp) = active.udp.as_mut() else {
+            return;
+        };
+        if now.mono < udp.due {
+            return;
+        }
+        let (seq, sent) = match udp.outstanding {
+            Some((_, sent)) if sent > retries => {
+                // Unanswered: the home agent keeps sending to a port the NAT has forgotten.
+                // Re-register through the same socket, so the new mapping reaches it.
+                warn!(coa = %coa, keepalives = sent, "keepalives unanswered: NAT mapping lost, re-registering");
+                udp.outstanding = None;
+                udp.due = now.mono + udp.keepalive;
+                self.stats.nat_mapping_losses += 1;
+                self.events.push_back(MnEvent::NatMappingLost);
+                if self.pending.is_none() {
+                    self.start(now, coa, self.config.lifetime);
+                }
+                return;
+            }
+            Some((seq, sent)) => (seq, sent + 1),
+            None => {
+                self.keepalive_seq = self.keepalive_seq.wrapping_add(1);
+                udp.cycle_start = now.mono;
+                (self.keepalive_seq, 1)
+            }
+        };
+        udp.outstanding = Some((seq, sent));
+        udp.due = now.mono + timeout;
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let mut rest = KEEPALIVE_ICMP_ID.to_be_bytes().to_vec();
+        rest.extend_from_slice(&seq.to_be_bytes());
+        let payload = keepalive_message(
+            self.config.home_addr,
+            self.config.home_agent,
+            self.ip_id,
+            ICMP_ECHO_REQUEST,
+            &rest,
+        );
+        self.stats.keepalives_sent += 1;
+        debug!(seq, attempt = sent, "keepalive sent");
+        // §4.9: from the registration's source port, which the socket guarantees.
+        self.transmits.push_back(Transmit {
+            src: Some(coa),
+            dst: self.peer,
+            payload,
         });
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
+        self.keepalive(now);
         if let Some(a) = &self.active
             && now.mono >= a.expires_at
         {
@@ -396,7 +608,16 @@ impl MobileNode {
     }
 
     pub fn poll_timeout(&self) -> Option<Duration> {
+        let keepalive = self
+            .active
+            .as_ref()
+            .and_then(|a| a.udp.as_ref())
+            .map(|u| u.due);
         let retransmit = self.pending.as_ref().map(|p| p.sent_at + p.timeout);
+        let retransmit = match (retransmit, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let active = self.active.as_ref().map(|a| {
             if self.pending.is_some() {
                 a.expires_at
