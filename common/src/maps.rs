@@ -162,7 +162,9 @@ pub const MN_ACTIVE: u32 = 1 << 0;
 pub const MN_REVERSE_TUNNEL: u32 = 1 << 1;
 
 /// [`MnTunnel::flags`]: the home agent assented to RFC 3519 UDP tunnelling: both directions
-/// are IP-in-UDP between `mn_port` and `ha_port`, and plain IP-in-IP is refused (§4.7).
+/// are IP-in-UDP between `mn_port` and `ha_port` (§4.7). IP-in-IP from the home agent is still
+/// decapsulated: after a move out of a NAT the home agent switches first, and the packets it
+/// sends before our registration reply arrives would otherwise be lost.
 pub const MN_UDP_TUNNEL: u32 = 1 << 2;
 
 /// The mobile node's current registration, in [`MN_TUNNEL_MAP`] slot 0.

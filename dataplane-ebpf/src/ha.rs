@@ -292,9 +292,11 @@ fn decapsulate_ipip(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
     };
     // SAFETY: a live map value.
     let tunnel = unsafe { Tunnel::read(binding) };
+    // RFC 3519 §4.7: a binding with UDP tunnelling carries all its data in UDP.
     if tunnel.care_of_addr != outer.src_addr
         || tunnel.home_agent != outer.dst_addr
         || tunnel.flags & TUNNEL_REVERSE == 0
+        || tunnel.flags & TUNNEL_UDP != 0
     {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     }
@@ -332,7 +334,13 @@ fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, cfg: &HaDataplaneConfig) -
         let h = &*hdr;
         (h.sport, h.dport, h.len, h.kind, h.next_header)
     };
-    if dport != cfg.udp_port || kind != MIP_TUNNEL_DATA {
+    // A datagram too short to hold the Tunnel Data header is not tunnel data, whatever
+    // Ethernet padding follows it.
+    let udp_len = u16::from_be_bytes(len);
+    if dport != cfg.udp_port
+        || usize::from(udp_len) < UDP_HLEN + ipv4::MIP_TUNNEL_HLEN
+        || kind != MIP_TUNNEL_DATA
+    {
         return (XDP_PASS, Counter::Passed);
     }
     // §3.3: "MUST check that the Next Header value matches the tunnelling mode established
@@ -340,10 +348,7 @@ fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, cfg: &HaDataplaneConfig) -
     if next_header != ipv4::PROTO_IPIP {
         return (XDP_DROP, Counter::UdpTunnelRejected);
     }
-    let udp_len = u16::from_be_bytes(len);
-    if usize::from(udp_len) < UDP_HLEN + ipv4::MIP_TUNNEL_HLEN
-        || udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16)
-    {
+    if udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16) {
         return (XDP_DROP, Counter::MalformedIpv4);
     }
     let room = udp_len - (UDP_HLEN + ipv4::MIP_TUNNEL_HLEN) as u16;

@@ -97,17 +97,20 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
         (h.sport, h.dport, h.len, h.kind, h.next_header)
     };
     // Registration replies share the ports (type 3): they go up to mipd like anything else
-    // that is not tunnel data on the tunnel's ports (RFC 3519 §4.3).
-    if sport != tunnel.ha_port || dport != tunnel.mn_port || kind != MIP_TUNNEL_DATA {
+    // that is not tunnel data on the tunnel's ports (RFC 3519 §4.3), including datagrams too
+    // short to hold the Tunnel Data header, whatever Ethernet padding follows them.
+    let udp_len = u16::from_be_bytes(len);
+    if sport != tunnel.ha_port
+        || dport != tunnel.mn_port
+        || usize::from(udp_len) < UDP_TUNNEL_LEN - IP_HLEN
+        || kind != MIP_TUNNEL_DATA
+    {
         return (XDP_PASS, Counter::Passed);
     }
     if next_header != ipv4::PROTO_IPIP {
         return (XDP_DROP, Counter::UdpTunnelRejected);
     }
-    let udp_len = u16::from_be_bytes(len);
-    if usize::from(udp_len) < UDP_TUNNEL_LEN - IP_HLEN
-        || udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16)
-    {
+    if udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16) {
         return (XDP_DROP, Counter::MalformedIpv4);
     }
     let room = udp_len - (UDP_TUNNEL_LEN - IP_HLEN) as u16;

@@ -8,11 +8,15 @@
 //!                       br-home 10.1.0.1  (home link) ── rt-ha ─────┘
 //!                       br-a    10.2.0.1  (foreign A)
 //!                       br-b    10.3.0.1  (foreign B)
+//!                       br-c    192.168.4.1 (foreign C, private, behind an nftables NAT)
 //!                       rt-mn: enslaved to the bridge where the MN is ─── mn0 (ns mn)
 //! ```
 //!
 //! The mobile node's home address is 10.1.0.100; its co-located care-of addresses are
-//! 10.2.0.100 (A) and 10.3.0.100 (B). `mipd` runs as HA and MN with `[dataplane]` tables, so
+//! 10.2.0.100 (A), 10.3.0.100 (B) and 192.168.4.100 (C). Foreign C is a private network: the
+//! router masquerades whatever leaves it (a real nftables NAT with random ports, as a home
+//! router or carrier-grade NAT does), so from C the mobile node reaches its home agent only
+//! through RFC 3519 UDP tunnelling. `mipd` runs as HA and MN with `[dataplane]` tables, so
 //! every data packet to or from the away MN is tunnelled by the eBPF programs.
 
 use std::io::{Read as _, Write as _};
@@ -41,15 +45,29 @@ pub enum Location {
     Home,
     ForeignA,
     ForeignB,
+    /// Foreign C, a private network behind the router's NAT.
+    BehindNat,
 }
 
+/// The NAT's public address as the home agent sees it: the router's address on the home link,
+/// where masqueraded traffic from foreign C leaves toward the home agent.
+pub const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
 impl Location {
+    pub const ALL: [Location; 4] = [
+        Location::Home,
+        Location::ForeignA,
+        Location::ForeignB,
+        Location::BehindNat,
+    ];
+
     /// The bridge in `rt` for this network.
     fn bridge(self) -> &'static str {
         match self {
             Location::Home => "br-home",
             Location::ForeignA => "br-a",
             Location::ForeignB => "br-b",
+            Location::BehindNat => "br-c",
         }
     }
 
@@ -59,6 +77,7 @@ impl Location {
             Location::Home => Ipv4Addr::new(10, 1, 0, 1),
             Location::ForeignA => Ipv4Addr::new(10, 2, 0, 1),
             Location::ForeignB => Ipv4Addr::new(10, 3, 0, 1),
+            Location::BehindNat => Ipv4Addr::new(192, 168, 4, 1),
         }
     }
 
@@ -68,6 +87,7 @@ impl Location {
             Location::Home => HOME_ADDR,
             Location::ForeignA => Ipv4Addr::new(10, 2, 0, 100),
             Location::ForeignB => Ipv4Addr::new(10, 3, 0, 100),
+            Location::BehindNat => Ipv4Addr::new(192, 168, 4, 100),
         }
     }
 
@@ -76,6 +96,7 @@ impl Location {
             Location::Home => "home",
             Location::ForeignA => "foreign A",
             Location::ForeignB => "foreign B",
+            Location::BehindNat => "foreign C (NAT)",
         }
     }
 }
@@ -206,10 +227,40 @@ impl Topology {
             ("br-home", "10.1.0.1/24"),
             ("br-a", "10.2.0.1/24"),
             ("br-b", "10.3.0.1/24"),
+            ("br-c", "192.168.4.1/24"),
         ] {
             rt.ip(&["link", "add", bridge, "type", "bridge"])?;
             rt.add_addr(bridge, cidr)?;
         }
+        // Foreign C's NAT: everything from 192.168.4.0/24 that leaves by another interface is
+        // masqueraded, with a random port per new mapping, so a lost mapping comes back on
+        // another port (RFC 3519 §4.10).
+        rt.exec(&["nft", "add", "table", "ip", "mipx_nat"])?;
+        rt.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "mipx_nat",
+            "postrouting",
+            "{ type nat hook postrouting priority srcnat; }",
+        ])?;
+        rt.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "mipx_nat",
+            "postrouting",
+            "ip",
+            "saddr",
+            "192.168.4.0/24",
+            "oifname",
+            "!=",
+            "br-c",
+            "masquerade",
+            "random",
+        ])?;
 
         veth_pair((ha, "ha0"), (rt, "rt-ha"))?;
         rt.ip(&["link", "set", "rt-ha", "master", "br-home"])?;
@@ -224,21 +275,28 @@ impl Topology {
         sysctl(mn, "net.ipv4.conf.mn0.arp_ignore", "1")?;
         sysctl(mn, "net.ipv4.conf.mn0.arp_announce", "2")?;
         self.place_mn(Location::Home)?;
-        for link in ["br-home", "br-a", "br-b"] {
+        for link in ["br-home", "br-a", "br-b", "br-c"] {
             rt.set_up(link)?;
         }
         Ok(())
     }
 
     fn write_configs(&self, mn_lifetime: u16) -> Result<()> {
+        self.configure(mn_lifetime, "", "")
+    }
+
+    /// Rewrites the daemons' configuration files (before they start), appending `ha_extra`
+    /// and `mn_extra` (TOML) after the `[ha]` and `[mn]` tables' own keys, e.g.
+    /// `"[ha.udp_tunnel]\nkeepalive_secs = 3\n"` or `"nat_traversal = \"force\"\n"`.
+    pub fn configure(&self, mn_lifetime: u16, ha_extra: &str, mn_extra: &str) -> Result<()> {
         self.dir.write("mn.key", &format!("{KEY_HEX}\n"), 0o600)?;
         self.dir.write(
             "ha.toml",
             &format!(
                 "role = \"ha\"\napi_socket = \"{sock}\"\n\n[ha]\naddress = \"{HA_ADDR}\"\n\
                  max_lifetime = 600\n\n[[ha.mobile_node]]\nhome_addr = \"{HOME_ADDR}\"\n\
-                 spi = {SPI}\nkey_file = \"mn.key\"\n\n[dataplane]\ninterfaces = [\"ha0\"]\n\
-                 home_link = \"ha0\"\npin_dir = \"{pins}\"\n",
+                 spi = {SPI}\nkey_file = \"mn.key\"\n\n{ha_extra}\n[dataplane]\n\
+                 interfaces = [\"ha0\"]\nhome_link = \"ha0\"\npin_dir = \"{pins}\"\n",
                 sock = self.dir.path("ha.sock").display(),
                 pins = self.pin_root.join("ha").display(),
             ),
@@ -249,7 +307,7 @@ impl Topology {
             &format!(
                 "role = \"mn\"\napi_socket = \"{sock}\"\n\n[mn]\nhome_addr = \"{HOME_ADDR}\"\n\
                  home_agent = \"{HA_ADDR}\"\nspi = {SPI}\nkey_file = \"mn.key\"\n\
-                 lifetime = {mn_lifetime}\nreverse_tunnel = true\n\n[dataplane]\n\
+                 lifetime = {mn_lifetime}\nreverse_tunnel = true\n{mn_extra}\n[dataplane]\n\
                  interfaces = [\"mn0\"]\npin_dir = \"{pins}\"\n",
                 sock = self.dir.path("mn.sock").display(),
                 pins = self.pin_root.join("mn").display(),
@@ -257,6 +315,12 @@ impl Topology {
             0o644,
         )?;
         Ok(())
+    }
+
+    /// Makes the NAT forget every mapping (`conntrack -F` in the router), as a NAT that
+    /// reboots or times a mapping out does; the next datagram from foreign C gets a new port.
+    pub fn flush_nat(&self) -> Result<()> {
+        self.rt.exec(&["conntrack", "-F"]).map(|_| ())
     }
 
     /// Attaches the MN's interface to `to`'s link and addresses it for that network.
@@ -282,7 +346,7 @@ impl Topology {
                 }
             }
         }
-        for other in [Location::Home, Location::ForeignA, Location::ForeignB] {
+        for other in Location::ALL {
             if other != to {
                 let _ = mn.ip(&[
                     "addr",

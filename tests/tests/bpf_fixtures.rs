@@ -31,7 +31,8 @@ use mipx_common::{
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig,
         IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
-        MN_TUNNEL_MAP, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE,
+        MN_TUNNEL_MAP, MN_UDP_TUNNEL, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
+        TUNNEL_REVERSE, TUNNEL_UDP,
     },
 };
 use mipx_control::dataplane::{
@@ -61,14 +62,22 @@ const GW_MAC: &str = "02:00:00:00:02:fe";
 const HA: [u8; 4] = [10, 1, 0, 1];
 const OTHER_HA: [u8; 4] = [10, 1, 0, 2];
 const COA: [u8; 4] = [198, 51, 100, 7];
+/// The home agent's UDP port (registrations, and its end of RFC 3519 UDP tunnels).
+const HA_PORT: u16 = 434;
+/// The NAT in front of the UDP-tunnelling mobile nodes: 198.51.100.0/24 is via the router.
+const NAT: [u8; 4] = [198, 51, 100, 200];
 /// A binding in the home agent's map.
 struct Bound {
     home_addr: [u8; 4],
     care_of_addr: [u8; 4],
     home_agent: [u8; 4],
     tunnel_flags: u32,
+    /// Where the registration came from: for `TUNNEL_UDP`, the tunnel's far end.
+    source_addr: [u8; 4],
+    source_port: u16,
 }
 
+/// An IP-in-IP binding, registered directly from its care-of address.
 const fn bound(
     home_addr: [u8; 4],
     care_of_addr: [u8; 4],
@@ -80,11 +89,35 @@ const fn bound(
         care_of_addr,
         home_agent,
         tunnel_flags,
+        source_addr: care_of_addr,
+        source_port: HA_PORT,
     }
 }
 
-/// Home addresses with a binding, by what the route to the care-of address is like.
-const BINDINGS: [Bound; 7] = [
+/// A UDP-tunnelling binding (RFC 3519): `TUNNEL_UDP` plus `flags`; the registration came from
+/// the NAT's `source_addr:source_port`, the private care-of address is behind it.
+const fn udp_bound(
+    home_addr: [u8; 4],
+    care_of_addr: [u8; 4],
+    home_agent: [u8; 4],
+    flags: u32,
+    source_addr: [u8; 4],
+    source_port: u16,
+) -> Bound {
+    Bound {
+        home_addr,
+        care_of_addr,
+        home_agent,
+        tunnel_flags: TUNNEL_UDP | flags,
+        source_addr,
+        source_port,
+    }
+}
+
+/// Home addresses with a binding, by what the route to the care-of address (or NAT) is like.
+/// One binding per line (hence no rustfmt).
+#[rustfmt::skip]
+const BINDINGS: [Bound; 12] = [
     // Via the router (permanent neighbour), reverse tunnelling granted, and not granted.
     bound([10, 1, 0, 5], COA, HA, TUNNEL_REVERSE),
     bound([10, 1, 0, 6], COA, HA, 0),
@@ -98,6 +131,16 @@ const BINDINGS: [Bound; 7] = [
     bound([10, 1, 0, 10], [100, 65, 0, 7], HA, TUNNEL_REVERSE),
     // Registered with the HA's other address.
     bound([10, 1, 0, 11], COA, OTHER_HA, TUNNEL_REVERSE),
+    // UDP tunnelling through the NAT 198.51.100.200 (via the router), with reverse tunnelling
+    // and without.
+    udp_bound([10, 1, 0, 12], [192, 168, 1, 12], HA, TUNNEL_REVERSE, NAT, 61000),
+    udp_bound([10, 1, 0, 13], [192, 168, 1, 13], HA, 0, NAT, 61001),
+    // UDP tunnelling through a NAT in 203.0.113.0/24 (`mtu lock 1400`).
+    udp_bound([10, 1, 0, 14], [192, 168, 1, 14], HA, TUNNEL_REVERSE, [203, 0, 113, 200], 61002),
+    // UDP tunnelling through a NAT in 198.18.0.0/24 (next hop unresolved).
+    udp_bound([10, 1, 0, 15], [192, 168, 1, 15], HA, TUNNEL_REVERSE, [198, 18, 0, 200], 61003),
+    // UDP tunnelling, registered with the HA's other address.
+    udp_bound([10, 1, 0, 16], [192, 168, 1, 16], OTHER_HA, TUNNEL_REVERSE, NAT, 61004),
 ];
 
 /// The mobile node's interfaces: `mn0` holds the co-located care-of address; the home agent
@@ -111,6 +154,8 @@ const MN1_MAC: &str = "02:00:00:00:04:01";
 const MN1_GW_MAC: &str = "02:00:00:00:04:fe";
 const HOME: [u8; 4] = [10, 1, 0, 5];
 const ALT_HA: [u8; 4] = [10, 2, 0, 1];
+/// The mobile node's registration port in UDP tunnelling mode (the HA's is [`HA_PORT`]).
+const MN_PORT: u16 = 40000;
 
 /// Identification the generator put in every header the programs originate.
 const IP_ID: u16 = 0x4d49;
@@ -206,12 +251,15 @@ enum Setup {
     Empty,
     /// The home agent's bindings and interfaces, but its config still zero (not enabled).
     HaDisabled,
-    /// The home agent configured: enabled with address `HA`, every binding in [`BINDINGS`],
-    /// `ha-home` as home link and `ha-up`, with their MACs.
+    /// The home agent configured: enabled with address `HA` and UDP port `HA_PORT`, every
+    /// binding in [`BINDINGS`], `ha-home` as home link and `ha-up`, with their MACs.
     Ha,
     /// The mobile node's tunnel (home `HOME`, home agent `HA`, care-of `COA`) with these
     /// `MN_*` flags.
     Mn(u32),
+    /// The same in RFC 3519 UDP tunnelling mode: `MN_UDP_TUNNEL` plus these `MN_*` flags,
+    /// ports `MN_PORT` (ours) and `HA_PORT`.
+    MnUdp(u32),
     /// An active mobile node with reverse tunnelling whose home agent is `ALT_HA`.
     MnAltHa,
 }
@@ -295,6 +343,9 @@ fn fixtures() -> Vec<Fixture> {
     // mn_xdp and mn_tc_egress, registered with reverse tunnelling, on mn0.
     let mn = |frame, verdict, output, counter| fx(frame, MN_XDP, Setup::Mn(ACTIVE), mn0, verdict, output, counter);
     let tc = |frame, verdict, output, counter| fx(frame, MN_TC_EGRESS, Setup::Mn(ACTIVE), mn0, verdict, output, counter);
+    // The same in UDP tunnelling mode (RFC 3519).
+    let mn_udp = |frame, verdict, output, counter| fx(frame, MN_XDP, Setup::MnUdp(ACTIVE), mn0, verdict, output, counter);
+    let tc_udp = |frame, verdict, output, counter| fx(frame, MN_TC_EGRESS, Setup::MnUdp(ACTIVE), mn0, verdict, output, counter);
     vec![
         // ha_xdp: not ours, or not enabled.
         fx("ha_disabled_passes", HA_XDP, Setup::HaDisabled, up, XDP_PASS, Untouched, Passed),
@@ -357,6 +408,43 @@ fn fixtures() -> Vec<Fixture> {
         ha("ha_decap_inner_truncated_drops", XDP_DROP, Untouched, MalformedIpv4),
         ha("ha_decap_inner_too_long_drops", XDP_DROP, Untouched, MalformedIpv4),
         ha("ha_decap_inner_version_drops", XDP_DROP, Untouched, MalformedIpv4),
+        // ha_xdp: IP-in-UDP encapsulation toward the NAT (RFC 3519 §4.2).
+        ha("ha_udp_encap_tx", XDP_TX, Rewritten, HaUdpEncapTx),
+        ha("ha_udp_encap_no_df", XDP_TX, Rewritten, HaUdpEncapTx),
+        on_home("ha_udp_encap_redirect", XDP_REDIRECT, Rewritten, HaUdpEncapTx),
+        ha("ha_udp_encap_unresolved_to_stack", XDP_PASS, Rewritten, HaEncapToStack),
+        ha("ha_udp_encap_from_nat_drops", XDP_DROP, Untouched, TunnelLoop),
+        ha("ha_udp_encap_ttl1_passes", XDP_PASS, Untouched, TtlExceeded),
+        ha("ha_udp_encap_fits_route_mtu", XDP_TX, Rewritten, HaUdpEncapTx),
+        ha("ha_udp_encap_frag_needed", XDP_TX, Rewritten, FragNeededSent),
+        ha("ha_udp_encap_too_big_no_df_drops", XDP_DROP, Untouched, TooBig),
+        // ha_xdp: IP-in-UDP decapsulation and keepalives (RFC 3519 §4.3, §4.9).
+        ha("ha_udp_decap_tx", XDP_TX, Rewritten, HaUdpDecapTx),
+        ha("ha_udp_decap_redirect", XDP_REDIRECT, Rewritten, HaUdpDecapTx),
+        ha("ha_udp_decap_local_to_stack", XDP_PASS, Rewritten, HaDecapToStack),
+        ha("ha_udp_decap_unresolved_to_stack", XDP_PASS, Rewritten, HaDecapToStack),
+        ha("ha_udp_decap_reserved_ignored", XDP_TX, Rewritten, HaUdpDecapTx),
+        ha("ha_udp_decap_ttl0_drops", XDP_DROP, Untouched, TtlExceeded),
+        ha("ha_udp_keepalive_passes", XDP_PASS, Untouched, UdpKeepalive),
+        ha("ha_udp_keepalive_no_reverse_passes", XDP_PASS, Untouched, UdpKeepalive),
+        ha("ha_udp_decap_no_reverse_flag_drops", XDP_DROP, Untouched, ReverseTunnelRejected),
+        ha("ha_udp_registration_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_other_port_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_short_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_short_padded_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_wrong_sport_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_udp_wrong_outer_src_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_udp_other_ha_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_udp_unbound_inner_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_udp_not_udp_binding_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_decap_ipip_on_udp_binding_drops", XDP_DROP, Untouched, ReverseTunnelRejected),
+        ha("ha_udp_next_header_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        ha("ha_udp_len_mismatch_drops", XDP_DROP, Untouched, MalformedIpv4),
+        ha("ha_udp_inner_truncated_drops", XDP_DROP, Untouched, MalformedIpv4),
+        ha("ha_udp_inner_too_long_drops", XDP_DROP, Untouched, MalformedIpv4),
+        ha("ha_udp_outer_options_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_outer_mf_passes", XDP_PASS, Untouched, Passed),
+        ha("ha_udp_outer_offset_passes", XDP_PASS, Untouched, Passed),
         // mn_xdp: decapsulation of the home agent's tunnel (RFC 5944 §4.2.1).
         fx("mn_xdp_inactive_passes", MN_XDP, Setup::Mn(0), mn0, XDP_PASS, Untouched, Passed),
         fx("mn_xdp_inactive_passes", MN_XDP, Setup::Empty, mn0, XDP_PASS, Untouched, Passed)
@@ -378,6 +466,27 @@ fn fixtures() -> Vec<Fixture> {
         mn("mn_xdp_arp_passes", XDP_PASS, Untouched, NotIpv4),
         mn("mn_xdp_truncated_ip_drops", XDP_DROP, Untouched, MalformedIpv4),
         mn("mn_xdp_ihl4_drops", XDP_DROP, Untouched, MalformedIpv4),
+        // mn_xdp in UDP tunnelling mode (RFC 3519 §4.3, §4.9); IP-in-IP from the HA is still
+        // decapsulated.
+        mn_udp("mn_xdp_udp_decap", XDP_PASS, Rewritten, MnUdpDecap),
+        fx("mn_xdp_udp_decap", MN_XDP, Setup::MnUdp(MN_ACTIVE), mn0, XDP_PASS, Rewritten, MnUdpDecap)
+            .named("mn_xdp_udp_decap_without_reverse_tunnelling"),
+        mn_udp("mn_xdp_decap", XDP_PASS, Rewritten, MnDecap).named("mn_xdp_decap_in_udp_mode"),
+        mn("mn_xdp_udp_mode_off_passes", XDP_PASS, Untouched, Passed),
+        fx("mn_xdp_udp_mode_off_passes", MN_XDP, Setup::MnUdp(0), mn0, XDP_PASS, Untouched, Passed)
+            .named("mn_xdp_udp_inactive_passes"),
+        mn_udp("mn_xdp_udp_registration_reply_passes", XDP_PASS, Untouched, Passed),
+        mn_udp("mn_xdp_udp_wrong_dport_passes", XDP_PASS, Untouched, Passed),
+        mn_udp("mn_xdp_udp_wrong_sport_passes", XDP_PASS, Untouched, Passed),
+        mn_udp("mn_xdp_udp_other_source_passes", XDP_PASS, Untouched, Passed),
+        mn_udp("mn_xdp_udp_keepalive_answer_passes", XDP_PASS, Untouched, UdpKeepalive),
+        mn_udp("mn_xdp_udp_next_header_drops", XDP_DROP, Untouched, UdpTunnelRejected),
+        mn_udp("mn_xdp_udp_len_mismatch_drops", XDP_DROP, Untouched, MalformedIpv4),
+        mn_udp("mn_xdp_udp_wrong_inner_dst_drops", XDP_DROP, Untouched, MnTunnelRejected),
+        mn_udp("mn_xdp_udp_inner_truncated_drops", XDP_DROP, Untouched, MalformedIpv4),
+        mn_udp("mn_xdp_udp_inner_ttl0_drops", XDP_DROP, Untouched, TtlExceeded),
+        mn_udp("mn_xdp_udp_outer_mf_passes", XDP_PASS, Untouched, Passed),
+        mn_udp("mn_xdp_udp_outer_options_passes", XDP_PASS, Untouched, Passed),
         // mn_tc_egress: reverse tunnelling (RFC 3024 §5.2). No malformed-IPv4 case: the kernel
         // refuses an skb test run whose IPv4 header is incomplete (EINVAL), and the program
         // reads nothing else it could find malformed.
@@ -389,6 +498,12 @@ fn fixtures() -> Vec<Fixture> {
         tc("mn_tc_arp_passes", TC_ACT_OK, Untouched, NotIpv4),
         tc("mn_tc_encap_fits_mtu", TC_ACT_OK, Rewritten, MnEncap),
         tc("mn_tc_too_big_drops", TC_ACT_SHOT, Untouched, TooBig),
+        // mn_tc_egress in UDP tunnelling mode (RFC 3519 §4.2, §4.4).
+        tc_udp("mn_tc_udp_encap", TC_ACT_OK, Rewritten, MnUdpEncap),
+        tc_udp("mn_tc_udp_encap_fits_mtu", TC_ACT_OK, Rewritten, MnUdpEncap),
+        tc_udp("mn_tc_udp_too_big_drops", TC_ACT_SHOT, Untouched, TooBig),
+        fx("mn_tc_inactive_passes", MN_TC_EGRESS, Setup::MnUdp(MN_ACTIVE), mn0, TC_ACT_OK, Untouched, Passed)
+            .named("mn_tc_udp_no_reverse_passes"),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -449,6 +564,8 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
                 care_of_addr: b.care_of_addr,
                 home_agent: b.home_agent,
                 tunnel_flags: b.tunnel_flags,
+                source_addr: b.source_addr,
+                source_port: b.source_port.to_be_bytes(),
                 lifetime: 600,
                 ..HaBinding::default()
             };
@@ -469,6 +586,12 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         flags,
         ..MnTunnel::default()
     };
+    let mn_udp_tunnel = |flags| MnTunnel {
+        flags: MN_UDP_TUNNEL | flags,
+        mn_port: MN_PORT.to_be_bytes(),
+        ha_port: HA_PORT.to_be_bytes(),
+        ..mn_tunnel(HA, 0)
+    };
     match setup {
         Setup::Empty => {}
         Setup::HaDisabled => ha_maps(dataplane)?,
@@ -477,10 +600,12 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
             dataplane.set_ha_config(HaDataplaneConfig {
                 home_agent: HA,
                 enabled: 1,
+                udp_port: HA_PORT.to_be_bytes(),
                 ..HaDataplaneConfig::default()
             })?;
         }
         Setup::Mn(flags) => dataplane.set_mn_tunnel(mn_tunnel(HA, flags))?,
+        Setup::MnUdp(flags) => dataplane.set_mn_tunnel(mn_udp_tunnel(flags))?,
         Setup::MnAltHa => {
             dataplane.set_mn_tunnel(mn_tunnel(ALT_HA, MN_ACTIVE | MN_REVERSE_TUNNEL))?;
         }

@@ -13,6 +13,10 @@ pub(crate) struct Options {
     /// Skip `cargo xtask setup` (when you know the machine is ready).
     #[arg(long)]
     no_setup: bool,
+    /// Also visit foreign C, a private network behind an nftables NAT: the mobile node gets
+    /// an RFC 3519 UDP tunnel there.
+    #[arg(long)]
+    nat: bool,
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -20,5 +24,10 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         setup::run(&setup::Options::default())?;
     }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(Command::new(cargo).args(["run", "--quiet", "-p", "mipx-tests", "--bin", "mipx-lab"]))
+    let mut command = Command::new(cargo);
+    command.args(["run", "--quiet", "-p", "mipx-tests", "--bin", "mipx-lab"]);
+    if options.nat {
+        command.args(["--", "--nat"]);
+    }
+    cmd::run(&mut command)
 }

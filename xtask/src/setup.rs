@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "ethtool",
     "nftables",
+    // `conntrack -F`: the NAT-rebinding test makes the lab's NAT forget its mappings.
+    "conntrack",
     "tcpdump",
     "tshark",
     // Independent packet generator for fixtures with provenance (DESIGN.md §1.7).

@@ -151,6 +151,10 @@ fn render(resp: &Response) -> String {
                     ("dropped_no_auth", ha.dropped_no_auth),
                     ("dropped_unknown_sa", ha.dropped_unknown_sa),
                     ("dropped_fa_auth", ha.dropped_fa_auth),
+                    ("udp_tunnels", ha.udp_tunnels),
+                    ("udp_tunnels_declined", ha.udp_tunnels_declined),
+                    ("keepalives", ha.keepalives),
+                    ("dropped_tunnel_data", ha.dropped_tunnel_data),
                 ];
                 for (k, v) in rows {
                     let _ = writeln!(out, "ha.{k:<28} {v}");
@@ -173,6 +177,9 @@ fn render(resp: &Response) -> String {
                     ("denied", mn.denied),
                     ("resynchronisations", mn.resynchronisations),
                     ("dropped_replies", mn.dropped_replies),
+                    ("keepalives_sent", mn.keepalives_sent),
+                    ("keepalive_replies", mn.keepalive_replies),
+                    ("nat_mapping_losses", mn.nat_mapping_losses),
                 ];
                 for (k, v) in rows {
                     let _ = writeln!(out, "mn.{k:<28} {v}");

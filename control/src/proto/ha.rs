@@ -110,6 +110,8 @@ pub enum HaEvent {
 
 /// Counters for `mipctl stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+// Counters a `mipd` of another version does not report read as zero.
+#[serde(default)]
 pub struct HaStats {
     pub requests: u64,
     pub accepted: u64,

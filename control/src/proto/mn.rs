@@ -118,6 +118,8 @@ pub enum MnState {
 
 /// Counters for `mipctl stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+// Counters a `mipd` of another version does not report read as zero.
+#[serde(default)]
 pub struct MnStats {
     pub requests_sent: u64,
     pub retransmissions: u64,

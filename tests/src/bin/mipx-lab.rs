@@ -2,6 +2,9 @@
 //! address while the mobile node moves home → foreign A → foreign B → home. Real `mipd`
 //! processes run as home agent and mobile node with their eBPF dataplanes, so every packet to
 //! or from the away mobile node is tunnelled by XDP/TC, never by the kernel or user space.
+//! With `--nat` the walk is home → A → C → B → home, where foreign C is a private network
+//! behind an nftables masquerade: there the home agent sees the NAT and the tunnel becomes
+//! RFC 3519 IP-in-UDP to the NAT's address and port.
 //!
 //! For each move it prints the registration time, the longest gap in the stream and the
 //! dataplane counters; it exits non-zero if the stream broke, and always cleans up
@@ -17,14 +20,25 @@ use mipx_tests::require_root;
 /// The counters worth watching per move, by role.
 const HA_COUNTERS: &[&str] = &[
     "ha_encap_tx",
+    "ha_udp_encap_tx",
     "ha_encap_to_stack",
     "ha_decap_tx",
+    "ha_udp_decap_tx",
     "ha_decap_to_stack",
     "arp_proxied",
     "frag_needed_sent",
     "reverse_tunnel_rejected",
+    "udp_tunnel_rejected",
+    "udp_keepalive",
 ];
-const MN_COUNTERS: &[&str] = &["mn_encap", "mn_decap", "mn_tunnel_rejected"];
+const MN_COUNTERS: &[&str] = &[
+    "mn_encap",
+    "mn_udp_encap",
+    "mn_decap",
+    "mn_udp_decap",
+    "mn_tunnel_rejected",
+    "udp_keepalive",
+];
 
 /// With `MIPX_LAB_HOLD` set, a failure keeps the namespaces for two minutes so they can be
 /// inspected (`ip netns`, `tcpdump`, `bpftool`) before cleanup.
@@ -40,6 +54,7 @@ fn hold_on_error<T>(r: Result<T>) -> Result<T> {
 
 fn main() -> Result<()> {
     require_root();
+    let nat = std::env::args().skip(1).any(|a| a == "--nat");
     let t0 = Instant::now();
     step("building mipd and mipctl");
     mipx_tests::daemon::binaries();
@@ -53,12 +68,19 @@ fn main() -> Result<()> {
   │ 10.0.0.2     ├──────┤ br-home 10.1.0.1 (home link) ────┼──────┤ 10.1.0.2  XDP    │
   └──────────────┘      │ br-a    10.2.0.1 (foreign A)     │      └──────────────────┘
                         │ br-b    10.3.0.1 (foreign B)     │      ┌──────────────────┐
+                        │ br-c 192.168.4.1 (foreign C,     │      │                  │
+                        │      private, nftables NAT)      │      │                  │
                         │   rt-mn moves between bridges ───┼──────┤ mobile node  mn0 │
                         └──────────────────────────────────┘      │ home {HOME_ADDR}  │
                                                                    │ XDP + TC egress  │
                                                                    └──────────────────┘"
     );
     let mut topo = Topology::new("lab", 600)?;
+    if nat {
+        // A short keepalive so the lab shows a few in the time it runs (RFC 3519 §4.9's
+        // default is 110 s).
+        topo.configure(600, "[ha.udp_tunnel]\nkeepalive_secs = 2\n", "")?;
+    }
 
     step("starting mipd as home agent and as mobile node (dataplanes attached and pinned)");
     let ha = topo.start_ha()?;
@@ -72,8 +94,18 @@ fn main() -> Result<()> {
     stream.wait_flowing(Duration::from_secs(10))?;
     println!("    stream established, at home, delivered directly");
 
+    let walk: &[Location] = if nat {
+        &[
+            Location::ForeignA,
+            Location::BehindNat,
+            Location::ForeignB,
+            Location::Home,
+        ]
+    } else {
+        &[Location::ForeignA, Location::ForeignB, Location::Home]
+    };
     let mut rows = Vec::new();
-    for to in [Location::ForeignA, Location::ForeignB, Location::Home] {
+    for &to in walk {
         let before = (ha.dataplane_counters()?, mn.dataplane_counters()?);
         let from = topo.location();
         let moved_at = Instant::now();
@@ -105,6 +137,14 @@ fn main() -> Result<()> {
             registration.as_millis(),
             gap.as_millis()
         );
+        if to != Location::Home {
+            let tunnel = ha.ctl_json(&["bindings"])?["bindings"][0]["udp_tunnel"]
+                .as_str()
+                .map_or("IP-in-IP to the care-of address".to_owned(), |end| {
+                    format!("IP-in-UDP (RFC 3519) to {end}, the NAT's side")
+                });
+            println!("    tunnel       {tunnel}");
+        }
         print_deltas("home agent", HA_COUNTERS, &before.0, &after.0);
         print_deltas("mobile node", MN_COUNTERS, &before.1, &after.1);
         rows.push((from, to, registration, gap));
@@ -123,17 +163,17 @@ fn main() -> Result<()> {
         "mipctl stats (home agent; counters at zero left out)",
         &nonzero.join("\n"),
     );
-    println!("\n  move                      registration   stream gap");
+    println!("\n  move                            registration   stream gap");
     for (from, to, reg, gap) in &rows {
         println!(
-            "  {:<10} → {:<12} {:>9} ms {:>9} ms",
+            "  {:<15} → {:<15} {:>9} ms {:>9} ms",
             from.name(),
             to.name(),
             reg.as_millis(),
             gap.as_millis()
         );
     }
-    ensure!(rows.len() == 3, "not every move completed");
+    ensure!(rows.len() == walk.len(), "not every move completed");
 
     drop(mn);
     drop(ha);
