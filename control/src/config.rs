@@ -709,5 +709,54 @@ key_file = "mn.key"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("mn.retransmit_initial_ms"), "{e}");
+
+        // RFC 3519 settings: defaults, and errors naming the field.
+        assert_eq!(mn.core.nat_traversal, NatTraversal::default());
+        let forced = format!("{text}nat_traversal = \"force\"\nkeepalive_secs = 30\n");
+        let c = Config::parse(&forced, &d.0.join("mn.toml")).unwrap();
+        let nat = c.mn.unwrap().core.nat_traversal;
+        assert_eq!(nat.mode, NatTraversalMode::Force);
+        assert_eq!(nat.keepalive, Duration::from_secs(30));
+        for (extra, field) in [
+            ("keepalive_secs = 5", "mn.keepalive_secs"),
+            ("keepalive_timeout_ms = 10", "mn.keepalive_timeout_ms"),
+            ("keepalive_retries = 0", "mn.keepalive_retries"),
+            ("nat_traversal = \"sometimes\"", "nat_traversal"),
+        ] {
+            let e = Config::parse(&format!("{text}{extra}\n"), &d.0.join("mn.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn parses_the_udp_tunnel_policy() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("ha.toml");
+        let c = Config::parse(HA, &path).unwrap();
+        assert_eq!(c.ha.unwrap().core.udp_tunnel, UdpTunnelPolicy::default());
+        let text = format!(
+            "{HA}\n[ha.udp_tunnel]\nenabled = false\nallow_forced = false\nkeepalive_secs = 20\n"
+        );
+        let policy = Config::parse(&text, &path)
+            .unwrap()
+            .ha
+            .unwrap()
+            .core
+            .udp_tunnel;
+        assert_eq!(
+            policy,
+            UdpTunnelPolicy {
+                enabled: false,
+                allow_forced: false,
+                keepalive_interval: 20
+            }
+        );
+        let e = Config::parse(&format!("{HA}\n[ha.udp_tunnel]\nkeepalive = 20\n"), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keepalive"), "{e}");
     }
 }
