@@ -673,7 +673,20 @@ fn keepalives_detect_a_lost_nat_mapping() {
 /// address but a wrong port are dropped and counted, and never answered.
 #[test]
 fn bad_keepalives_are_dropped() {
-    use mipx_control::proto::ha::{ICMP_ECHO_REQUEST, keepalive_message};
+    use mipx_common::wire::{ICMP_ECHO_REQUEST, KeepaliveRepr};
+    let keepalive_message =
+        |src: Ipv4Addr, dst: Ipv4Addr, ip_id: u16, icmp_type: u8, echo: &[u8]| {
+            let k = KeepaliveRepr {
+                src,
+                dst,
+                ip_id,
+                icmp_type,
+                echo,
+            };
+            let mut out = vec![0u8; k.buffer_len()];
+            k.emit(&mut out).unwrap();
+            out
+        };
     let mut w = World::new(mn(b"shared secret"));
     w.nat = Some(NAT);
     w.mn.register(w.now, COA);

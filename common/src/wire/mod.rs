@@ -11,6 +11,7 @@
 
 mod code;
 pub mod ext;
+mod keepalive;
 mod registration;
 mod tunnel;
 
@@ -19,6 +20,7 @@ pub use ext::{
     AuthExtension, Extension, ExtensionIter, ExtensionType, ExtensionWriter, UdpTunnelReply,
     UdpTunnelRequest,
 };
+pub use keepalive::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, KeepaliveRepr};
 pub use registration::{
     LIFETIME_INFINITE, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
 };

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use mipx_common::ipv4;
 use mipx_common::wire::{
-    Error as WireError, Extension, MessageType, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
-    RequestPacket, RequestRepr, TunnelDataPacket, UdpTunnelReply, UdpTunnelRequest,
+    Error as WireError, Extension, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, KeepaliveRepr, MessageType,
+    ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr, UdpTunnelReply,
+    UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -594,7 +595,10 @@ impl HomeAgent {
     /// UDP-tunnelled binding's far end is answered with the matching echo reply through the
     /// same tunnel; anything else is counted and dropped (the dataplane handles data).
     fn handle_tunnel_data(&mut self, from: SocketAddrV4, to: Ipv4Addr, bytes: &[u8]) {
-        let Some(echo) = parse_keepalive(bytes, ICMP_ECHO_REQUEST) else {
+        let Some(echo) = KeepaliveRepr::parse(bytes)
+            .ok()
+            .filter(|k| k.icmp_type == ICMP_ECHO_REQUEST)
+        else {
             self.stats.dropped_tunnel_data += 1;
             debug!(%from, len = bytes.len(), "dropped: tunnel data that is not a keepalive");
             return;
@@ -613,13 +617,19 @@ impl HomeAgent {
             return;
         }
         self.next_ip_id = self.next_ip_id.wrapping_add(1);
-        let payload = keepalive_message(
-            our,
-            echo.src,
-            self.next_ip_id,
-            ICMP_ECHO_REPLY,
-            echo.icmp_rest,
-        );
+        let answer = KeepaliveRepr {
+            src: our,
+            dst: echo.src,
+            ip_id: self.next_ip_id,
+            icmp_type: ICMP_ECHO_REPLY,
+            echo: echo.echo,
+        };
+        let mut payload = vec![0u8; answer.buffer_len()];
+        if answer.emit(&mut payload).is_err() {
+            // The echo came in a datagram, so its answer (the same size) fits one.
+            self.stats.dropped_tunnel_data += 1;
+            return;
+        }
         self.stats.keepalives += 1;
         self.transmits.push_back(Transmit {
             src: Some(to),
@@ -677,84 +687,4 @@ impl HomeAgent {
     pub fn poll_event(&mut self) -> Option<HaEvent> {
         self.events.pop_front()
     }
-}
-/// ICMP Echo Request type (RFC 792).
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-/// ICMP Echo Reply type (RFC 792).
-pub const ICMP_ECHO_REPLY: u8 = 0;
-
-/// A UDP-tunnelled ICMP echo (RFC 3519 §4.9), as parsed from a MIP Tunnel Data message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive<'a> {
-    /// Inner source and destination.
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    /// The echo's identifier, sequence number and data (everything after type, code and
-    /// checksum), which the reply carries back unchanged (RFC 792).
-    pub icmp_rest: &'a [u8],
-}
-
-/// Parses a MIP Tunnel Data message carrying an ICMP echo of type `icmp_type` in IPv4, with
-/// valid IP and ICMP checksums; `None` for anything else.
-pub fn parse_keepalive(bytes: &[u8], icmp_type: u8) -> Option<Keepalive<'_>> {
-    let data = TunnelDataPacket::new_checked(bytes).ok()?;
-    if data.next_header() != ipv4::PROTO_IPIP {
-        return None;
-    }
-    let ip = &bytes[ipv4::MIP_TUNNEL_HLEN..];
-    let header: &[u8; ipv4::HEADER_LEN] = ip.get(..ipv4::HEADER_LEN)?.try_into().ok()?;
-    let ihl = usize::from(header[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let flags_frag = u16::from_be_bytes([header[6], header[7]]);
-    if header[0] >> 4 != 4
-        || ihl != ipv4::HEADER_LEN
-        || total < ihl + 8
-        || total > ip.len()
-        || flags_frag & (ipv4::MF | ipv4::OFFSET_MASK) != 0
-        || header[ipv4::field::PROTOCOL] != ipv4::PROTO_ICMP
-        || !ipv4::checksum_ok(header)
-    {
-        return None;
-    }
-    let icmp = &ip[ihl..total];
-    if icmp[0] != icmp_type || icmp[1] != 0 || ipv4::checksum(icmp) != 0 {
-        return None;
-    }
-    Some(Keepalive {
-        src: Ipv4Addr::from(<[u8; 4]>::try_from(&header[12..16]).ok()?),
-        dst: Ipv4Addr::from(<[u8; 4]>::try_from(&header[16..20]).ok()?),
-        icmp_rest: &icmp[4..],
-    })
-}
-
-/// Builds a keepalive (RFC 3519 §4.9: "a properly UDP encapsulated ICMP echo request directed
-/// to the home agent") or the answer to one: MIP Tunnel Data header (Next Header 4), IPv4
-/// header from `src` to `dst`, ICMP echo of `icmp_type` with `icmp_rest` (identifier, sequence
-/// number, data). The UDP header is the socket's.
-pub fn keepalive_message(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ip_id: u16,
-    icmp_type: u8,
-    icmp_rest: &[u8],
-) -> Vec<u8> {
-    let icmp_len = 4 + icmp_rest.len();
-    let total = (ipv4::HEADER_LEN + icmp_len) as u16;
-    let mut out = Vec::with_capacity(ipv4::MIP_TUNNEL_HLEN + usize::from(total));
-    out.extend_from_slice(&[ipv4::MIP_TUNNEL_DATA, ipv4::PROTO_IPIP, 0, 0]);
-    out.extend_from_slice(&ipv4::header(
-        0,
-        total,
-        ip_id,
-        0,
-        ipv4::PROTO_ICMP,
-        src.octets(),
-        dst.octets(),
-    ));
-    let at = out.len();
-    out.extend_from_slice(&[icmp_type, 0, 0, 0]);
-    out.extend_from_slice(icmp_rest);
-    let ck = ipv4::checksum(&out[at..]).to_be_bytes();
-    out[at + 2..at + 4].copy_from_slice(&ck);
-    out
 }

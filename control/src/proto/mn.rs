@@ -7,13 +7,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, MIP_PORT, MessageType, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
-    RequestPacket, RequestRepr, UdpTunnelReply, UdpTunnelRequest,
+    Extension, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, KeepaliveRepr, MIP_PORT, MessageType, ReplyCode,
+    ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr, UdpTunnelReply,
+    UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::ha::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, keepalive_message, parse_keepalive};
 use super::{Now, Transmit, ntp_timestamp, signed_message};
 use crate::auth::{self, SecurityAssociation};
 
@@ -362,17 +362,12 @@ impl MobileNode {
             self.stats.dropped_replies += 1;
             return;
         };
-        let answered = parse_keepalive(bytes, ICMP_ECHO_REPLY).is_some_and(|echo| {
-            let id_seq = echo.icmp_rest.get(..4);
-            let expect = udp.outstanding.map(|(seq, _)| {
-                let mut v = KEEPALIVE_ICMP_ID.to_be_bytes().to_vec();
-                v.extend_from_slice(&seq.to_be_bytes());
-                v
-            });
+        let answered = KeepaliveRepr::parse(bytes).is_ok_and(|echo| {
             from == self.peer
+                && echo.icmp_type == ICMP_ECHO_REPLY
                 && echo.src == home_agent
                 && echo.dst == home_addr
-                && expect.as_deref() == id_seq
+                && udp.outstanding.map(|(seq, _)| (KEEPALIVE_ICMP_ID, seq)) == echo.id_seq()
         });
         if !answered {
             self.stats.dropped_replies += 1;
@@ -552,15 +547,19 @@ impl MobileNode {
         udp.outstanding = Some((seq, sent));
         udp.due = now.mono + timeout;
         self.ip_id = self.ip_id.wrapping_add(1);
-        let mut rest = KEEPALIVE_ICMP_ID.to_be_bytes().to_vec();
-        rest.extend_from_slice(&seq.to_be_bytes());
-        let payload = keepalive_message(
-            self.config.home_addr,
-            self.config.home_agent,
-            self.ip_id,
-            ICMP_ECHO_REQUEST,
-            &rest,
-        );
+        let mut echo = [0u8; 4];
+        echo[..2].copy_from_slice(&KEEPALIVE_ICMP_ID.to_be_bytes());
+        echo[2..].copy_from_slice(&seq.to_be_bytes());
+        let keepalive = KeepaliveRepr {
+            src: self.config.home_addr,
+            dst: self.config.home_agent,
+            ip_id: self.ip_id,
+            icmp_type: ICMP_ECHO_REQUEST,
+            echo: &echo,
+        };
+        let mut payload = vec![0u8; keepalive.buffer_len()];
+        // The buffer is exactly the message's length.
+        let _ = keepalive.emit(&mut payload);
         self.stats.keepalives_sent += 1;
         debug!(seq, attempt = sent, "keepalive sent");
         // §4.9: from the registration's source port, which the socket guarantees.
