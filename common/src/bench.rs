@@ -43,14 +43,25 @@ pub const VARY_DST: u8 = 0;
 /// address is the inner source).
 pub const VARY_SRC: u8 = 1;
 
+/// [`GenConfig::encap`]: plain IPv4/UDP frames.
+pub const ENCAP_NONE: u8 = 0;
+/// [`GenConfig::encap`]: IP-in-IP (RFC 2003): an outer IPv4 header, protocol 4.
+pub const ENCAP_IPIP: u8 = 1;
+/// [`GenConfig::encap`]: RFC 3519 IP-in-UDP: an outer IPv4 header (protocol 17), a UDP header
+/// from [`GenConfig::tunnel_src_port`] to [`GenConfig::tunnel_dst_port`] without checksum and
+/// the MIP Tunnel Data header (type 4, next header 4), as `mipx_common::ipv4::udp_tunnel_header`
+/// builds them.
+pub const ENCAP_UDP: u8 = 2;
+
 /// What the generator writes into every frame. Frames are `frame_len` bytes: Ethernet, then
-/// with `ipip` an outer IPv4 header (protocol 4), then IPv4 + UDP; the payload is left as is.
+/// the tunnel headers named by `encap` (none, 20 or 32 bytes), then IPv4 + UDP; the payload is
+/// left as is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GenConfig {
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
-    /// Outer source and destination when `ipip` is set.
+    /// Outer source and destination when `encap` is not [`ENCAP_NONE`].
     pub outer_src: [u8; 4],
     pub outer_dst: [u8; 4],
     /// Inner (or only) source and destination; the one named by `vary` is the first of
@@ -64,14 +75,20 @@ pub struct GenConfig {
     pub step: u32,
     /// Length of the frames (the length of `data_in`), Ethernet header included.
     pub frame_len: u16,
-    /// Non-zero: IP-in-IP (RFC 2003) around the IPv4/UDP datagram.
-    pub ipip: u8,
+    /// [`ENCAP_NONE`], [`ENCAP_IPIP`] or [`ENCAP_UDP`]: the tunnel around the IPv4/UDP
+    /// datagram.
+    pub encap: u8,
     /// [`VARY_DST`] or [`VARY_SRC`].
     pub vary: u8,
+    /// Ports of the inner (or only) UDP header.
     pub udp_src_port: u16,
     pub udp_dst_port: u16,
+    /// Ports of the outer UDP header with [`ENCAP_UDP`] (the tunnel's far end and the home
+    /// agent's registration port).
+    pub tunnel_src_port: u16,
+    pub tunnel_dst_port: u16,
 }
-const _: () = assert!(size_of::<GenConfig>() == 44);
+const _: () = assert!(size_of::<GenConfig>() == 48);
 
 /// Where the XDP_REDIRECT baseline sends frames.
 #[repr(C)]

@@ -1,5 +1,6 @@
 //! Benchmark-only XDP programs (`cargo xtask bench dataplane`, BENCH-METHOD.md): a packet
-//! generator for `BPF_PROG_TEST_RUN` in live-frames mode, the XDP_REDIRECT baseline, the FIB
+//! generator for `BPF_PROG_TEST_RUN` in live-frames mode (plain, IP-in-IP or RFC 3519
+//! IP-in-UDP frames), the XDP_REDIRECT baseline, the FIB
 //! lookup and the binding lookup of `ha_xdp` on their own, and a sink that counts and drops.
 //! `mipd` never attaches them. Map types live in `mipx_common::bench`.
 
@@ -12,10 +13,10 @@ use aya_ebpf::{
 };
 use mipx_common::{
     bench::{
-        FWD_CONFIG_MAP, FwdConfig, GEN_CONFIG_MAP, GEN_STATE_MAP, GenConfig, SINK_CONFIG_MAP,
-        SINK_STATS_MAP, SinkConfig, SinkStats, VARY_SRC,
+        ENCAP_IPIP, ENCAP_UDP, FWD_CONFIG_MAP, FwdConfig, GEN_CONFIG_MAP, GEN_STATE_MAP, GenConfig,
+        SINK_CONFIG_MAP, SINK_STATS_MAP, SinkConfig, SinkStats, VARY_SRC,
     },
-    ipv4::{self, HEADER_LEN as IP_HLEN},
+    ipv4::{self, HEADER_LEN as IP_HLEN, UDP_TUNNEL_LEN},
 };
 
 use crate::{
@@ -28,6 +29,8 @@ use crate::{
 const UDP_HLEN: usize = 8;
 /// Everything the generator writes in IP-in-IP mode.
 const GEN_IPIP_HLEN: usize = ETH_HLEN + 2 * IP_HLEN + UDP_HLEN;
+/// Everything the generator writes in IP-in-UDP mode (RFC 3519).
+const GEN_IPUDP_HLEN: usize = ETH_HLEN + UDP_TUNNEL_LEN + IP_HLEN + UDP_HLEN;
 /// Everything the generator writes in plain mode.
 const GEN_UDP_HLEN: usize = ETH_HLEN + IP_HLEN + UDP_HLEN;
 
@@ -95,7 +98,7 @@ pub fn mipx_bench_gen(ctx: XdpContext) -> u32 {
         ether_type: ETH_P_IP.to_be_bytes(),
     };
     let ip_len = frame_len.wrapping_sub(ETH_HLEN) as u16;
-    if cfg.ipip != 0 {
+    if cfg.encap == ENCAP_IPIP {
         if frame_len < GEN_IPIP_HLEN {
             return XDP_ABORTED;
         }
@@ -121,6 +124,42 @@ pub fn mipx_bench_gen(ctx: XdpContext) -> u32 {
             *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = outer;
             *base.add(ETH_HLEN + IP_HLEN).cast::<[u8; IP_HLEN]>() = inner;
             *base.add(ETH_HLEN + 2 * IP_HLEN).cast::<[u8; UDP_HLEN]>() = udp;
+        }
+    } else if cfg.encap == ENCAP_UDP {
+        if frame_len < GEN_IPUDP_HLEN {
+            return XDP_ABORTED;
+        }
+        let Ok(base) = ctx.ptr_at::<[u8; GEN_IPUDP_HLEN]>(0) else {
+            return XDP_ABORTED;
+        };
+        let base = base.cast::<u8>();
+        let inner_len = ip_len - UDP_TUNNEL_LEN as u16;
+        // The same builder `ha_xdp` encapsulates with: outer IPv4 (protocol 17, DF copied),
+        // UDP without checksum, MIP Tunnel Data header.
+        let Some(outer) = ipv4::udp_tunnel_header(
+            ipv4::Inner {
+                tos: 0,
+                flags_frag: ipv4::DF,
+                total_len: inner_len,
+            },
+            0,
+            cfg.outer_src,
+            cfg.outer_dst,
+            cfg.tunnel_src_port,
+            cfg.tunnel_dst_port,
+        ) else {
+            return XDP_ABORTED;
+        };
+        let inner = ipv4::header(0, inner_len, 0, ipv4::DF, ipv4::PROTO_UDP, src, dst);
+        let udp = udp_header(&cfg, inner_len - IP_HLEN as u16);
+        // SAFETY: every write lies in the `GEN_IPUDP_HLEN` bytes checked above; alignment 1.
+        unsafe {
+            *base.cast::<EthHdr>() = eth;
+            *base.add(ETH_HLEN).cast::<[u8; UDP_TUNNEL_LEN]>() = outer;
+            *base.add(ETH_HLEN + UDP_TUNNEL_LEN).cast::<[u8; IP_HLEN]>() = inner;
+            *base
+                .add(ETH_HLEN + UDP_TUNNEL_LEN + IP_HLEN)
+                .cast::<[u8; UDP_HLEN]>() = udp;
         }
     } else {
         if frame_len < GEN_UDP_HLEN {

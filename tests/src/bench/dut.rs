@@ -1,7 +1,8 @@
-//! The loaded eBPF objects: two copies of the dataplane object, one whose binding map holds a
-//! single binding and one holding `N` (both maps sized alike, so only occupancy and spread
-//! differ), and a third copy that only runs the generator (its own maps, so the generator
-//! thread never shares an object with the measuring thread).
+//! The loaded eBPF objects: four copies of the dataplane object, one whose binding map holds a
+//! single binding and one holding `N` (all maps sized alike, so only occupancy and spread
+//! differ), each once with IP-in-IP bindings and once with RFC 3519 UDP-tunnelled ones, and a
+//! fifth copy that only runs the generator (its own maps, so the generator thread never shares
+//! an object with the measuring thread).
 
 use std::net::Ipv4Addr;
 
@@ -16,26 +17,47 @@ use mipx_common::{
         SinkConfig, SinkStats, programs as bench_programs,
     },
     counters::Counter,
-    maps::{BINDINGS_MAP, HaBinding, HaDataplaneConfig, TUNNEL_REVERSE},
+    maps::{BINDINGS_MAP, HaBinding, HaDataplaneConfig, TUNNEL_REVERSE, TUNNEL_UDP},
 };
 use mipx_control::dataplane::{Dataplane, LoadOptions, programs};
 use mipx_tests::Netns;
 
-use super::plan::{CARE_OF, HOME_AGENT, HOME_BASE, MAC_DUT_OUT, MAC_SINK};
+use super::plan::{
+    CARE_OF, HA_UDP_PORT, HOME_AGENT, HOME_BASE, MAC_DUT_OUT, MAC_SINK, UDP_TUNNEL_PEER,
+    UDP_TUNNEL_PEER_PORT,
+};
 
 /// Which copy of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Obj {
-    /// One binding (also holds the sink and the redirect baseline).
+    /// One IP-in-IP binding (also holds the sink and the redirect baseline).
     One,
-    /// `N` bindings.
+    /// `N` IP-in-IP bindings.
     Many,
+    /// One RFC 3519 UDP-tunnelled binding.
+    OneUdp,
+    /// `N` UDP-tunnelled bindings.
+    ManyUdp,
 }
 
-/// The two DUT copies of the object.
+impl Obj {
+    /// The copy holding `bindings` bindings (1, or more), UDP-tunnelled or not.
+    pub fn of(bindings: u32, udp: bool) -> Obj {
+        match (bindings > 1, udp) {
+            (false, false) => Obj::One,
+            (true, false) => Obj::Many,
+            (false, true) => Obj::OneUdp,
+            (true, true) => Obj::ManyUdp,
+        }
+    }
+}
+
+/// The four DUT copies of the object.
 pub struct Objects {
     pub one: Dataplane,
     pub many: Dataplane,
+    pub one_udp: Dataplane,
+    pub many_udp: Dataplane,
     attached: Option<(Obj, &'static str, XdpLinkId)>,
 }
 
@@ -61,9 +83,13 @@ impl Objects {
         };
         let mut one = Dataplane::load_with(&options).context("loading the object (1 binding)")?;
         let mut many = Dataplane::load_with(&options).context("loading the object (N bindings)")?;
+        let mut one_udp = Dataplane::load_with(&options)
+            .context("loading the object (1 UDP-tunnelled binding)")?;
+        let mut many_udp = Dataplane::load_with(&options)
+            .context("loading the object (N UDP-tunnelled bindings)")?;
         let mut generator = Dataplane::load_with(&LoadOptions::default())
             .context("loading the object (generator)")?;
-        for dp in [&mut one, &mut many] {
+        for dp in [&mut one, &mut many, &mut one_udp, &mut many_udp] {
             for name in DUT_PROGRAMS {
                 dp.xdp(name)?;
             }
@@ -72,22 +98,29 @@ impl Objects {
             dp.set_ha_config(HaDataplaneConfig {
                 home_agent: HOME_AGENT.octets(),
                 enabled: 1,
+                udp_port: HA_UDP_PORT.to_be_bytes(),
                 ..HaDataplaneConfig::default()
             })?;
         }
         one.xdp(bench_programs::SINK)?;
         generator.xdp(bench_programs::GEN)?;
-        insert_bindings(&mut one, 1)?;
-        let t = std::time::Instant::now();
-        insert_bindings(&mut many, bindings)?;
-        eprintln!(
-            "  {bindings} bindings inserted in {:.1} s (one syscall each: aya 0.16 has no batch \
-             update)",
-            t.elapsed().as_secs_f64()
-        );
+        insert_bindings(&mut one, 1, false)?;
+        insert_bindings(&mut one_udp, 1, true)?;
+        for (dp, udp) in [(&mut many, false), (&mut many_udp, true)] {
+            let t = std::time::Instant::now();
+            insert_bindings(dp, bindings, udp)?;
+            eprintln!(
+                "  {bindings} {} bindings inserted in {:.1} s (one syscall each: aya 0.16 has no \
+                 batch update)",
+                if udp { "UDP-tunnelled" } else { "IP-in-IP" },
+                t.elapsed().as_secs_f64()
+            );
+        }
         let mut objects = Objects {
             one,
             many,
+            one_udp,
+            many_udp,
             attached: None,
         };
         let fwd = FwdConfig {
@@ -110,6 +143,8 @@ impl Objects {
         match obj {
             Obj::One => &mut self.one,
             Obj::Many => &mut self.many,
+            Obj::OneUdp => &mut self.one_udp,
+            Obj::ManyUdp => &mut self.many_udp,
         }
     }
 
@@ -189,6 +224,8 @@ impl Objects {
         let dp = match obj {
             Obj::One => &self.one,
             Obj::Many => &self.many,
+            Obj::OneUdp => &self.one_udp,
+            Obj::ManyUdp => &self.many_udp,
         };
         Ok(dp.counters()?)
     }
@@ -212,20 +249,28 @@ impl Generator {
     }
 }
 
-/// Capacity of both binding maps: the same for the 1-binding one, so that only occupancy and
+/// Capacity of every binding map: the same for the 1-binding ones, so that only occupancy and
 /// spread differ.
 pub fn max_bindings(bindings: u32) -> u32 {
     bindings.next_power_of_two().max(1 << 20)
 }
 
 /// Binds home addresses `HOME_BASE .. HOME_BASE + n` to the care-of address, with reverse
-/// tunnelling, as `mipd` would after accepting their registrations.
-fn insert_bindings(dp: &mut Dataplane, n: u32) -> Result<()> {
+/// tunnelling, as `mipd` would after accepting their registrations; with `udp`, RFC 3519 UDP
+/// tunnelling to [`UDP_TUNNEL_PEER`] port [`UDP_TUNNEL_PEER_PORT`] (where the registrations
+/// came from).
+fn insert_bindings(dp: &mut Dataplane, n: u32, udp: bool) -> Result<()> {
     let binding = HaBinding {
         care_of_addr: CARE_OF.octets(),
         home_agent: HOME_AGENT.octets(),
-        tunnel_flags: TUNNEL_REVERSE,
+        tunnel_flags: if udp {
+            TUNNEL_REVERSE | TUNNEL_UDP
+        } else {
+            TUNNEL_REVERSE
+        },
         spi: 4096,
+        source_addr: UDP_TUNNEL_PEER.octets(),
+        source_port: UDP_TUNNEL_PEER_PORT.to_be_bytes(),
         lifetime: 600,
         ..HaBinding::default()
     };

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::dut::{Generator, Obj, Objects};
 use super::netlink::LinkStats;
-use super::plan::{self, IP_HLEN, VXLAN_OVERHEAD};
+use super::plan::{self, IP_HLEN, UDP_TUNNEL_LEN, VXLAN_OVERHEAD};
 use super::topo::{self, HomeRoute, Topology};
 
 /// What the DUT does.
@@ -36,6 +36,10 @@ pub enum Path {
     HaEncap,
     /// `ha_xdp`: reverse-tunnel decapsulation.
     HaDecap,
+    /// `ha_xdp`: RFC 3519 IP-in-UDP encapsulation toward the tunnel's far end.
+    HaUdpEncap,
+    /// `ha_xdp`: RFC 3519 IP-in-UDP reverse-tunnel decapsulation.
+    HaUdpDecap,
     /// No XDP: the kernel forwards (ip_forward=1, no netfilter).
     LinuxForward,
     /// No XDP: the kernel routes into a VXLAN device and forwards the encapsulated packet.
@@ -49,6 +53,8 @@ impl Path {
             Path::XdpRedirect => "xdp_redirect",
             Path::HaEncap => "ha_encap",
             Path::HaDecap => "ha_decap",
+            Path::HaUdpEncap => "ha_udp_encap",
+            Path::HaUdpDecap => "ha_udp_decap",
             Path::LinuxForward => "linux_forward",
             Path::LinuxVxlan => "linux_vxlan",
         }
@@ -57,6 +63,11 @@ impl Path {
     /// Whether the packet count is the DUT's input (nothing is delivered).
     fn drops(self) -> bool {
         self == Path::XdpDrop
+    }
+
+    /// Whether the path runs on RFC 3519 UDP-tunnelled bindings.
+    fn udp(self) -> bool {
+        matches!(self, Path::HaUdpEncap | Path::HaUdpDecap)
     }
 }
 
@@ -83,8 +94,13 @@ impl Case {
                     bindings: 0,
                 });
             }
-            for path in [Path::HaEncap, Path::HaDecap] {
-                for bindings in [1, many] {
+            for bindings in [1, many] {
+                for path in [
+                    Path::HaEncap,
+                    Path::HaUdpEncap,
+                    Path::HaDecap,
+                    Path::HaUdpDecap,
+                ] {
                     v.push(Case {
                         path,
                         size,
@@ -104,18 +120,16 @@ impl Case {
     }
 
     fn obj(&self) -> Obj {
-        if self.bindings > 1 {
-            Obj::Many
-        } else {
-            Obj::One
-        }
+        Obj::of(self.bindings, self.path.udp())
     }
 
     fn dut_program(&self) -> Option<(Obj, &'static str)> {
         match self.path {
             Path::XdpDrop => Some((Obj::One, programs::MIPX_DROP)),
             Path::XdpRedirect => Some((Obj::One, bench_programs::REDIRECT)),
-            Path::HaEncap | Path::HaDecap => Some((self.obj(), programs::HA_XDP)),
+            Path::HaEncap | Path::HaDecap | Path::HaUdpEncap | Path::HaUdpDecap => {
+                Some((self.obj(), programs::HA_XDP))
+            }
             Path::LinuxForward | Path::LinuxVxlan => None,
         }
     }
@@ -124,6 +138,7 @@ impl Case {
         let count = self.bindings.max(1);
         match self.path {
             Path::HaDecap => plan::reverse_tunnelled(self.size, count),
+            Path::HaUdpDecap => plan::udp_reverse_tunnelled(self.size, count),
             _ => plan::to_home_addresses(self.size, count),
         }
     }
@@ -131,10 +146,14 @@ impl Case {
     /// What a correct frame looks like at the sink.
     fn sink(&self) -> SinkConfig {
         let (len, protocol) = match self.path {
-            Path::XdpDrop | Path::XdpRedirect | Path::LinuxForward | Path::HaDecap => {
-                (usize::from(self.size), ipv4::PROTO_UDP)
-            }
+            Path::XdpDrop
+            | Path::XdpRedirect
+            | Path::LinuxForward
+            | Path::HaDecap
+            | Path::HaUdpDecap => (usize::from(self.size), ipv4::PROTO_UDP),
             Path::HaEncap => (usize::from(self.size) + IP_HLEN, ipv4::PROTO_IPIP),
+            // 92 bytes for a 60-byte frame.
+            Path::HaUdpEncap => (usize::from(self.size) + UDP_TUNNEL_LEN, ipv4::PROTO_UDP),
             Path::LinuxVxlan => (usize::from(self.size) + VXLAN_OVERHEAD, ipv4::PROTO_UDP),
         };
         SinkConfig {
@@ -149,6 +168,8 @@ impl Case {
         match self.path {
             Path::HaEncap => Some(Counter::HaEncapTx),
             Path::HaDecap => Some(Counter::HaDecapTx),
+            Path::HaUdpEncap => Some(Counter::HaUdpEncapTx),
+            Path::HaUdpDecap => Some(Counter::HaUdpDecapTx),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use mipx_common::{
-    bench::{GenConfig, VARY_DST, VARY_SRC},
+    bench::{ENCAP_IPIP, ENCAP_NONE, ENCAP_UDP, GenConfig, VARY_DST, VARY_SRC},
     ipv4,
 };
 
@@ -24,9 +24,17 @@ pub const DUT_IN_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const HOME_AGENT: Ipv4Addr = DUT_IN_ADDR;
 /// The DUT's address on the sink side.
 pub const DUT_OUT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
-/// The sink; also every binding's care-of address.
+/// The sink; also every binding's care-of address, and the far end of the RFC 3519 UDP
+/// tunnels (the address their registrations came from: a mobile node that forced UDP
+/// tunnelling, or the NAT in front of it).
 pub const SINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const CARE_OF: Ipv4Addr = SINK_ADDR;
+pub const UDP_TUNNEL_PEER: Ipv4Addr = SINK_ADDR;
+/// The far end's UDP port of the RFC 3519 tunnels (the registration's source port, as a NAT
+/// would have mapped it).
+pub const UDP_TUNNEL_PEER_PORT: u16 = 40_000;
+/// The home agent's registration port: its end of every UDP tunnel.
+pub const HA_UDP_PORT: u16 = 434;
 /// A correspondent behind the sink: inner destination of reverse-tunnelled packets.
 pub const CN_BEHIND_SINK: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 /// First home address; the bound ones are `HOME_BASE + i`.
@@ -44,6 +52,8 @@ pub const UDP_DST_PORT: u16 = 9;
 pub const ETH_HLEN: usize = 14;
 pub const IP_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
+/// What RFC 3519 IP-in-UDP adds: outer IPv4, UDP, MIP Tunnel Data header.
+pub const UDP_TUNNEL_LEN: usize = ipv4::UDP_TUNNEL_LEN;
 /// VXLAN adds outer Ethernet, IPv4, UDP and the VXLAN header.
 pub const VXLAN_OVERHEAD: usize = ETH_HLEN + IP_HLEN + UDP_HLEN + 8;
 
@@ -79,10 +89,12 @@ pub fn to_home_addresses(frame_len: u16, count: u32) -> GenConfig {
         count: count.max(1),
         step: step_for(count),
         frame_len,
-        ipip: 0,
+        encap: ENCAP_NONE,
         vary: VARY_DST,
         udp_src_port: UDP_SRC_PORT,
         udp_dst_port: UDP_DST_PORT,
+        tunnel_src_port: 0,
+        tunnel_dst_port: 0,
     }
 }
 
@@ -101,10 +113,26 @@ pub fn reverse_tunnelled(inner_len: u16, count: u32) -> GenConfig {
         count: count.max(1),
         step: step_for(count),
         frame_len: inner_len + IP_HLEN as u16,
-        ipip: 1,
+        encap: ENCAP_IPIP,
         vary: VARY_SRC,
         udp_src_port: UDP_SRC_PORT,
         udp_dst_port: UDP_DST_PORT,
+        tunnel_src_port: 0,
+        tunnel_dst_port: 0,
+    }
+}
+
+/// The same through an RFC 3519 UDP tunnel (§4.3): IP-in-UDP from the tunnel's far end
+/// ([`UDP_TUNNEL_PEER`], port [`UDP_TUNNEL_PEER_PORT`]) to the home agent's registration port;
+/// the frames sent are 32 bytes longer than `inner_len`.
+pub fn udp_reverse_tunnelled(inner_len: u16, count: u32) -> GenConfig {
+    GenConfig {
+        outer_src: UDP_TUNNEL_PEER.octets(),
+        frame_len: inner_len + UDP_TUNNEL_LEN as u16,
+        encap: ENCAP_UDP,
+        tunnel_src_port: UDP_TUNNEL_PEER_PORT,
+        tunnel_dst_port: HA_UDP_PORT,
+        ..reverse_tunnelled(inner_len, count)
     }
 }
 
@@ -136,7 +164,24 @@ pub fn frame(cfg: &GenConfig, index: u32) -> Vec<u8> {
     let ip_len = (len - ETH_HLEN) as u16;
     let mut at = ETH_HLEN;
     let mut inner_len = ip_len;
-    if cfg.ipip != 0 {
+    if cfg.encap == ENCAP_UDP {
+        inner_len -= UDP_TUNNEL_LEN as u16;
+        let outer = ipv4::udp_tunnel_header(
+            ipv4::Inner {
+                tos: 0,
+                flags_frag: ipv4::DF,
+                total_len: inner_len,
+            },
+            0,
+            cfg.outer_src,
+            cfg.outer_dst,
+            cfg.tunnel_src_port,
+            cfg.tunnel_dst_port,
+        )
+        .expect("a benchmark frame fits in 64 KiB");
+        f[at..at + UDP_TUNNEL_LEN].copy_from_slice(&outer);
+        at += UDP_TUNNEL_LEN;
+    } else if cfg.encap == ENCAP_IPIP {
         let outer = ipv4::header(
             0,
             ip_len,
@@ -197,5 +242,17 @@ mod tests {
         assert_eq!(f[23], ipv4::PROTO_IPIP);
         assert!(ipv4::checksum_ok(f[34..54].try_into().unwrap()));
         assert_eq!(&f[46..50], &[10, 0, 0, 4]);
+        let f = frame(&udp_reverse_tunnelled(60, 1000), 5);
+        assert_eq!(f.len(), 92);
+        assert_eq!(f[23], ipv4::PROTO_UDP);
+        assert!(ipv4::checksum_ok(f[14..34].try_into().unwrap()));
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 78);
+        assert_eq!(&f[34..36], &UDP_TUNNEL_PEER_PORT.to_be_bytes());
+        assert_eq!(&f[36..38], &HA_UDP_PORT.to_be_bytes());
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 78 - 20);
+        assert_eq!(&f[42..46], &[4, 4, 0, 0]);
+        assert!(ipv4::checksum_ok(f[46..66].try_into().unwrap()));
+        assert_eq!(f[46 + 9], ipv4::PROTO_UDP);
+        assert_eq!(&f[58..62], &[10, 0, 0, 6]);
     }
 }

@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 
 use super::dut::{Obj, Objects};
 use super::e2e::xdp_md;
-use super::plan::{self, CARE_OF, IP_HLEN, MAC_DUT_OUT, MAC_SINK};
+use super::plan::{
+    self, CARE_OF, HA_UDP_PORT, HOME_AGENT, IP_HLEN, MAC_DUT_OUT, MAC_SINK, UDP_TUNNEL_LEN,
+    UDP_TUNNEL_PEER, UDP_TUNNEL_PEER_PORT,
+};
 use super::topo::Topology;
 
 const XDP_DROP: u32 = 1;
@@ -46,6 +49,10 @@ enum Kind {
     Redirect,
     Encap,
     Decap,
+    /// RFC 3519 IP-in-UDP encapsulation.
+    UdpEncap,
+    /// RFC 3519 IP-in-UDP decapsulation.
+    UdpDecap,
     Fib,
     Lookup,
 }
@@ -121,38 +128,18 @@ impl Item {
                 Kind::Lookup,
                 many,
             ));
-            v.push(item(
-                "ha_encap",
-                Obj::One,
-                programs::HA_XDP,
-                false,
-                Kind::Encap,
-                1,
-            ));
-            v.push(item(
-                "ha_encap",
-                Obj::Many,
-                programs::HA_XDP,
-                false,
-                Kind::Encap,
-                many,
-            ));
-            v.push(item(
-                "ha_decap",
-                Obj::One,
-                programs::HA_XDP,
-                false,
-                Kind::Decap,
-                1,
-            ));
-            v.push(item(
-                "ha_decap",
-                Obj::Many,
-                programs::HA_XDP,
-                false,
-                Kind::Decap,
-                many,
-            ));
+            // IP-in-IP and RFC 3519 UDP side by side, so each pair is measured close in time.
+            for bindings in [1, many] {
+                for (name, udp, kind) in [
+                    ("ha_encap", false, Kind::Encap),
+                    ("ha_udp_encap", true, Kind::UdpEncap),
+                    ("ha_decap", false, Kind::Decap),
+                    ("ha_udp_decap", true, Kind::UdpDecap),
+                ] {
+                    let obj = Obj::of(bindings, udp);
+                    v.push(item(name, obj, programs::HA_XDP, false, kind, bindings));
+                }
+            }
         }
         v
     }
@@ -161,6 +148,7 @@ impl Item {
         let count = self.bindings.max(1);
         match self.kind {
             Kind::Decap => plan::reverse_tunnelled(self.size, count),
+            Kind::UdpDecap => plan::udp_reverse_tunnelled(self.size, count),
             Kind::Fib => plan::fib_probe(self.size),
             _ => plan::to_home_addresses(self.size, count),
         }
@@ -238,6 +226,67 @@ impl Item {
                 ensure!(
                     out[14 + ipv4::field::PROTOCOL] == ipv4::PROTO_UDP,
                     "decap protocol"
+                );
+            }
+            Kind::UdpEncap => {
+                expect(XDP_REDIRECT)?;
+                ensure!(
+                    out.len() == input.len() + UDP_TUNNEL_LEN,
+                    "{}: {} bytes out of {} in",
+                    self.label(),
+                    out.len(),
+                    input.len()
+                );
+                ensure!(
+                    out[..6] == MAC_SINK && out[6..12] == MAC_DUT_OUT,
+                    "UDP encap MACs"
+                );
+                let outer: &[u8; IP_HLEN] = out[14..34].try_into()?;
+                ensure!(
+                    outer[ipv4::field::PROTOCOL] == ipv4::PROTO_UDP && ipv4::checksum_ok(outer),
+                    "UDP encap outer header"
+                );
+                ensure!(
+                    outer[12..16] == HOME_AGENT.octets()
+                        && outer[16..20] == UDP_TUNNEL_PEER.octets(),
+                    "UDP encap outer addresses"
+                );
+                let udp_len = (out.len() - 14 - IP_HLEN) as u16;
+                ensure!(
+                    out[34..36] == HA_UDP_PORT.to_be_bytes()
+                        && out[36..38] == UDP_TUNNEL_PEER_PORT.to_be_bytes()
+                        && out[38..40] == udp_len.to_be_bytes(),
+                    "UDP encap ports and length"
+                );
+                ensure!(
+                    out[42..46] == [ipv4::MIP_TUNNEL_DATA, ipv4::PROTO_IPIP, 0, 0],
+                    "UDP encap MIP Tunnel Data header"
+                );
+                ensure!(
+                    out[46 + 16..46 + 20] == input[14 + 16..14 + 20],
+                    "UDP encap inner dst"
+                );
+            }
+            Kind::UdpDecap => {
+                expect(XDP_REDIRECT)?;
+                ensure!(
+                    out.len() + UDP_TUNNEL_LEN == input.len(),
+                    "{}: {} bytes out of {} in",
+                    self.label(),
+                    out.len(),
+                    input.len()
+                );
+                ensure!(
+                    out[..6] == MAC_SINK && out[6..12] == MAC_DUT_OUT,
+                    "UDP decap MACs"
+                );
+                ensure!(
+                    out[14 + ipv4::field::PROTOCOL] == ipv4::PROTO_UDP,
+                    "UDP decap protocol"
+                );
+                ensure!(
+                    out[14 + 12..14 + 20] == input[46 + 12..46 + 20],
+                    "UDP decap inner addresses"
                 );
             }
         }

@@ -4,9 +4,9 @@
 //! Every round measures, interleaved and in a rotating order:
 //!
 //! 1. end to end, gen → DUT → sink over veth, the DUT's CPU time per delivered packet for the
-//!    HA's encapsulation and reverse-tunnel decapsulation (1 binding, N bindings with the
-//!    destinations spread over them) and the baselines XDP_DROP, XDP_REDIRECT, Linux IP
-//!    forwarding and Linux VXLAN, for each frame size;
+//!    HA's encapsulation and reverse-tunnel decapsulation, IP-in-IP and RFC 3519 IP-in-UDP
+//!    (1 binding, N bindings with the destinations spread over them), and the baselines
+//!    XDP_DROP, XDP_REDIRECT, Linux IP forwarding and Linux VXLAN, for each frame size;
 //! 2. per program, ns per run with `BPF_PROG_TEST_RUN`, against the trivial drop program of the
 //!    same object.
 //!
@@ -127,7 +127,7 @@ fn main() -> Result<()> {
     eprintln!("building the topology (gen → dut → sink)");
     let topo = Topology::new(o.dut_cpu, o.other_cpu)?;
     eprintln!(
-        "loading the object three times, inserting {} bindings",
+        "loading the object five times, inserting {} bindings twice",
         o.bindings
     );
     let (mut objs, mut generator) = Objects::load(o.bindings, topo.dut_out_ifindex)?;
@@ -195,6 +195,7 @@ fn main() -> Result<()> {
             "calls": o.calls,
             "bindings": o.bindings,
             "max_bindings": bench::dut::max_bindings(o.bindings),
+            "udp_tunnel_port": bench::plan::UDP_TUNNEL_PEER_PORT,
             "sizes": o.sizes,
             "dut_cpu": o.dut_cpu,
             "other_cpu": o.other_cpu,

@@ -5,7 +5,8 @@ Usage: chart.py SUMMARY.json OUTPUT.png   (Debian: python3-matplotlib)
 
 Left: end to end, DUT CPU time per delivered packet, per path and frame size, with the
 min-max over the rounds and the ratio to XDP_REDIRECT. Right: per program (BPF_PROG_TEST_RUN),
-ns per run and the ratio to the drop program. Medians; log scale.
+ns per run and the ratio to the drop program. RFC 3519 IP-in-UDP rows also show their ratio to
+the IP-in-IP row they pair with. Medians; log scale.
 """
 
 import json
@@ -35,15 +36,17 @@ def bars(ax, sizes, key, ratio_key, ratio_name, title):
             ratio = r.get(ratio_key)
             if y and ratio is not None:
                 x = max(y, r["max"] or y) * 1.1
-                ax.text(x, p, f"{y:.0f} ns  ({ratio:.2f}× {ratio_name})", va="center",
-                        fontsize=7)
+                text = f"{y:.0f} ns  ({ratio:.2f}× {ratio_name}"
+                if r.get("x_ipip") is not None:
+                    text += f", {r['x_ipip']:.2f}× IP-in-IP"
+                ax.text(x, p, text + ")", va="center", fontsize=7)
     ax.set_yticks(range(n))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     lo_x = min(r["median"] for s in sizes for r in s[key] if r["median"])
     hi_x = max(r["max"] or r["median"] for s in sizes for r in s[key] if r["median"])
-    ax.set_xlim(lo_x / 1.6, hi_x * 6)
+    ax.set_xlim(lo_x / 1.6, hi_x * 10)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
@@ -54,7 +57,8 @@ def main():
     with open(summary) as f:
         data = json.load(f)
     sizes = data["sizes"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(17, 7))
+    rows = max(len(sizes[0]["e2e"]), len(sizes[0]["prog"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(18, max(7, 0.45 * rows + 1.5)))
     bars(left, sizes, "e2e", "x_redirect", "REDIRECT",
          "End to end: DUT CPU ns per delivered packet (median, min–max)")
     bars(right, sizes, "prog", "x_drop", "drop",

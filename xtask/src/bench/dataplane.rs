@@ -188,6 +188,8 @@ struct Results {
     calls: u64,
     bindings: u64,
     max_bindings: u64,
+    /// The far end's port of the RFC 3519 UDP tunnels.
+    udp_tunnel_port: u64,
     sizes: Vec<u64>,
     dut_cpu: u64,
     other_cpu: u64,
@@ -207,7 +209,7 @@ enum B {
     Many,
 }
 
-const E2E_ROWS: [(&str, B, &str); 8] = [
+const E2E_ROWS: [(&str, B, &str); 12] = [
     (
         "xdp_drop",
         B::None,
@@ -221,18 +223,42 @@ const E2E_ROWS: [(&str, B, &str); 8] = [
     (
         "ha_encap",
         B::One,
-        "**HA encapsulation** (`ha_xdp`), 1 binding",
+        "**HA IP-in-IP encapsulation** (`ha_xdp`), 1 binding",
     ),
-    ("ha_encap", B::Many, "**HA encapsulation**, {N} bindings"),
+    (
+        "ha_udp_encap",
+        B::One,
+        "**HA IP-in-UDP encapsulation** (RFC 3519), 1 binding",
+    ),
+    (
+        "ha_encap",
+        B::Many,
+        "**HA IP-in-IP encapsulation**, {N} bindings",
+    ),
+    (
+        "ha_udp_encap",
+        B::Many,
+        "**HA IP-in-UDP encapsulation**, {N} bindings",
+    ),
     (
         "ha_decap",
         B::One,
-        "HA reverse-tunnel decapsulation, 1 binding",
+        "HA IP-in-IP reverse-tunnel decapsulation, 1 binding",
+    ),
+    (
+        "ha_udp_decap",
+        B::One,
+        "HA IP-in-UDP reverse-tunnel decapsulation, 1 binding",
     ),
     (
         "ha_decap",
         B::Many,
-        "HA reverse-tunnel decapsulation, {N} bindings",
+        "HA IP-in-IP reverse-tunnel decapsulation, {N} bindings",
+    ),
+    (
+        "ha_udp_decap",
+        B::Many,
+        "HA IP-in-UDP reverse-tunnel decapsulation, {N} bindings",
     ),
     (
         "linux_forward",
@@ -246,7 +272,7 @@ const E2E_ROWS: [(&str, B, &str); 8] = [
     ),
 ];
 
-const PROG_ROWS: [(&str, B, &str); 11] = [
+const PROG_ROWS: [(&str, B, &str); 15] = [
     ("drop", B::None, "`mipx_drop` (baseline)"),
     (
         "drop (repeat)",
@@ -278,11 +304,57 @@ const PROG_ROWS: [(&str, B, &str); 11] = [
         B::Many,
         "`mipx_bench_lookup`, {N} bindings",
     ),
-    ("ha_encap", B::One, "**`ha_xdp` encapsulation**, 1 binding"),
-    ("ha_encap", B::Many, "`ha_xdp` encapsulation, {N} bindings"),
-    ("ha_decap", B::One, "`ha_xdp` decapsulation, 1 binding"),
-    ("ha_decap", B::Many, "`ha_xdp` decapsulation, {N} bindings"),
+    (
+        "ha_encap",
+        B::One,
+        "**`ha_xdp` IP-in-IP encapsulation**, 1 binding",
+    ),
+    (
+        "ha_udp_encap",
+        B::One,
+        "**`ha_xdp` IP-in-UDP encapsulation**, 1 binding",
+    ),
+    (
+        "ha_encap",
+        B::Many,
+        "`ha_xdp` IP-in-IP encapsulation, {N} bindings",
+    ),
+    (
+        "ha_udp_encap",
+        B::Many,
+        "`ha_xdp` IP-in-UDP encapsulation, {N} bindings",
+    ),
+    (
+        "ha_decap",
+        B::One,
+        "`ha_xdp` IP-in-IP decapsulation, 1 binding",
+    ),
+    (
+        "ha_udp_decap",
+        B::One,
+        "`ha_xdp` IP-in-UDP decapsulation, 1 binding",
+    ),
+    (
+        "ha_decap",
+        B::Many,
+        "`ha_xdp` IP-in-IP decapsulation, {N} bindings",
+    ),
+    (
+        "ha_udp_decap",
+        B::Many,
+        "`ha_xdp` IP-in-UDP decapsulation, {N} bindings",
+    ),
 ];
+
+/// The IP-in-IP counterpart of an RFC 3519 UDP row (same name in both tables), which its
+/// "× IP-in-IP" ratio is taken against.
+fn ipip_of(path: &str) -> Option<&'static str> {
+    match path {
+        "ha_udp_encap" => Some("ha_encap"),
+        "ha_udp_decap" => Some("ha_decap"),
+        _ => None,
+    }
+}
 
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or(0)
@@ -344,6 +416,7 @@ impl Results {
             calls: u(o, "calls"),
             bindings: u(o, "bindings"),
             max_bindings: u(o, "max_bindings"),
+            udp_tunnel_port: u(o, "udp_tunnel_port"),
             sizes: o["sizes"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_u64).collect())
@@ -463,10 +536,15 @@ impl Results {
              (`mipx_bench_sink`, kthread SCHED_FIFO) on CPU {}. The generator rewrites the whole \
              header of every frame and spreads destinations over the bound home addresses \
              (1 binding: one destination; {} bindings: every home address in turn, a \
-             golden-ratio stride; the two binding maps are separate copies of the object, both \
-             sized for {} entries). Packet sizes are those of the plain datagram's frame: \
-             encapsulation adds 20 bytes; decapsulation is fed the IP-in-IP frames, 20 bytes \
-             longer, and delivers the plain ones. Figure: the DUT kthread's run time \
+             golden-ratio stride; each binding map is a separate copy of the object, all sized \
+             for {} entries). IP-in-IP (RFC 2003/3024) and RFC 3519 IP-in-UDP run on separate \
+             binding maps alike but for the binding's tunnel flags: UDP tunnelling between the \
+             home agent's port 434 and the sink's address, port {} (the outer source of the \
+             reverse-tunnelled frames, as the care-of address is for IP-in-IP). Packet sizes \
+             are those of the plain datagram's frame: IP-in-IP encapsulation adds 20 bytes, \
+             IP-in-UDP 32 (outer IPv4, UDP without checksum, MIP Tunnel Data header); \
+             decapsulation is fed the tunnelled frames, 20 or 32 bytes longer, and delivers the \
+             plain ones. Figure: the DUT kthread's run time \
              (`/proc/PID/schedstat`) over a {} s window divided by the packets delivered at the \
              sink (XDP_DROP: by the packets the DUT received). Per program: BPF_PROG_TEST_RUN \
              with the thread pinned to CPU {} inside the DUT's namespace (FIB and neighbour \
@@ -478,6 +556,7 @@ impl Results {
             self.other_cpu,
             thousands(self.bindings as f64),
             thousands(self.max_bindings as f64),
+            self.udp_tunnel_port,
             self.seconds,
             self.dut_cpu,
             thousands(self.calls as f64),
@@ -490,10 +569,10 @@ impl Results {
             let _ = writeln!(t);
             let _ = writeln!(
                 t,
-                "| DUT path | ns / packet | × XDP_DROP | × XDP_REDIRECT | Linux fwd ÷ path \
-                 | DUT kthread busy | delivered Mpps |"
+                "| DUT path | ns / packet | × XDP_DROP | × XDP_REDIRECT | × IP-in-IP \
+                 | Linux fwd ÷ path | DUT kthread busy | delivered Mpps |"
             );
-            let _ = writeln!(t, "|---|--:|--:|--:|--:|--:|--:|");
+            let _ = writeln!(t, "|---|--:|--:|--:|--:|--:|--:|--:|");
             for (path, b, label) in E2E_ROWS {
                 let n = self.e2e_spread(path, b, size, |m| m.ns);
                 if !n.median.is_finite() {
@@ -501,16 +580,21 @@ impl Results {
                 }
                 let drop = self.e2e_ratio((path, b), ("xdp_drop", B::None), size);
                 let redirect = self.e2e_ratio((path, b), ("xdp_redirect", B::None), size);
+                let ipip = ipip_of(path).map_or_else(
+                    || "—".to_owned(),
+                    |ipip| self.e2e_ratio((path, b), (ipip, b), size).show(ratio),
+                );
                 let fwd = self.e2e_ratio(("linux_forward", B::None), (path, b), size);
                 let util = self.e2e_spread(path, b, size, |m| m.util);
                 let pps = self.e2e_spread(path, b, size, |m| m.pps);
                 let _ = writeln!(
                     t,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     self.label(label),
                     n.show(ns),
                     drop.show(ratio),
                     redirect.show(ratio),
+                    ipip,
                     fwd.show(ratio),
                     util.show(pct),
                     if path == "xdp_drop" {
@@ -527,8 +611,8 @@ impl Results {
         let mut header = "| program |".to_owned();
         let mut rule = "|---|".to_owned();
         for &size in &self.sizes {
-            let _ = write!(header, " {size} B: ns / run | × drop |");
-            rule.push_str("--:|--:|");
+            let _ = write!(header, " {size} B: ns / run | × drop | × IP-in-IP |");
+            rule.push_str("--:|--:|--:|");
         }
         let _ = writeln!(t, "{header}\n{rule}");
         for (name, b, label) in PROG_ROWS {
@@ -538,9 +622,13 @@ impl Results {
                 let n = self.prog_spread(name, b, size);
                 any |= n.median.is_finite();
                 let r = self.prog_ratio((name, b), ("drop", B::None), size);
+                let ipip = ipip_of(name).map_or_else(
+                    || "—".to_owned(),
+                    |ipip| self.prog_ratio((name, b), (ipip, b), size).show(ratio),
+                );
                 let _ = write!(
                     row,
-                    " {} | {} |",
+                    " {} | {} | {ipip} |",
                     n.show(|x| format!("{x:.0}")),
                     r.show(ratio)
                 );
@@ -603,6 +691,20 @@ impl Results {
                 );
             }
         }
+        for &size in &self.sizes {
+            for (udp, ipip, what) in [
+                ("ha_udp_encap", "ha_encap", "encapsulation"),
+                ("ha_udp_decap", "ha_decap", "decapsulation"),
+            ] {
+                let r = self.e2e_ratio((udp, B::One), (ipip, B::One), size);
+                let _ = writeln!(
+                    t,
+                    "- UDP {what} ≤ 1.1 × IP-in-IP {what} ({size} B, 1 binding): {} × — {}.",
+                    r.show(ratio),
+                    verdict(r.median <= 1.1)
+                );
+            }
+        }
         if let Some(&size) = self.sizes.first() {
             let r = self.prog_ratio(("ha_encap", B::One), ("drop", B::None), size);
             let _ = writeln!(
@@ -623,8 +725,9 @@ impl Results {
         let _ = writeln!(
             t,
             "Frame length and IP protocol of every frame at the sink ({}); no `otherhost` drops \
-             at the DUT; on the HA paths every packet counted by `ha_xdp` as `ha_encap_tx` / \
-             `ha_decap_tx` and no other counter moved: {}.",
+             at the DUT; on the HA paths every packet counted by `ha_xdp` as `ha_encap_tx`, \
+             `ha_decap_tx`, `ha_udp_encap_tx` or `ha_udp_decap_tx` (per path) and no other \
+             counter moved: {}.",
             lens.join(", "),
             if self.problems.is_empty() {
                 "all passed".to_owned()
@@ -658,10 +761,13 @@ impl Results {
                     .map(|&(path, b, label)| {
                         let s = self.e2e_spread(path, b, size, |m| m.ns);
                         let r = self.e2e_ratio((path, b), ("xdp_redirect", B::None), size);
+                        let ipip = ipip_of(path)
+                            .map(|ipip| self.e2e_ratio((path, b), (ipip, b), size).median);
                         json!({
                             "label": self.label(label).replace("**", "").replace('`', ""),
                             "median": s.median, "min": s.min, "max": s.max,
                             "x_redirect": r.median,
+                            "x_ipip": ipip,
                         })
                     })
                     .collect();
@@ -670,10 +776,13 @@ impl Results {
                     .map(|&(name, b, label)| {
                         let s = self.prog_spread(name, b, size);
                         let r = self.prog_ratio((name, b), ("drop", B::None), size);
+                        let ipip = ipip_of(name)
+                            .map(|ipip| self.prog_ratio((name, b), (ipip, b), size).median);
                         json!({
                             "label": self.label(label).replace("**", "").replace('`', ""),
                             "median": s.median, "min": s.min, "max": s.max,
                             "x_drop": r.median,
+                            "x_ipip": ipip,
                         })
                     })
                     .collect();
