@@ -151,12 +151,11 @@ fn encapsulate(
     } else {
         tunnel.care_of_addr
     };
-    // RFC 2003 §3.2: never tunnel a datagram from the tunnel's own far end or from ourselves;
-    // RFC 5944 §4.2.3: an encapsulated datagram from the current care-of address is a loop.
-    if ip.src_addr == far_end
-        || ip.src_addr == tunnel.care_of_addr
-        || ip.src_addr == tunnel.home_agent
-    {
+    // RFC 2003 §3.2: never tunnel a datagram from the tunnel's exit point (the care-of
+    // address, also behind a NAT: the NAT only relays) or from ourselves; RFC 5944 §4.2.3: an
+    // encapsulated datagram from the current care-of address is a loop. The NAT itself may
+    // send to the home address (an ICMP error, say) like any router on the path.
+    if ip.src_addr == tunnel.care_of_addr || ip.src_addr == tunnel.home_agent {
         return (XDP_DROP, Counter::TunnelLoop);
     }
     // §3.1: the encapsulator forwards, so it decrements the inner TTL, and must not tunnel a
