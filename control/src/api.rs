@@ -95,9 +95,12 @@ pub struct Stats {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct DaemonStats {
     pub datagrams_received: u64,
     pub datagrams_sent: u64,
     pub send_errors: u64,
     pub api_requests: u64,
+    /// x-HA: datagrams dropped because they arrived on an internal interface (RFC 5265 §3.7).
+    pub dropped_internal_interface: u64,
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
-use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, UdpTunnelPolicy};
+use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, Subnet, UdpTunnelPolicy};
 use crate::proto::mn::{MnConfig, NatTraversal, NatTraversalMode};
 
 /// Where `mipd` listens for `mipctl` unless configured otherwise.
@@ -100,8 +100,7 @@ fn dataplane_settings(raw: RawDataplane, role: Role) -> Result<DataplaneSettings
         ));
     }
     for (i, name) in raw.interfaces.iter().enumerate() {
-        // IFNAMSIZ is 16 including the NUL.
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+        if !valid_ifname(name) {
             return Err(field_err(
                 format!("dataplane.interfaces[{i}]"),
                 format!("`{name}` is not a valid interface name"),
@@ -166,6 +165,13 @@ struct RawHa {
     mobile_node: Vec<RawMobileNode>,
     #[serde(default)]
     udp_tunnel: RawUdpTunnel,
+    /// RFC 5265 §4.3: present, this is an internal home agent (i-HA) answering only these
+    /// subnets; empty, it answers nobody.
+    trusted_networks: Option<Vec<String>>,
+    /// RFC 5265 §3.7: an external home agent (x-HA) drops registrations arriving on these
+    /// interfaces (the ones facing the intranet).
+    #[serde(default)]
+    internal_interfaces: Vec<String>,
 }
 
 /// `[ha.udp_tunnel]`: RFC 3519 NAT traversal on the home agent.
@@ -291,6 +297,8 @@ pub struct Config {
 pub struct HaSettings {
     pub core: HaConfig,
     pub port: u16,
+    /// x-HA: interfaces whose registrations are dropped (RFC 5265 §3.7).
+    pub internal_interfaces: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -350,6 +358,28 @@ impl Config {
                 if ha.max_lifetime == 0 {
                     return Err(field_err("ha.max_lifetime", "must be at least 1 second"));
                 }
+                let trusted_networks = ha
+                    .trusted_networks
+                    .as_ref()
+                    .map(|nets| {
+                        nets.iter()
+                            .enumerate()
+                            .map(|(i, n)| {
+                                parse_subnet(n).map_err(|msg| {
+                                    field_err(format!("ha.trusted_networks[{i}]"), msg)
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?;
+                for (i, name) in ha.internal_interfaces.iter().enumerate() {
+                    if !valid_ifname(name) {
+                        return Err(field_err(
+                            format!("ha.internal_interfaces[{i}]"),
+                            format!("`{name}` is not a valid interface name"),
+                        ));
+                    }
+                }
                 Ok(Config {
                     role: Role::Ha,
                     api_socket,
@@ -363,8 +393,10 @@ impl Config {
                                 allow_forced: ha.udp_tunnel.allow_forced,
                                 keepalive_interval: ha.udp_tunnel.keepalive_secs,
                             },
+                            trusted_networks,
                         },
                         port: ha.port,
+                        internal_interfaces: ha.internal_interfaces,
                     }),
                     mn: None,
                     dataplane,
@@ -485,7 +517,32 @@ fn security_association(
     })
 }
 
+/// Whether `name` can be a Linux interface name (IFNAMSIZ is 16 including the NUL).
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', '\0'])
+}
+
+/// `a.b.c.d/len`, with no host bits set (a trusted-network list is security configuration: a
+/// typo such as 10.1.2.3/8 is refused rather than silently widened).
+fn parse_subnet(s: &str) -> Result<Subnet, String> {
+    let (addr, len) = parse_cidr(s)?;
+    let subnet = Subnet { addr, len };
+    let host_bits = u32::from(addr) & !u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    if host_bits != 0 {
+        return Err(format!(
+            "{s} has host bits set; did you mean {}/{len}?",
+            Ipv4Addr::from(u32::from(addr) & !host_bits)
+        ));
+    }
+    Ok(subnet)
+}
+
 fn parse_prefix(s: &str) -> Result<HomeAddrs, String> {
+    let (addr, len) = parse_cidr(s)?;
+    Ok(HomeAddrs::Prefix(addr, len))
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, len) = s.split_once('/').ok_or("expected a.b.c.d/len")?;
     let addr: Ipv4Addr = addr
         .parse()
@@ -495,7 +552,7 @@ fn parse_prefix(s: &str) -> Result<HomeAddrs, String> {
         .ok()
         .filter(|l| *l <= 32)
         .ok_or("prefix length must be 0-32")?;
-    Ok(HomeAddrs::Prefix(addr, len))
+    Ok((addr, len))
 }
 
 /// Reads a key file: the key as hexadecimal (whitespace ignored, optional `0x`). Refuses files
@@ -727,6 +784,50 @@ key_file = "mn.key"
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn parses_trusted_networks_and_internal_interfaces() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("ha.toml");
+        let plain = Config::parse(HA, &path).unwrap().ha.unwrap();
+        assert_eq!(plain.core.trusted_networks, None);
+        assert!(plain.internal_interfaces.is_empty());
+        let with = HA.replace(
+            "max_lifetime = 300",
+            "max_lifetime = 300\ntrusted_networks = [\"10.0.0.0/8\", \"192.168.7.0/24\"]\n\
+             internal_interfaces = [\"eth1\"]",
+        );
+        let ha = Config::parse(&with, &path).unwrap().ha.unwrap();
+        let nets = ha.core.trusted_networks.unwrap();
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(Ipv4Addr::new(192, 168, 7, 9)));
+        assert_eq!(ha.internal_interfaces, ["eth1"]);
+        let empty = HA.replace(
+            "max_lifetime = 300",
+            "max_lifetime = 300\ntrusted_networks = []",
+        );
+        let ha = Config::parse(&empty, &path).unwrap().ha.unwrap();
+        assert_eq!(ha.core.trusted_networks, Some(vec![]));
+        for (line, field) in [
+            (
+                "trusted_networks = [\"10.0.0.0/8\", \"10.1.2.3/16\"]",
+                "ha.trusted_networks[1]",
+            ),
+            (
+                "trusted_networks = [\"10.0.0.0\"]",
+                "ha.trusted_networks[0]",
+            ),
+            (
+                "internal_interfaces = [\"a b\"]",
+                "ha.internal_interfaces[0]",
+            ),
+        ] {
+            let text = HA.replace("max_lifetime = 300", &format!("max_lifetime = 300\n{line}"));
+            let e = Config::parse(&text, &path).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{line}: {e}");
         }
     }
 

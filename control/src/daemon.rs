@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,11 @@ struct Daemon {
     start: Instant,
     stats: DaemonStats,
     dataplane: Option<Dp>,
+    /// x-HA: ifindexes of `ha.internal_interfaces`, whose registrations are dropped (RFC 5265
+    /// §3.7).
+    internal_ifindexes: Vec<u32>,
+    /// When a drop on an internal interface was last logged (one line per second at most).
+    internal_log: Option<Instant>,
 }
 
 /// The loaded dataplane and what the daemon needs to drive it.
@@ -193,15 +199,36 @@ type ApiCall = (Request, oneshot::Sender<Response>);
 
 /// Runs `mipd` until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> io::Result<()> {
-    let (core, bind) = match (config.role, config.ha, config.mn) {
-        (Role::Ha, Some(HaSettings { core, port }), _) => {
+    let (core, bind, internal_ifindexes) = match (config.role, config.ha, config.mn) {
+        (
+            Role::Ha,
+            Some(HaSettings {
+                core,
+                port,
+                internal_interfaces,
+            }),
+            _,
+        ) => {
             let bind = SocketAddrV4::new(core.address, port);
+            let internal = internal_interfaces
+                .iter()
+                .map(|name| {
+                    dataplane::ifindex(name).map_err(|e| {
+                        io::Error::other(format!("ha.internal_interfaces: {name}: {e}"))
+                    })
+                })
+                .collect::<io::Result<Vec<u32>>>()?;
+            if let Some(nets) = &core.trusted_networks {
+                let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                info!(trusted = ?list, "internal home agent (RFC 5265): answering only trusted networks");
+            }
             (
                 Core::Ha {
                     ha: HomeAgent::new(core),
                     port,
                 },
                 bind,
+                internal,
             )
         }
         (Role::Mn, _, Some(settings)) => {
@@ -209,6 +236,7 @@ pub async fn run(config: Config) -> io::Result<()> {
             (
                 Core::Mn { mn, settings },
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                Vec::new(),
             )
         }
         _ => {
@@ -233,6 +261,8 @@ pub async fn run(config: Config) -> io::Result<()> {
 
     let socket = UdpSocket::bind(bind).await?;
     info!(local = %socket.local_addr()?, "Mobile IP socket bound");
+    // The arrival interface of every datagram, for the x-HA's internal-interface rule.
+    crate::pktinfo::enable(socket.as_fd())?;
     let listener = bind_api(&config.api_socket)?;
     info!(path = %config.api_socket.display(), "control API listening");
 
@@ -243,6 +273,8 @@ pub async fn run(config: Config) -> io::Result<()> {
         start: Instant::now(),
         stats: DaemonStats::default(),
         dataplane,
+        internal_ifindexes,
+        internal_log: None,
     };
     d.adopt_dataplane_state();
     d.startup();
@@ -259,15 +291,21 @@ pub async fn run(config: Config) -> io::Result<()> {
     loop {
         let deadline = d.deadline();
         tokio::select! {
-            r = d.socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    d.datagram(from, &buf[..n]);
-                    // Drain what else is queued before going back to select!: under load this
+            r = d.socket.readable() => match r {
+                Ok(()) => {
+                    // Drain what is queued before going back to select!: under load this
                     // batches the socket work and keeps replies in arrival order.
-                    for _ in 0..256 {
-                        match d.socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => d.datagram(from, &buf[..n]),
-                            Err(_) => break,
+                    for _ in 0..257 {
+                        let received = d.socket.try_io(tokio::io::Interest::READABLE, || {
+                            crate::pktinfo::recv(d.socket.as_fd(), &mut buf)
+                        });
+                        match received {
+                            Ok(r) => d.datagram(r.from, r.ifindex, &buf[..r.len]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                warn!(error = %e, "receive failed");
+                                break;
+                            }
                         }
                     }
                 }
@@ -469,9 +507,21 @@ impl Daemon {
         }
     }
 
-    fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn datagram(&mut self, from: SocketAddrV4, ifindex: u32, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
-        let SocketAddr::V4(from) = from else { return };
+        if self.internal_ifindexes.contains(&ifindex) {
+            // RFC 5265 §3.7: an x-HA that sees a registration arrive from the intranet drops
+            // it, so that a mobile node inside never decides it is outside.
+            self.stats.dropped_internal_interface += 1;
+            if self
+                .internal_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                info!(%from, ifindex, "dropped: datagram on an internal interface (RFC 5265 §3.7)");
+                self.internal_log = Some(Instant::now());
+            }
+            return;
+        }
         let now = self.now();
         match &mut self.core {
             Core::Ha { ha, .. } => {
@@ -749,7 +799,9 @@ impl Daemon {
         while let Ok(Ok((n, from))) =
             tokio::time::timeout_at(until, self.socket.recv_from(buf)).await
         {
-            self.datagram(from, &buf[..n]);
+            if let SocketAddr::V4(from) = from {
+                self.datagram(from, 0, &buf[..n]);
+            }
             self.flush().await;
             if let Core::Mn { mn, .. } = &self.core
                 && mn.state() == MnState::Idle

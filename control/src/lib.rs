@@ -9,4 +9,5 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod garp;
+pub mod pktinfo;
 pub mod proto;

@@ -10,7 +10,8 @@ use mipx_common::wire::{
 use mipx_control::auth::{Key, ReplayProtection, SecurityAssociation};
 use mipx_control::proto::Now;
 use mipx_control::proto::ha::{
-    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, UdpTunnelPolicy,
+    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, Subnet,
+    UdpTunnelPolicy,
 };
 use mipx_control::proto::mn::{
     MnConfig, MnEvent, MnState, MobileNode, NatTraversal, NatTraversalMode,
@@ -41,6 +42,7 @@ fn ha() -> HomeAgent {
             sa: sa(b"shared secret"),
         }],
         udp_tunnel: UdpTunnelPolicy::default(),
+        trusted_networks: None,
     })
 }
 
@@ -720,4 +722,80 @@ fn bad_keepalives_are_dropped() {
     assert!(w.ha.poll_transmit().is_none(), "nothing else is answered");
     assert_eq!(w.ha.stats().keepalives, 1);
     assert!(w.ha.stats().dropped_tunnel_data >= 2 * good.len() as u64 - 2);
+}
+
+fn i_ha(trusted: &[Subnet]) -> HomeAgent {
+    let mut config = ha().config().clone();
+    config.trusted_networks = Some(trusted.to_vec());
+    HomeAgent::new(config)
+}
+
+fn has_tnc(payload: &[u8]) -> bool {
+    ReplyPacket::new_checked(payload)
+        .unwrap()
+        .extensions()
+        .any(|e| matches!(e, Ok((_, Extension::TrustedNetworksConfigured))))
+}
+
+/// RFC 5265 §4.3: an i-HA answers only trusted sources, and its replies to them carry the
+/// Trusted Networks Configured extension under the authenticator; anything else, even a
+/// request that would be denied or a malformed one, gets no answer at all, and is counted.
+#[test]
+fn internal_home_agent_answers_only_trusted_networks() {
+    let inside = Subnet {
+        addr: Ipv4Addr::new(192, 0, 2, 0),
+        len: 24,
+    };
+    let mut w = World::new(mn(b"shared secret"));
+    w.ha = i_ha(&[inside]);
+    w.mn.register(w.now, COA);
+    let req = w.mn.poll_transmit().unwrap().payload;
+    w.ha.handle_datagram(w.now, SocketAddrV4::new(COA, 43400), HA, &req);
+    let reply = w.ha.poll_transmit().expect("a trusted source is answered");
+    assert_eq!(reply_code(&reply.payload), ReplyCode::Accepted);
+    assert!(has_tnc(&reply.payload));
+    // The extension sits before the authenticator, so it is covered: the MN accepts the reply.
+    w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+    assert!(matches!(
+        w.mn.poll_event(),
+        Some(MnEvent::Registered { .. })
+    ));
+
+    // From outside every trusted subnet: silence, whatever the datagram.
+    let outside = SocketAddrV4::new(COA2, 43400);
+    w.ha.handle_datagram(w.now, outside, HA, &req);
+    w.ha.handle_datagram(w.now, outside, HA, b"\x01garbage");
+    w.ha.handle_datagram(w.now, outside, HA, &req[..10]);
+    assert!(w.ha.poll_transmit().is_none());
+    assert_eq!(w.ha.stats().dropped_untrusted, 3);
+    assert_eq!(
+        w.ha.stats().requests,
+        1,
+        "untrusted datagrams are not even parsed"
+    );
+
+    // A denial to a trusted source (wrong key: 131) still carries the extension.
+    let mut wrong = World::new(mn(b"wrong secret"));
+    wrong.ha = i_ha(&[inside]);
+    wrong.mn.register(wrong.now, COA);
+    wrong.pump();
+    assert_eq!(wrong.ha.stats().rejected.get(&131), Some(&1));
+
+    // None trusted: an i-HA with an empty list answers nobody.
+    let mut nobody = World::new(mn(b"shared secret"));
+    nobody.ha = i_ha(&[]);
+    nobody.mn.register(nobody.now, COA);
+    nobody.pump();
+    assert!(nobody.ha.bindings().is_empty());
+    assert!(nobody.mn_events.is_empty());
+    assert_eq!(nobody.ha.stats().dropped_untrusted, 1);
+
+    // A plain home agent never sends the extension.
+    let mut plain = World::new(mn(b"shared secret"));
+    plain.mn.register(plain.now, COA);
+    let req = plain.mn.poll_transmit().unwrap().payload;
+    plain
+        .ha
+        .handle_datagram(plain.now, SocketAddrV4::new(COA, 43400), HA, &req);
+    assert!(!has_tnc(&plain.ha.poll_transmit().unwrap().payload));
 }

@@ -289,12 +289,28 @@ impl Topology {
     /// and `mn_extra` (TOML) after the `[ha]` and `[mn]` tables' own keys, e.g.
     /// `"[ha.udp_tunnel]\nkeepalive_secs = 3\n"` or `"nat_traversal = \"force\"\n"`.
     pub fn configure(&self, mn_lifetime: u16, ha_extra: &str, mn_extra: &str) -> Result<()> {
+        self.configure_with(mn_lifetime, "", ha_extra, mn_extra)
+    }
+
+    /// [`configure`](Self::configure) with `ha_keys` added to the `[ha]` table itself (before
+    /// its `[[ha.mobile_node]]` entries), e.g. `"trusted_networks = [\"10.2.0.0/24\"]\n"`.
+    pub fn configure_ha_keys(&self, mn_lifetime: u16, ha_keys: &str) -> Result<()> {
+        self.configure_with(mn_lifetime, ha_keys, "", "")
+    }
+
+    fn configure_with(
+        &self,
+        mn_lifetime: u16,
+        ha_keys: &str,
+        ha_extra: &str,
+        mn_extra: &str,
+    ) -> Result<()> {
         self.dir.write("mn.key", &format!("{KEY_HEX}\n"), 0o600)?;
         self.dir.write(
             "ha.toml",
             &format!(
                 "role = \"ha\"\napi_socket = \"{sock}\"\n\n[ha]\naddress = \"{HA_ADDR}\"\n\
-                 max_lifetime = 600\n\n[[ha.mobile_node]]\nhome_addr = \"{HOME_ADDR}\"\n\
+                 max_lifetime = 600\n{ha_keys}\n[[ha.mobile_node]]\nhome_addr = \"{HOME_ADDR}\"\n\
                  spi = {SPI}\nkey_file = \"mn.key\"\n\n{ha_extra}\n[dataplane]\n\
                  interfaces = [\"ha0\"]\nhome_link = \"ha0\"\npin_dir = \"{pins}\"\n",
                 sock = self.dir.path("ha.sock").display(),
@@ -390,6 +406,16 @@ impl Topology {
             &self.dir.path("mn.sock"),
             &self.dir.path("mn.log"),
         )
+    }
+
+    /// Moves the MN to `to` (foreign) and asks its `mipd` to register there, without waiting
+    /// for any answer: for home agents that must stay silent.
+    pub fn move_mn_unanswered(&mut self, to: Location, mn: &Mipd) -> Result<()> {
+        ensure!(to != Location::Home, "moving home deregisters; use move_mn");
+        self.place_mn(to)?;
+        self.location = to;
+        mn.ctl(&["register", "--care-of", &to.mn_addr().to_string()])?;
+        Ok(())
     }
 
     /// Moves the MN to `to` and tells its `mipd` (register the new care-of address, or

@@ -151,6 +151,7 @@ fn render(resp: &Response) -> String {
                     ("dropped_no_auth", ha.dropped_no_auth),
                     ("dropped_unknown_sa", ha.dropped_unknown_sa),
                     ("dropped_fa_auth", ha.dropped_fa_auth),
+                    ("dropped_untrusted", ha.dropped_untrusted),
                     ("udp_tunnels", ha.udp_tunnels),
                     ("udp_tunnels_declined", ha.udp_tunnels_declined),
                     ("keepalives", ha.keepalives),
@@ -191,6 +192,7 @@ fn render(resp: &Response) -> String {
                 ("datagrams_sent", d.datagrams_sent),
                 ("send_errors", d.send_errors),
                 ("api_requests", d.api_requests),
+                ("dropped_internal_interface", d.dropped_internal_interface),
             ] {
                 let _ = writeln!(out, "daemon.{k:<24} {v}");
             }

@@ -84,6 +84,31 @@ pub struct HaConfig {
     pub max_lifetime: u16,
     pub mobile_nodes: Vec<MobileNodeEntry>,
     pub udp_tunnel: UdpTunnelPolicy,
+    /// RFC 5265 §4.3: `Some` makes this an internal home agent (i-HA). Only registrations from
+    /// these subnets are answered, and their replies carry the Trusted Networks Configured
+    /// extension; everything else is dropped silently and logged. An empty list trusts nobody.
+    /// `None`: a plain home agent (or an x-HA), which answers any source and never sends 149.
+    pub trusted_networks: Option<Vec<Subnet>>,
+}
+
+/// An IPv4 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Subnet {
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+        u32::from(a) & mask == u32::from(self.addr) & mask
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
 }
 
 /// Why a binding ended.
@@ -138,6 +163,9 @@ pub struct HaStats {
     pub udp_tunnels_declined: u64,
     /// Keepalives (RFC 3519 §4.9) answered.
     pub keepalives: u64,
+    /// i-HA (RFC 5265 §4.3): silently discarded because the source is outside every trusted
+    /// subnet.
+    pub dropped_untrusted: u64,
     /// Silently discarded: tunnel data that reached the daemon and is not a keepalive from a
     /// UDP-tunnelled binding's far end (malformed, unknown home address, wrong address or
     /// port, §4.3).
@@ -158,7 +186,13 @@ pub struct HomeAgent {
     stats: HaStats,
     /// Identification of the IPv4 headers of keepalive answers.
     next_ip_id: u16,
+    /// When an untrusted source was last logged, and how many went unlogged since.
+    untrusted_log: (Option<Duration>, u64),
 }
+
+/// At most one log line per this interval for requests from untrusted sources (each is
+/// counted): a scan must not flood the log.
+const UNTRUSTED_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// What one request resolved to, before the reply is built.
 enum Verdict {
@@ -206,6 +240,7 @@ impl HomeAgent {
             events: VecDeque::new(),
             stats: HaStats::default(),
             next_ip_id: 0,
+            untrusted_log: (None, 0),
         }
     }
 
@@ -243,6 +278,14 @@ impl HomeAgent {
     /// Processes one datagram received on UDP port 434 from `from`, sent to our address `to`.
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, to: Ipv4Addr, bytes: &[u8]) {
         self.handle_timeout(now);
+        // RFC 5265 §4.3: an i-HA "MUST reject (drop silently) any registration request coming
+        // from a source address that is not inside any of the configured trusted subnets", and
+        // SHOULD log it. Before anything else: not even a parse error may answer.
+        if !self.trusts(*from.ip()) {
+            self.stats.dropped_untrusted += 1;
+            self.log_untrusted(now, from);
+            return;
+        }
         if bytes.first().map(|&t| MessageType::from(t)) == Some(MessageType::TunnelData) {
             self.handle_tunnel_data(from, to, bytes);
             return;
@@ -351,11 +394,19 @@ impl HomeAgent {
         // The buffer is exactly LEN bytes.
         let _ = reply.emit(&mut ReplyPacket::new_unchecked(&mut fixed[..]));
         // RFC 3519 §4.6: the UDP Tunnel Reply, covered by the authenticator. RFC 2794 §3: a
-        // reply to a request carrying the NAI carries it too.
+        // reply to a request carrying the NAI carries it too. RFC 5265 §4.3: an i-HA's reply
+        // to a trusted source (the only kind it answers) carries Trusted Networks Configured,
+        // also under the authenticator, so that no one on the path can add it.
+        let tnc = self
+            .config
+            .trusted_networks
+            .is_some()
+            .then_some(Extension::TrustedNetworksConfigured);
         let extensions: Vec<Extension<'_>> = udp_reply
             .map(Extension::UdpTunnelReply)
             .into_iter()
             .chain(nai.map(Extension::MnNai))
+            .chain(tnc)
             .collect();
         let payload = signed_message(&fixed, &extensions, sa.spi, &sa.key);
         // §3.8.3.1: reply from the address the request was sent to, to its source.
@@ -530,6 +581,26 @@ impl HomeAgent {
             ReplyCode::Accepted
         };
         reply(code, lifetime, req.identification)
+    }
+
+    /// Whether requests from `source` may be answered: always on a plain home agent; on an
+    /// i-HA only from a trusted subnet (RFC 5265 §4.3).
+    pub fn trusts(&self, source: Ipv4Addr) -> bool {
+        self.config
+            .trusted_networks
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(source)))
+    }
+
+    fn log_untrusted(&mut self, now: Now, from: SocketAddrV4) {
+        let (last, suppressed) = &mut self.untrusted_log;
+        if last.is_some_and(|t| now.mono < t + UNTRUSTED_LOG_EVERY) {
+            *suppressed += 1;
+            return;
+        }
+        warn!(%from, suppressed_since_last = *suppressed, "dropped: registration from outside every trusted network (RFC 5265 §4.3); is the firewall letting external traffic reach this i-HA?");
+        *last = Some(now.mono);
+        *suppressed = 0;
     }
 
     /// RFC 3519 §4.6 and §4.6.1: what to answer a UDP Tunnel Request, and the tunnel's far
