@@ -29,10 +29,6 @@ use mipx_common::maps::{
 use mipx_common::wire::RequestFlags;
 
 /// The protocol core this daemon drives.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per process, never moved after start-up"
-)]
 enum Core {
     Ha {
         ha: HomeAgent,
