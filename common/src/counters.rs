@@ -94,6 +94,12 @@ counters! {
     MnUdpEncap = 25 => "mn_udp_encap",
     /// MN: an IP-in-UDP packet from the home agent, decapsulated for local delivery.
     MnUdpDecap = 26 => "mn_udp_decap",
+    /// MN: user data on an interface whose RFC 5265 gate is closed (connection status
+    /// changed, detecting, or outside without a VPN): dropped (§3.2.2).
+    GateClosed = 27 => "gate_closed",
+    /// MN: user data on an interface inside the intranet more than T_MONITOR after the last
+    /// successful i-HA registration: dropped by the kernel clock (RFC 5265 §3.2.4).
+    GateExpired = 28 => "gate_expired",
 }
 
 #[cfg(test)]

@@ -25,8 +25,12 @@ pub const IP_ID_MAP: &str = "MIPX_IP_ID";
 /// Per-CPU array of [`NextHop`]: a short-lived cache of `bpf_fib_lookup` answers.
 pub const NEXTHOP_MAP: &str = "MIPX_NEXTHOPS";
 
+/// Mobile node: hash of ifindex (`u32`) → [`MnGate`]: the RFC 5265 plaintext gate of each
+/// interface `mipd` detects inside/outside on.
+pub const MN_GATE_MAP: &str = "MIPX_MN_GATE";
+
 /// Every map the object defines, for loaders that pin or check them all.
-pub const ALL_MAPS: [&str; 7] = [
+pub const ALL_MAPS: [&str; 8] = [
     COUNTERS_MAP,
     BINDINGS_MAP,
     HA_CONFIG_MAP,
@@ -34,6 +38,7 @@ pub const ALL_MAPS: [&str; 7] = [
     MN_TUNNEL_MAP,
     IP_ID_MAP,
     NEXTHOP_MAP,
+    MN_GATE_MAP,
 ];
 
 /// Slots of [`NEXTHOP_MAP`] (a power of two: the slot is the top bits of a hash).
@@ -186,13 +191,49 @@ pub struct MnTunnel {
 }
 const _: () = assert!(size_of::<MnTunnel>() == 20);
 
+/// [`MnGate::state`]: the interface's connection status changed, or detection has not decided
+/// yet: no user data in either direction (RFC 5265 §3.2.2), only the signalling that detection
+/// needs (see [`MnGate`]).
+pub const GATE_CLOSED: u32 = 0;
+/// [`MnGate::state`]: inside the intranet (a trusted i-HA registration through this interface,
+/// §3.2.3): user data passes in plaintext until [`MnGate::open_until_ns`], T_MONITOR after the
+/// last successful i-HA registration (§3.2.4); after that it is dropped, whatever `mipd` does.
+pub const GATE_INSIDE: u32 = 1;
+/// [`MnGate::state`]: outside: user data must go through the VPN, which is not in this gate's
+/// scope yet, so only signalling passes.
+pub const GATE_OUTSIDE: u32 = 2;
+/// Capacity of [`MN_GATE_MAP`]: interfaces with a gate.
+pub const MAX_GATED_IFACES: u32 = 64;
+
+/// The RFC 5265 plaintext gate of one interface, in [`MN_GATE_MAP`]. An interface without an
+/// entry is not gated (plain Mobile IPv4, no RFC 5265 detection configured).
+///
+/// Whatever the state, the gate passes what detection and registration need: ARP, DHCP (UDP
+/// 67/68), and Registration Requests and Replies (UDP to or from `mip_port` whose first byte is
+/// 1 or 3). MIP tunnel data on that port (RFC 3519, type 4) is user data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MnGate {
+    /// `GATE_*`.
+    pub state: u32,
+    /// The Mobile IP UDP port (434 unless configured), network byte order.
+    pub mip_port: [u8; 2],
+    pub _pad: [u8; 2],
+    /// `GATE_INSIDE`: user data passes while `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE)
+    /// is below this. `mipd` moves it to T_MONITOR after each successful i-HA registration was
+    /// sent; a stalled or killed `mipd` cannot keep the gate open.
+    pub open_until_ns: u64,
+}
+const _: () = assert!(size_of::<MnGate>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all five): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
+    // SAFETY (all six): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
     // every byte is initialised, valid for any bit pattern.
     unsafe impl aya::Pod for super::HaBinding {}
     unsafe impl aya::Pod for super::HaDataplaneConfig {}
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::MnTunnel {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::MnGate {}
 }

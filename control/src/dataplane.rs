@@ -28,8 +28,8 @@ use mipx_common::{
     counters::Counter,
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
-        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_TUNNEL_MAP, MnTunnel, NEXTHOP_MAP,
-        NEXTHOP_SLOTS, NextHop,
+        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_TUNNEL_MAP, MnGate, MnTunnel,
+        NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -480,6 +480,32 @@ impl Dataplane {
         let mut array: Array<_, MnTunnel> =
             Array::try_from(self.map_data_mut(MN_TUNNEL_MAP)?).map_err(map_err(MN_TUNNEL_MAP))?;
         array.set(0, &tunnel, 0).map_err(map_err(MN_TUNNEL_MAP))
+    }
+
+    /// Sets the RFC 5265 plaintext gate of interface `ifindex` (see [`MnGate`]).
+    pub fn set_mn_gate(&mut self, ifindex: u32, gate: MnGate) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, u32, MnGate> =
+            HashMap::try_from(self.map_data_mut(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
+        map.insert(&ifindex, &gate, 0).map_err(map_err(MN_GATE_MAP))
+    }
+
+    /// Removes the gate of `ifindex` (the interface is no longer gated); absent is fine.
+    pub fn remove_mn_gate(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, u32, MnGate> =
+            HashMap::try_from(self.map_data_mut(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
+        match map.remove(&ifindex) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(map_err(MN_GATE_MAP)),
+        }
+    }
+
+    /// The gate of every gated interface.
+    pub fn mn_gates(&self) -> Result<Vec<(u32, MnGate)>, DataplaneError> {
+        let map: HashMap<_, u32, MnGate> =
+            HashMap::try_from(self.map_data(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(MN_GATE_MAP))
     }
 
     /// Empties the programs' cache of FIB answers on every CPU, so the next packet to each

@@ -8,6 +8,7 @@
 
 mod bench;
 mod fib;
+mod gate;
 mod ha;
 mod maps;
 mod mn;

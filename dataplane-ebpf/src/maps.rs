@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use mipx_common::maps::{
     BINDINGS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACES_MAP,
-    IP_ID_MAP, IfaceInfo, MAX_IFACES, MN_TUNNEL_MAP, MnTunnel,
+    IP_ID_MAP, IfaceInfo, MAX_GATED_IFACES, MAX_IFACES, MN_GATE_MAP, MN_TUNNEL_MAP, MnGate,
+    MnTunnel,
 };
 
 /// Home agent: mobility bindings keyed by home address. `mipd` sizes it from
@@ -29,6 +30,10 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACE
 /// Mobile node: slot 0 holds the current registration; all zero (inactive) when at home.
 #[map(name = "MIPX_MN_TUNNEL")]
 pub static MN_TUNNEL: Array<MnTunnel> = Array::with_max_entries(1, 0);
+
+/// Mobile node: the RFC 5265 plaintext gate of each interface, by ifindex (see `gate.rs`).
+#[map(name = "MIPX_MN_GATE")]
+pub static MN_GATE: HashMap<u32, MnGate> = HashMap::with_max_entries(MAX_GATED_IFACES, 0);
 
 /// Per-CPU source of outer-header Identification values.
 #[map(name = "MIPX_IP_ID")]
@@ -72,3 +77,4 @@ const _: () = assert!(str_eq(HA_CONFIG_MAP, "MIPX_HA_CONFIG"));
 const _: () = assert!(str_eq(IFACES_MAP, "MIPX_IFACES"));
 const _: () = assert!(str_eq(MN_TUNNEL_MAP, "MIPX_MN_TUNNEL"));
 const _: () = assert!(str_eq(IP_ID_MAP, "MIPX_IP_ID"));
+const _: () = assert!(str_eq(MN_GATE_MAP, "MIPX_MN_GATE"));

@@ -21,6 +21,7 @@ use mipx_common::{
 
 use crate::{
     fib::{self, Route},
+    gate,
     maps::{MN_TUNNEL, next_ip_id},
     parse::{ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _, skb_gso_size, skb_ifindex},
     xdp_ip::{self, Verdict},
@@ -48,10 +49,90 @@ struct UdpTunnelHdr {
     _reserved: [u8; 2],
 }
 
-/// XDP ingress: strips the home agent's IP-in-IP or IP-in-UDP header from packets for the home
-/// address.
+/// XDP ingress: the RFC 5265 gate, then [`decapsulate_home_agent_tunnel`].
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> Verdict {
+    if let Some(dropped) = gate::check(ctx.ingress_ifindex() as u32, &xdp_headers(ctx)) {
+        return (XDP_DROP, dropped);
+    }
+    decapsulate_home_agent_tunnel(ctx)
+}
+
+/// What the gate looks at, read with direct packet access.
+#[inline(always)]
+fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
+    let mut h = gate::Headers {
+        ether_type: 0,
+        protocol: 0,
+        later_fragment: false,
+        udp: None,
+    };
+    let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return h;
+    };
+    // SAFETY: bounds-checked; alignment 1.
+    h.ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    if h.ether_type != ETH_P_IP {
+        return h;
+    }
+    let Ok(ip) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN) else {
+        return h;
+    };
+    // SAFETY: bounds-checked; alignment 1; copied field by field.
+    let (version_ihl, protocol, frag) =
+        unsafe { ((*ip).version_ihl, (*ip).protocol, (*ip).flags_frag()) };
+    h.protocol = protocol;
+    h.later_fragment = frag & ipv4::OFFSET_MASK != 0;
+    if version_ihl == 0x45
+        && let Ok(udp) = ctx.ptr_at::<[u8; 9]>(gate::UDP_AT)
+    {
+        // SAFETY: bounds-checked; alignment 1.
+        let udp = unsafe { *udp };
+        h.udp = Some((
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+            udp[8],
+        ));
+    }
+    h
+}
+
+/// What the gate looks at, read with `bpf_skb_load_bytes` (the linear part may be short).
+#[inline(always)]
+fn tc_headers(ctx: &TcContext) -> gate::Headers {
+    let mut h = gate::Headers {
+        ether_type: 0,
+        protocol: 0,
+        later_fragment: false,
+        udp: None,
+    };
+    let Ok(eth) = ctx.load::<EthHdr>(0) else {
+        return h;
+    };
+    h.ether_type = u16::from_be_bytes(eth.ether_type);
+    if h.ether_type != ETH_P_IP {
+        return h;
+    }
+    let Ok(ip) = ctx.load::<Ipv4Hdr>(ETH_HLEN) else {
+        return h;
+    };
+    h.protocol = ip.protocol;
+    h.later_fragment = ip.flags_frag() & ipv4::OFFSET_MASK != 0;
+    if ip.version_ihl == 0x45
+        && let Ok(udp) = ctx.load::<[u8; 9]>(gate::UDP_AT)
+    {
+        h.udp = Some((
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+            udp[8],
+        ));
+    }
+    h
+}
+
+/// Strips the home agent's IP-in-IP or IP-in-UDP header from packets for the home address.
+#[inline(always)]
+fn decapsulate_home_agent_tunnel(ctx: &XdpContext) -> Verdict {
     let Some(tunnel) = tunnel() else {
         return (XDP_PASS, Counter::Passed);
     };
@@ -160,10 +241,20 @@ fn decapsulate<const HLEN: usize>(
     (XDP_PASS, decapsulated)
 }
 
-/// TC egress: reverse-tunnels datagrams sourced from the home address to the home agent, from
-/// the co-located care-of address (RFC 3024 §5.2, "Direct Delivery Style" not used).
+/// TC egress: the RFC 5265 gate, then [`reverse_tunnel`]: datagrams sourced from the home
+/// address go to the home agent from the co-located care-of address (RFC 3024 §5.2, "Direct
+/// Delivery Style" not used).
 #[inline(always)]
 pub fn egress(ctx: &TcContext) -> Verdict {
+    if let Some(dropped) = gate::check(skb_ifindex(ctx), &tc_headers(ctx)) {
+        return (TC_ACT_SHOT, dropped);
+    }
+    reverse_tunnel(ctx)
+}
+
+/// Reverse-tunnels a datagram from the home address when a binding asks for it.
+#[inline(always)]
+fn reverse_tunnel(ctx: &TcContext) -> Verdict {
     let tunnel = match tunnel() {
         Some(t) if t.flags & MN_REVERSE_TUNNEL != 0 => t,
         _ => return (TC_ACT_OK, Counter::Passed),

@@ -29,10 +29,10 @@ use aya::{
 use mipx_common::{
     counters::Counter::{self, *},
     maps::{
-        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig,
-        IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP, IfaceInfo, MN_ACTIVE, MN_REVERSE_TUNNEL,
-        MN_TUNNEL_MAP, MN_UDP_TUNNEL, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
-        TUNNEL_REVERSE, TUNNEL_UDP,
+        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE,
+        HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP,
+        IfaceInfo, MN_ACTIVE, MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL, MnGate,
+        MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE, TUNNEL_UDP,
     },
 };
 use mipx_control::dataplane::{
@@ -262,6 +262,14 @@ enum Setup {
     MnUdp(u32),
     /// An active mobile node with reverse tunnelling whose home agent is `ALT_HA`.
     MnAltHa,
+    /// [`Setup::Mn`] (or [`Setup::MnUdp`] with `udp`) with reverse tunnelling, and mn0's RFC
+    /// 5265 gate in `state` (`GATE_*`), open until `u64::MAX` or, `expired`, until 1 ns after
+    /// boot (long past).
+    Gated {
+        state: u32,
+        expired: bool,
+        udp: bool,
+    },
 }
 
 /// What the program must leave in the packet buffer.
@@ -315,6 +323,26 @@ impl Fixture {
         self.name = name.to_owned();
         self
     }
+}
+
+/// A fixture on mn0 with the RFC 5265 gate in `state` (see [`Setup::Gated`]).
+#[expect(clippy::too_many_arguments, reason = "one table row")]
+fn gated(
+    frame: &'static str,
+    program: &'static str,
+    state: u32,
+    expired: bool,
+    udp: bool,
+    verdict: u32,
+    output: Output,
+    counter: Counter,
+) -> Fixture {
+    let setup = Setup::Gated {
+        state,
+        expired,
+        udp,
+    };
+    fx(frame, program, setup, Some(MN0), verdict, output, counter)
 }
 
 /// A baseline program on someone else's frame: it must touch nothing, count nothing.
@@ -505,6 +533,29 @@ fn fixtures() -> Vec<Fixture> {
         tc_udp("mn_tc_udp_too_big_drops", TC_ACT_SHOT, Untouched, TooBig),
         fx("mn_tc_inactive_passes", MN_TC_EGRESS, Setup::MnUdp(MN_ACTIVE), mn0, TC_ACT_OK, Untouched, Passed)
             .named("mn_tc_udp_no_reverse_passes"),
+        // The RFC 5265 gate (§3.2.2, §3.2.4), on mn0, ahead of everything else in mn_xdp and
+        // mn_tc_egress: user data dropped while closed, outside, or inside past T_MONITOR;
+        // registrations, DHCP and ARP always pass; MIP tunnel data is user data.
+        gated("mn_xdp_decap", MN_XDP, GATE_CLOSED, false, false, XDP_DROP, Untouched, GateClosed).named("gate_closed_drops_tunnelled_data"),
+        gated("mn_xdp_decap", MN_XDP, GATE_OUTSIDE, false, false, XDP_DROP, Untouched, GateClosed).named("gate_outside_drops_tunnelled_data"),
+        gated("mn_xdp_decap", MN_XDP, GATE_INSIDE, false, false, XDP_PASS, Rewritten, MnDecap).named("gate_inside_in_time_decapsulates"),
+        gated("mn_xdp_decap", MN_XDP, GATE_INSIDE, true, false, XDP_DROP, Untouched, GateExpired).named("gate_inside_expired_drops"),
+        gated("mn_xdp_other_source_passes", MN_XDP, GATE_CLOSED, false, false, XDP_DROP, Untouched, GateClosed).named("gate_closed_drops_plain_data"),
+        gated("mn_xdp_arp_passes", MN_XDP, GATE_CLOSED, false, false, XDP_PASS, Untouched, NotIpv4).named("gate_closed_passes_arp"),
+        gated("mn_xdp_udp_registration_reply_passes", MN_XDP, GATE_CLOSED, false, true, XDP_PASS, Untouched, Passed).named("gate_closed_passes_registration_reply"),
+        gated("mn_xdp_udp_registration_reply_passes", MN_XDP, GATE_INSIDE, true, true, XDP_PASS, Untouched, Passed).named("gate_expired_passes_registration_reply"),
+        gated("mn_xdp_udp_keepalive_answer_passes", MN_XDP, GATE_CLOSED, false, true, XDP_DROP, Untouched, GateClosed).named("gate_closed_drops_udp_tunnel_data"),
+        gated("mn_xdp_udp_decap", MN_XDP, GATE_INSIDE, false, true, XDP_PASS, Rewritten, MnUdpDecap).named("gate_inside_in_time_decapsulates_udp"),
+        gated("mn_tc_encap", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_SHOT, Untouched, GateClosed).named("gate_closed_shoots_user_data"),
+        gated("mn_tc_encap", MN_TC_EGRESS, GATE_INSIDE, false, false, TC_ACT_OK, Rewritten, MnEncap).named("gate_inside_in_time_encapsulates"),
+        gated("mn_tc_encap", MN_TC_EGRESS, GATE_INSIDE, true, false, TC_ACT_SHOT, Untouched, GateExpired).named("gate_inside_expired_shoots"),
+        gated("mn_tc_other_source_passes", MN_TC_EGRESS, GATE_OUTSIDE, false, false, TC_ACT_SHOT, Untouched, GateClosed).named("gate_outside_shoots_plain_data"),
+        gated("mn_tc_registration_request", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, Passed),
+        gated("mn_tc_registration_request", MN_TC_EGRESS, GATE_INSIDE, true, false, TC_ACT_OK, Untouched, Passed).named("gate_expired_passes_registration_request"),
+        gated("mn_tc_dhcp_discover", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, Passed),
+        gated("mn_tc_arp_passes", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, NotIpv4).named("gate_closed_passes_arp_out"),
+        gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_CLOSED, false, true, TC_ACT_SHOT, Untouched, GateClosed),
+        gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_INSIDE, false, true, TC_ACT_OK, Untouched, Passed).named("gate_inside_passes_keepalive"),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -557,6 +608,9 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
     }
     dataplane.set_ha_config(HaDataplaneConfig::default())?;
     dataplane.set_mn_tunnel(MnTunnel::default())?;
+    for (ifindex, _) in dataplane.mn_gates()? {
+        dataplane.remove_mn_gate(ifindex)?;
+    }
     // Each fixture has its own routes in mind: no answer cached by an earlier one may serve it.
     dataplane.flush_nexthops()?;
     let ha_maps = |dataplane: &mut Dataplane| -> Result<()> {
@@ -609,6 +663,27 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         Setup::MnUdp(flags) => dataplane.set_mn_tunnel(mn_udp_tunnel(flags))?,
         Setup::MnAltHa => {
             dataplane.set_mn_tunnel(mn_tunnel(ALT_HA, MN_ACTIVE | MN_REVERSE_TUNNEL))?;
+        }
+        Setup::Gated {
+            state,
+            expired,
+            udp,
+        } => {
+            let flags = MN_ACTIVE | MN_REVERSE_TUNNEL;
+            dataplane.set_mn_tunnel(if udp {
+                mn_udp_tunnel(flags)
+            } else {
+                mn_tunnel(HA, flags)
+            })?;
+            dataplane.set_mn_gate(
+                topology.ifindex[MN0],
+                MnGate {
+                    state,
+                    mip_port: HA_PORT.to_be_bytes(),
+                    open_until_ns: if expired { 1 } else { u64::MAX },
+                    ..MnGate::default()
+                },
+            )?;
         }
     }
     Ok(())
@@ -709,9 +784,13 @@ fn check(
     let after = counters(dataplane);
 
     let mut problems = Vec::new();
+    // A frame with a rewrite must be rewritten, except by the baselines and behind a gate,
+    // which drops it before the program would rewrite it (the same frame goes through an open
+    // gate in another row).
     if fixture.output == Untouched
         && fixture.program != MIPX_DROP
         && fixture.program != MIPX_PASS
+        && !matches!(fixture.setup, Setup::Gated { .. })
         && rewritten.is_some()
     {
         problems.push(format!(
@@ -830,6 +909,7 @@ fn object_has_every_program_and_map() {
             NEXTHOP_MAP => {
                 PerCpuArray::<_, NextHop>::try_from(map).map(|m| assert_eq!(m.len(), NEXTHOP_SLOTS))
             }
+            MN_GATE_MAP => HashMap::<_, u32, MnGate>::try_from(map).map(drop),
             other => panic!("map {other} is in ALL_MAPS but this test does not know its shape"),
         };
         shape.unwrap_or_else(|e| panic!("map {name}: {:#}", anyhow::Error::new(e)));
