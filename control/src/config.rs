@@ -475,6 +475,7 @@ impl Config {
                                 keepalive_timeout: Duration::from_millis(mn.keepalive_timeout_ms),
                                 keepalive_retries: mn.keepalive_retries,
                             },
+                            renew_every: None,
                         },
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,

@@ -36,7 +36,9 @@ enum Core {
     },
     Mn {
         mn: MobileNode,
-        settings: MnSettings,
+        /// Boxed: it repeats the engine's configuration, and the variants should be alike in
+        /// size.
+        settings: Box<MnSettings>,
     },
 }
 
@@ -230,7 +232,10 @@ pub async fn run(config: Config) -> io::Result<()> {
         (Role::Mn, _, Some(settings)) => {
             let mn = MobileNode::new(settings.core.clone());
             (
-                Core::Mn { mn, settings },
+                Core::Mn {
+                    mn,
+                    settings: Box::new(settings),
+                },
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
                 Vec::new(),
             )
@@ -648,8 +653,10 @@ impl Daemon {
                             lifetime,
                             code,
                             udp_tunnel,
+                            trusted,
+                            ..
                         } => {
-                            info!(coa = %care_of_addr, lifetime, %code, udp_tunnel, "registration accepted")
+                            info!(coa = %care_of_addr, lifetime, %code, udp_tunnel, trusted, "registration accepted")
                         }
                         MnEvent::Denied { code } => error!(%code, "registration denied"),
                         MnEvent::RegistrationTimeout { attempts } => {

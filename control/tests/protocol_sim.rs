@@ -58,6 +58,7 @@ fn mn(key: &[u8]) -> MobileNode {
         report_after_attempts: 3,
         nai: Some("mn1@example.org".into()),
         nat_traversal: NatTraversal::default(),
+        renew_every: None,
     })
 }
 

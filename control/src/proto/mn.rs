@@ -37,6 +37,9 @@ pub struct MnConfig {
     pub nai: Option<String>,
     /// RFC 3519 NAT traversal.
     pub nat_traversal: NatTraversal,
+    /// Re-register at least this often, whatever the lifetime: RFC 5265 §3.2.4's monitoring
+    /// of the internal home agent (T_MONITOR − N). `None`: at 3/4 of the lifetime only.
+    pub renew_every: Option<Duration>,
 }
 
 /// Whether and how the mobile node asks for RFC 3519 UDP tunnelling.
@@ -86,6 +89,12 @@ pub enum MnEvent {
         /// The home agent assented to RFC 3519 UDP tunnelling: both directions are IP-in-UDP
         /// on the registration's ports.
         udp_tunnel: bool,
+        /// The reply carried the Trusted Networks Configured extension under its authenticator:
+        /// an internal home agent that checked our source (RFC 5265 §3.4, §4.3).
+        trusted: bool,
+        /// When the accepted request was sent (monotonic): RFC 5265 §3.2.4 times T_MONITOR
+        /// from the registration, and the request is its conservative start.
+        requested_at: Duration,
     },
     /// RFC 3519 §4.10: keepalives went unanswered, so the NAT has probably dropped its
     /// mapping; a re-registration is under way.
@@ -270,6 +279,27 @@ impl MobileNode {
         self.send(now);
     }
 
+    /// Deregisters through `care_of_addr` (lifetime 0, RFC 5944 §3.6.1.2), whether or not a
+    /// registration was accepted: the home agent may have bound one whose reply we never took.
+    pub fn deregister_via(&mut self, now: Now, care_of_addr: Ipv4Addr) {
+        self.start(now, care_of_addr, 0);
+    }
+
+    /// Stops retransmitting a pending registration, without deregistering or touching an
+    /// accepted one (RFC 5265 §3.3: "the MN MUST stop retransmitting its registration requests
+    /// to both i-HA and x-HA").
+    pub fn cancel(&mut self) {
+        self.pending = None;
+    }
+
+    /// Forgets the registration without telling the home agent: the interface it was made
+    /// through changed, so it says nothing any more (RFC 5265 §3.2.2); the binding at the home
+    /// agent runs out or is replaced by the next registration.
+    pub fn forget(&mut self) {
+        self.pending = None;
+        self.active = None;
+    }
+
     /// The next Identification: an NTP timestamp on the (resynchronised) clock, strictly
     /// greater than every one sent before (§5.7.1: the HA uses it as a sequence number).
     fn next_identification(&mut self, now: Now) -> u64 {
@@ -348,7 +378,7 @@ impl MobileNode {
             return;
         }
         match self.check_reply(from, bytes) {
-            Some((reply, udp)) => self.accept_reply(now, reply, udp),
+            Some((reply, udp, trusted)) => self.accept_reply(now, reply, udp, trusted),
             None => self.stats.dropped_replies += 1,
         }
     }
@@ -385,7 +415,7 @@ impl MobileNode {
         &self,
         from: SocketAddrV4,
         bytes: &[u8],
-    ) -> Option<(ReplyRepr, Option<UdpTunnelReply>)> {
+    ) -> Option<(ReplyRepr, Option<UdpTunnelReply>, bool)> {
         let pending = self.pending.as_ref()?;
         let packet = ReplyPacket::new_checked(bytes).ok()?;
         let reply = ReplyRepr::parse(&packet).ok()?;
@@ -397,6 +427,7 @@ impl MobileNode {
         }
         let mut auth = None;
         let mut udp = None;
+        let mut trusted = false;
         for item in packet.extensions() {
             match item {
                 Ok((at, Extension::MnHaAuth(a))) => {
@@ -407,6 +438,7 @@ impl MobileNode {
                 }
                 // Only one the authenticator covers counts (RFC 5944 §3.6.1.3).
                 Ok((_, Extension::UdpTunnelReply(r))) if auth.is_none() => udp = Some(r),
+                Ok((_, Extension::TrustedNetworksConfigured)) if auth.is_none() => trusted = true,
                 Ok(_) => {}
                 Err(e) => {
                     debug!(%from, error = %e, "reply dropped: malformed extensions");
@@ -421,10 +453,16 @@ impl MobileNode {
             warn!(%from, "security exception: reply failed authentication");
             return None;
         }
-        Some((reply, udp))
+        Some((reply, udp, trusted))
     }
 
-    fn accept_reply(&mut self, now: Now, reply: ReplyRepr, udp_reply: Option<UdpTunnelReply>) {
+    fn accept_reply(
+        &mut self,
+        now: Now,
+        reply: ReplyRepr,
+        udp_reply: Option<UdpTunnelReply>,
+        trusted: bool,
+    ) {
         let Some(p) = self.pending.clone() else {
             return;
         };
@@ -468,8 +506,10 @@ impl MobileNode {
         let lifetime = reply.lifetime.min(p.lifetime);
         let granted = Duration::from_secs(lifetime.into());
         let expires_at = p.sent_at + granted;
-        // Renew at 3/4 of the lifetime, leaving room for at least a few retransmissions.
-        let renew_at = p.sent_at + granted * 3 / 4;
+        // Renew at 3/4 of the lifetime, leaving room for at least a few retransmissions, or
+        // sooner when monitoring asks for it.
+        let renew_at =
+            p.sent_at + (granted * 3 / 4).min(self.config.renew_every.unwrap_or(Duration::MAX));
         self.stats.accepted += 1;
         // RFC 3519 §4.4: without a UDP Tunnel Reply the home agent does not know the extension
         // and UDP tunnelling MUST NOT be used; codes 64 and up decline (§3.2.1).
@@ -503,6 +543,8 @@ impl MobileNode {
             lifetime,
             code: reply.code,
             udp_tunnel,
+            trusted,
+            requested_at: p.sent_at,
         });
     }
 

@@ -2,6 +2,7 @@
 //! Every input carries `now`; outputs are drained with `poll_transmit` / `poll_event`, and the
 //! next deadline is `poll_timeout`.
 
+pub mod detect;
 pub mod ha;
 pub mod mn;
 

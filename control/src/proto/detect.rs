@@ -1,0 +1,338 @@
+//! RFC 5265 internal network detection and monitoring for one network interface, sans-IO
+//! (§3.2, §3.3, §3.5): is this interface inside the intranet, so that plaintext Mobile IPv4 with
+//! the internal home agent (i-HA) is safe, or outside, where user data must use the VPN?
+//!
+//! One [`Detector`] per interface (§3.2.1: "Successful registration with the i-HA through
+//! interface X does not imply anything about the status of interface Y"). It drives two
+//! registration engines, one per home agent, and decides:
+//!
+//! - On a connection status change the gate closes at once (§3.2.2) and both registrations
+//!   start in parallel (§3.3).
+//! - Inside only on an accepted i-HA reply that carries the Trusted Networks Configured
+//!   extension (§3.2.3); then the x-HA registration is cancelled or deregistered.
+//! - An x-HA reply first means outside, tentatively: i-HA retransmissions go on for the
+//!   detection period, and an i-HA reply within it still switches to inside.
+//! - Inside, the i-HA is re-registered every T_MONITOR − N; the gate stays open only until
+//!   T_MONITOR after the last successful registration was sent (the eBPF gate enforces that
+//!   deadline with the kernel clock), and when it passes detection starts again (§3.2.4).
+//! - Equal i-HA and x-HA addresses: outside, without detection (§3.5).
+//!
+//! What the gate means in each state is in `mipx_common::maps::MnGate`; the shell writes it.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::mn::{MnConfig, MnEvent, MobileNode};
+use super::{Now, Transmit};
+
+/// RFC 5265 §3.2.4: "The T_MONITOR parameter MUST be configurable, and have the default value
+/// of 60 seconds."
+pub const DEFAULT_T_MONITOR: Duration = Duration::from_secs(60);
+
+/// Settings of one interface's detection.
+#[derive(Clone, Debug)]
+pub struct DetectConfig {
+    /// Registration with the internal home agent (internal home address, its SA).
+    pub internal: MnConfig,
+    /// Registration with the external home agent.
+    pub external: MnConfig,
+    /// After an x-HA reply, how long i-HA retransmissions continue before "outside" is final
+    /// (§3.3; zero when the x-HA is known to be unreachable from inside).
+    pub detection_period: Duration,
+    /// §3.2.4: no user data more than this after the last successful i-HA registration.
+    pub t_monitor: Duration,
+    /// N: re-register every `t_monitor − grace`, so that a re-registration completes in time.
+    pub grace: Duration,
+}
+
+/// Where the interface is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Location {
+    /// No usable address (link down, or not configured yet).
+    Down,
+    Detecting,
+    Inside,
+    /// Outside; `tentative` while the detection period still allows an i-HA reply.
+    Outside,
+}
+
+/// Why the interface is where it is, for `mipctl status` and the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The interface has no address.
+    NoAddress,
+    /// Its connection status changed (§3.2.2); detection runs.
+    ConnectionChanged,
+    /// The i-HA accepted a registration through it, with Trusted Networks Configured.
+    TrustedReply,
+    /// The x-HA answered; the i-HA has not (yet).
+    ExternalReply,
+    /// The detection period ended without an i-HA reply.
+    DetectionPeriodOver,
+    /// The i-HA and x-HA addresses are equal: outside without detection (§3.5).
+    SameHomeAgents,
+    /// Inside, but no i-HA registration succeeded for T_MONITOR: detection restarts (§3.2.4).
+    MonitoringFailed,
+}
+
+/// What the interface's plaintext gate must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// No user data.
+    Closed,
+    /// Inside: user data until this monotonic time (T_MONITOR after the last i-HA registration).
+    InsideUntil(Duration),
+    /// Outside: user data only through the VPN.
+    Outside,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DetectEvent {
+    /// The gate must change (the shell writes it to the dataplane at once).
+    Gate(Gate),
+    /// A decision, or a restart of detection.
+    Location { location: Location, reason: Reason },
+}
+
+/// `mipctl status` for one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetectStatus {
+    pub location: Location,
+    pub reason: Reason,
+    /// `Outside` only: the detection period is still running.
+    pub tentative: bool,
+    /// Since the last successful i-HA registration was sent, if any since the last change.
+    pub since_internal_registration: Option<Duration>,
+    pub gate: Gate,
+    pub care_of_addr: Option<Ipv4Addr>,
+}
+
+/// Detection and monitoring for one interface.
+#[derive(Debug)]
+pub struct Detector {
+    internal: MobileNode,
+    external: MobileNode,
+    detection_period: Duration,
+    t_monitor: Duration,
+    location: Location,
+    reason: Reason,
+    care_of_addr: Option<Ipv4Addr>,
+    /// Outside, tentatively: i-HA retransmissions continue until then.
+    tentative_until: Option<Duration>,
+    /// When the last successful i-HA registration was sent.
+    internal_ok: Option<Duration>,
+    gate: Gate,
+    events: VecDeque<DetectEvent>,
+}
+
+impl Detector {
+    pub fn new(mut config: DetectConfig) -> Self {
+        // §3.2.4: "The MN SHOULD start re-registration every (T_MONITOR - N) seconds when
+        // inside"; at least one second apart, whatever the configuration says.
+        let every = config
+            .t_monitor
+            .saturating_sub(config.grace)
+            .max(Duration::from_secs(1));
+        config.internal.renew_every = Some(every);
+        Detector {
+            internal: MobileNode::new(config.internal),
+            external: MobileNode::new(config.external),
+            detection_period: config.detection_period,
+            t_monitor: config.t_monitor,
+            location: Location::Down,
+            reason: Reason::NoAddress,
+            care_of_addr: None,
+            tentative_until: None,
+            internal_ok: None,
+            gate: Gate::Closed,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn same_home_agents(&self) -> bool {
+        self.internal.config().home_agent == self.external.config().home_agent
+    }
+
+    pub fn internal(&self) -> &MobileNode {
+        &self.internal
+    }
+
+    pub fn external(&self) -> &MobileNode {
+        &self.external
+    }
+
+    pub fn status(&self, now: Now) -> DetectStatus {
+        DetectStatus {
+            location: self.location,
+            reason: self.reason,
+            tentative: self.tentative_until.is_some(),
+            since_internal_registration: self.internal_ok.map(|t| now.mono.saturating_sub(t)),
+            gate: self.gate,
+            care_of_addr: self.care_of_addr,
+        }
+    }
+
+    /// The interface's connection status changed (link, address or route event): stop user
+    /// data at once and detect again through `care_of_addr` (§3.2.2); `None` when it has no
+    /// usable address.
+    pub fn connection_changed(&mut self, now: Now, care_of_addr: Option<Ipv4Addr>) {
+        self.care_of_addr = care_of_addr;
+        self.restart(now, Reason::ConnectionChanged);
+    }
+
+    fn restart(&mut self, now: Now, reason: Reason) {
+        self.set_gate(Gate::Closed);
+        // What was registered through the old attachment says nothing any more; the new
+        // registrations replace the bindings.
+        self.internal.forget();
+        self.external.forget();
+        self.tentative_until = None;
+        self.internal_ok = None;
+        let Some(coa) = self.care_of_addr else {
+            self.decide(Location::Down, Reason::NoAddress);
+            return;
+        };
+        if self.same_home_agents() {
+            // §3.5: "it MUST assume that it is in the external network and bypass network
+            // detection".
+            self.external.register(now, coa);
+            self.decide(Location::Outside, Reason::SameHomeAgents);
+            self.set_gate(Gate::Outside);
+            return;
+        }
+        // §3.3: "it issues two simultaneous registration requests, one to the i-HA and another
+        // to the x-HA".
+        self.internal.register(now, coa);
+        self.external.register(now, coa);
+        self.decide(Location::Detecting, reason);
+    }
+
+    /// A datagram from a home agent (the shell's socket for this interface).
+    pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, bytes: &[u8]) {
+        if *from.ip() == self.internal.config().home_agent && !self.same_home_agents() {
+            self.internal.handle_datagram(now, from, bytes);
+        } else if *from.ip() == self.external.config().home_agent {
+            self.external.handle_datagram(now, from, bytes);
+        }
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.internal.handle_timeout(now);
+        self.external.handle_timeout(now);
+        self.process(now);
+        if let Some(until) = self.tentative_until
+            && now.mono >= until
+        {
+            // §3.3: the i-HA had its detection period; "outside" is final and the MN stops
+            // retransmitting to it.
+            self.tentative_until = None;
+            self.internal.cancel();
+            self.decide(Location::Outside, Reason::DetectionPeriodOver);
+        }
+        if self.location == Location::Inside
+            && let Some(ok) = self.internal_ok
+            && now.mono >= ok + self.t_monitor
+        {
+            // §3.3: "If the re-registration fails, the MN MUST stop sending and receiving
+            // plaintext traffic, and MUST restart the detection algorithm." The dataplane has
+            // already closed on its own clock; this makes it explicit and starts over.
+            warn!(coa = ?self.care_of_addr, "no i-HA registration for T_MONITOR: plaintext stops, detecting again");
+            self.restart(now, Reason::MonitoringFailed);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let monitor = (self.location == Location::Inside)
+            .then_some(self.internal_ok.map(|ok| ok + self.t_monitor))
+            .flatten();
+        [
+            self.internal.poll_timeout(),
+            self.external.poll_timeout(),
+            self.tentative_until,
+            monitor,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.internal
+            .poll_transmit()
+            .or_else(|| self.external.poll_transmit())
+    }
+
+    pub fn poll_event(&mut self) -> Option<DetectEvent> {
+        self.events.pop_front()
+    }
+
+    /// Acts on what the two registration engines reported.
+    fn process(&mut self, now: Now) {
+        while let Some(e) = self.internal.poll_event() {
+            match e {
+                MnEvent::Registered {
+                    trusted: true,
+                    requested_at,
+                    ..
+                } => {
+                    self.internal_ok = Some(requested_at);
+                    self.tentative_until = None;
+                    if self.location != Location::Inside {
+                        self.decide(Location::Inside, Reason::TrustedReply);
+                        // §3.3: "When successfully registered with the i-HA directly, MN
+                        // SHOULD de-register with the x-HA". Also when its reply has not come:
+                        // the x-HA may have bound the request already.
+                        if let Some(coa) = self.care_of_addr {
+                            self.external.deregister_via(now, coa);
+                        }
+                    }
+                    self.set_gate(Gate::InsideUntil(requested_at + self.t_monitor));
+                }
+                MnEvent::Registered { trusted: false, .. } => {
+                    // §3.2.3: without the extension a registration proves nothing.
+                    warn!(coa = ?self.care_of_addr, "the internal home agent accepted us without Trusted Networks Configured: not inside (RFC 5265 §3.2.3); check its trusted_networks");
+                }
+                _ => {}
+            }
+        }
+        while let Some(e) = self.external.poll_event() {
+            if let MnEvent::Registered { .. } = e
+                && self.location == Location::Detecting
+            {
+                self.set_gate(Gate::Outside);
+                if self.detection_period.is_zero() {
+                    self.internal.cancel();
+                    self.decide(Location::Outside, Reason::ExternalReply);
+                } else {
+                    self.tentative_until = Some(now.mono + self.detection_period);
+                    self.decide(Location::Outside, Reason::ExternalReply);
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, location: Location, reason: Reason) {
+        if (self.location, self.reason) == (location, reason) {
+            return;
+        }
+        info!(coa = ?self.care_of_addr, ?location, ?reason, "network detection");
+        self.location = location;
+        self.reason = reason;
+        self.events
+            .push_back(DetectEvent::Location { location, reason });
+    }
+
+    fn set_gate(&mut self, gate: Gate) {
+        if self.gate != gate {
+            self.gate = gate;
+            self.events.push_back(DetectEvent::Gate(gate));
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! RFC 5265 internal network detection (§3.2-§3.5), simulated: a mobile node's [`Detector`],
+//! a real internal home agent (trusted networks configured) and a real external one, a network
+//! that may lose, delay or block datagrams, and a virtual clock. No sockets, no sleeping.
+//!
+//! Besides the named scenarios, one test runs every combination of i-HA behaviour, x-HA
+//! behaviour, losses and detection period, and checks the safety properties in all of them:
+//! never inside without a trusted i-HA reply through this interface, never an open gate
+//! outside "inside", never a gate open longer than T_MONITOR after an i-HA request.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use mipx_common::wire::MIP_PORT;
+use mipx_control::auth::{Key, ReplayProtection, SecurityAssociation};
+use mipx_control::proto::Now;
+use mipx_control::proto::detect::{DetectConfig, DetectEvent, Detector, Gate, Location, Reason};
+use mipx_control::proto::ha::{
+    HaConfig, HomeAddrs, HomeAgent, MobileNodeEntry, Subnet, UdpTunnelPolicy,
+};
+use mipx_control::proto::mn::{MnConfig, NatTraversal};
+
+const I_HA: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
+const X_HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const I_HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 50);
+const X_HOME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+/// An address in the intranet's trusted subnet, and one outside it.
+const INSIDE_COA: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 7);
+const OUTSIDE_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const T_MONITOR: Duration = Duration::from_secs(10);
+const GRACE: Duration = Duration::from_secs(3);
+
+fn sa(spi: u32) -> SecurityAssociation {
+    SecurityAssociation {
+        spi,
+        key: Key::new(format!("key {spi}").into_bytes()),
+        replay: ReplayProtection::Timestamp {
+            tolerance: Duration::from_secs(7),
+        },
+    }
+}
+
+fn mn_config(home_addr: Ipv4Addr, home_agent: Ipv4Addr, spi: u32) -> MnConfig {
+    MnConfig {
+        home_addr,
+        home_agent,
+        sa: sa(spi),
+        lifetime: 600,
+        reverse_tunnel: true,
+        initial_retransmit: Duration::from_secs(1),
+        max_retransmit: Duration::from_secs(4),
+        report_after_attempts: 3,
+        nai: None,
+        nat_traversal: NatTraversal::default(),
+        renew_every: None,
+    }
+}
+
+fn home_agent(
+    address: Ipv4Addr,
+    home_addr: Ipv4Addr,
+    spi: u32,
+    trusted: Option<Vec<Subnet>>,
+) -> HomeAgent {
+    HomeAgent::new(HaConfig {
+        address,
+        max_lifetime: 600,
+        mobile_nodes: vec![MobileNodeEntry {
+            home_addrs: HomeAddrs::Single(home_addr),
+            sa: sa(spi),
+        }],
+        udp_tunnel: UdpTunnelPolicy::default(),
+        trusted_networks: trusted,
+    })
+}
+
+/// How one home agent behaves toward the mobile node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Blocked (the firewall, or not reachable from here).
+    Blocked,
+    /// Reachable, with this one-way delay; the first `lose` requests are lost.
+    Open { delay: Duration, lose: usize },
+}
+
+/// How the i-HA is configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IHa {
+    /// `trusted_networks` holds the intranet's subnet (10.20.0.0/16).
+    Trusting,
+    /// `trusted_networks` left out: a plain home agent, no Trusted Networks Configured.
+    Plain,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum To {
+    Mn,
+    IHa,
+    XHa,
+}
+
+/// A datagram in flight: (delivery time, sequence, destination, source, bytes), earliest first.
+type InFlight = Reverse<(Duration, u64, To, SocketAddrV4, Vec<u8>)>;
+
+struct World {
+    now: Now,
+    mn: Detector,
+    i_ha: HomeAgent,
+    x_ha: HomeAgent,
+    i_path: Path,
+    x_path: Path,
+    coa: Ipv4Addr,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    lost_i: usize,
+    lost_x: usize,
+    events: Vec<(Duration, DetectEvent)>,
+    /// Send times of every request to the i-HA.
+    i_requests: Vec<Duration>,
+}
+
+impl World {
+    fn new(i_ha: IHa, i_path: Path, x_path: Path, coa: Ipv4Addr, period: Duration) -> Self {
+        let trusted = match i_ha {
+            IHa::Trusting => Some(vec![Subnet {
+                addr: Ipv4Addr::new(10, 20, 0, 0),
+                len: 16,
+            }]),
+            IHa::Plain => None,
+        };
+        World {
+            now: Now {
+                mono: Duration::from_secs(1000),
+                unix: Duration::from_secs(1_795_000_000),
+            },
+            mn: Detector::new(DetectConfig {
+                internal: mn_config(I_HOME, I_HA, 0x1000),
+                external: mn_config(X_HOME, X_HA, 0x2000),
+                detection_period: period,
+                t_monitor: T_MONITOR,
+                grace: GRACE,
+            }),
+            i_ha: home_agent(I_HA, I_HOME, 0x1000, trusted),
+            x_ha: home_agent(X_HA, X_HOME, 0x2000, None),
+            i_path,
+            x_path,
+            coa,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            lost_i: 0,
+            lost_x: 0,
+            events: Vec::new(),
+            i_requests: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, at: Duration, to: To, from: SocketAddrV4, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, to, from, bytes)));
+    }
+
+    /// Moves what the engines queued onto the network.
+    fn flush(&mut self) {
+        while let Some(t) = self.mn.poll_transmit() {
+            let from = SocketAddrV4::new(t.src.unwrap_or(self.coa), 43400);
+            let (to, path, lost) = if *t.dst.ip() == I_HA {
+                self.i_requests.push(self.now.mono);
+                (To::IHa, self.i_path, &mut self.lost_i)
+            } else {
+                (To::XHa, self.x_path, &mut self.lost_x)
+            };
+            if let Path::Open { delay, lose } = path {
+                if *lost < lose {
+                    *lost += 1;
+                } else {
+                    self.push(self.now.mono + delay, to, from, t.payload);
+                }
+            }
+        }
+        for (to_ha, ha_addr) in [(true, I_HA), (false, X_HA)] {
+            loop {
+                let t = if to_ha {
+                    self.i_ha.poll_transmit()
+                } else {
+                    self.x_ha.poll_transmit()
+                };
+                let Some(t) = t else { break };
+                let path = if to_ha { self.i_path } else { self.x_path };
+                if let Path::Open { delay, .. } = path {
+                    let from = SocketAddrV4::new(ha_addr, MIP_PORT);
+                    self.push(self.now.mono + delay, To::Mn, from, t.payload);
+                }
+            }
+        }
+        while let Some(e) = self.mn.poll_event() {
+            self.events.push((self.now.mono, e));
+        }
+        while self.i_ha.poll_event().is_some() {}
+        while self.x_ha.poll_event().is_some() {}
+    }
+
+    fn advance_to(&mut self, t: Duration) {
+        if t > self.now.mono {
+            self.now = self.now.advance(t - self.now.mono);
+        }
+    }
+
+    /// Runs the world until `until` (absolute monotonic time).
+    fn run_until(&mut self, until: Duration) {
+        loop {
+            self.flush();
+            let next_packet = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self.mn.poll_timeout();
+            let next = [next_packet, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= until => {
+                    self.advance_to(t);
+                    if next_packet == Some(t) {
+                        let Reverse((_, _, to, from, bytes)) = self.queue.pop().unwrap();
+                        match to {
+                            To::Mn => self.mn.handle_datagram(self.now, from, &bytes),
+                            To::IHa => self.i_ha.handle_datagram(self.now, from, I_HA, &bytes),
+                            To::XHa => self.x_ha.handle_datagram(self.now, from, X_HA, &bytes),
+                        }
+                    } else {
+                        self.mn.handle_timeout(self.now);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.advance_to(until);
+        self.mn.handle_timeout(self.now);
+        self.flush();
+    }
+
+    fn start(&mut self) -> Duration {
+        let t0 = self.now.mono;
+        self.mn.connection_changed(self.now, Some(self.coa));
+        t0
+    }
+
+    fn location(&self) -> Location {
+        self.mn.status(self.now).location
+    }
+
+    fn locations(&self) -> Vec<(Location, Reason)> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                DetectEvent::Location { location, reason } => Some((*location, *reason)),
+                DetectEvent::Gate(_) => None,
+            })
+            .collect()
+    }
+}
+
+const FAST: Path = Path::Open {
+    delay: Duration::from_millis(2),
+    lose: 0,
+};
+
+fn slow(ms: u64) -> Path {
+    Path::Open {
+        delay: Duration::from_millis(ms),
+        lose: 0,
+    }
+}
+
+#[test]
+fn inside_when_the_trusting_internal_home_agent_answers_first() {
+    let mut w = World::new(
+        IHa::Trusting,
+        FAST,
+        slow(20),
+        INSIDE_COA,
+        Duration::from_secs(2),
+    );
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(w.location(), Location::Inside);
+    assert_eq!(
+        w.locations(),
+        [
+            (Location::Detecting, Reason::ConnectionChanged),
+            (Location::Inside, Reason::TrustedReply)
+        ]
+    );
+    // The gate: closed at once, then open until T_MONITOR after the i-HA request.
+    let gates: Vec<Gate> = w
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            DetectEvent::Gate(g) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gates, [Gate::InsideUntil(t0 + T_MONITOR)]);
+    // §3.3: the x-HA registration is dropped (its reply came later: deregistered).
+    assert!(w.x_ha.bindings().is_empty(), "still bound at the x-HA");
+    assert!(w.i_ha.bindings().get(I_HOME).is_some());
+}
+
+#[test]
+fn an_external_reply_first_is_tentative_and_the_internal_one_still_wins() {
+    let mut w = World::new(
+        IHa::Trusting,
+        slow(300),
+        FAST,
+        INSIDE_COA,
+        Duration::from_secs(2),
+    );
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_millis(100));
+    let s = w.mn.status(w.now);
+    assert_eq!((s.location, s.tentative), (Location::Outside, true));
+    assert_eq!(s.gate, Gate::Outside);
+    w.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(w.location(), Location::Inside);
+    assert_eq!(
+        w.locations(),
+        [
+            (Location::Detecting, Reason::ConnectionChanged),
+            (Location::Outside, Reason::ExternalReply),
+            (Location::Inside, Reason::TrustedReply)
+        ]
+    );
+    assert!(
+        w.x_ha.bindings().is_empty(),
+        "deregistered from the x-HA once inside"
+    );
+}
+
+#[test]
+fn outside_after_the_detection_period_and_the_internal_home_agent_is_left_alone() {
+    let period = Duration::from_secs(3);
+    let mut w = World::new(IHa::Trusting, Path::Blocked, FAST, OUTSIDE_COA, period);
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(30));
+    assert_eq!(
+        w.locations(),
+        [
+            (Location::Detecting, Reason::ConnectionChanged),
+            (Location::Outside, Reason::ExternalReply),
+            (Location::Outside, Reason::DetectionPeriodOver)
+        ]
+    );
+    let last = *w.i_requests.last().unwrap();
+    assert!(
+        last <= t0 + period,
+        "i-HA retransmissions went on after the detection period: {:?}",
+        last - t0
+    );
+    assert!(
+        w.i_requests.len() >= 2,
+        "the i-HA was retried during the period"
+    );
+    assert_eq!(w.mn.status(w.now).gate, Gate::Outside);
+}
+
+/// RFC 5265 §3.1/§3.6.1: the firewall lets the MN reach the i-HA from outside, but the i-HA's
+/// trusted list is right: it stays silent, and the MN never decides "inside".
+#[test]
+fn a_misconfigured_firewall_alone_does_not_make_the_node_inside() {
+    let mut w = World::new(
+        IHa::Trusting,
+        FAST,
+        FAST,
+        OUTSIDE_COA,
+        Duration::from_secs(2),
+    );
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(30));
+    assert_eq!(w.location(), Location::Outside);
+    assert!(w.i_ha.stats().dropped_untrusted >= 2);
+    assert!(w.locations().iter().all(|(l, _)| *l != Location::Inside));
+}
+
+/// §3.2.3: an i-HA that answers without Trusted Networks Configured proves nothing.
+#[test]
+fn an_internal_home_agent_without_trusted_networks_proves_nothing() {
+    let mut w = World::new(
+        IHa::Plain,
+        FAST,
+        slow(50),
+        INSIDE_COA,
+        Duration::from_secs(1),
+    );
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(10));
+    assert_eq!(w.location(), Location::Outside);
+    assert!(w.locations().iter().all(|(l, _)| *l != Location::Inside));
+}
+
+/// §3.2.4: inside, the i-HA is re-registered every T_MONITOR − N and the gate's deadline moves
+/// with each success; it never lapses while the i-HA answers.
+#[test]
+fn monitoring_keeps_the_gate_open_while_the_internal_home_agent_answers() {
+    let mut w = World::new(IHa::Trusting, FAST, FAST, INSIDE_COA, Duration::ZERO);
+    let t0 = w.start();
+    w.run_until(t0 + T_MONITOR * 5);
+    assert_eq!(w.location(), Location::Inside);
+    // One registration at the start, then every T_MONITOR − N = 7 s.
+    assert_eq!(w.i_requests.len(), 1 + (5 * 10) / 7);
+    let mut deadlines = w.events.iter().filter_map(|(at, e)| match e {
+        DetectEvent::Gate(Gate::InsideUntil(d)) => Some((*at, *d)),
+        _ => None,
+    });
+    let mut previous = None;
+    for (at, deadline) in &mut deadlines {
+        if let Some(p) = previous {
+            assert!(at < p, "the gate lapsed before it was renewed");
+        }
+        previous = Some(deadline);
+    }
+    assert!(w.mn.status(w.now).since_internal_registration.unwrap() < T_MONITOR);
+}
+
+/// §3.2.4 and §3.3: upstream routing changes with no link event (the i-HA becomes unreachable):
+/// the gate's deadline is never moved again, detection restarts when T_MONITOR runs out, and
+/// this time the MN decides outside.
+#[test]
+fn a_silent_internal_home_agent_closes_the_gate_after_t_monitor() {
+    let mut w = World::new(IHa::Trusting, FAST, FAST, INSIDE_COA, Duration::ZERO);
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(w.location(), Location::Inside);
+    let last_ok = t0;
+    // The route to the intranet goes away; the node now sits outside, with no link event.
+    w.i_path = Path::Blocked;
+    w.run_until(t0 + Duration::from_secs(40));
+    let restart = w
+        .events
+        .iter()
+        .find(|(_, e)| {
+            *e == DetectEvent::Location {
+                location: Location::Detecting,
+                reason: Reason::MonitoringFailed,
+            }
+        })
+        .map(|(at, _)| *at)
+        .expect("detection restarted");
+    assert_eq!(restart, last_ok + T_MONITOR);
+    // No gate deadline beyond T_MONITOR after the last i-HA registration that succeeded.
+    for (_, e) in &w.events {
+        if let DetectEvent::Gate(Gate::InsideUntil(d)) = e {
+            assert!(*d <= last_ok + T_MONITOR);
+        }
+    }
+    assert_eq!(w.location(), Location::Outside);
+}
+
+#[test]
+fn equal_home_agent_addresses_mean_outside_without_detection() {
+    let mut w = World::new(
+        IHa::Trusting,
+        FAST,
+        FAST,
+        INSIDE_COA,
+        Duration::from_secs(2),
+    );
+    w.mn = Detector::new(DetectConfig {
+        internal: mn_config(I_HOME, X_HA, 0x1000),
+        external: mn_config(X_HOME, X_HA, 0x2000),
+        detection_period: Duration::from_secs(2),
+        t_monitor: T_MONITOR,
+        grace: GRACE,
+    });
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(5));
+    assert_eq!(w.locations(), [(Location::Outside, Reason::SameHomeAgents)]);
+    assert!(w.i_requests.is_empty(), "§3.5: no detection");
+}
+
+#[test]
+fn a_connection_change_closes_the_gate_at_once_and_detects_again() {
+    let mut w = World::new(IHa::Trusting, FAST, FAST, INSIDE_COA, Duration::ZERO);
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(w.location(), Location::Inside);
+    w.events.clear();
+    w.coa = OUTSIDE_COA;
+    w.mn.connection_changed(w.now, Some(OUTSIDE_COA));
+    // Synchronously, before any datagram moves.
+    assert_eq!(w.mn.poll_event(), Some(DetectEvent::Gate(Gate::Closed)));
+    w.run_until(t0 + Duration::from_secs(10));
+    assert_eq!(w.location(), Location::Outside);
+    w.mn.connection_changed(w.now, None);
+    assert_eq!(w.mn.status(w.now).location, Location::Down);
+}
+
+/// Every combination of i-HA behaviour, x-HA behaviour, early losses and detection period:
+/// the safety properties hold in all of them, and the outcome is the one the RFC asks for
+/// when it is determined.
+#[test]
+fn every_ordering_of_replies_and_losses_is_safe() {
+    let i_paths = [
+        Path::Blocked,
+        FAST,
+        slow(1500),
+        Path::Open {
+            delay: Duration::from_millis(2),
+            lose: 1,
+        },
+        Path::Open {
+            delay: Duration::from_millis(2),
+            lose: 3,
+        },
+    ];
+    let x_paths = [
+        Path::Blocked,
+        FAST,
+        slow(800),
+        Path::Open {
+            delay: Duration::from_millis(2),
+            lose: 2,
+        },
+    ];
+    let mut runs = 0;
+    for i_ha in [IHa::Trusting, IHa::Plain] {
+        for coa in [INSIDE_COA, OUTSIDE_COA] {
+            for &i_path in &i_paths {
+                for &x_path in &x_paths {
+                    for period in [0, 2, 20].map(Duration::from_secs) {
+                        let mut w = World::new(i_ha, i_path, x_path, coa, period);
+                        let t0 = w.start();
+                        w.run_until(t0 + Duration::from_secs(60));
+                        runs += 1;
+                        let case = format!("{i_ha:?} {coa} i={i_path:?} x={x_path:?} {period:?}");
+                        let may_be_inside =
+                            i_ha == IHa::Trusting && coa == INSIDE_COA && i_path != Path::Blocked;
+                        let mut location = Location::Down;
+                        for (at, e) in &w.events {
+                            match e {
+                                DetectEvent::Location { location: l, .. } => location = *l,
+                                DetectEvent::Gate(Gate::InsideUntil(d)) => {
+                                    assert_eq!(
+                                        location,
+                                        Location::Inside,
+                                        "{case}: open gate while {location:?}"
+                                    );
+                                    // T_MONITOR after an i-HA request sent at or before now.
+                                    assert!(
+                                        w.i_requests
+                                            .iter()
+                                            .any(|r| *r + T_MONITOR == *d && r <= at),
+                                        "{case}: deadline {d:?} not T_MONITOR after a request"
+                                    );
+                                }
+                                DetectEvent::Gate(_) => {}
+                            }
+                            if location == Location::Inside {
+                                assert!(
+                                    may_be_inside,
+                                    "{case}: inside without a trusted i-HA path"
+                                );
+                            }
+                        }
+                        // Determined outcomes.
+                        if may_be_inside
+                            && (x_path == Path::Blocked || period >= Duration::from_secs(20))
+                        {
+                            assert_eq!(w.location(), Location::Inside, "{case}");
+                        }
+                        if !may_be_inside && x_path != Path::Blocked {
+                            assert_eq!(w.location(), Location::Outside, "{case}");
+                        }
+                        if !may_be_inside && x_path == Path::Blocked {
+                            assert_eq!(w.location(), Location::Detecting, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(runs, 2 * 2 * 5 * 4 * 3);
+}
