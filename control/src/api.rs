@@ -43,6 +43,9 @@ pub struct Status {
     pub uptime_secs: u64,
     pub ha: Option<HaStatus>,
     pub mn: Option<MnStatus>,
+    /// RFC 5265 mobile node: each tracked interface's detection and gate.
+    #[serde(default)]
+    pub interfaces: Option<Vec<crate::mn5265::InterfaceStatus>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

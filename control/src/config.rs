@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
+use crate::proto::detect::{DEFAULT_T_MONITOR, DetectConfig};
 use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, Subnet, UdpTunnelPolicy};
 use crate::proto::mn::{MnConfig, NatTraversal, NatTraversalMode};
 
@@ -245,6 +246,37 @@ struct RawMn {
     keepalive_timeout_ms: u64,
     #[serde(default = "default_keepalive_retries")]
     keepalive_retries: u32,
+    /// RFC 5265: inside/outside detection per interface; `[mn]` then describes the internal
+    /// home agent (i-HA) registration.
+    rfc5265: Option<RawRfc5265>,
+}
+
+/// `[mn.rfc5265]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRfc5265 {
+    /// Interfaces tracked separately (§3.2.1), each with its own plaintext gate.
+    interfaces: Vec<String>,
+    external_home_agent: Ipv4Addr,
+    external_home_addr: Ipv4Addr,
+    external_spi: u32,
+    external_key_file: PathBuf,
+    #[serde(default = "default_t_monitor")]
+    t_monitor_secs: u64,
+    #[serde(default = "default_grace")]
+    grace_secs: u64,
+    #[serde(default = "default_detection_period")]
+    detection_period_ms: u64,
+}
+
+fn default_t_monitor() -> u64 {
+    DEFAULT_T_MONITOR.as_secs()
+}
+fn default_grace() -> u64 {
+    10
+}
+fn default_detection_period() -> u64 {
+    2000
 }
 
 fn default_max_lifetime() -> u16 {
@@ -306,6 +338,16 @@ pub struct MnSettings {
     pub core: MnConfig,
     pub care_of_addr: Option<Ipv4Addr>,
     pub ha_port: u16,
+    /// RFC 5265 detection: the interfaces and the two layers' settings.
+    pub rfc5265: Option<Rfc5265Settings>,
+}
+
+/// A mobile node that detects, per interface, whether it is inside the intranet.
+#[derive(Debug, Clone)]
+pub struct Rfc5265Settings {
+    pub interfaces: Vec<String>,
+    /// `internal` is the `[mn]` registration, `external` the x-HA's.
+    pub detect: DetectConfig,
 }
 
 impl Config {
@@ -443,6 +485,10 @@ impl Config {
                 if !(1..=20).contains(&mn.keepalive_retries) {
                     return Err(field_err("mn.keepalive_retries", "must be 1-20"));
                 }
+                let rfc5265 = match &mn.rfc5265 {
+                    None => None,
+                    Some(r) => Some(rfc5265_settings(r, base, &mn)?),
+                };
                 if let Some(nai) = &mn.nai
                     && (nai.is_empty()
                         || nai.len() > 253
@@ -454,31 +500,36 @@ impl Config {
                         "must be 1-253 printable characters (RFC 7542 §2.2)",
                     ));
                 }
+                let core = MnConfig {
+                    home_addr: mn.home_addr,
+                    home_agent: mn.home_agent,
+                    sa,
+                    lifetime: mn.lifetime,
+                    reverse_tunnel: mn.reverse_tunnel,
+                    initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
+                    max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
+                    report_after_attempts: 4,
+                    nai: mn.nai,
+                    nat_traversal: NatTraversal {
+                        mode: mn.nat_traversal,
+                        keepalive: Duration::from_secs(mn.keepalive_secs.into()),
+                        keepalive_timeout: Duration::from_millis(mn.keepalive_timeout_ms),
+                        keepalive_retries: mn.keepalive_retries,
+                    },
+                    renew_every: None,
+                };
                 Ok(Config {
                     role: Role::Mn,
                     api_socket,
                     ha: None,
                     mn: Some(MnSettings {
-                        core: MnConfig {
-                            home_addr: mn.home_addr,
-                            home_agent: mn.home_agent,
-                            sa,
-                            lifetime: mn.lifetime,
-                            reverse_tunnel: mn.reverse_tunnel,
-                            initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
-                            max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
-                            report_after_attempts: 4,
-                            nai: mn.nai,
-                            nat_traversal: NatTraversal {
-                                mode: mn.nat_traversal,
-                                keepalive: Duration::from_secs(mn.keepalive_secs.into()),
-                                keepalive_timeout: Duration::from_millis(mn.keepalive_timeout_ms),
-                                keepalive_retries: mn.keepalive_retries,
-                            },
-                            renew_every: None,
-                        },
+                        core: core.clone(),
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,
+                        rfc5265: rfc5265.map(|mut r| {
+                            r.detect.internal = core.clone();
+                            r
+                        }),
                     }),
                     dataplane,
                 })
@@ -489,6 +540,73 @@ impl Config {
             )),
         }
     }
+}
+
+/// Validates `[mn.rfc5265]`; the internal layer's [`MnConfig`] is filled in by the caller.
+fn rfc5265_settings(
+    r: &RawRfc5265,
+    base: &Path,
+    mn: &RawMn,
+) -> Result<Rfc5265Settings, ConfigError> {
+    let f = |name: &str| format!("mn.rfc5265.{name}");
+    if r.interfaces.is_empty() {
+        return Err(field_err(f("interfaces"), "list at least one interface"));
+    }
+    for (i, name) in r.interfaces.iter().enumerate() {
+        if !valid_ifname(name) {
+            return Err(field_err(
+                format!("mn.rfc5265.interfaces[{i}]"),
+                format!("`{name}` is not a valid interface name"),
+            ));
+        }
+    }
+    // RFC 5265 §3.2.4: configurable; "in the order of a few seconds is not practical", but
+    // tests need a few seconds, so only nonsense is refused.
+    if !(2..=3600).contains(&r.t_monitor_secs) {
+        return Err(field_err(
+            f("t_monitor_secs"),
+            "must be 2-3600 (default 60)",
+        ));
+    }
+    if r.grace_secs == 0 || r.grace_secs >= r.t_monitor_secs {
+        return Err(field_err(
+            f("grace_secs"),
+            "must be at least 1 and below t_monitor_secs",
+        ));
+    }
+    if r.detection_period_ms > 600_000 {
+        return Err(field_err(
+            f("detection_period_ms"),
+            "must be at most 600000",
+        ));
+    }
+    let key = read_key(&base.join(&r.external_key_file))
+        .map_err(|msg| field_err(f("external_key_file"), msg))?;
+    let sa = security_association(r.external_spi, key, mn.replay_tolerance_secs)
+        .map_err(|(name, msg)| field_err(f(&format!("external_{name}")), msg))?;
+    let placeholder = MnConfig {
+        home_addr: r.external_home_addr,
+        home_agent: r.external_home_agent,
+        sa: sa.clone(),
+        lifetime: mn.lifetime,
+        reverse_tunnel: mn.reverse_tunnel,
+        initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
+        max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
+        report_after_attempts: 4,
+        nai: None,
+        nat_traversal: NatTraversal::default(),
+        renew_every: None,
+    };
+    Ok(Rfc5265Settings {
+        interfaces: r.interfaces.clone(),
+        detect: DetectConfig {
+            internal: placeholder.clone(),
+            external: placeholder,
+            detection_period: Duration::from_millis(r.detection_period_ms),
+            t_monitor: Duration::from_secs(r.t_monitor_secs),
+            grace: Duration::from_secs(r.grace_secs),
+        },
+    })
 }
 
 fn security_association(

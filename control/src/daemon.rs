@@ -56,8 +56,8 @@ struct Daemon {
 }
 
 /// The loaded dataplane and what the daemon needs to drive it.
-struct Dp {
-    dp: Dataplane,
+pub(crate) struct Dp {
+    pub(crate) dp: Dataplane,
     /// (ifindex, MAC) of each attached interface, in configuration order.
     interfaces: Vec<(u32, [u8; 6])>,
     /// (ifindex, MAC) of the home agent's home link.
@@ -66,12 +66,15 @@ struct Dp {
     /// Home agent: what the program's config slot holds (the next-hop epoch advances).
     ha_config: Option<HaDataplaneConfig>,
     /// Map updates that failed (logged; the next event for the binding retries).
-    errors: u64,
+    pub(crate) errors: u64,
 }
 
 /// Loads the object, re-opening pinned maps, and attaches the role's programs, taking over
 /// links a previous `mipd` pinned so forwarding never stops (DESIGN.md §4).
-fn setup_dataplane(settings: &DataplaneSettings, role: Role) -> Result<Dp, DataplaneError> {
+pub(crate) fn setup_dataplane(
+    settings: &DataplaneSettings,
+    role: Role,
+) -> Result<Dp, DataplaneError> {
     let mut dp = Dataplane::load_with(&LoadOptions {
         pin_dir: Some(settings.pin_dir.clone()),
         max_bindings: settings.max_bindings,
@@ -193,10 +196,15 @@ fn announce(ifindex: u32, own_mac: [u8; 6], mac: [u8; 6], addr: Ipv4Addr) {
     });
 }
 
-type ApiCall = (Request, oneshot::Sender<Response>);
+pub(crate) type ApiCall = (Request, oneshot::Sender<Response>);
 
 /// Runs `mipd` until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> io::Result<()> {
+pub async fn run(mut config: Config) -> io::Result<()> {
+    if config.role == Role::Mn
+        && let Some(settings) = config.mn.take_if(|m| m.rfc5265.is_some())
+    {
+        return crate::mn5265::run(config, settings).await;
+    }
     let (core, bind, internal_ifindexes) = match (config.role, config.ha, config.mn) {
         (
             Role::Ha,
@@ -340,7 +348,7 @@ pub async fn run(config: Config) -> io::Result<()> {
 }
 
 /// `error: cause: cause` on one line, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -351,7 +359,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn bind_api(path: &Path) -> io::Result<UnixListener> {
+pub(crate) fn bind_api(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -367,7 +375,7 @@ fn bind_api(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
+pub(crate) async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Ok(Some(line)) = lines.next_line().await else {
@@ -704,6 +712,7 @@ impl Daemon {
                     }
                     Core::Ha { .. } => None,
                 },
+                interfaces: None,
             }),
             (Request::Bindings, Core::Ha { ha, .. }) => {
                 let mut bindings: Vec<BindingInfo> = ha

@@ -9,5 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod garp;
+pub mod mn5265;
 pub mod pktinfo;
 pub mod proto;

@@ -87,6 +87,37 @@ fn render(resp: &Response) -> String {
                     ha.bindings, ha.max_lifetime, ha.mobile_node_entries
                 );
             }
+            if let Some(ifaces) = &s.interfaces {
+                // RFC 5265: each interface on its own (§3.2.1).
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<11} {:<22} {:<16} {:>9} GATE",
+                    "INTERFACE", "LOCATION", "REASON", "CARE-OF", "I-HA AGO"
+                );
+                for i in ifaces {
+                    let location = match (i.location, i.tentative) {
+                        (mipx_control::proto::detect::Location::Outside, true) => {
+                            "outside?".to_owned()
+                        }
+                        (l, _) => format!("{l:?}").to_lowercase(),
+                    };
+                    let gate = match i.gate_open_secs {
+                        Some(left) => format!("{} ({left:.1}s left)", i.gate),
+                        None => i.gate.clone(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<11} {:<22} {:<16} {:>9} {}",
+                        i.name,
+                        location,
+                        format!("{:?}", i.reason),
+                        i.care_of_addr.map_or("-".into(), |a| a.to_string()),
+                        i.since_internal_registration_secs
+                            .map_or("-".into(), |s| format!("{s:.1}s")),
+                        gate
+                    );
+                }
+            }
             if let Some(mn) = &s.mn {
                 let _ = writeln!(out, "state     {:?}", mn.state);
                 let _ = writeln!(
