@@ -951,6 +951,65 @@ key_file = "mn.key"
     }
 
     #[test]
+    fn parses_the_rfc5265_mobile_node() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("mn.toml");
+        let text = r#"
+role = "mn"
+[mn]
+home_addr = "10.10.0.50"
+home_agent = "10.10.0.1"
+spi = 4096
+key_file = "mn.key"
+[mn.rfc5265]
+interfaces = ["mn0", "wlan0"]
+external_home_agent = "192.0.2.1"
+external_home_addr = "192.0.2.50"
+external_spi = 8192
+external_key_file = "mn.key"
+t_monitor_secs = 30
+"#;
+        let mn = Config::parse(text, &path).unwrap().mn.unwrap();
+        let r = mn.rfc5265.unwrap();
+        assert_eq!(r.interfaces, ["mn0", "wlan0"]);
+        assert_eq!(r.detect.internal.home_agent, Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(r.detect.external.home_addr, Ipv4Addr::new(192, 0, 2, 50));
+        assert_eq!(r.detect.external.sa.spi, 8192);
+        assert_eq!(r.detect.t_monitor, Duration::from_secs(30));
+        assert_eq!(r.detect.grace, Duration::from_secs(10));
+        assert_eq!(r.detect.detection_period, Duration::from_secs(2));
+        for (from, to, field) in [
+            (
+                "t_monitor_secs = 30",
+                "t_monitor_secs = 1",
+                "mn.rfc5265.t_monitor_secs",
+            ),
+            (
+                "t_monitor_secs = 30",
+                "t_monitor_secs = 30\ngrace_secs = 30",
+                "mn.rfc5265.grace_secs",
+            ),
+            ("\"mn0\", \"wlan0\"", "", "mn.rfc5265.interfaces"),
+            (
+                "external_spi = 8192",
+                "external_spi = 9",
+                "mn.rfc5265.external_spi",
+            ),
+            (
+                "external_home_agent",
+                "external_home_agnt",
+                "external_home_agnt",
+            ),
+        ] {
+            let e = Config::parse(&text.replace(from, to), &path)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{to}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_the_udp_tunnel_policy() {
         let d = dir();
         key_file(&d.0, 0o600);
