@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod daemon;
+pub mod detection;
 pub mod mobility;
 pub mod netns;
 
