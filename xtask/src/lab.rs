@@ -17,6 +17,10 @@ pub(crate) struct Options {
     /// an RFC 3519 UDP tunnel there.
     #[arg(long)]
     nat: bool,
+    /// Which lab: `mobility` (the default: moves under a TCP stream) or `detection` (RFC 5265
+    /// inside/outside detection and the plaintext gate, checked on a capture).
+    #[arg(long, default_value = "mobility")]
+    scenario: String,
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -24,8 +28,13 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         setup::run(&setup::Options::default())?;
     }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let bin = match options.scenario.as_str() {
+        "mobility" => "mipx-lab",
+        "detection" => "mipx-lab-detection",
+        other => anyhow::bail!("unknown scenario `{other}`: mobility or detection"),
+    };
     let mut command = Command::new(cargo);
-    command.args(["run", "--quiet", "-p", "mipx-tests", "--bin", "mipx-lab"]);
+    command.args(["run", "--quiet", "-p", "mipx-tests", "--bin", bin]);
     if options.nat {
         command.args(["--", "--nat"]);
     }
