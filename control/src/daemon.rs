@@ -480,6 +480,18 @@ impl Daemon {
                 if let Err(e) = dp.dp.set_mn_tunnel(MnTunnel::default()) {
                     error!(error = %error_chain(&e), "cannot reset the mobile node tunnel");
                 }
+                // A plain mobile node runs no RFC 5265 detection: gates pinned by an earlier
+                // configuration would block its traffic for good.
+                for (ifindex, _) in dp.dp.mn_gates().unwrap_or_default() {
+                    if let Err(e) = dp.dp.remove_mn_gate(ifindex) {
+                        error!(ifindex, error = %error_chain(&e), "cannot remove a stale plaintext gate");
+                    } else {
+                        info!(
+                            ifindex,
+                            "removed the plaintext gate of an earlier RFC 5265 configuration"
+                        );
+                    }
+                }
             }
         }
     }
@@ -643,7 +655,7 @@ impl Daemon {
                                 ha_port: settings.ha_port.to_be_bytes(),
                             }),
                             MnEvent::Registered { .. }
-                            | MnEvent::Deregistered
+                            | MnEvent::Deregistered { .. }
                             | MnEvent::Expired
                             | MnEvent::Denied { .. } => Some(MnTunnel::default()),
                             _ => None,

@@ -19,7 +19,6 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use mipx_common::maps::{
     GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MnGate, MnTunnel,
 };
-use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::LinkFlags;
 use rtnetlink::sys::AsyncSocket as _;
 use serde::{Deserialize, Serialize};
@@ -168,9 +167,11 @@ impl Node {
                 // Inside: mode c with the i-HA (RFC 5265 §2.1), user data from the internal
                 // home address tunnelled from this interface's care-of address. Elsewhere
                 // nothing is tunnelled in plaintext.
+                let home = d.internal().config().home_addr;
                 let tunnel = match (location, self.ifaces[i].seen) {
-                    (Location::Inside, Some(coa)) => MnTunnel {
-                        home_addr: d.internal().config().home_addr.octets(),
+                    // At home on the i-HA's link nothing is tunnelled.
+                    (Location::Inside, Some(coa)) if coa != home => MnTunnel {
+                        home_addr: home.octets(),
                         home_agent: d.internal().config().home_agent.octets(),
                         care_of_addr: coa.octets(),
                         flags: MN_ACTIVE
@@ -271,7 +272,8 @@ impl Node {
     async fn refresh(&mut self, handle: &rtnetlink::Handle) {
         let now = self.now();
         for i in &mut self.ifaces {
-            let seen = usable_address(handle, i.ifindex).await;
+            let toward = i.detector.internal().config().home_agent;
+            let seen = usable_address(handle, i.ifindex, &i.name, toward).await;
             if seen != i.seen {
                 info!(interface = %i.name, from = ?i.seen, to = ?seen, "connection status changed");
                 i.seen = seen;
@@ -281,8 +283,16 @@ impl Node {
     }
 }
 
-/// The interface's first IPv4 address if it is up with carrier, else `None`.
-async fn usable_address(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv4Addr> {
+/// The care-of address of interface `name` if it is up with carrier: the source address the
+/// kernel would pick for a datagram to `toward` leaving through it (a connected, device-bound
+/// UDP socket; nothing is sent). While addresses are being swapped the interface may hold an
+/// old and a new one; this picks the one its routes now use, and `None` when there is no route.
+async fn usable_address(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    name: &str,
+    toward: Ipv4Addr,
+) -> Option<Ipv4Addr> {
     let link = handle
         .link()
         .get()
@@ -296,21 +306,18 @@ async fn usable_address(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv4
     if !flags.contains(LinkFlags::Up) || !flags.contains(LinkFlags::LowerUp) {
         return None;
     }
-    let mut addrs = handle
-        .address()
-        .get()
-        .set_link_index_filter(ifindex)
-        .execute();
-    while let Ok(Some(msg)) = addrs.try_next().await {
-        for attr in &msg.attributes {
-            if let AddressAttribute::Local(std::net::IpAddr::V4(a))
-            | AddressAttribute::Address(std::net::IpAddr::V4(a)) = attr
-            {
-                return Some(*a);
-            }
-        }
+    let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .ok()?;
+    bind_to_device(&probe, name).ok()?;
+    probe
+        .connect(SocketAddrV4::new(toward, mipx_common::wire::MIP_PORT))
+        .await
+        .ok()?;
+    match probe.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
     }
-    None
 }
 
 /// Runs an RFC 5265 mobile node until SIGINT or SIGTERM.
@@ -378,6 +385,18 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             socket,
             seen: None,
         });
+    }
+    // Gates of interfaces an earlier configuration tracked and this one does not.
+    if let Some(dp) = &mut dataplane {
+        let ours: Vec<u32> = ifaces.iter().map(|i: &Interface| i.ifindex).collect();
+        for (ifindex, _) in dp.dp.mn_gates().unwrap_or_default() {
+            if !ours.contains(&ifindex) && dp.dp.remove_mn_gate(ifindex).is_ok() {
+                info!(
+                    ifindex,
+                    "removed the plaintext gate of an interface no longer tracked"
+                );
+            }
+        }
     }
     let mut node = Node {
         start: Instant::now(),

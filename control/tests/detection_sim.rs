@@ -576,3 +576,32 @@ fn every_ordering_of_replies_and_losses_is_safe() {
     }
     assert_eq!(runs, 2 * 2 * 5 * 4 * 3);
 }
+
+/// At home on the i-HA's own link the node "registers" its home address, which is a
+/// deregistration (RFC 5944 §3.6.1.2); the i-HA's trusted reply proves inside all the same, and
+/// monitoring keeps asking every T_MONITOR − N, so the gate never lapses.
+#[test]
+fn at_home_on_the_internal_home_link_is_inside_and_monitored() {
+    let mut w = World::new(IHa::Trusting, FAST, FAST, I_HOME, Duration::ZERO);
+    // The i-HA's home network must be trusted for this (it is part of the intranet).
+    w.i_ha = home_agent(
+        I_HA,
+        I_HOME,
+        0x1000,
+        Some(vec![Subnet {
+            addr: Ipv4Addr::new(10, 10, 0, 0),
+            len: 24,
+        }]),
+    );
+    let t0 = w.start();
+    w.run_until(t0 + T_MONITOR * 4);
+    assert_eq!(w.location(), Location::Inside);
+    assert!(w.i_ha.bindings().is_empty(), "at home there is no binding");
+    assert!(
+        !w.locations()
+            .contains(&(Location::Detecting, Reason::MonitoringFailed)),
+        "monitoring lapsed at home: {:?}",
+        w.locations()
+    );
+    assert!(w.i_requests.len() >= 5, "{} requests", w.i_requests.len());
+}

@@ -306,7 +306,11 @@ fn deregistration_removes_binding() {
     w.pump();
     assert!(w.ha.bindings().is_empty());
     assert_eq!(w.mn.state(), MnState::Idle);
-    assert!(w.mn_events.contains(&MnEvent::Deregistered));
+    assert!(
+        w.mn_events
+            .iter()
+            .any(|e| matches!(e, MnEvent::Deregistered { trusted: false, .. }))
+    );
     assert!(w.ha_events.iter().any(|e| matches!(
         e,
         HaEvent::BindingRemoved {

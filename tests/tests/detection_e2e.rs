@@ -226,11 +226,48 @@ fn a_misconfigured_firewall_does_not_make_the_node_inside() -> Result<()> {
     let iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
     topo.move_mn(Net::Ext1, true)?;
+    let file = topo.dir.path("c.pcap");
+    let capture = topo.capture_external(&file)?;
     let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
+    let _ping = Pinger::start(&topo)?;
     wait_location(&mn, "outside", Duration::from_secs(10))?;
     // Stay long enough for the i-HA's retries through the detection period and beyond.
     std::thread::sleep(Duration::from_secs(3));
     ensure!(interface(&mn)?.0 == "outside");
+    let file = capture.finish()?;
+    // The i-HA did get the requests through the hole in the firewall...
+    let to_iha = tshark(
+        &file,
+        &[
+            "-Y",
+            &format!("mip.type == 1 && ip.dst == {IHA_ADDR}"),
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ],
+    )?;
+    ensure!(
+        to_iha.lines().count() >= 1,
+        "no request to the i-HA on the wire"
+    );
+    // ...answered none, and no user data went out in plaintext.
+    let from_iha = tshark(
+        &file,
+        &[
+            "-Y",
+            &format!("mip.type == 3 && ip.src == {IHA_ADDR}"),
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ],
+    )?;
+    ensure!(from_iha.is_empty(), "the i-HA answered from outside");
+    ensure!(
+        user_packets(&file)?.is_empty(),
+        "plaintext user data on the external segment"
+    );
     let v = iha.ctl_json(&["stats"])?;
     ensure!(
         v["stats"]["ha"]["dropped_untrusted"].as_u64().unwrap_or(0) >= 1,
@@ -272,4 +309,70 @@ fn a_killed_daemon_cannot_keep_the_gate_open() -> Result<()> {
         killed.elapsed()
     );
     Ok(())
+}
+
+/// (f) Parallel detection adds no delay inside: the i-HA's trusted reply decides at once, with
+/// no wait for the x-HA or the detection period (1 s here), so deciding "inside" after a move
+/// takes about as long as a plain registration with the i-HA after the same move.
+#[test]
+fn parallel_detection_inside_adds_no_delay() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("det-f")?;
+    let _iha = topo.start_iha()?;
+    let _xha = topo.start_xha()?;
+    let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
+    wait_location(&mn, "inside", Duration::from_secs(10))?;
+    let mut detection = Vec::new();
+    for to in [Net::Int2, Net::Int1, Net::Int2] {
+        topo.move_mn(to, true)?;
+        let t0 = Instant::now();
+        poll(|| {
+            let v = mn.ctl_json(&["status"])?;
+            let i = &v["status"]["interfaces"][0];
+            let here = i["care_of_addr"] == to.mn_addr().to_string();
+            Ok(here && i["location"] == "inside")
+        })?;
+        detection.push(t0.elapsed());
+    }
+    drop(mn);
+    // The baseline: a plain node (no [mn.rfc5265]) registering after the same moves.
+    let plain_toml = format!(
+        "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\nspi = {IHA_SPI}\n\
+         key_file = \"{}\"\nlifetime = 600\n",
+        topo.iha_key_file().display()
+    );
+    let plain = topo.start_mn(&plain_toml)?;
+    let mut registration = Vec::new();
+    for to in [Net::Int1, Net::Int2, Net::Int1] {
+        topo.move_mn(to, true)?;
+        let t0 = Instant::now();
+        plain.ctl(&["register", "--care-of", &to.mn_addr().to_string()])?;
+        poll(|| {
+            let v = plain.ctl_json(&["status"])?;
+            let mn = &v["status"]["mn"];
+            let here = mn["care_of_addr"] == to.mn_addr().to_string();
+            Ok(here && mn["state"] == "registered")
+        })?;
+        registration.push(t0.elapsed());
+    }
+    detection.sort();
+    registration.sort();
+    let (d, r) = (detection[1], registration[1]);
+    println!("(f) inside decided in {d:?} (median of 3), plain registration {r:?}");
+    ensure!(
+        d <= r + Duration::from_millis(100) && d < Duration::from_millis(500),
+        "detection {detection:?} against plain registration {registration:?}"
+    );
+    Ok(())
+}
+
+/// Polls `f` back to back (each poll is one `mipctl` run, a few ms) for up to 5 s.
+fn poll(mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if f()? {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("not within 5 s")
 }

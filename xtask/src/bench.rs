@@ -3,6 +3,7 @@
 //! median with its min–max. Results go to `BENCHMARKS.md` at the workspace root.
 
 mod dataplane;
+mod detection;
 mod loadgen;
 mod registration;
 
@@ -30,6 +31,10 @@ enum Which {
     /// Linux forwarding and Linux VXLAN measured in the same run (root; writes BENCHMARKS.md
     /// and docs/bench-dataplane.png).
     Dataplane(dataplane::Options),
+    /// RFC 5265 internal network detection: link change to decision and to first user packet,
+    /// against a plain registration in the same round, and plaintext leaked on the external
+    /// segment (root; writes BENCHMARKS.md).
+    Detection(detection::Options),
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -39,6 +44,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     match &options.which {
         Which::Registration(o) => registration::run(o),
         Which::Dataplane(o) => dataplane::run(o),
+        Which::Detection(o) => detection::run(o),
     }
 }
 

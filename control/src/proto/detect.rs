@@ -127,6 +127,11 @@ pub struct Detector {
     tentative_until: Option<Duration>,
     /// When the last successful i-HA registration was sent.
     internal_ok: Option<Duration>,
+    /// At home on the i-HA's link: when to ask again (a deregistration leaves nothing that the
+    /// engine would renew).
+    at_home_renew: Option<Duration>,
+    /// T_MONITOR − N.
+    renew_every: Duration,
     gate: Gate,
     events: VecDeque<DetectEvent>,
 }
@@ -150,6 +155,8 @@ impl Detector {
             care_of_addr: None,
             tentative_until: None,
             internal_ok: None,
+            at_home_renew: None,
+            renew_every: every,
             gate: Gate::Closed,
             events: VecDeque::new(),
         }
@@ -194,6 +201,7 @@ impl Detector {
         self.external.forget();
         self.tentative_until = None;
         self.internal_ok = None;
+        self.at_home_renew = None;
         let Some(coa) = self.care_of_addr else {
             self.decide(Location::Down, Reason::NoAddress);
             return;
@@ -236,6 +244,13 @@ impl Detector {
             self.internal.cancel();
             self.decide(Location::Outside, Reason::DetectionPeriodOver);
         }
+        if let Some(at) = self.at_home_renew
+            && now.mono >= at
+            && let Some(coa) = self.care_of_addr
+        {
+            self.at_home_renew = None;
+            self.internal.register(now, coa);
+        }
         if self.location == Location::Inside
             && let Some(ok) = self.internal_ok
             && now.mono >= ok + self.t_monitor
@@ -257,6 +272,7 @@ impl Detector {
             self.external.poll_timeout(),
             self.tentative_until,
             monitor,
+            self.at_home_renew,
         ]
         .into_iter()
         .flatten()
@@ -289,6 +305,24 @@ impl Detector {
                         // §3.3: "When successfully registered with the i-HA directly, MN
                         // SHOULD de-register with the x-HA". Also when its reply has not come:
                         // the x-HA may have bound the request already.
+                        if let Some(coa) = self.care_of_addr {
+                            self.external.deregister_via(now, coa);
+                        }
+                    }
+                    self.set_gate(Gate::InsideUntil(requested_at + self.t_monitor));
+                }
+                MnEvent::Deregistered {
+                    trusted: true,
+                    requested_at,
+                } if self.location != Location::Down => {
+                    // At home on the i-HA's own link, "registering" is a deregistration
+                    // (RFC 5944 §3.6.1.2); a trusted reply proves inside just the same. The
+                    // engine keeps no binding to renew, so monitoring asks again itself.
+                    self.internal_ok = Some(requested_at);
+                    self.tentative_until = None;
+                    self.at_home_renew = Some(requested_at + self.renew_every);
+                    if self.location != Location::Inside {
+                        self.decide(Location::Inside, Reason::TrustedReply);
                         if let Some(coa) = self.care_of_addr {
                             self.external.deregister_via(now, coa);
                         }

@@ -99,7 +99,14 @@ pub enum MnEvent {
     /// RFC 3519 §4.10: keepalives went unanswered, so the NAT has probably dropped its
     /// mapping; a re-registration is under way.
     NatMappingLost,
-    Deregistered,
+    /// Deregistered (or registered from home, which is the same request, RFC 5944 §3.6.1.2).
+    Deregistered {
+        /// The reply carried Trusted Networks Configured (RFC 5265 §3.4): at home on an
+        /// internal home agent's link, this proves "inside" as a registration does.
+        trusted: bool,
+        /// When the accepted request was sent (monotonic).
+        requested_at: Duration,
+    },
     Denied {
         code: ReplyCode,
     },
@@ -498,7 +505,10 @@ impl MobileNode {
         if p.lifetime == 0 {
             self.active = None;
             info!("deregistered");
-            self.events.push_back(MnEvent::Deregistered);
+            self.events.push_back(MnEvent::Deregistered {
+                trusted,
+                requested_at: p.sent_at,
+            });
             return;
         }
         // §3.4: never more than we asked for. §3.6.2.2: time the lifetime from when the

@@ -4,13 +4,18 @@
 //! node in RFC 5265 mode, whose one interface walks internal 1 → internal 2 → external →
 //! internal 1 with link changes, and finally is moved to the external network silently (no link
 //! event, as an upstream routing change). Throughout, the mobile node pings a correspondent in
-//! the intranet from its internal home address, 50 times a second, and the external segment is
+//! the intranet from its internal home address, 100 times a second, and the external segment is
 //! captured.
 //!
 //! For each step it prints the decision and its latency, the time to the first user packet
 //! answered, and the plaintext user packets that crossed the external segment. It exits
 //! non-zero if a move with a link change leaked anything, or if the silent change leaked for
 //! longer than T_MONITOR; it always cleans up.
+//!
+//! `--rounds N --json FILE` (used by `cargo xtask bench detection`) repeats the walk on a fresh
+//! topology N times, and after each walk measures the baseline: a plain Mobile IPv4 node (no
+//! detection, no gate) registering with the i-HA after the same moves, so the cost of
+//! detection is a ratio to a registration measured in the same round.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
@@ -48,7 +53,7 @@ impl Pinger {
         let mut child = topo
             .mn
             .command("ping")
-            .args(["-D", "-n", "-i", "0.02", "-W", "1", "-I"])
+            .args(["-D", "-n", "-i", "0.01", "-W", "1", "-I"])
             .arg(INTERNAL_HOME_ADDR.to_string())
             .arg(CN_ADDR.to_string())
             .stdout(Stdio::piped())
@@ -123,33 +128,46 @@ struct Step {
     ended: f64,
 }
 
-fn main() -> Result<()> {
-    require_root();
-    let t0 = Instant::now();
-    println!("\n==> building mipd and mipctl");
-    mipx_tests::daemon::binaries();
-    println!("==> creating the RFC 5265 topology (intranet, firewall, DMZ, external network)");
-    let mut topo = DetectionTopology::new("labdet")?;
-    let iha = topo.start_iha()?;
-    let _xha = topo.start_xha()?;
-    let mn_toml = format!(
+/// One step's figures, as the JSON and the report carry them.
+#[derive(serde::Serialize)]
+struct StepReport {
+    step: String,
+    /// "inside", "outside" or "silent".
+    kind: &'static str,
+    decision_ms: Option<f64>,
+    first_reply_ms: Option<f64>,
+    leaked_packets: usize,
+    leaked_secs: f64,
+}
+
+fn mn_toml(topo: &DetectionTopology, rfc5265: bool) -> String {
+    let mut text = format!(
         "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\nspi = {IHA_SPI}\n\
-         key_file = \"{ikey}\"\nlifetime = 600\n\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\n\
-         external_home_agent = \"{XHA_ADDR}\"\nexternal_home_addr = \"{EXTERNAL_HOME_ADDR}\"\n\
-         external_spi = {XHA_SPI}\nexternal_key_file = \"{xkey}\"\nt_monitor_secs = {T_MONITOR}\n\
-         grace_secs = {GRACE}\ndetection_period_ms = 1000\n",
+         key_file = \"{ikey}\"\nlifetime = 600\n",
         ikey = topo.iha_key_file().display(),
-        xkey = topo.xha_key_file().display(),
     );
+    if rfc5265 {
+        text.push_str(&format!(
+            "\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\n\
+             external_home_agent = \"{XHA_ADDR}\"\nexternal_home_addr = \"{EXTERNAL_HOME_ADDR}\"\n\
+             external_spi = {XHA_SPI}\nexternal_key_file = \"{xkey}\"\nt_monitor_secs = {T_MONITOR}\n\
+             grace_secs = {GRACE}\ndetection_period_ms = 1000\n",
+            xkey = topo.xha_key_file().display(),
+        ));
+    } else {
+        // The baseline: mode c with the i-HA, registering where it is told to.
+        text.push_str(&format!("care_of_addr = \"{}\"\n", Net::Int1.mn_addr()));
+    }
+    text
+}
+
+/// The RFC 5265 walk on `topo`; prints nothing.
+fn walk(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
     let file = topo.dir.path("external.pcap");
     let capture = topo.capture_external(&file)?;
-    println!(
-        "==> i-HA {IHA_ADDR} (trusts 10.20.0.0/16), x-HA {XHA_ADDR}; the mobile node starts in \
-         internal subnet 1; T_MONITOR {T_MONITOR} s, grace {GRACE} s"
-    );
     let started = unix_now();
-    let mn = topo.start_mn(&mn_toml)?;
-    let pinger = Pinger::start(&topo)?;
+    let mn = topo.start_mn(&mn_toml(topo, true))?;
+    let pinger = Pinger::start(topo)?;
     let mut steps = vec![Step {
         what: "start in int1".into(),
         silent: false,
@@ -160,15 +178,16 @@ fn main() -> Result<()> {
         ended: 0.0,
     }];
     std::thread::sleep(Duration::from_secs(2));
-    let walk = [
+    for (to, expect) in [
         (Net::Int2, "inside"),
         (Net::Ext1, "outside"),
         (Net::Int1, "inside"),
-    ];
-    for (to, expect) in walk {
+    ] {
         let from = topo.net();
-        let started = unix_now();
+        // Timed from the moment the MN is attached to the new network and its link is up
+        // again (the move takes the link down, rewires, addresses, brings it up).
         topo.move_mn(to, true)?;
+        let started = unix_now();
         let decided = wait_location(&mn, expect, Duration::from_secs(10));
         std::thread::sleep(Duration::from_secs(2));
         steps.push(Step {
@@ -199,7 +218,7 @@ fn main() -> Result<()> {
     let file = capture.finish()?;
     pinger_first_packets(&mut steps, &pinger, end);
     drop(pinger);
-
+    drop(mn);
     // Plaintext user data on the external segment: ICMP to or from the internal home address,
     // plain or inside IP-in-IP.
     let leaked: Vec<f64> = tshark(
@@ -216,61 +235,125 @@ fn main() -> Result<()> {
     .lines()
     .filter_map(|l| l.trim().parse().ok())
     .collect();
+    let ms = |s: &Step, t: Option<f64>| t.map(|t| (t - s.started) * 1000.0);
+    Ok(steps
+        .iter()
+        .map(|s| {
+            let window: Vec<f64> = leaked
+                .iter()
+                .copied()
+                .filter(|&t| t >= s.started && t < s.ended)
+                .collect();
+            StepReport {
+                step: s.what.clone(),
+                kind: if s.silent { "silent" } else { s.expect },
+                decision_ms: ms(s, s.decided),
+                first_reply_ms: ms(s, s.first_packet),
+                leaked_packets: window.len(),
+                leaked_secs: window.last().map_or(0.0, |t| t - s.started),
+            }
+        })
+        .collect())
+}
 
+/// The baseline: a plain mobile node registering with the i-HA (no detection, no gate) after
+/// the same moves between the internal subnets, told by `mipctl register` right after the
+/// move; the time to the first answered user packet.
+fn plain_moves(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
+    topo.move_mn(Net::Int1, true)?;
+    let mn = topo.start_mn(&mn_toml(topo, false))?;
+    let pinger = Pinger::start(topo)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut out = Vec::new();
+    for to in [Net::Int2, Net::Int1, Net::Int2, Net::Int1] {
+        let from = topo.net();
+        topo.move_mn(to, true)?;
+        let started = unix_now();
+        mn.ctl(&["register", "--care-of", &to.mn_addr().to_string()])?;
+        std::thread::sleep(Duration::from_secs(1));
+        out.push(StepReport {
+            step: format!("{} → {} (plain registration)", short(from), short(to)),
+            kind: "plain",
+            decision_ms: None,
+            first_reply_ms: pinger
+                .first_reply_after(started)
+                .map(|t| (t - started) * 1000.0),
+            leaked_packets: 0,
+            leaked_secs: 0.0,
+        });
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    require_root();
+    let mut rounds = 1usize;
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
+            "--json" => {
+                json = Some(std::path::PathBuf::from(
+                    args.next().context("--json FILE")?,
+                ))
+            }
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    let t0 = Instant::now();
+    println!("\n==> building mipd and mipctl");
+    mipx_tests::daemon::binaries();
     println!(
-        "\n  {:<31} {:<10} {:>10} {:>12} {:>18}",
-        "step", "decision", "seen after", "first reply", "leaked on ext. seg."
+        "==> RFC 5265 topology: intranet (i-HA {IHA_ADDR}, trusts 10.20.0.0/16) behind an \
+         nftables firewall, DMZ (x-HA {XHA_ADDR}), external network; T_MONITOR {T_MONITOR} s, \
+         grace {GRACE} s; the MN pings a correspondent inside from its internal home address, \
+         100 times a second"
     );
+    let mut all = Vec::new();
     let mut failures = Vec::new();
-    for s in &steps {
-        let in_window: Vec<f64> = leaked
-            .iter()
-            .copied()
-            .filter(|&t| t >= s.started && t < s.ended)
-            .collect();
-        let leak = match (in_window.first(), in_window.last()) {
-            (Some(a), Some(b)) => format!(
-                "{} pkts {:.2} s",
-                in_window.len(),
-                b - a.min(s.started).max(s.started)
-            ),
-            _ => "none".to_owned(),
-        };
-        let ms = |t: Option<f64>| {
-            t.map_or("—".to_owned(), |t| {
-                format!("{:.0} ms", (t - s.started) * 1000.0)
-            })
-        };
+    for round in 1..=rounds {
+        let mut topo = DetectionTopology::new("labdet")?;
+        let iha = topo.start_iha()?;
+        let _xha = topo.start_xha()?;
+        let steps = walk(&mut topo)?;
+        let plain = plain_moves(&mut topo)?;
+        if rounds > 1 {
+            println!("\n==> round {round}/{rounds}");
+        }
+        print_steps(&steps);
+        let accepted = iha.ctl_json(&["stats"])?["stats"]["ha"]["accepted"]
+            .as_u64()
+            .unwrap_or(0);
         println!(
-            "  {:<31} {:<10} {:>10} {:>12} {:>18}",
-            s.what,
-            if s.decided.is_some() {
-                s.expect
-            } else {
-                "(none)"
-            },
-            ms(s.decided),
-            ms(s.first_packet),
-            leak
+            "\n  baseline, plain Mobile IPv4 (no detection, no gate), i-HA registrations so far {accepted}:"
         );
-        if s.decided.is_none() {
-            failures.push(format!("{}: never {}", s.what, s.expect));
+        for p in &plain {
+            println!(
+                "  {:<42} first reply {}",
+                p.step,
+                p.first_reply_ms
+                    .map_or("—".into(), |m| format!("{m:.0} ms"))
+            );
         }
-        let silent = s.silent;
-        let leak_secs = in_window.last().map_or(0.0, |t| t - s.started);
-        if !silent && !in_window.is_empty() {
-            failures.push(format!(
-                "{}: {} plaintext packets leaked",
-                s.what,
-                in_window.len()
-            ));
+        for s in &steps {
+            if s.decision_ms.is_none() {
+                failures.push(format!("round {round}, {}: no decision", s.step));
+            }
+            if s.kind != "silent" && s.leaked_packets > 0 {
+                failures.push(format!(
+                    "round {round}, {}: {} plaintext packets leaked",
+                    s.step, s.leaked_packets
+                ));
+            }
+            if s.kind == "silent" && s.leaked_secs > T_MONITOR as f64 + 0.3 {
+                failures.push(format!(
+                    "round {round}, {}: plaintext for {:.2} s > T_MONITOR",
+                    s.step, s.leaked_secs
+                ));
+            }
         }
-        if silent && leak_secs > T_MONITOR as f64 + 0.3 {
-            failures.push(format!(
-                "{}: plaintext for {leak_secs:.2} s > T_MONITOR",
-                s.what
-            ));
-        }
+        all.push(serde_json::json!({ "round": round, "steps": steps, "plain": plain }));
     }
     println!(
         "\n  decision: as `mipctl status` showed it (polled every 10 ms); first reply: the first\n  \
@@ -278,23 +361,46 @@ fn main() -> Result<()> {
          gate passes only signalling). Silently moved, plaintext may flow until T_MONITOR\n  \
          ({T_MONITOR} s) after the last i-HA registration, and not a moment longer."
     );
-    let stats = iha.ctl(&["stats"])?;
-    println!(
-        "\n  i-HA: {}",
-        stats
-            .lines()
-            .filter(|l| l.contains("accepted") || l.contains("untrusted"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    drop(mn);
-    drop(topo);
+    if let Some(path) = json {
+        let doc =
+            serde_json::json!({ "t_monitor_secs": T_MONITOR, "grace_secs": GRACE, "rounds": all });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        println!("\n  results written to {}", path.display());
+    }
     println!(
         "\n==> cleaned up: daemons, namespaces and pins removed ({:.1} s in all)",
         t0.elapsed().as_secs_f64()
     );
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     Ok(())
+}
+
+fn print_steps(steps: &[StepReport]) {
+    println!(
+        "\n  {:<31} {:<10} {:>10} {:>12} {:>18}",
+        "step", "decision", "seen after", "first reply", "leaked on ext. seg."
+    );
+    for s in steps {
+        let ms = |t: Option<f64>| t.map_or("—".to_owned(), |t| format!("{t:.0} ms"));
+        let leak = if s.leaked_packets == 0 {
+            "none".to_owned()
+        } else {
+            format!("{} pkts {:.2} s", s.leaked_packets, s.leaked_secs)
+        };
+        let decision = match (s.kind, s.decision_ms) {
+            (_, None) => "(none)",
+            ("silent", _) => "detecting",
+            (k, _) => k,
+        };
+        println!(
+            "  {:<31} {:<10} {:>10} {:>12} {:>18}",
+            s.step,
+            decision,
+            ms(s.decision_ms),
+            ms(s.first_reply_ms),
+            leak
+        );
+    }
 }
 
 /// Fills in each step's end and first answered user packet.
