@@ -312,15 +312,19 @@ fn a_killed_daemon_cannot_keep_the_gate_open() -> Result<()> {
 }
 
 /// (f) Parallel detection adds no delay inside: the i-HA's trusted reply decides at once, with
-/// no wait for the x-HA or the detection period (1 s here), so deciding "inside" after a move
-/// takes about as long as a plain registration with the i-HA after the same move.
+/// no wait for the x-HA or the detection period (5 s here), so deciding "inside" after a move
+/// takes about as long as a plain registration with the i-HA after the same move. (Compared
+/// with that baseline, measured in the same run, with a margin far below the detection period
+/// that a serial algorithm would add: this is not a speed test.)
 #[test]
 fn parallel_detection_inside_adds_no_delay() -> Result<()> {
     require_root();
     let mut topo = DetectionTopology::new("det-f")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
+    let toml =
+        mn_toml(&topo, 10, 3).replace("detection_period_ms = 1000", "detection_period_ms = 5000");
+    let mn = topo.start_mn(&toml)?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     let mut detection = Vec::new();
     for to in [Net::Int2, Net::Int1, Net::Int2] {
@@ -360,8 +364,8 @@ fn parallel_detection_inside_adds_no_delay() -> Result<()> {
     let (d, r) = (detection[1], registration[1]);
     println!("(f) inside decided in {d:?} (median of 3), plain registration {r:?}");
     ensure!(
-        d <= r + Duration::from_millis(100) && d < Duration::from_millis(500),
-        "detection {detection:?} against plain registration {registration:?}"
+        d <= r + Duration::from_secs(1),
+        "detection {detection:?} against plain registration {registration:?}: it waited"
     );
     Ok(())
 }
