@@ -18,7 +18,10 @@ use crate::{
     fib::Route,
     maps::{BINDINGS, HA_CONFIG, IFACES, next_ip_id},
     nexthop,
-    parse::{Aligned, ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
+    parse::{
+        Aligned, ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _,
+        UdpTunnelHdr,
+    },
     xdp_ip,
 };
 
@@ -300,18 +303,6 @@ fn decapsulate_ipip(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
         return (XDP_DROP, Counter::ReverseTunnelRejected);
     }
     forward_inner::<IP_HLEN>(ctx, &inner, epoch, Counter::HaDecapTx)
-}
-
-/// The UDP and MIP Tunnel Data headers of an IP-in-UDP packet (RFC 3519 §3.3).
-#[repr(C)]
-struct UdpTunnelHdr {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    len: [u8; 2],
-    _checksum: [u8; 2],
-    kind: u8,
-    next_header: u8,
-    _reserved: [u8; 2],
 }
 
 /// Handles UDP to the home agent: a MIP Tunnel Data message on the registration port is a

@@ -23,7 +23,10 @@ use crate::{
     fib::{self, Route},
     gate,
     maps::{MN_TUNNEL, next_ip_id},
-    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _, skb_gso_size, skb_ifindex},
+    parse::{
+        ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _, UdpTunnelHdr, skb_gso_size,
+        skb_ifindex,
+    },
     xdp_ip::{self, Verdict},
 };
 
@@ -35,18 +38,6 @@ const TC_ACT_SHOT: u32 = aya_ebpf::bindings::TC_ACT_SHOT as u32;
 fn tunnel() -> Option<MnTunnel> {
     let tunnel = *MN_TUNNEL.get(0)?;
     (tunnel.flags & MN_ACTIVE != 0).then_some(tunnel)
-}
-
-/// The UDP and MIP Tunnel Data headers of an IP-in-UDP packet (RFC 3519 §3.3).
-#[repr(C)]
-struct UdpTunnelHdr {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    len: [u8; 2],
-    _checksum: [u8; 2],
-    kind: u8,
-    next_header: u8,
-    _reserved: [u8; 2],
 }
 
 /// XDP ingress: the RFC 5265 gate, then [`decapsulate_home_agent_tunnel`].

@@ -121,6 +121,20 @@ impl Ipv4Hdr {
     }
 }
 
+/// The UDP and MIP Tunnel Data headers of an IP-in-UDP packet (RFC 3519 §3.3), read together
+/// by both ends of the tunnel.
+#[repr(C)]
+pub struct UdpTunnelHdr {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub len: [u8; 2],
+    pub _checksum: [u8; 2],
+    pub kind: u8,
+    pub next_header: u8,
+    pub _reserved: [u8; 2],
+}
+const _: () = assert!(size_of::<UdpTunnelHdr>() == 12);
+
 /// An ARP packet for IPv4 over Ethernet (RFC 826): the only kind the home agent answers.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -726,3 +726,102 @@ pub fn udp_probe(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Pro
     .join()
     .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
 }
+
+impl DetectionTopology {
+    /// The `[mn]` and `[mn.rfc5265]` text of an RFC 5265 mobile node for this topology: the
+    /// internal layer with the i-HA, the external one with the x-HA, detection on `mn0`.
+    pub fn rfc5265_mn_toml(&self, t_monitor_secs: u64, grace_secs: u64, period_ms: u64) -> String {
+        format!(
+            "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nexternal_home_agent = \"{XHA_ADDR}\"\n\
+             external_home_addr = \"{EXTERNAL_HOME_ADDR}\"\nexternal_spi = {XHA_SPI}\n\
+             external_key_file = \"{}\"\nt_monitor_secs = {t_monitor_secs}\n\
+             grace_secs = {grace_secs}\ndetection_period_ms = {period_ms}\n",
+            self.plain_mn_toml(),
+            self.xha_key_file().display(),
+        )
+    }
+
+    /// The `[mn]` text of a plain Mobile IPv4 node registering with the i-HA (no detection, no
+    /// gate), told where to register by `mipctl register`.
+    pub fn plain_mn_toml(&self) -> String {
+        format!(
+            "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\n\
+             spi = {IHA_SPI}\nkey_file = \"{}\"\nlifetime = 600\n",
+            self.iha_key_file().display()
+        )
+    }
+}
+
+/// User data for the detection scenarios: `ping -D` from the MN's internal home address to the
+/// correspondent inside, at a steady rate, with the Unix times of the replies as they arrive.
+pub struct Pinger {
+    child: std::process::Child,
+    replies: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+impl Pinger {
+    /// Pings every `interval` (root may go down to 10 ms).
+    pub fn start(topo: &DetectionTopology, interval: Duration) -> Result<Self> {
+        use std::io::BufRead as _;
+        let mut child = topo
+            .mn
+            .command("ping")
+            .args(["-D", "-n", "-W", "1", "-i"])
+            .arg(format!("{:.3}", interval.as_secs_f64()))
+            .arg("-I")
+            .arg(INTERNAL_HOME_ADDR.to_string())
+            .arg(CN_ADDR.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().context("ping's stdout")?;
+        let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&replies);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                // "[1795000000.123456] 64 bytes from 10.30.0.2: icmp_seq=1 ttl=62 time=0.3 ms"
+                if line.contains("bytes from")
+                    && let Some(t) = line
+                        .strip_prefix('[')
+                        .and_then(|l| l.split(']').next())
+                        .and_then(|t| t.parse::<f64>().ok())
+                    && let Ok(mut r) = sink.lock()
+                {
+                    r.push(t);
+                }
+            }
+        });
+        Ok(Pinger { child, replies })
+    }
+
+    /// The first reply that arrived after Unix time `t`.
+    pub fn first_reply_after(&self, t: f64) -> Option<f64> {
+        let r = self.replies.lock().ok()?;
+        r.iter().copied().find(|&x| x > t)
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Capture times (Unix seconds) of user-data packets in `file`: ICMP to or from the internal
+/// home address, plain or inside IP-in-IP (tshark dissects both). On the external segment
+/// every one of them is plaintext that RFC 5265 says must not be there.
+pub fn user_packets(file: &Path) -> Result<Vec<f64>> {
+    let out = crate::daemon::tshark(
+        file,
+        &[
+            "-Y",
+            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR}"),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+        ],
+    )?;
+    Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}

@@ -7,28 +7,14 @@
 //! 50 ms, so a leak would show as ICMP to or from that address (plain or inside IP-in-IP,
 //! which tshark dissects) on the external segment.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, ensure};
 use mipx_tests::daemon::{Mipd, tshark, wait_for};
 use mipx_tests::detection::{
-    CN_ADDR, DetectionTopology, EXTERNAL_HOME_ADDR, IHA_ADDR, IHA_SPI, INTERNAL_HOME_ADDR, Net,
-    XHA_ADDR, XHA_SPI,
+    CN_ADDR, DetectionTopology, IHA_ADDR, INTERNAL_HOME_ADDR, Net, Pinger, user_packets,
 };
 use mipx_tests::require_root;
-
-fn mn_toml(topo: &DetectionTopology, t_monitor: u64, grace: u64) -> String {
-    format!(
-        "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\nspi = {IHA_SPI}\n\
-         key_file = \"{ikey}\"\nlifetime = 600\n\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\n\
-         external_home_agent = \"{XHA_ADDR}\"\nexternal_home_addr = \"{EXTERNAL_HOME_ADDR}\"\n\
-         external_spi = {XHA_SPI}\nexternal_key_file = \"{xkey}\"\nt_monitor_secs = {t_monitor}\n\
-         grace_secs = {grace}\ndetection_period_ms = 1000\n",
-        ikey = topo.iha_key_file().display(),
-        xkey = topo.xha_key_file().display(),
-    )
-}
 
 /// `mipctl status` of the MN's one interface: (location, gate).
 fn interface(mn: &Mipd) -> Result<(String, String)> {
@@ -47,48 +33,6 @@ fn wait_location(mn: &Mipd, want: &str, timeout: Duration) -> Result<Duration> {
     })
     .with_context(|| format!("MN log:\n{}", mn.log_text()))?;
     Ok(t0.elapsed())
-}
-
-/// A steady stream of user data: ping from the internal home address, 20 per second.
-struct Pinger(std::process::Child);
-
-impl Pinger {
-    fn start(topo: &DetectionTopology) -> Result<Self> {
-        let child = topo
-            .mn
-            .command("ping")
-            .args(["-i", "0.05", "-W", "1", "-I"])
-            .arg(INTERNAL_HOME_ADDR.to_string())
-            .arg(CN_ADDR.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        Ok(Pinger(child))
-    }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Capture times (Unix seconds) of user-data packets: ICMP to or from the internal home
-/// address, plain or tunnelled.
-fn user_packets(file: &Path) -> Result<Vec<f64>> {
-    let out = tshark(
-        file,
-        &[
-            "-Y",
-            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR}"),
-            "-T",
-            "fields",
-            "-e",
-            "frame.time_epoch",
-        ],
-    )?;
-    Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 fn unix_now() -> f64 {
@@ -118,7 +62,7 @@ fn inside_is_decided_by_the_trusting_internal_home_agent_and_user_data_flows() -
     let topo = DetectionTopology::new("det-in")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(10, 3, 1000))?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     ensure!(interface(&mn)?.1 == "inside");
     ensure!(mn_pings_cn(&topo)?, "no user data inside");
@@ -135,11 +79,11 @@ fn moving_out_with_a_link_change_leaks_nothing() -> Result<()> {
     let mut topo = DetectionTopology::new("det-a")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(10, 3, 1000))?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     let file = topo.dir.path("a.pcap");
     let capture = topo.capture_external(&file)?;
-    let _ping = Pinger::start(&topo)?;
+    let _ping = Pinger::start(&topo, Duration::from_millis(50))?;
     std::thread::sleep(Duration::from_millis(500));
     topo.move_mn(Net::Ext1, true)?;
     let decided = wait_location(&mn, "outside", Duration::from_secs(10))?;
@@ -182,11 +126,11 @@ fn a_silent_upstream_change_leaks_for_at_most_t_monitor() -> Result<()> {
     let mut topo = DetectionTopology::new("det-b")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let mn = topo.start_mn(&mn_toml(&topo, T_MONITOR as u64, 2))?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(T_MONITOR as u64, 2, 1000))?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     let file = topo.dir.path("b.pcap");
     let capture = topo.capture_external(&file)?;
-    let _ping = Pinger::start(&topo)?;
+    let _ping = Pinger::start(&topo, Duration::from_millis(50))?;
     std::thread::sleep(Duration::from_millis(500));
     let switched = unix_now();
     topo.switch_upstream(Net::Ext1)?;
@@ -228,8 +172,8 @@ fn a_misconfigured_firewall_does_not_make_the_node_inside() -> Result<()> {
     topo.move_mn(Net::Ext1, true)?;
     let file = topo.dir.path("c.pcap");
     let capture = topo.capture_external(&file)?;
-    let mn = topo.start_mn(&mn_toml(&topo, 10, 3))?;
-    let _ping = Pinger::start(&topo)?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(10, 3, 1000))?;
+    let _ping = Pinger::start(&topo, Duration::from_millis(50))?;
     wait_location(&mn, "outside", Duration::from_secs(10))?;
     // Stay long enough for the i-HA's retries through the detection period and beyond.
     std::thread::sleep(Duration::from_secs(3));
@@ -289,7 +233,7 @@ fn a_killed_daemon_cannot_keep_the_gate_open() -> Result<()> {
     let topo = DetectionTopology::new("det-e")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let mn = topo.start_mn(&mn_toml(&topo, T_MONITOR, 2))?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(T_MONITOR, 2, 1000))?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     ensure!(mn_pings_cn(&topo)?, "no user data inside");
     mn.kill_hard()?;
@@ -322,8 +266,9 @@ fn parallel_detection_inside_adds_no_delay() -> Result<()> {
     let mut topo = DetectionTopology::new("det-f")?;
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
-    let toml =
-        mn_toml(&topo, 10, 3).replace("detection_period_ms = 1000", "detection_period_ms = 5000");
+    let toml = topo
+        .rfc5265_mn_toml(10, 3, 1000)
+        .replace("detection_period_ms = 1000", "detection_period_ms = 5000");
     let mn = topo.start_mn(&toml)?;
     wait_location(&mn, "inside", Duration::from_secs(10))?;
     let mut detection = Vec::new();
@@ -340,12 +285,7 @@ fn parallel_detection_inside_adds_no_delay() -> Result<()> {
     }
     drop(mn);
     // The baseline: a plain node (no [mn.rfc5265]) registering after the same moves.
-    let plain_toml = format!(
-        "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\nspi = {IHA_SPI}\n\
-         key_file = \"{}\"\nlifetime = 600\n",
-        topo.iha_key_file().display()
-    );
-    let plain = topo.start_mn(&plain_toml)?;
+    let plain = topo.start_mn(&topo.plain_mn_toml())?;
     let mut registration = Vec::new();
     for to in [Net::Int1, Net::Int2, Net::Int1] {
         topo.move_mn(to, true)?;

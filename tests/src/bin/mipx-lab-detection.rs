@@ -17,17 +17,11 @@
 //! detection, no gate) registering with the i-HA after the same moves, so the cost of
 //! detection is a ratio to a registration measured in the same round.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::{Mipd, tshark};
-use mipx_tests::detection::{
-    CN_ADDR, DetectionTopology, EXTERNAL_HOME_ADDR, IHA_ADDR, IHA_SPI, INTERNAL_HOME_ADDR, Net,
-    XHA_ADDR, XHA_SPI,
-};
+use mipx_tests::daemon::Mipd;
+use mipx_tests::detection::{DetectionTopology, IHA_ADDR, Net, Pinger, XHA_ADDR, user_packets};
 use mipx_tests::require_root;
 
 /// Short, so the lab shows monitoring within a minute; RFC 5265's default is 60 s.
@@ -39,57 +33,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
-}
-
-/// `ping -D` from the internal home address to the correspondent; the Unix times of the
-/// replies, as they arrive.
-struct Pinger {
-    child: Child,
-    replies: Arc<Mutex<Vec<f64>>>,
-}
-
-impl Pinger {
-    fn start(topo: &DetectionTopology) -> Result<Self> {
-        let mut child = topo
-            .mn
-            .command("ping")
-            .args(["-D", "-n", "-i", "0.01", "-W", "1", "-I"])
-            .arg(INTERNAL_HOME_ADDR.to_string())
-            .arg(CN_ADDR.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let out = child.stdout.take().context("ping's stdout")?;
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&replies);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                // "[1795000000.123456] 64 bytes from 10.30.0.2: icmp_seq=1 ttl=62 time=0.3 ms"
-                if line.contains("bytes from")
-                    && let Some(t) = line
-                        .strip_prefix('[')
-                        .and_then(|l| l.split(']').next())
-                        .and_then(|t| t.parse::<f64>().ok())
-                    && let Ok(mut r) = sink.lock()
-                {
-                    r.push(t);
-                }
-            }
-        });
-        Ok(Pinger { child, replies })
-    }
-
-    fn first_reply_after(&self, t: f64) -> Option<f64> {
-        let r = self.replies.lock().ok()?;
-        r.iter().copied().find(|&x| x > t)
-    }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn location(mn: &Mipd) -> String {
@@ -140,34 +83,13 @@ struct StepReport {
     leaked_secs: f64,
 }
 
-fn mn_toml(topo: &DetectionTopology, rfc5265: bool) -> String {
-    let mut text = format!(
-        "[mn]\nhome_addr = \"{INTERNAL_HOME_ADDR}\"\nhome_agent = \"{IHA_ADDR}\"\nspi = {IHA_SPI}\n\
-         key_file = \"{ikey}\"\nlifetime = 600\n",
-        ikey = topo.iha_key_file().display(),
-    );
-    if rfc5265 {
-        text.push_str(&format!(
-            "\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\n\
-             external_home_agent = \"{XHA_ADDR}\"\nexternal_home_addr = \"{EXTERNAL_HOME_ADDR}\"\n\
-             external_spi = {XHA_SPI}\nexternal_key_file = \"{xkey}\"\nt_monitor_secs = {T_MONITOR}\n\
-             grace_secs = {GRACE}\ndetection_period_ms = 1000\n",
-            xkey = topo.xha_key_file().display(),
-        ));
-    } else {
-        // The baseline: mode c with the i-HA, registering where it is told to.
-        text.push_str(&format!("care_of_addr = \"{}\"\n", Net::Int1.mn_addr()));
-    }
-    text
-}
-
 /// The RFC 5265 walk on `topo`; prints nothing.
 fn walk(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
     let file = topo.dir.path("external.pcap");
     let capture = topo.capture_external(&file)?;
     let started = unix_now();
-    let mn = topo.start_mn(&mn_toml(topo, true))?;
-    let pinger = Pinger::start(topo)?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(T_MONITOR, GRACE, 1000))?;
+    let pinger = Pinger::start(topo, Duration::from_millis(10))?;
     let mut steps = vec![Step {
         what: "start in int1".into(),
         silent: false,
@@ -219,22 +141,7 @@ fn walk(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
     pinger_first_packets(&mut steps, &pinger, end);
     drop(pinger);
     drop(mn);
-    // Plaintext user data on the external segment: ICMP to or from the internal home address,
-    // plain or inside IP-in-IP.
-    let leaked: Vec<f64> = tshark(
-        &file,
-        &[
-            "-Y",
-            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR}"),
-            "-T",
-            "fields",
-            "-e",
-            "frame.time_epoch",
-        ],
-    )?
-    .lines()
-    .filter_map(|l| l.trim().parse().ok())
-    .collect();
+    let leaked = user_packets(&file)?;
     let ms = |s: &Step, t: Option<f64>| t.map(|t| (t - s.started) * 1000.0);
     Ok(steps
         .iter()
@@ -261,8 +168,12 @@ fn walk(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
 /// move; the time to the first answered user packet.
 fn plain_moves(topo: &mut DetectionTopology) -> Result<Vec<StepReport>> {
     topo.move_mn(Net::Int1, true)?;
-    let mn = topo.start_mn(&mn_toml(topo, false))?;
-    let pinger = Pinger::start(topo)?;
+    let mn = topo.start_mn(&format!(
+        "{}care_of_addr = \"{}\"\n",
+        topo.plain_mn_toml(),
+        Net::Int1.mn_addr()
+    ))?;
+    let pinger = Pinger::start(topo, Duration::from_millis(10))?;
     std::thread::sleep(Duration::from_secs(1));
     let mut out = Vec::new();
     for to in [Net::Int2, Net::Int1, Net::Int2, Net::Int1] {
