@@ -262,3 +262,26 @@ pub fn tshark(file: &Path, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// Packets in a capture matching a tshark display filter.
+pub fn tshark_count(file: &Path, filter: &str) -> Result<usize> {
+    Ok(
+        tshark(file, &["-Y", filter, "-T", "fields", "-e", "frame.number"])?
+            .lines()
+            .count(),
+    )
+}
+
+impl Mipd {
+    /// One counter of `mipctl stats --json`, by its path under `stats` (e.g. `["ha",
+    /// "dropped_untrusted"]`).
+    pub fn stat(&self, path: &[&str]) -> Result<u64> {
+        let v = self.ctl_json(&["stats"])?;
+        let mut at = &v["stats"];
+        for p in path {
+            at = &at[*p];
+        }
+        at.as_u64()
+            .with_context(|| format!("no {} in mipctl stats: {v}", path.join(".")))
+    }
+}

@@ -9,31 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::{Mipd, tshark, wait_for};
+use mipx_tests::daemon::{Mipd, tshark_count, wait_for};
 use mipx_tests::detection::{
     CN_ADDR, DetectionTopology, EXTERNAL_HOME_ADDR, IHA_ADDR, IHA_SPI, INTERNAL_HOME_ADDR,
     MIP_PORT, Net, Probe, XCN_ADDR, XHA_ADDR, XHA_SPI, udp_probe,
 };
 use mipx_tests::require_root;
-
-/// Packets in `file` matching the display filter.
-fn count(file: &Path, filter: &str) -> Result<usize> {
-    Ok(
-        tshark(file, &["-Y", filter, "-T", "fields", "-e", "frame.number"])?
-            .lines()
-            .count(),
-    )
-}
-
-fn stat(d: &Mipd, path: &[&str]) -> Result<u64> {
-    let v = d.ctl_json(&["stats"])?;
-    let mut at = &v["stats"];
-    for p in path {
-        at = &at[*p];
-    }
-    at.as_u64()
-        .with_context(|| format!("no {} in mipctl stats: {v}", path.join(".")))
-}
 
 fn probe(topo: &DetectionTopology, dst: std::net::Ipv4Addr) -> Result<Probe> {
     udp_probe(
@@ -121,21 +102,21 @@ fn firewall_separates_the_intranet_from_the_external_network() -> Result<()> {
     let file = capture.finish()?;
     let ext = Net::Ext1.mn_addr();
     ensure!(
-        count(
+        tshark_count(
             &file,
             &format!("icmp.type == 8 && ip.src == {ext} && ip.dst == {XHA_ADDR}")
         )? >= 2,
         "the external capture missed the MN's echoes to the x-HA"
     );
     ensure!(
-        count(
+        tshark_count(
             &file,
             &format!("udp.dstport == 434 && ip.src == {ext} && ip.dst == {IHA_ADDR}")
         )? >= 2,
         "the external capture missed the MN's probes of the i-HA"
     );
     for net in [Net::Int1, Net::Int2] {
-        let inside = count(&file, &format!("ip.addr == {}", net.mn_addr()))?;
+        let inside = tshark_count(&file, &format!("ip.addr == {}", net.mn_addr()))?;
         ensure!(
             inside == 0,
             "{inside} packets of {} on the external segment",
@@ -209,7 +190,7 @@ fn home_agents_answer_by_where_the_mobile_node_is() -> Result<()> {
     wait_binding(&iha, &mn, INTERNAL_HOME_ADDR, coa)?;
     let file = capture.finish()?;
     ensure!(
-        count(
+        tshark_count(
             &file,
             &format!("mip.type == 3 && mip.code == 0 && mip.ext.type == 149 && ip.dst == {coa}")
         )? >= 1,
@@ -220,7 +201,7 @@ fn home_agents_answer_by_where_the_mobile_node_is() -> Result<()> {
     // Outside through the misconfigured firewall: on the i-HA's link, unanswered, counted.
     topo.move_mn(Net::Ext1, true)?;
     topo.misconfigure_firewall()?;
-    let dropped_before = stat(&iha, &["ha", "dropped_untrusted"])?;
+    let dropped_before = iha.stat(&["ha", "dropped_untrusted"])?;
     let file = topo.dir.path("iha-outside.pcap");
     let capture = topo.capture_iha_link(&file, "udp port 434")?;
     let coa = Net::Ext1.mn_addr();
@@ -234,13 +215,16 @@ fn home_agents_answer_by_where_the_mobile_node_is() -> Result<()> {
     // The first request and the retransmission after 1 s.
     std::thread::sleep(Duration::from_millis(2500));
     let file = capture.finish()?;
-    let requests = count(&file, &format!("mip.type == 1 && ip.src == {coa}"))?;
+    let requests = tshark_count(&file, &format!("mip.type == 1 && ip.src == {coa}"))?;
     ensure!(
         requests >= 2,
         "{requests} requests from outside reached the i-HA's link"
     );
-    ensure!(count(&file, "mip.type == 3")? == 0, "the i-HA answered");
-    let dropped = stat(&iha, &["ha", "dropped_untrusted"])? - dropped_before;
+    ensure!(
+        tshark_count(&file, "mip.type == 3")? == 0,
+        "the i-HA answered"
+    );
+    let dropped = iha.stat(&["ha", "dropped_untrusted"])? - dropped_before;
     ensure!(
         dropped as usize >= requests,
         "{requests} requests on the wire, {dropped} counted as untrusted"
@@ -262,17 +246,17 @@ fn home_agents_answer_by_where_the_mobile_node_is() -> Result<()> {
     wait_binding(&xha, &mn, EXTERNAL_HOME_ADDR, coa)?;
     let file = capture.finish()?;
     ensure!(
-        count(
+        tshark_count(
             &file,
             &format!("mip.type == 3 && mip.code == 0 && ip.dst == {coa}")
         )? >= 1,
         "no accepted x-HA reply on the DMZ"
     );
     ensure!(
-        count(&file, "mip.ext.type == 149")? == 0,
+        tshark_count(&file, "mip.ext.type == 149")? == 0,
         "the x-HA sent Trusted Networks Configured"
     );
-    ensure!(stat(&xha, &["ha", "dropped_untrusted"])? == 0);
+    ensure!(xha.stat(&["ha", "dropped_untrusted"])? == 0);
     Ok(())
 }
 
@@ -302,7 +286,7 @@ fn a_silent_upstream_switch_puts_internal_traffic_on_the_external_segment() -> R
     let file = capture.finish()?;
     let int1 = Net::Int1.mn_addr();
     ensure!(
-        count(
+        tshark_count(
             &file,
             &format!("icmp.type == 8 && ip.src == {int1} && ip.dst == {CN_ADDR}")
         )? >= 2,

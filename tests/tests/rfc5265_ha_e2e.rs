@@ -6,29 +6,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::{Capture, Mipd, tshark};
+use anyhow::{Result, ensure};
+use mipx_tests::daemon::{Capture, tshark_count};
 use mipx_tests::mobility::{Location, Topology};
 use mipx_tests::require_root;
-
-/// Packets in `file` matching the display filter.
-fn count(file: &std::path::Path, filter: &str) -> Result<usize> {
-    Ok(
-        tshark(file, &["-Y", filter, "-T", "fields", "-e", "frame.number"])?
-            .lines()
-            .count(),
-    )
-}
-
-fn stat(d: &Mipd, path: &[&str]) -> Result<u64> {
-    let v = d.ctl_json(&["stats"])?;
-    let mut at = &v["stats"];
-    for p in path {
-        at = &at[*p];
-    }
-    at.as_u64()
-        .with_context(|| format!("no {} in mipctl stats: {v}", path.join(".")))
-}
 
 /// §4.3: trusted source → answered, with extension 149 on the wire.
 #[test]
@@ -44,13 +25,13 @@ fn internal_home_agent_marks_replies_to_trusted_networks() -> Result<()> {
     topo.move_mn(Location::ForeignA, &ha, &mn)?;
     let file = capture.finish()?;
     ensure!(
-        count(
+        tshark_count(
             &file,
             "mip.type == 3 && mip.code == 0 && mip.ext.type == 149"
         )? >= 1,
         "no accepted reply carrying Trusted Networks Configured"
     );
-    ensure!(stat(&ha, &["ha", "dropped_untrusted"])? == 0);
+    ensure!(ha.stat(&["ha", "dropped_untrusted"])? == 0);
     Ok(())
 }
 
@@ -69,13 +50,16 @@ fn internal_home_agent_with_no_trusted_network_answers_nobody() -> Result<()> {
     // The first request and the retransmission after 1 s.
     std::thread::sleep(Duration::from_millis(2500));
     let file = capture.finish()?;
-    let requests = count(&file, "mip.type == 1")?;
+    let requests = tshark_count(&file, "mip.type == 1")?;
     ensure!(
         requests >= 2,
         "{requests} registration requests on the wire"
     );
-    ensure!(count(&file, "mip.type == 3")? == 0, "the i-HA answered");
-    ensure!(stat(&ha, &["ha", "dropped_untrusted"])? as usize >= requests);
+    ensure!(
+        tshark_count(&file, "mip.type == 3")? == 0,
+        "the i-HA answered"
+    );
+    ensure!(ha.stat(&["ha", "dropped_untrusted"])? as usize >= requests);
     ensure!(
         ha.log_text().contains("outside every trusted network"),
         "not logged:\n{}",
@@ -99,11 +83,14 @@ fn external_home_agent_drops_registrations_from_internal_interfaces() -> Result<
     topo.move_mn_unanswered(Location::ForeignA, &mn)?;
     std::thread::sleep(Duration::from_millis(1500));
     let file = capture.finish()?;
-    ensure!(count(&file, "mip.type == 1")? >= 1);
-    ensure!(count(&file, "mip.type == 3")? == 0, "the x-HA answered");
-    ensure!(stat(&ha, &["daemon", "dropped_internal_interface"])? >= 1);
+    ensure!(tshark_count(&file, "mip.type == 1")? >= 1);
     ensure!(
-        stat(&ha, &["ha", "requests"])? == 0,
+        tshark_count(&file, "mip.type == 3")? == 0,
+        "the x-HA answered"
+    );
+    ensure!(ha.stat(&["daemon", "dropped_internal_interface"])? >= 1);
+    ensure!(
+        ha.stat(&["ha", "requests"])? == 0,
         "the engine saw the request"
     );
     Ok(())

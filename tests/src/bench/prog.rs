@@ -210,10 +210,16 @@ impl Item {
                     "encap inner dst"
                 );
             }
-            Kind::Decap => {
+            Kind::Decap | Kind::UdpDecap => {
+                // The same checks for both tunnels; only the stripped headers' length differs.
+                let hlen = if self.kind == Kind::UdpDecap {
+                    UDP_TUNNEL_LEN
+                } else {
+                    IP_HLEN
+                };
                 expect(XDP_REDIRECT)?;
                 ensure!(
-                    out.len() + IP_HLEN == input.len(),
+                    out.len() + hlen == input.len(),
                     "{}: {} bytes out of {} in",
                     self.label(),
                     out.len(),
@@ -226,6 +232,10 @@ impl Item {
                 ensure!(
                     out[14 + ipv4::field::PROTOCOL] == ipv4::PROTO_UDP,
                     "decap protocol"
+                );
+                ensure!(
+                    out[14 + 12..14 + 20] == input[14 + hlen + 12..14 + hlen + 20],
+                    "decap inner addresses"
                 );
             }
             Kind::UdpEncap => {
@@ -265,28 +275,6 @@ impl Item {
                 ensure!(
                     out[46 + 16..46 + 20] == input[14 + 16..14 + 20],
                     "UDP encap inner dst"
-                );
-            }
-            Kind::UdpDecap => {
-                expect(XDP_REDIRECT)?;
-                ensure!(
-                    out.len() + UDP_TUNNEL_LEN == input.len(),
-                    "{}: {} bytes out of {} in",
-                    self.label(),
-                    out.len(),
-                    input.len()
-                );
-                ensure!(
-                    out[..6] == MAC_SINK && out[6..12] == MAC_DUT_OUT,
-                    "UDP decap MACs"
-                );
-                ensure!(
-                    out[14 + ipv4::field::PROTOCOL] == ipv4::PROTO_UDP,
-                    "UDP decap protocol"
-                );
-                ensure!(
-                    out[14 + 12..14 + 20] == input[46 + 12..46 + 20],
-                    "UDP decap inner addresses"
                 );
             }
         }
