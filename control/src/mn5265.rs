@@ -39,8 +39,18 @@ struct Interface {
     ifindex: u32,
     detector: Detector,
     socket: Arc<UdpSocket>,
-    /// What the last look at the interface found: usable (up, with carrier) and its address.
-    seen: Option<Ipv4Addr>,
+    /// What the last look at the interface found: if usable (up, with carrier, routed), its
+    /// care-of address and default gateway.
+    seen: Option<Attachment>,
+}
+
+/// Where an interface is attached, as far as the kernel says: a change of either is a
+/// connection status change (RFC 5265 §3.2.2), e.g. a DHCP renewal onto another router with the
+/// same address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Attachment {
+    care_of_addr: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
 }
 
 /// `mipctl status` for one interface.
@@ -168,7 +178,7 @@ impl Node {
                 // home address tunnelled from this interface's care-of address. Elsewhere
                 // nothing is tunnelled in plaintext.
                 let home = d.internal().config().home_addr;
-                let tunnel = match (location, self.ifaces[i].seen) {
+                let tunnel = match (location, self.ifaces[i].seen.map(|a| a.care_of_addr)) {
                     // At home on the i-HA's link nothing is tunnelled.
                     (Location::Inside, Some(coa)) if coa != home => MnTunnel {
                         home_addr: home.octets(),
@@ -255,7 +265,8 @@ impl Node {
                 // A manual trigger: treat it as a connection status change on every interface.
                 let now = self.now();
                 for i in &mut self.ifaces {
-                    i.detector.connection_changed(now, i.seen);
+                    i.detector
+                        .connection_changed(now, i.seen.map(|a| a.care_of_addr));
                 }
                 Response::Ok {
                     message: "detecting again on every interface".into(),
@@ -273,11 +284,18 @@ impl Node {
         let now = self.now();
         for i in &mut self.ifaces {
             let toward = i.detector.internal().config().home_agent;
-            let seen = usable_address(handle, i.ifindex, &i.name, toward).await;
+            let seen = match usable_address(handle, i.ifindex, &i.name, toward).await {
+                Some(care_of_addr) => Some(Attachment {
+                    care_of_addr,
+                    gateway: default_gateway(handle, i.ifindex).await,
+                }),
+                None => None,
+            };
             if seen != i.seen {
                 info!(interface = %i.name, from = ?i.seen, to = ?seen, "connection status changed");
                 i.seen = seen;
-                i.detector.connection_changed(now, seen);
+                i.detector
+                    .connection_changed(now, seen.map(|a| a.care_of_addr));
             }
         }
     }
@@ -318,6 +336,32 @@ async fn usable_address(
         SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
         _ => None,
     }
+}
+
+/// The gateway of the main table's IPv4 default route through `ifindex`, if any.
+async fn default_gateway(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv4Addr> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let mut routes = handle
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Ok(Some(r)) = routes.try_next().await {
+        if r.header.destination_prefix_length != 0 {
+            continue;
+        }
+        let through_us = r
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == ifindex));
+        let gateway = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(gw)) => Some(*gw),
+            _ => None,
+        });
+        if through_us && gateway.is_some() {
+            return gateway;
+        }
+    }
+    None
 }
 
 /// Runs an RFC 5265 mobile node until SIGINT or SIGTERM.

@@ -320,3 +320,29 @@ fn poll(mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     }
     anyhow::bail!("not within 5 s")
 }
+
+/// A new default gateway with the same address (a DHCP renewal onto another router) is a
+/// connection status change too (§3.2.2): the gate closes and detection runs again.
+#[test]
+fn a_new_gateway_alone_restarts_detection() -> Result<()> {
+    require_root();
+    let topo = DetectionTopology::new("det-gw")?;
+    let _iha = topo.start_iha()?;
+    let _xha = topo.start_xha()?;
+    let mn = topo.start_mn(&topo.rfc5265_mn_toml(10, 3, 1000))?;
+    wait_location(&mn, "inside", Duration::from_secs(10))?;
+    // A router that does not exist: nothing will answer through it.
+    topo.mn.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        "10.20.1.254",
+        "dev",
+        "mn0",
+    ])?;
+    wait_location(&mn, "detecting", Duration::from_secs(5))?;
+    ensure!(interface(&mn)?.1 == "closed", "the gate stayed open");
+    ensure!(!mn_pings_cn(&topo)?, "user data passed while detecting");
+    Ok(())
+}
