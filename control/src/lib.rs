@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod dataplane;
 pub mod garp;
 pub mod mn5265;
+pub mod net;
 pub mod pktinfo;
 pub mod proto;

@@ -39,7 +39,7 @@ pub const PLUGINS: &str = "random nonce kdf openssl pem pkcs1 x509 pubkey \
 pub const TUN: &str = "ipsec0";
 
 /// Test material only.
-const PSK: &str = "mipx-strongswan-test-psk-not-secret";
+pub const PSK: &str = "mipx-strongswan-test-psk-not-secret";
 
 /// What one daemon is told: a `swanctl.conf` (connections, pools, secrets) and optional extra
 /// options for the `charon { }` section of its `strongswan.conf`.

@@ -1,0 +1,239 @@
+//! Driving strongSwan's IKE daemon (charon) over VICI, its control socket: mipd does not
+//! implement IKE; it asks charon for the VPN that RFC 5265 puts between the mobile node and the
+//! intranet, and learns the tunnel inner address (TIA) from the SA.
+//!
+//! Commands and their message layouts follow strongSwan's VICI documentation
+//! (`src/libcharon/plugins/vici/README.md`, "Client-initiated commands"); the encoding is
+//! `rsvici`'s (serde: `bool` as yes/no, sections as structs or maps, lists as `Vec`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use futures_util::{TryStreamExt as _, pin_mut};
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong talking to charon.
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    #[error("connecting to charon's VICI socket {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("VICI {command}: {source}")]
+    Vici {
+        command: &'static str,
+        source: rsvici::Error,
+    },
+    #[error("VICI {command} failed: {message}")]
+    Failed {
+        command: &'static str,
+        message: String,
+    },
+}
+
+/// A road-warrior IKEv2 connection to a VPN gateway, asking for a virtual IP (the TIA), with
+/// MOBIKE so the SA follows the mobile node's moves (RFC 4555).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoadWarrior {
+    /// The IKE_SA's name, also the CHILD_SA's prefix.
+    pub name: String,
+    /// Our IKE address; `None`: any (charon picks by route, and MOBIKE moves it).
+    pub local_addr: Option<Ipv4Addr>,
+    pub gateway: Ipv4Addr,
+    pub local_id: String,
+    pub remote_id: String,
+    /// The intranet prefixes the CHILD_SA protects, as `a.b.c.d/len`.
+    pub remote_ts: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Auth<'a> {
+    auth: &'a str,
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChildConf<'a> {
+    remote_ts: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Conn<'a> {
+    version: u8,
+    local_addrs: Vec<String>,
+    remote_addrs: Vec<String>,
+    vips: Vec<&'a str>,
+    mobike: bool,
+    local: Auth<'a>,
+    remote: Auth<'a>,
+    children: BTreeMap<String, ChildConf<'a>>,
+}
+
+#[derive(Serialize)]
+struct Shared<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a str,
+    owners: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Initiate<'a> {
+    child: &'a str,
+    ike: &'a str,
+    timeout: u32,
+}
+
+#[derive(Serialize)]
+struct Terminate<'a> {
+    ike: &'a str,
+    timeout: u32,
+}
+
+#[derive(Serialize)]
+struct ListSas<'a> {
+    ike: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Outcome {
+    success: bool,
+    #[serde(default)]
+    errmsg: Option<String>,
+}
+
+/// What `list-sas` says of one IKE_SA (the fields mipd uses).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct IkeSa {
+    pub state: String,
+    #[serde(rename = "local-host", default)]
+    pub local_host: Option<String>,
+    #[serde(rename = "remote-host", default)]
+    pub remote_host: Option<String>,
+    /// Virtual IPs assigned to us: the tunnel inner address.
+    #[serde(rename = "local-vips", default)]
+    pub local_vips: Vec<String>,
+}
+
+/// A VICI session with one charon.
+pub struct Vici {
+    client: rsvici::Client,
+}
+
+impl Vici {
+    pub async fn connect(path: &Path) -> Result<Self, VpnError> {
+        let client = rsvici::unix::connect(path)
+            .await
+            .map_err(|source| VpnError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Vici { client })
+    }
+
+    async fn command<T: Serialize>(
+        &mut self,
+        command: &'static str,
+        message: T,
+    ) -> Result<(), VpnError> {
+        let outcome: Outcome = self
+            .client
+            .request(command, message)
+            .await
+            .map_err(|source| VpnError::Vici { command, source })?;
+        if outcome.success {
+            Ok(())
+        } else {
+            Err(VpnError::Failed {
+                command,
+                message: outcome.errmsg.unwrap_or_default(),
+            })
+        }
+    }
+
+    /// Loads an IKE pre-shared key for `owners` (IKE identities). The secret goes to charon
+    /// only; it is never logged.
+    pub async fn load_psk(&mut self, owners: &[&str], secret: &str) -> Result<(), VpnError> {
+        let shared = Shared {
+            kind: "IKE",
+            data: secret,
+            owners: owners.to_vec(),
+        };
+        self.command("load-shared", shared).await
+    }
+
+    /// Loads (or replaces) the road-warrior connection `rw`, PSK-authenticated.
+    pub async fn load_road_warrior(&mut self, rw: &RoadWarrior) -> Result<(), VpnError> {
+        let conn = Conn {
+            version: 2,
+            local_addrs: rw.local_addr.iter().map(ToString::to_string).collect(),
+            remote_addrs: vec![rw.gateway.to_string()],
+            vips: vec!["0.0.0.0"],
+            mobike: true,
+            local: Auth {
+                auth: "psk",
+                id: &rw.local_id,
+            },
+            remote: Auth {
+                auth: "psk",
+                id: &rw.remote_id,
+            },
+            children: BTreeMap::from([(
+                rw.name.clone(),
+                ChildConf {
+                    remote_ts: &rw.remote_ts,
+                },
+            )]),
+        };
+        self.command("load-conn", BTreeMap::from([(rw.name.clone(), conn)]))
+            .await
+    }
+
+    /// Brings up the IKE_SA and CHILD_SA `name` (blocking up to `timeout_ms`).
+    pub async fn initiate(&mut self, name: &str, timeout_ms: u32) -> Result<(), VpnError> {
+        let msg = Initiate {
+            child: name,
+            ike: name,
+            timeout: timeout_ms,
+        };
+        self.command("initiate", msg).await
+    }
+
+    /// Tears down the IKE_SA `name` and its children.
+    pub async fn terminate(&mut self, name: &str, timeout_ms: u32) -> Result<(), VpnError> {
+        let msg = Terminate {
+            ike: name,
+            timeout: timeout_ms,
+        };
+        self.command("terminate", msg).await
+    }
+
+    /// The IKE_SA `name`, if it exists.
+    pub async fn ike_sa(&mut self, name: &str) -> Result<Option<IkeSa>, VpnError> {
+        let sas = self.client.stream_request::<_, BTreeMap<String, IkeSa>>(
+            "list-sas",
+            "list-sa",
+            ListSas { ike: name },
+        );
+        pin_mut!(sas);
+        while let Some(mut sa) = sas.try_next().await.map_err(|source| VpnError::Vici {
+            command: "list-sas",
+            source,
+        })? {
+            if let Some(found) = sa.remove(name) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The tunnel inner address charon was given for `name`, if the SA is up.
+    pub async fn tunnel_inner_address(&mut self, name: &str) -> Result<Option<Ipv4Addr>, VpnError> {
+        Ok(self
+            .ike_sa(name)
+            .await?
+            .and_then(|sa| sa.local_vips.iter().find_map(|v| v.parse().ok())))
+    }
+}
