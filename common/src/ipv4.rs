@@ -12,6 +12,8 @@ pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_ICMP: u8 = 1;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of ESP (RFC 4303).
+pub const PROTO_ESP: u8 = 50;
 /// Flags/fragment-offset word: Don't Fragment.
 pub const DF: u16 = 0x4000;
 /// Flags/fragment-offset word: More Fragments.

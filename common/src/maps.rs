@@ -30,7 +30,7 @@ pub const NEXTHOP_MAP: &str = "MIPX_NEXTHOPS";
 pub const MN_GATE_MAP: &str = "MIPX_MN_GATE";
 
 /// Every map the object defines, for loaders that pin or check them all.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 9] = [
     COUNTERS_MAP,
     BINDINGS_MAP,
     HA_CONFIG_MAP,
@@ -39,6 +39,7 @@ pub const ALL_MAPS: [&str; 8] = [
     IP_ID_MAP,
     NEXTHOP_MAP,
     MN_GATE_MAP,
+    MN_VPN_SPIS_MAP,
 ];
 
 /// Slots of [`NEXTHOP_MAP`] (a power of two: the slot is the top bits of a hash).
@@ -223,8 +224,24 @@ pub struct MnGate {
     /// is below this. `mipd` moves it to T_MONITOR after each successful i-HA registration was
     /// sent; a stalled or killed `mipd` cannot keep the gate open.
     pub open_until_ns: u64,
+    /// The VPN gateway (network byte order; all zero: none). IKE with it always passes (UDP 500,
+    /// and 4500 behind the non-ESP marker, RFC 3948 §2.2), and so does ESP, plain or in UDP
+    /// 4500, whose SPI is in [`MN_VPN_SPIS_MAP`]: the VPN is how user data leaves when
+    /// outside (RFC 5265 §2.3), and it is ciphertext.
+    pub vpn_gateway: [u8; 4],
+    pub _pad2: [u8; 4],
 }
-const _: () = assert!(size_of::<MnGate>() == 16);
+const _: () = assert!(size_of::<MnGate>() == 24);
+
+/// Mobile node: hash of ESP SPI (`[u8; 4]`, network byte order, as on the wire) → `u8` (1): the
+/// SPIs of the VPN's current CHILD_SAs, both directions, which `mipd` installs and removes as
+/// charon brings SAs up, rekeys them and tears them down.
+pub const MN_VPN_SPIS_MAP: &str = "MIPX_MN_VPN_SPIS";
+/// Capacity of [`MN_VPN_SPIS_MAP`] (a few CHILD_SAs, in and out, across a rekey).
+pub const MAX_VPN_SPIS: u32 = 64;
+/// IKE's UDP port and its NAT-traversal port (RFC 7296 §2.11, RFC 3948 §2).
+pub const IKE_PORT: u16 = 500;
+pub const IKE_NATT_PORT: u16 = 4500;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -28,8 +28,8 @@ use mipx_common::{
     counters::Counter,
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
-        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_TUNNEL_MAP, MnGate, MnTunnel,
-        NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
+        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_TUNNEL_MAP, MN_VPN_SPIS_MAP,
+        MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -457,10 +457,11 @@ impl Dataplane {
     pub fn remove_binding(&mut self, home_addr: Ipv4Addr) -> Result<(), DataplaneError> {
         let mut map: HashMap<_, [u8; 4], HaBinding> =
             HashMap::try_from(self.map_data_mut(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
-        match map.remove(&home_addr.octets()) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(BINDINGS_MAP)(e)),
+        let r = map.remove(&home_addr.octets());
+        if absent(&r) {
+            return Ok(());
         }
+        r.map_err(map_err(BINDINGS_MAP))
     }
 
     /// Every binding in the map (what a restarted `mipd` adopts).
@@ -489,14 +490,37 @@ impl Dataplane {
         map.insert(&ifindex, &gate, 0).map_err(map_err(MN_GATE_MAP))
     }
 
+    /// Lets ESP with `spi` (network byte order, as on the wire) to or from the gate's VPN
+    /// gateway through (see [`MnGate::vpn_gateway`]).
+    pub fn add_vpn_spi(&mut self, spi: [u8; 4]) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, [u8; 4], u8> =
+            HashMap::try_from(self.map_data_mut(MN_VPN_SPIS_MAP)?)
+                .map_err(map_err(MN_VPN_SPIS_MAP))?;
+        map.insert(&spi, &1, 0).map_err(map_err(MN_VPN_SPIS_MAP))
+    }
+
+    /// Stops letting ESP with `spi` through (the CHILD_SA was rekeyed or deleted); absent is
+    /// fine.
+    pub fn remove_vpn_spi(&mut self, spi: [u8; 4]) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, [u8; 4], u8> =
+            HashMap::try_from(self.map_data_mut(MN_VPN_SPIS_MAP)?)
+                .map_err(map_err(MN_VPN_SPIS_MAP))?;
+        let r = map.remove(&spi);
+        if absent(&r) {
+            return Ok(());
+        }
+        r.map_err(map_err(MN_VPN_SPIS_MAP))
+    }
+
     /// Removes the gate of `ifindex` (the interface is no longer gated); absent is fine.
     pub fn remove_mn_gate(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let mut map: HashMap<_, u32, MnGate> =
             HashMap::try_from(self.map_data_mut(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
-        match map.remove(&ifindex) {
-            Err(MapError::KeyNotFound) => Ok(()),
-            r => r.map_err(map_err(MN_GATE_MAP)),
+        let r = map.remove(&ifindex);
+        if absent(&r) {
+            return Ok(());
         }
+        r.map_err(map_err(MN_GATE_MAP))
     }
 
     /// The gate of every gated interface.
@@ -629,4 +653,14 @@ pub fn counters_by_name(counters: &[(Counter, u64)]) -> BTreeMap<String, u64> {
         .iter()
         .map(|(c, n)| (c.name().to_owned(), *n))
         .collect()
+}
+
+/// Whether a map deletion succeeded or found nothing to delete: the kernel answers ENOENT for
+/// an absent key, which aya passes on as a syscall error.
+fn absent(r: &Result<(), MapError>) -> bool {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => true,
+        Err(MapError::SyscallError(e)) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        Err(_) => false,
+    }
 }

@@ -133,8 +133,9 @@ impl Node {
         MnGate {
             state,
             mip_port: self.ha_port.to_be_bytes(),
-            _pad: [0; 2],
             open_until_ns,
+            // No VPN layer yet: outside passes signalling only.
+            ..MnGate::default()
         }
     }
 

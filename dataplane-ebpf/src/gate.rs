@@ -11,11 +11,11 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use mipx_common::{
     counters::Counter,
     ipv4::{self, HEADER_LEN as IP_HLEN},
-    maps::{GATE_INSIDE, MnGate},
+    maps::{GATE_INSIDE, IKE_NATT_PORT, IKE_PORT, MnGate},
 };
 
 use crate::{
-    maps::MN_GATE,
+    maps::{MN_GATE, MN_VPN_SPIS},
     parse::{ETH_HLEN, ETH_P_ARP, ETH_P_IP},
 };
 
@@ -36,7 +36,45 @@ pub struct Headers {
     /// UDP source and destination ports and the first payload byte, when present behind an
     /// option-less IPv4 header (with options the datagram counts as user data).
     pub udp: Option<(u16, u16, u8)>,
+    /// IPv4 source and destination.
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// The first 4 bytes after the IPv4 header (ESP) or after the UDP header (UDP): the SPI of
+    /// ESP, or of ESP in UDP, where zero is the non-ESP marker of IKE (RFC 3948 §2.2).
+    pub spi: Option<[u8; 4]>,
 }
+
+impl Headers {
+    /// Nothing known yet (not IPv4).
+    pub const NONE: Headers = Headers {
+        ether_type: 0,
+        protocol: 0,
+        later_fragment: false,
+        udp: None,
+        src: [0; 4],
+        dst: [0; 4],
+        spi: None,
+    };
+
+    /// Fills in the transport fields from the first [`L4_PEEK`] bytes after the IPv4 header.
+    #[inline(always)]
+    pub fn fill_l4(&mut self, l4: &[u8; L4_PEEK]) {
+        if self.protocol == ipv4::PROTO_ESP {
+            self.spi = Some([l4[0], l4[1], l4[2], l4[3]]);
+        } else if self.protocol == ipv4::PROTO_UDP {
+            self.udp = Some((
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+                l4[8],
+            ));
+            self.spi = Some([l4[8], l4[9], l4[10], l4[11]]);
+        }
+    }
+}
+
+/// What the headers reader fetches: 8 bytes of UDP header and 4 of payload (after an
+/// option-less IPv4 header), enough for ports, the Mobile IP type and an SPI.
+pub const L4_PEEK: usize = 12;
 
 /// Offset of the UDP header behind an option-less IPv4 header.
 pub const UDP_AT: usize = ETH_HLEN + IP_HLEN;
@@ -48,7 +86,7 @@ pub fn check(ifindex: u32, h: &Headers) -> Option<Counter> {
     let gate = MN_GATE.get_ptr(&ifindex)?;
     // SAFETY: a live map value, copied out at once (mipd replaces whole values).
     let gate: MnGate = unsafe { *gate };
-    if is_signalling(h, u16::from_be_bytes(gate.mip_port)) {
+    if is_signalling(h, u16::from_be_bytes(gate.mip_port)) || is_vpn(h, gate.vpn_gateway) {
         return None;
     }
     if gate.state != GATE_INSIDE {
@@ -60,6 +98,38 @@ pub fn check(ifindex: u32, h: &Headers) -> Option<Counter> {
         return Some(Counter::GateExpired);
     }
     None
+}
+
+/// IKE with the VPN gateway, and the VPN's own ESP (by SPI), plain or in UDP: ciphertext that
+/// carries user data outside (RFC 5265 §2.3), and the key exchange that sets it up.
+#[inline(always)]
+fn is_vpn(h: &Headers, gateway: [u8; 4]) -> bool {
+    if gateway == [0; 4] || h.ether_type != ETH_P_IP || h.later_fragment {
+        return false;
+    }
+    let peer = if h.dst == gateway {
+        true
+    } else {
+        h.src == gateway
+    };
+    if !peer {
+        return false;
+    }
+    let known_spi = |spi: [u8; 4]| MN_VPN_SPIS.get_ptr(&spi).is_some();
+    match (h.protocol, h.udp, h.spi) {
+        (ipv4::PROTO_ESP, _, Some(spi)) => known_spi(spi),
+        (ipv4::PROTO_UDP, Some((sport, dport, _)), spi) => {
+            let port = |p: u16| sport == p || dport == p;
+            if port(IKE_PORT) {
+                return true;
+            }
+            match spi {
+                Some(spi) if port(IKE_NATT_PORT) => spi == [0; 4] || known_spi(spi),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
 }
 
 /// What detection and registration need whatever the gate's state: ARP, DHCP, and Mobile IP

@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use mipx_common::maps::{
     BINDINGS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACES_MAP,
-    IP_ID_MAP, IfaceInfo, MAX_GATED_IFACES, MAX_IFACES, MN_GATE_MAP, MN_TUNNEL_MAP, MnGate,
-    MnTunnel,
+    IP_ID_MAP, IfaceInfo, MAX_GATED_IFACES, MAX_IFACES, MAX_VPN_SPIS, MN_GATE_MAP, MN_TUNNEL_MAP,
+    MN_VPN_SPIS_MAP, MnGate, MnTunnel,
 };
 
 /// Home agent: mobility bindings keyed by home address. `mipd` sizes it from
@@ -34,6 +34,10 @@ pub static MN_TUNNEL: Array<MnTunnel> = Array::with_max_entries(1, 0);
 /// Mobile node: the RFC 5265 plaintext gate of each interface, by ifindex (see `gate.rs`).
 #[map(name = "MIPX_MN_GATE")]
 pub static MN_GATE: HashMap<u32, MnGate> = HashMap::with_max_entries(MAX_GATED_IFACES, 0);
+
+/// Mobile node: the ESP SPIs of the VPN's current CHILD_SAs (see `gate.rs`).
+#[map(name = "MIPX_MN_VPN_SPIS")]
+pub static MN_VPN_SPIS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_VPN_SPIS, 0);
 
 /// Per-CPU source of outer-header Identification values.
 #[map(name = "MIPX_IP_ID")]
@@ -78,3 +82,4 @@ const _: () = assert!(str_eq(IFACES_MAP, "MIPX_IFACES"));
 const _: () = assert!(str_eq(MN_TUNNEL_MAP, "MIPX_MN_TUNNEL"));
 const _: () = assert!(str_eq(IP_ID_MAP, "MIPX_IP_ID"));
 const _: () = assert!(str_eq(MN_GATE_MAP, "MIPX_MN_GATE"));
+const _: () = assert!(str_eq(MN_VPN_SPIS_MAP, "MIPX_MN_VPN_SPIS"));

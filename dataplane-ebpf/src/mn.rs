@@ -52,12 +52,7 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
 /// What the gate looks at, read with direct packet access.
 #[inline(always)]
 fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
-    let mut h = gate::Headers {
-        ether_type: 0,
-        protocol: 0,
-        later_fragment: false,
-        udp: None,
-    };
+    let mut h = gate::Headers::NONE;
     let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
         return h;
     };
@@ -70,20 +65,29 @@ fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
         return h;
     };
     // SAFETY: bounds-checked; alignment 1; copied field by field.
-    let (version_ihl, protocol, frag) =
-        unsafe { ((*ip).version_ihl, (*ip).protocol, (*ip).flags_frag()) };
+    let (version_ihl, protocol, frag, src, dst) = unsafe {
+        let ip = &*ip;
+        (
+            ip.version_ihl,
+            ip.protocol,
+            ip.flags_frag(),
+            ip.src_addr,
+            ip.dst_addr,
+        )
+    };
     h.protocol = protocol;
+    h.src = src;
+    h.dst = dst;
     h.later_fragment = frag & ipv4::OFFSET_MASK != 0;
-    if version_ihl == 0x45
-        && let Ok(udp) = ctx.ptr_at::<[u8; 9]>(gate::UDP_AT)
-    {
-        // SAFETY: bounds-checked; alignment 1.
-        let udp = unsafe { *udp };
-        h.udp = Some((
-            u16::from_be_bytes([udp[0], udp[1]]),
-            u16::from_be_bytes([udp[2], udp[3]]),
-            udp[8],
-        ));
+    if version_ihl == 0x45 {
+        if let Ok(l4) = ctx.ptr_at::<[u8; gate::L4_PEEK]>(gate::UDP_AT) {
+            // SAFETY: bounds-checked; alignment 1.
+            h.fill_l4(&unsafe { *l4 });
+        } else if let Ok(spi) = ctx.ptr_at::<[u8; 4]>(gate::UDP_AT) {
+            // ESP of a short datagram: only its SPI matters.
+            // SAFETY: bounds-checked; alignment 1.
+            h.spi = Some(unsafe { *spi });
+        }
     }
     h
 }
@@ -91,12 +95,7 @@ fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
 /// What the gate looks at, read with `bpf_skb_load_bytes` (the linear part may be short).
 #[inline(always)]
 fn tc_headers(ctx: &TcContext) -> gate::Headers {
-    let mut h = gate::Headers {
-        ether_type: 0,
-        protocol: 0,
-        later_fragment: false,
-        udp: None,
-    };
+    let mut h = gate::Headers::NONE;
     let Ok(eth) = ctx.load::<EthHdr>(0) else {
         return h;
     };
@@ -108,15 +107,15 @@ fn tc_headers(ctx: &TcContext) -> gate::Headers {
         return h;
     };
     h.protocol = ip.protocol;
+    h.src = ip.src_addr;
+    h.dst = ip.dst_addr;
     h.later_fragment = ip.flags_frag() & ipv4::OFFSET_MASK != 0;
-    if ip.version_ihl == 0x45
-        && let Ok(udp) = ctx.load::<[u8; 9]>(gate::UDP_AT)
-    {
-        h.udp = Some((
-            u16::from_be_bytes([udp[0], udp[1]]),
-            u16::from_be_bytes([udp[2], udp[3]]),
-            udp[8],
-        ));
+    if ip.version_ihl == 0x45 {
+        if let Ok(l4) = ctx.load::<[u8; gate::L4_PEEK]>(gate::UDP_AT) {
+            h.fill_l4(&l4);
+        } else if let Ok(spi) = ctx.load::<[u8; 4]>(gate::UDP_AT) {
+            h.spi = Some(spi);
+        }
     }
     h
 }

@@ -31,8 +31,9 @@ use mipx_common::{
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE,
         HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP,
-        IfaceInfo, MN_ACTIVE, MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL, MnGate,
-        MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE, TUNNEL_UDP,
+        IfaceInfo, MN_ACTIVE, MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL,
+        MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE,
+        TUNNEL_UDP,
     },
 };
 use mipx_control::dataplane::{
@@ -154,6 +155,9 @@ const MN1_MAC: &str = "02:00:00:00:04:01";
 const MN1_GW_MAC: &str = "02:00:00:00:04:fe";
 const HOME: [u8; 4] = [10, 1, 0, 5];
 const ALT_HA: [u8; 4] = [10, 2, 0, 1];
+/// The VPN gateway and one SPI of its CHILD_SA (`VPN_GW`, `VPN_SPI` in the generator).
+const VPN_GW: [u8; 4] = [203, 0, 113, 50];
+const VPN_SPI: [u8; 4] = [0xc0, 0xff, 0xee, 0x01];
 /// The mobile node's registration port in UDP tunnelling mode (the HA's is [`HA_PORT`]).
 const MN_PORT: u16 = 40000;
 
@@ -269,6 +273,8 @@ enum Setup {
         state: u32,
         expired: bool,
         udp: bool,
+        /// The gate knows the VPN gateway `VPN_GW`, and `VPN_SPI` is one of its SPIs.
+        vpn: bool,
     },
 }
 
@@ -341,8 +347,34 @@ fn gated(
         state,
         expired,
         udp,
+        vpn: false,
     };
     fx(frame, program, setup, Some(MN0), verdict, output, counter)
+}
+
+/// A fixture on mn0 whose gate is in `state` and knows the VPN (see [`Setup::Gated`]).
+fn gated_vpn(
+    frame: &'static str,
+    program: &'static str,
+    state: u32,
+    verdict: u32,
+    counter: Counter,
+) -> Fixture {
+    let setup = Setup::Gated {
+        state,
+        expired: false,
+        udp: false,
+        vpn: true,
+    };
+    fx(
+        frame,
+        program,
+        setup,
+        Some(MN0),
+        verdict,
+        Untouched,
+        counter,
+    )
 }
 
 /// A baseline program on someone else's frame: it must touch nothing, count nothing.
@@ -556,6 +588,17 @@ fn fixtures() -> Vec<Fixture> {
         gated("mn_tc_arp_passes", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, NotIpv4).named("gate_closed_passes_arp_out"),
         gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_CLOSED, false, true, TC_ACT_SHOT, Untouched, GateClosed),
         gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_INSIDE, false, true, TC_ACT_OK, Untouched, Passed).named("gate_inside_passes_keepalive"),
+        // The gate and the VPN (RFC 5265 §2.3): IKE with the gateway and ESP with the VPN's SPIs
+        // pass even when outside; anything else stays user data.
+        gated_vpn("gate_vpn_ike_sa_init", MN_TC_EGRESS, GATE_OUTSIDE, TC_ACT_OK, Passed),
+        gated_vpn("gate_vpn_ike_natt", MN_TC_EGRESS, GATE_OUTSIDE, TC_ACT_OK, Passed),
+        gated_vpn("gate_vpn_esp_in_udp", MN_TC_EGRESS, GATE_OUTSIDE, TC_ACT_OK, Passed),
+        gated_vpn("gate_vpn_esp", MN_TC_EGRESS, GATE_CLOSED, TC_ACT_OK, Passed),
+        gated_vpn("gate_vpn_esp_in_udp_unknown_spi", MN_TC_EGRESS, GATE_OUTSIDE, TC_ACT_SHOT, GateClosed),
+        gated_vpn("gate_vpn_esp_other_peer", MN_TC_EGRESS, GATE_OUTSIDE, TC_ACT_SHOT, GateClosed),
+        gated_vpn("gate_vpn_esp_in_udp_from_gateway", MN_XDP, GATE_OUTSIDE, XDP_PASS, Passed),
+        gated("gate_vpn_ike_sa_init", MN_TC_EGRESS, GATE_OUTSIDE, false, false, TC_ACT_SHOT, Untouched, GateClosed).named("gate_without_vpn_shoots_ike"),
+        gated("gate_vpn_esp_in_udp_from_gateway", MN_XDP, GATE_CLOSED, false, false, XDP_DROP, Untouched, GateClosed).named("gate_without_vpn_drops_esp"),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -611,6 +654,7 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
     for (ifindex, _) in dataplane.mn_gates()? {
         dataplane.remove_mn_gate(ifindex)?;
     }
+    dataplane.remove_vpn_spi(VPN_SPI)?;
     // Each fixture has its own routes in mind: no answer cached by an earlier one may serve it.
     dataplane.flush_nexthops()?;
     let ha_maps = |dataplane: &mut Dataplane| -> Result<()> {
@@ -668,6 +712,7 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
             state,
             expired,
             udp,
+            vpn,
         } => {
             let flags = MN_ACTIVE | MN_REVERSE_TUNNEL;
             dataplane.set_mn_tunnel(if udp {
@@ -681,9 +726,13 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
                     state,
                     mip_port: HA_PORT.to_be_bytes(),
                     open_until_ns: if expired { 1 } else { u64::MAX },
+                    vpn_gateway: if vpn { VPN_GW } else { [0; 4] },
                     ..MnGate::default()
                 },
             )?;
+            if vpn {
+                dataplane.add_vpn_spi(VPN_SPI)?;
+            }
         }
     }
     Ok(())
@@ -910,6 +959,7 @@ fn object_has_every_program_and_map() {
                 PerCpuArray::<_, NextHop>::try_from(map).map(|m| assert_eq!(m.len(), NEXTHOP_SLOTS))
             }
             MN_GATE_MAP => HashMap::<_, u32, MnGate>::try_from(map).map(drop),
+            MN_VPN_SPIS_MAP => HashMap::<_, [u8; 4], u8>::try_from(map).map(drop),
             other => panic!("map {other} is in ALL_MAPS but this test does not know its shape"),
         };
         shape.unwrap_or_else(|e| panic!("map {name}: {:#}", anyhow::Error::new(e)));
