@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
+    Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     pin::PinError,
     programs::{
@@ -427,18 +427,60 @@ impl Dataplane {
             .ok_or(DataplaneError::NoSuchMap(name))
     }
 
+    /// Inserts or replaces `key` → `value` in the hash map `name`.
+    fn hash_insert<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+        key: &K,
+        value: &V,
+    ) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, K, V> =
+            HashMap::try_from(self.map_data_mut(name)?).map_err(map_err(name))?;
+        map.insert(key, value, 0).map_err(map_err(name))
+    }
+
+    /// Removes `key` from the hash map `name`; absent is fine.
+    fn hash_remove<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+        key: &K,
+    ) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, K, V> =
+            HashMap::try_from(self.map_data_mut(name)?).map_err(map_err(name))?;
+        let r = map.remove(key);
+        if absent(&r) {
+            return Ok(());
+        }
+        r.map_err(map_err(name))
+    }
+
+    /// Every entry of the hash map `name`.
+    fn hash_entries<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<(K, V)>, DataplaneError> {
+        let map: HashMap<_, K, V> =
+            HashMap::try_from(self.map_data(name)?).map_err(map_err(name))?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(name))
+    }
+
+    /// Writes slot 0 of the one-element array `name`.
+    fn array_set<V: Pod>(&mut self, name: &'static str, value: &V) -> Result<(), DataplaneError> {
+        let mut array: Array<_, V> =
+            Array::try_from(self.map_data_mut(name)?).map_err(map_err(name))?;
+        array.set(0, value, 0).map_err(map_err(name))
+    }
+
     /// Writes the home agent's settings (and so enables `ha_xdp`).
     pub fn set_ha_config(&mut self, config: HaDataplaneConfig) -> Result<(), DataplaneError> {
-        let mut array: Array<_, HaDataplaneConfig> =
-            Array::try_from(self.map_data_mut(HA_CONFIG_MAP)?).map_err(map_err(HA_CONFIG_MAP))?;
-        array.set(0, &config, 0).map_err(map_err(HA_CONFIG_MAP))
+        self.array_set(HA_CONFIG_MAP, &config)
     }
 
     /// Records an attached interface's MAC address and role.
     pub fn set_iface(&mut self, ifindex: u32, info: IfaceInfo) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, u32, IfaceInfo> =
-            HashMap::try_from(self.map_data_mut(IFACES_MAP)?).map_err(map_err(IFACES_MAP))?;
-        map.insert(&ifindex, &info, 0).map_err(map_err(IFACES_MAP))
+        self.hash_insert(IFACES_MAP, &ifindex, &info)
     }
 
     /// Inserts or replaces the binding of `home_addr`.
@@ -447,89 +489,53 @@ impl Dataplane {
         home_addr: Ipv4Addr,
         binding: HaBinding,
     ) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, [u8; 4], HaBinding> =
-            HashMap::try_from(self.map_data_mut(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
-        map.insert(&home_addr.octets(), &binding, 0)
-            .map_err(map_err(BINDINGS_MAP))
+        self.hash_insert(BINDINGS_MAP, &home_addr.octets(), &binding)
     }
 
     /// Removes the binding of `home_addr`; absent is fine.
     pub fn remove_binding(&mut self, home_addr: Ipv4Addr) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, [u8; 4], HaBinding> =
-            HashMap::try_from(self.map_data_mut(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
-        let r = map.remove(&home_addr.octets());
-        if absent(&r) {
-            return Ok(());
-        }
-        r.map_err(map_err(BINDINGS_MAP))
+        self.hash_remove::<[u8; 4], HaBinding>(BINDINGS_MAP, &home_addr.octets())
     }
 
     /// Every binding in the map (what a restarted `mipd` adopts).
     pub fn bindings(&self) -> Result<Vec<(Ipv4Addr, HaBinding)>, DataplaneError> {
-        let map: HashMap<_, [u8; 4], HaBinding> =
-            HashMap::try_from(self.map_data(BINDINGS_MAP)?).map_err(map_err(BINDINGS_MAP))?;
-        map.iter()
-            .map(|r| {
-                r.map(|(k, v)| (Ipv4Addr::from(k), v))
-                    .map_err(map_err(BINDINGS_MAP))
-            })
-            .collect()
+        Ok(self
+            .hash_entries::<[u8; 4], HaBinding>(BINDINGS_MAP)?
+            .into_iter()
+            .map(|(k, v)| (Ipv4Addr::from(k), v))
+            .collect())
     }
 
     /// Writes the mobile node's tunnel state (all-zero: inactive).
     pub fn set_mn_tunnel(&mut self, tunnel: MnTunnel) -> Result<(), DataplaneError> {
-        let mut array: Array<_, MnTunnel> =
-            Array::try_from(self.map_data_mut(MN_TUNNEL_MAP)?).map_err(map_err(MN_TUNNEL_MAP))?;
-        array.set(0, &tunnel, 0).map_err(map_err(MN_TUNNEL_MAP))
+        self.array_set(MN_TUNNEL_MAP, &tunnel)
     }
 
     /// Sets the RFC 5265 plaintext gate of interface `ifindex` (see [`MnGate`]).
     pub fn set_mn_gate(&mut self, ifindex: u32, gate: MnGate) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, u32, MnGate> =
-            HashMap::try_from(self.map_data_mut(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
-        map.insert(&ifindex, &gate, 0).map_err(map_err(MN_GATE_MAP))
+        self.hash_insert(MN_GATE_MAP, &ifindex, &gate)
+    }
+
+    /// Removes the gate of `ifindex` (the interface is no longer gated); absent is fine.
+    pub fn remove_mn_gate(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.hash_remove::<u32, MnGate>(MN_GATE_MAP, &ifindex)
+    }
+
+    /// The gate of every gated interface.
+    pub fn mn_gates(&self) -> Result<Vec<(u32, MnGate)>, DataplaneError> {
+        self.hash_entries(MN_GATE_MAP)
     }
 
     /// Lets ESP with `spi` (network byte order, as on the wire) to or from the gate's VPN
     /// gateway through (see [`MnGate::vpn_gateway`]).
     pub fn add_vpn_spi(&mut self, spi: [u8; 4]) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, [u8; 4], u8> =
-            HashMap::try_from(self.map_data_mut(MN_VPN_SPIS_MAP)?)
-                .map_err(map_err(MN_VPN_SPIS_MAP))?;
-        map.insert(&spi, &1, 0).map_err(map_err(MN_VPN_SPIS_MAP))
+        self.hash_insert(MN_VPN_SPIS_MAP, &spi, &1u8)
     }
 
     /// Stops letting ESP with `spi` through (the CHILD_SA was rekeyed or deleted); absent is
     /// fine.
     pub fn remove_vpn_spi(&mut self, spi: [u8; 4]) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, [u8; 4], u8> =
-            HashMap::try_from(self.map_data_mut(MN_VPN_SPIS_MAP)?)
-                .map_err(map_err(MN_VPN_SPIS_MAP))?;
-        let r = map.remove(&spi);
-        if absent(&r) {
-            return Ok(());
-        }
-        r.map_err(map_err(MN_VPN_SPIS_MAP))
-    }
-
-    /// Removes the gate of `ifindex` (the interface is no longer gated); absent is fine.
-    pub fn remove_mn_gate(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        let mut map: HashMap<_, u32, MnGate> =
-            HashMap::try_from(self.map_data_mut(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
-        let r = map.remove(&ifindex);
-        if absent(&r) {
-            return Ok(());
-        }
-        r.map_err(map_err(MN_GATE_MAP))
-    }
-
-    /// The gate of every gated interface.
-    pub fn mn_gates(&self) -> Result<Vec<(u32, MnGate)>, DataplaneError> {
-        let map: HashMap<_, u32, MnGate> =
-            HashMap::try_from(self.map_data(MN_GATE_MAP)?).map_err(map_err(MN_GATE_MAP))?;
-        map.iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err(MN_GATE_MAP))
+        self.hash_remove::<[u8; 4], u8>(MN_VPN_SPIS_MAP, &spi)
     }
 
     /// Empties the programs' cache of FIB answers on every CPU, so the next packet to each
