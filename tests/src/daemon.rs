@@ -77,6 +77,16 @@ pub struct Mipd {
 }
 
 impl Mipd {
+    /// [`start`](Self::start) with the socket and log named after `name` in `dir`.
+    pub fn start_named(ns: &Netns, dir: &TempDir, name: &str, config: &Path) -> Result<Self> {
+        Self::start(
+            ns,
+            config,
+            &dir.path(&format!("{name}.sock")),
+            &dir.path(&format!("{name}.log")),
+        )
+    }
+
     pub fn start(ns: &Netns, config: &Path, socket: &Path, log: &Path) -> Result<Self> {
         let (mipd, _) = binaries();
         // A socket left by a killed daemon would make us think the new one is up already.

@@ -547,21 +547,11 @@ impl DetectionTopology {
     }
 
     pub fn start_iha(&self) -> Result<Mipd> {
-        Mipd::start(
-            &self.iha,
-            &self.iha_conf,
-            &self.dir.path("iha.sock"),
-            &self.dir.path("iha.log"),
-        )
+        Mipd::start_named(&self.iha, &self.dir, "iha", &self.iha_conf)
     }
 
     pub fn start_xha(&self) -> Result<Mipd> {
-        Mipd::start(
-            &self.xha,
-            &self.xha_conf,
-            &self.dir.path("xha.sock"),
-            &self.dir.path("xha.log"),
-        )
+        Mipd::start_named(&self.xha, &self.dir, "xha", &self.xha_conf)
     }
 
     /// Writes the MN's config with `mn_toml` (see [`write_mn_config`](Self::write_mn_config))
@@ -574,12 +564,7 @@ impl DetectionTopology {
     /// [`start_mn`](Self::start_mn), with or without the `[dataplane]` table.
     pub fn start_mn_with(&self, mn_toml: &str, dataplane: bool) -> Result<Mipd> {
         self.write_mn_config(mn_toml, dataplane)?;
-        Mipd::start(
-            &self.mn,
-            &self.mn_conf,
-            &self.dir.path("mn.sock"),
-            &self.dir.path("mn.log"),
-        )
+        Mipd::start_named(&self.mn, &self.dir, "mn", &self.mn_conf)
     }
 
     /// Where the MN is attached.

@@ -391,21 +391,11 @@ impl Topology {
     }
 
     pub fn start_ha(&self) -> Result<Mipd> {
-        Mipd::start(
-            &self.ha,
-            &self.ha_conf,
-            &self.dir.path("ha.sock"),
-            &self.dir.path("ha.log"),
-        )
+        Mipd::start_named(&self.ha, &self.dir, "ha", &self.ha_conf)
     }
 
     pub fn start_mn(&self) -> Result<Mipd> {
-        Mipd::start(
-            &self.mn,
-            &self.mn_conf,
-            &self.dir.path("mn.sock"),
-            &self.dir.path("mn.log"),
-        )
+        Mipd::start_named(&self.mn, &self.dir, "mn", &self.mn_conf)
     }
 
     /// Moves the MN to `to` (foreign) and asks its `mipd` to register there, without waiting

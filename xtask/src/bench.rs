@@ -65,6 +65,18 @@ fn reexec_optimised() -> Result<()> {
     Err(err).with_context(|| format!("running {}", exe.display()))
 }
 
+/// Builds `bin` of the tests crate in release (the benchmarks that need namespaces and the
+/// eBPF object live there, which xtask must not depend on) and returns its path.
+fn build_test_bin(bin: &str) -> Result<PathBuf> {
+    let root = workspace_root();
+    crate::cmd::run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "-p", "mipx-tests", "--bin", bin])
+            .current_dir(&root),
+    )?;
+    Ok(root.join("target/release").join(bin))
+}
+
 /// The workspace root (xtask's parent directory).
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use super::{Machine, Spread, thousands, update_benchmarks_md, workspace_root};
+use super::{Machine, Spread, build_test_bin, thousands, update_benchmarks_md, workspace_root};
 use crate::cmd;
 
 #[derive(Debug, clap::Args)]
@@ -65,22 +65,11 @@ pub(crate) fn run(o: &Options) -> Result<()> {
     let write = !(o.quick || o.no_write);
     let machine = Machine::probe();
     let root = workspace_root();
-    cmd::run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mipx-tests",
-                "--bin",
-                "mipx-bench-dataplane",
-            ])
-            .current_dir(&root),
-    )?;
+    let exe = build_test_bin("mipx-bench-dataplane")?;
     let raw = root.join(RAW_JSON);
     let _ = std::fs::remove_file(&raw);
     cmd::run(
-        cmd::privileged(root.join("target/release/mipx-bench-dataplane"))
+        cmd::privileged(&exe)
             .args(["--rounds", &rounds.to_string()])
             .args(["--seconds", &seconds.to_string()])
             .args(["--warmup", &warmup.to_string()])

@@ -8,12 +8,11 @@
 //! over rounds and writes the BENCHMARKS.md section.
 
 use std::fmt::Write as _;
-use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
-use super::{Machine, Spread, update_benchmarks_md, workspace_root};
+use super::{Machine, Spread, build_test_bin, update_benchmarks_md, workspace_root};
 use crate::cmd;
 
 #[derive(Debug, clap::Args)]
@@ -31,23 +30,12 @@ const RAW_JSON: &str = "target/bench-detection.json";
 pub(crate) fn run(o: &Options) -> Result<()> {
     let machine = Machine::probe();
     let root = workspace_root();
-    cmd::run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mipx-tests",
-                "--bin",
-                "mipx-lab-detection",
-            ])
-            .current_dir(&root),
-    )?;
+    let exe = build_test_bin("mipx-lab-detection")?;
     let raw = root.join(RAW_JSON);
     let _ = std::fs::remove_file(&raw);
     let started = std::time::Instant::now();
     cmd::run(
-        cmd::privileged(root.join("target/release/mipx-lab-detection"))
+        cmd::privileged(&exe)
             .args(["--rounds", &o.rounds.to_string()])
             .arg("--json")
             .arg(&raw)
