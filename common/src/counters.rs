@@ -100,6 +100,12 @@ counters! {
     /// MN: user data on an interface inside the intranet more than T_MONITOR after the last
     /// successful i-HA registration: dropped by the kernel clock (RFC 5265 §3.2.4).
     GateExpired = 28 => "gate_expired",
+    /// MN, VPN device egress: a packet from the home address, tunnelled IP-in-IP from the
+    /// tunnel inner address to the i-HA inside the VPN (RFC 5265 §2.3, the mc and cvc modes).
+    MnVpnEncap = 29 => "mn_vpn_encap",
+    /// MN, VPN device ingress: the i-HA's IP-in-IP tunnel to the tunnel inner address,
+    /// decapsulated for local delivery.
+    MnVpnDecap = 30 => "mn_vpn_decap",
 }
 
 #[cfg(test)]

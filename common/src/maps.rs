@@ -173,6 +173,12 @@ pub const MN_REVERSE_TUNNEL: u32 = 1 << 1;
 /// sends before our registration reply arrives would otherwise be lost.
 pub const MN_UDP_TUNNEL: u32 = 1 << 2;
 
+/// [`MnTunnel::flags`]: the care-of address is the VPN's tunnel inner address (TIA, RFC 5265
+/// §2.3): the tunnel runs inside the VPN, so the programs on the VPN device (`mn_tc_vpn_egress`,
+/// `mn_tc_vpn_ingress`) encapsulate and decapsulate it, and those on the access interfaces leave
+/// it alone: nothing of it may appear there except as ESP.
+pub const MN_VIA_VPN: u32 = 1 << 3;
+
 /// The mobile node's current registration, in [`MN_TUNNEL_MAP`] slot 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -46,6 +46,9 @@ pub struct Status {
     /// RFC 5265 mobile node: each tracked interface's detection and gate.
     #[serde(default)]
     pub interfaces: Option<Vec<crate::mn5265::InterfaceStatus>>,
+    /// RFC 5265 mobile node with a VPN layer.
+    #[serde(default)]
+    pub vpn: Option<crate::mn5265::VpnStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

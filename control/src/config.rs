@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
 use crate::proto::detect::{DEFAULT_T_MONITOR, DetectConfig};
@@ -257,16 +257,117 @@ struct RawMn {
 struct RawRfc5265 {
     /// Interfaces tracked separately (§3.2.1), each with its own plaintext gate.
     interfaces: Vec<String>,
-    external_home_agent: Ipv4Addr,
-    external_home_addr: Ipv4Addr,
-    external_spi: u32,
-    external_key_file: PathBuf,
+    /// The access mode outside: "cvc" (x-HA, then the VPN, RFC 5265 §2.3) or "mc" (MOBIKE VPN
+    /// without an x-HA, draft-ietf-mip4-mobike-connectivity §3.1.3).
+    #[serde(default = "default_outside_mode")]
+    mode: OutsideMode,
+    external_home_agent: Option<Ipv4Addr>,
+    external_home_addr: Option<Ipv4Addr>,
+    external_spi: Option<u32>,
+    external_key_file: Option<PathBuf>,
+    /// The VPN (required in mode mc; without it in mode cvc, outside passes only signalling).
+    vpn: Option<RawVpn>,
     #[serde(default = "default_t_monitor")]
     t_monitor_secs: u64,
     #[serde(default = "default_grace")]
     grace_secs: u64,
     #[serde(default = "default_detection_period")]
     detection_period_ms: u64,
+}
+
+/// `[mn.rfc5265.vpn]`: the IKEv2 road-warrior connection mipd asks strongSwan's charon for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVpn {
+    /// charon's VICI socket.
+    #[serde(default = "default_vici_socket")]
+    vici_socket: PathBuf,
+    gateway: Ipv4Addr,
+    local_id: String,
+    remote_id: String,
+    /// The IKE pre-shared key (its text, trimmed), mode 0600.
+    psk_file: PathBuf,
+    /// The VPN's L3 device: kernel-libipsec's TUN, or an XFRM interface.
+    #[serde(default = "default_vpn_device")]
+    device: String,
+    /// Inside the intranet: "teardown" (the VPN is closed) or "keep" (left up, MOBIKE keeps
+    /// it alive; draft §3.4.2 allows both).
+    #[serde(default = "default_inside_vpn")]
+    inside: InsideVpn,
+    #[serde(default = "default_vpn_retry_initial")]
+    retry_initial_ms: u64,
+    #[serde(default = "default_vpn_retry_max")]
+    retry_max_ms: u64,
+    #[serde(default = "default_vpn_initiate_timeout")]
+    initiate_timeout_ms: u32,
+}
+
+/// The access mode outside the intranet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsideMode {
+    Cvc,
+    Mc,
+}
+
+/// What happens to the VPN while an interface is inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InsideVpn {
+    Teardown,
+    Keep,
+}
+
+/// A validated `[mn.rfc5265.vpn]`. Its `Debug` leaves the pre-shared key out.
+#[derive(Clone)]
+pub struct VpnSettings {
+    pub vici_socket: PathBuf,
+    pub gateway: Ipv4Addr,
+    pub local_id: String,
+    pub remote_id: String,
+    /// The pre-shared key: handed to charon only, never logged.
+    pub psk: String,
+    pub device: String,
+    pub inside: InsideVpn,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub initiate_timeout_ms: u32,
+}
+
+impl std::fmt::Debug for VpnSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VpnSettings")
+            .field("vici_socket", &self.vici_socket)
+            .field("gateway", &self.gateway)
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("psk", &"<redacted>")
+            .field("device", &self.device)
+            .field("inside", &self.inside)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_outside_mode() -> OutsideMode {
+    OutsideMode::Cvc
+}
+fn default_vici_socket() -> PathBuf {
+    PathBuf::from("/var/run/charon.vici")
+}
+fn default_vpn_device() -> String {
+    "ipsec0".into()
+}
+fn default_inside_vpn() -> InsideVpn {
+    InsideVpn::Teardown
+}
+fn default_vpn_retry_initial() -> u64 {
+    1000
+}
+fn default_vpn_retry_max() -> u64 {
+    30_000
+}
+fn default_vpn_initiate_timeout() -> u32 {
+    10_000
 }
 
 fn default_t_monitor() -> u64 {
@@ -346,6 +447,8 @@ pub struct MnSettings {
 #[derive(Debug, Clone)]
 pub struct Rfc5265Settings {
     pub interfaces: Vec<String>,
+    pub mode: OutsideMode,
+    pub vpn: Option<VpnSettings>,
     /// `internal` is the `[mn]` registration, `external` the x-HA's.
     pub detect: DetectConfig,
 }
@@ -485,10 +588,6 @@ impl Config {
                 if !(1..=20).contains(&mn.keepalive_retries) {
                     return Err(field_err("mn.keepalive_retries", "must be 1-20"));
                 }
-                let rfc5265 = match &mn.rfc5265 {
-                    None => None,
-                    Some(r) => Some(rfc5265_settings(r, base, &mn)?),
-                };
                 if let Some(nai) = &mn.nai
                     && (nai.is_empty()
                         || nai.len() > 253
@@ -509,7 +608,7 @@ impl Config {
                     initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
                     max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
                     report_after_attempts: 4,
-                    nai: mn.nai,
+                    nai: mn.nai.clone(),
                     nat_traversal: NatTraversal {
                         mode: mn.nat_traversal,
                         keepalive: Duration::from_secs(mn.keepalive_secs.into()),
@@ -517,6 +616,10 @@ impl Config {
                         keepalive_retries: mn.keepalive_retries,
                     },
                     renew_every: None,
+                };
+                let rfc5265 = match &mn.rfc5265 {
+                    None => None,
+                    Some(r) => Some(rfc5265_settings(r, base, &mn, &core)?),
                 };
                 Ok(Config {
                     role: Role::Mn,
@@ -526,10 +629,7 @@ impl Config {
                         core: core.clone(),
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,
-                        rfc5265: rfc5265.map(|mut r| {
-                            r.detect.internal = core.clone();
-                            r
-                        }),
+                        rfc5265,
                     }),
                     dataplane,
                 })
@@ -547,6 +647,7 @@ fn rfc5265_settings(
     r: &RawRfc5265,
     base: &Path,
     mn: &RawMn,
+    internal: &MnConfig,
 ) -> Result<Rfc5265Settings, ConfigError> {
     let f = |name: &str| format!("mn.rfc5265.{name}");
     if r.interfaces.is_empty() {
@@ -580,33 +681,134 @@ fn rfc5265_settings(
             "must be at most 600000",
         ));
     }
-    let key = read_key(&base.join(&r.external_key_file))
-        .map_err(|msg| field_err(f("external_key_file"), msg))?;
-    let sa = security_association(r.external_spi, key, mn.replay_tolerance_secs)
-        .map_err(|(name, msg)| field_err(f(&format!("external_{name}")), msg))?;
-    let placeholder = MnConfig {
-        home_addr: r.external_home_addr,
-        home_agent: r.external_home_agent,
-        sa: sa.clone(),
-        lifetime: mn.lifetime,
-        reverse_tunnel: mn.reverse_tunnel,
-        initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
-        max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
-        report_after_attempts: 4,
-        nai: None,
-        nat_traversal: NatTraversal::default(),
-        renew_every: None,
+    let external = match r.mode {
+        OutsideMode::Cvc => {
+            fn need<T>(v: Option<T>, name: &str) -> Result<T, ConfigError> {
+                v.ok_or_else(|| {
+                    field_err(
+                        format!("mn.rfc5265.{name}"),
+                        "required in mode cvc (the x-HA)",
+                    )
+                })
+            }
+            let key_file = need(r.external_key_file.as_ref(), "external_key_file")?;
+            let key = read_key(&base.join(key_file))
+                .map_err(|msg| field_err(f("external_key_file"), msg))?;
+            let sa = security_association(
+                need(r.external_spi, "external_spi")?,
+                key,
+                mn.replay_tolerance_secs,
+            )
+            .map_err(|(name, msg)| field_err(f(&format!("external_{name}")), msg))?;
+            Some(MnConfig {
+                home_addr: need(r.external_home_addr, "external_home_addr")?,
+                home_agent: need(r.external_home_agent, "external_home_agent")?,
+                sa,
+                lifetime: mn.lifetime,
+                reverse_tunnel: mn.reverse_tunnel,
+                initial_retransmit: Duration::from_millis(mn.retransmit_initial_ms),
+                max_retransmit: Duration::from_millis(mn.retransmit_max_ms),
+                report_after_attempts: 4,
+                nai: None,
+                nat_traversal: NatTraversal::default(),
+                renew_every: None,
+            })
+        }
+        OutsideMode::Mc => {
+            // draft-ietf-mip4-mobike-connectivity §3.1.3: no x-HA; the VPN is the outside.
+            for (name, set) in [
+                ("external_home_agent", r.external_home_agent.is_some()),
+                ("external_home_addr", r.external_home_addr.is_some()),
+                ("external_spi", r.external_spi.is_some()),
+                ("external_key_file", r.external_key_file.is_some()),
+            ] {
+                if set {
+                    return Err(field_err(f(name), "mode mc has no x-HA; remove it"));
+                }
+            }
+            if r.vpn.is_none() {
+                return Err(field_err(
+                    f("vpn"),
+                    "mode mc needs a [mn.rfc5265.vpn] table",
+                ));
+            }
+            None
+        }
     };
+    let vpn = r.vpn.as_ref().map(|v| vpn_settings(v, base)).transpose()?;
     Ok(Rfc5265Settings {
         interfaces: r.interfaces.clone(),
+        mode: r.mode,
+        vpn,
         detect: DetectConfig {
-            internal: placeholder.clone(),
-            external: placeholder,
+            // Filled in by the caller with the `[mn]` registration.
+            internal: internal.clone(),
+            external,
             detection_period: Duration::from_millis(r.detection_period_ms),
             t_monitor: Duration::from_secs(r.t_monitor_secs),
             grace: Duration::from_secs(r.grace_secs),
         },
     })
+}
+
+/// Validates `[mn.rfc5265.vpn]`.
+fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
+    let f = |name: &str| format!("mn.rfc5265.vpn.{name}");
+    for (name, id) in [("local_id", &v.local_id), ("remote_id", &v.remote_id)] {
+        if id.is_empty() || id.len() > 255 || id.chars().any(|c| c.is_control()) {
+            return Err(field_err(f(name), "must be 1-255 printable characters"));
+        }
+    }
+    if !valid_ifname(&v.device) {
+        return Err(field_err(
+            f("device"),
+            format!("`{}` is not a valid interface name", v.device),
+        ));
+    }
+    if v.gateway.is_unspecified() || v.gateway.is_multicast() || v.gateway.is_broadcast() {
+        return Err(field_err(f("gateway"), "must be a unicast address"));
+    }
+    if v.retry_initial_ms < 100 || v.retry_max_ms < v.retry_initial_ms || v.retry_max_ms > 3_600_000
+    {
+        return Err(field_err(
+            f("retry_max_ms"),
+            "need 100 <= retry_initial_ms <= retry_max_ms <= 3600000",
+        ));
+    }
+    if !(500..=120_000).contains(&v.initiate_timeout_ms) {
+        return Err(field_err(f("initiate_timeout_ms"), "must be 500-120000"));
+    }
+    let psk = read_secret(&base.join(&v.psk_file)).map_err(|msg| field_err(f("psk_file"), msg))?;
+    Ok(VpnSettings {
+        vici_socket: base.join(&v.vici_socket),
+        gateway: v.gateway,
+        local_id: v.local_id.clone(),
+        remote_id: v.remote_id.clone(),
+        psk,
+        device: v.device.clone(),
+        inside: v.inside,
+        retry_initial: Duration::from_millis(v.retry_initial_ms),
+        retry_max: Duration::from_millis(v.retry_max_ms),
+        initiate_timeout_ms: v.initiate_timeout_ms,
+    })
+}
+
+/// Reads a secret text file (trimmed), refusing loose permissions as [`read_key`] does.
+fn read_secret(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: permissions {mode:03o} let others read or write the secret; chmod 600 it",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{}: empty", path.display()));
+    }
+    Ok(secret.to_owned())
 }
 
 fn security_association(
@@ -974,8 +1176,11 @@ t_monitor_secs = 30
         let r = mn.rfc5265.unwrap();
         assert_eq!(r.interfaces, ["mn0", "wlan0"]);
         assert_eq!(r.detect.internal.home_agent, Ipv4Addr::new(10, 10, 0, 1));
-        assert_eq!(r.detect.external.home_addr, Ipv4Addr::new(192, 0, 2, 50));
-        assert_eq!(r.detect.external.sa.spi, 8192);
+        assert_eq!(
+            r.detect.external.as_ref().unwrap().home_addr,
+            Ipv4Addr::new(192, 0, 2, 50)
+        );
+        assert_eq!(r.detect.external.as_ref().unwrap().sa.spi, 8192);
         assert_eq!(r.detect.t_monitor, Duration::from_secs(30));
         assert_eq!(r.detect.grace, Duration::from_secs(10));
         assert_eq!(r.detect.detection_period, Duration::from_secs(2));
@@ -1007,6 +1212,98 @@ t_monitor_secs = 30
                 .to_string();
             assert!(e.contains(field), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn parses_the_mc_vpn_layer_and_names_bad_fields() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let psk = d.0.join("vpn.psk");
+        std::fs::write(&psk, "  not-a-real-psk\n").unwrap();
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = d.0.join("mn.toml");
+        let text = r#"
+role = "mn"
+[mn]
+home_addr = "10.10.0.50"
+home_agent = "10.10.0.1"
+spi = 4096
+key_file = "mn.key"
+[mn.rfc5265]
+interfaces = ["mn0"]
+mode = "mc"
+[mn.rfc5265.vpn]
+vici_socket = "charon.vici"
+gateway = "192.0.2.10"
+local_id = "mn@mipx.test"
+remote_id = "vpn.mipx.test"
+psk_file = "vpn.psk"
+inside = "keep"
+"#;
+        let r = Config::parse(text, &path)
+            .unwrap()
+            .mn
+            .unwrap()
+            .rfc5265
+            .unwrap();
+        assert_eq!(r.mode, OutsideMode::Mc);
+        assert!(r.detect.external.is_none());
+        let v = r.vpn.unwrap();
+        assert_eq!(v.psk, "not-a-real-psk");
+        assert_eq!(v.vici_socket, d.0.join("charon.vici"));
+        assert_eq!((v.device.as_str(), v.inside), ("ipsec0", InsideVpn::Keep));
+        assert_eq!(v.retry_initial, Duration::from_secs(1));
+        // Secrets never reach logs, not even through a debug print of the settings.
+        assert!(!format!("{v:?}").contains("not-a-real-psk"));
+        for (from, to, field) in [
+            ("mode = \"mc\"", "mode = \"mx\"", "mode"),
+            (
+                "mode = \"mc\"",
+                "mode = \"mc\"\nexternal_spi = 8192",
+                "mn.rfc5265.external_spi",
+            ),
+            (
+                "gateway = \"192.0.2.10\"",
+                "gateway = \"0.0.0.0\"",
+                "mn.rfc5265.vpn.gateway",
+            ),
+            (
+                "local_id = \"mn@mipx.test\"",
+                "local_id = \"\"",
+                "mn.rfc5265.vpn.local_id",
+            ),
+            (
+                "psk_file = \"vpn.psk\"",
+                "psk_file = \"nope.psk\"",
+                "mn.rfc5265.vpn.psk_file",
+            ),
+            ("inside = \"keep\"", "inside = \"maybe\"", "inside"),
+            (
+                "inside = \"keep\"",
+                "retry_initial_ms = 10",
+                "mn.rfc5265.vpn.retry_max_ms",
+            ),
+        ] {
+            let e = Config::parse(&text.replace(from, to), &path)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{to}: {e}");
+        }
+        // Mode mc without a VPN, and mode cvc without the x-HA.
+        let no_vpn = &text[..text.find("[mn.rfc5265.vpn]").unwrap()];
+        let e = Config::parse(no_vpn, &path).unwrap_err().to_string();
+        assert!(e.contains("mn.rfc5265.vpn"), "{e}");
+        let e = Config::parse(&text.replace("mode = \"mc\"", "mode = \"cvc\""), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mn.rfc5265.external_"), "{e}");
+        // A PSK file others can read is refused.
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Config::parse(text, &path).unwrap_err().to_string();
+        assert!(
+            e.contains("mn.rfc5265.vpn.psk_file") && e.contains("chmod 600"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -725,6 +725,7 @@ impl Daemon {
                     Core::Ha { .. } => None,
                 },
                 interfaces: None,
+                vpn: None,
             }),
             (Request::Bindings, Core::Ha { ha, .. }) => {
                 let mut bindings: Vec<BindingInfo> = ha

@@ -47,6 +47,10 @@ pub mod programs {
     pub const MN_XDP: &str = "mn_xdp";
     /// Mobile node TC egress: reverse tunnelling from the home address.
     pub const MN_TC_EGRESS: &str = "mn_tc_egress";
+    /// Mobile node TC egress on the VPN device: the tunnel to the i-HA inside the VPN.
+    pub const MN_TC_VPN_EGRESS: &str = "mn_tc_vpn_egress";
+    /// Mobile node TC ingress on the VPN device: decapsulation of the i-HA's tunnel.
+    pub const MN_TC_VPN_INGRESS: &str = "mn_tc_vpn_ingress";
     /// Baseline that drops every frame and touches nothing (benchmarks).
     pub const MIPX_DROP: &str = "mipx_drop";
     /// Baseline that passes every frame and touches nothing (benchmarks).
@@ -54,7 +58,7 @@ pub mod programs {
     /// Every XDP program in the object.
     pub const ALL_XDP: [&str; 4] = [HA_XDP, MN_XDP, MIPX_DROP, MIPX_PASS];
     /// Every TC program in the object.
-    pub const ALL_TC: [&str; 1] = [MN_TC_EGRESS];
+    pub const ALL_TC: [&str; 3] = [MN_TC_EGRESS, MN_TC_VPN_EGRESS, MN_TC_VPN_INGRESS];
 }
 
 /// Why the dataplane could not be loaded, attached or updated.
@@ -374,6 +378,25 @@ impl Dataplane {
         name: &str,
         interface: &str,
     ) -> Result<&Attachment, DataplaneError> {
+        self.attach_tc(name, interface, TcAttachType::Egress)
+    }
+
+    /// Attaches TC program `name` to the ingress of `interface`, as
+    /// [`Dataplane::attach_tc_egress`] does to the egress.
+    pub fn attach_tc_ingress(
+        &mut self,
+        name: &str,
+        interface: &str,
+    ) -> Result<&Attachment, DataplaneError> {
+        self.attach_tc(name, interface, TcAttachType::Ingress)
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &str,
+        interface: &str,
+        hook: TcAttachType,
+    ) -> Result<&Attachment, DataplaneError> {
         let index = ifindex(interface)?;
         let path = self.link_path(name, interface);
         let program_err = |source| DataplaneError::Program {
@@ -395,17 +418,23 @@ impl Dataplane {
         if !adopted {
             let tc = self.tc(name)?;
             let id = tc
-                .attach(index, TcAttach::Auto(TcAttachType::Egress))
+                .attach(index, TcAttach::Auto(hook))
                 .map_err(program_err)?;
             if let Some(path) = &path {
                 pin(tc.take_link(id).map_err(program_err)?, path)?;
             }
         }
+        // A device that was re-created (the VPN's, when charon restarts) is attached again.
+        self.attachments
+            .retain(|a| !(a.program == name && a.interface == interface));
         self.attachments.push(Attachment {
             program: name.to_owned(),
             interface: interface.to_owned(),
             ifindex: index,
-            hook: "tc egress".into(),
+            hook: match hook {
+                TcAttachType::Ingress => "tc ingress".into(),
+                _ => "tc egress".into(),
+            },
             pinned: path,
             adopted,
         });
@@ -536,6 +565,15 @@ impl Dataplane {
     /// fine.
     pub fn remove_vpn_spi(&mut self, spi: [u8; 4]) -> Result<(), DataplaneError> {
         self.hash_remove::<[u8; 4], u8>(MN_VPN_SPIS_MAP, &spi)
+    }
+
+    /// The SPIs the gate lets through.
+    pub fn vpn_spis(&self) -> Result<Vec<[u8; 4]>, DataplaneError> {
+        Ok(self
+            .hash_entries::<[u8; 4], u8>(MN_VPN_SPIS_MAP)?
+            .into_iter()
+            .map(|(spi, _)| spi)
+            .collect())
     }
 
     /// Empties the programs' cache of FIB answers on every CPU, so the next packet to each

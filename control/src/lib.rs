@@ -13,3 +13,4 @@ pub mod mn5265;
 pub mod net;
 pub mod pktinfo;
 pub mod proto;
+pub mod vpn;

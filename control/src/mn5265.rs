@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use mipx_common::maps::{
-    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MnGate, MnTunnel,
+    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MN_VIA_VPN, MnGate,
+    MnTunnel,
 };
 use netlink_packet_route::link::LinkFlags;
 use rtnetlink::sys::AsyncSocket as _;
@@ -28,10 +29,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::api::{self, Request, Response};
-use crate::config::{Config, MnSettings};
+use crate::config::{Config, InsideVpn, MnSettings, OutsideMode, VpnSettings};
 use crate::daemon::{ApiCall, Dp, bind_api, error_chain, serve_api, setup_dataplane};
 use crate::proto::Now;
 use crate::proto::detect::{DetectEvent, DetectStatus, Detector, Gate, Location, Reason};
+use crate::proto::mn::{MnConfig, MnEvent, MobileNode};
+use crate::vpn::{VpnCommand, VpnReport, VpnSnapshot};
+
+/// The receive channel's interface index for the socket of the registration through the VPN.
+const VPN_SOCKET: usize = usize::MAX;
 
 /// One tracked interface.
 struct Interface {
@@ -66,6 +72,106 @@ pub struct InterfaceStatus {
     pub gate: String,
     /// Inside: seconds of plaintext left before T_MONITOR runs out.
     pub gate_open_secs: Option<f64>,
+    /// The access mode in use through this interface: "c" inside, "mc" or "cvc" outside once
+    /// the i-HA binding runs through the VPN, "-" otherwise.
+    #[serde(default)]
+    pub mode: String,
+}
+
+/// `mipctl status`: the VPN layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VpnStatus {
+    /// "down", "connecting", "up" or "failed".
+    pub state: String,
+    pub gateway: Ipv4Addr,
+    /// Our IKE address as the gateway knows it.
+    pub local: Option<Ipv4Addr>,
+    pub tia: Option<Ipv4Addr>,
+    /// "kernel-libipsec" or "xfrm", once charon said.
+    pub ipsec: Option<String>,
+    /// The i-HA binding through the VPN (the TIA as co-located care-of address): registered.
+    pub internal_registered: bool,
+    pub spis: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// The VPN layer's state in the daemon.
+struct VpnLayer {
+    settings: VpnSettings,
+    commands: mpsc::Sender<VpnCommand>,
+    want: VpnCommand,
+    libipsec: Option<bool>,
+    snapshot: VpnSnapshot,
+    /// SPIs in the gate's map.
+    installed_spis: Vec<[u8; 4]>,
+    /// The i-HA registration from the TIA, through the VPN.
+    engine: Option<TiaEngine>,
+    /// The VPN device the tunnel programs are attached to.
+    attached: Option<u32>,
+    /// The VPN device the home address is routed into, with its MTU.
+    routed: Option<(u32, u32)>,
+    last_error: Option<String>,
+}
+
+/// RFC 5265 §2.3 / draft §3.3: the TIA registered with the i-HA as a co-located care-of
+/// address, through the VPN.
+struct TiaEngine {
+    tia: Ipv4Addr,
+    mn: MobileNode,
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+    registered: bool,
+}
+
+impl Drop for TiaEngine {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl TiaEngine {
+    /// Registers `tia` with the i-HA from a socket bound to it: the routes charon installed
+    /// for the CHILD_SA take it into the VPN.
+    async fn start(
+        tia: Ipv4Addr,
+        config: MnConfig,
+        now: crate::proto::Now,
+        rx_tx: mpsc::Sender<(usize, SocketAddrV4, Vec<u8>)>,
+    ) -> io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(SocketAddrV4::new(tia, 0)).await?);
+        let reader_socket = Arc::clone(&socket);
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = reader_socket.recv_from(&mut buf).await {
+                if let SocketAddr::V4(from) = from
+                    && rx_tx
+                        .send((VPN_SOCKET, from, buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut mn = MobileNode::new(config);
+        mn.register(now, tia);
+        info!(%tia, "registering the tunnel inner address with the i-HA through the VPN");
+        Ok(TiaEngine {
+            tia,
+            mn,
+            socket,
+            reader,
+            registered: false,
+        })
+    }
+}
+
+/// An interface's MTU (1400 when unknown: kernel-libipsec's TUN default).
+fn device_mtu(name: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1400)
 }
 
 struct Node {
@@ -74,6 +180,14 @@ struct Node {
     dataplane: Option<Dp>,
     ha_port: u16,
     stats: api::DaemonStats,
+    mode: OutsideMode,
+    /// The `[mn]` registration (i-HA), for the registration through the VPN.
+    internal: MnConfig,
+    vpn: Option<VpnLayer>,
+    /// Where the TIA engine's datagrams go (the interfaces' receive channel).
+    rx_tx: mpsc::Sender<(usize, SocketAddrV4, Vec<u8>)>,
+    /// The tunnel last written to the dataplane.
+    tunnel: MnTunnel,
 }
 
 /// CLOCK_MONOTONIC now, nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
@@ -134,7 +248,13 @@ impl Node {
             state,
             mip_port: self.ha_port.to_be_bytes(),
             open_until_ns,
-            // No VPN layer yet: outside passes signalling only.
+            // IKE with the VPN gateway and ESP with the VPN's SPIs pass in every state: the
+            // VPN is how user data leaves outside, and the MOBIKE update goes out while
+            // detection runs (draft-ietf-mip4-mobike-connectivity §3.4).
+            vpn_gateway: self
+                .vpn
+                .as_ref()
+                .map_or([0; 4], |v| v.settings.gateway.octets()),
             ..MnGate::default()
         }
     }
@@ -157,6 +277,35 @@ impl Node {
                 self.apply(i, e, now);
             }
         }
+        if let Some(engine) = self.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+            while let Some(mut t) = engine.mn.poll_transmit() {
+                t.dst.set_port(self.ha_port);
+                match engine.socket.send_to(&t.payload, t.dst).await {
+                    Ok(_) => self.stats.datagrams_sent += 1,
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        debug!(dst = %t.dst, error = %e, "send through the VPN failed");
+                    }
+                }
+            }
+            while let Some(e) = engine.mn.poll_event() {
+                match e {
+                    MnEvent::Registered { .. } => {
+                        if !engine.registered {
+                            info!(tia = %engine.tia, "registered with the i-HA through the VPN");
+                        }
+                        engine.registered = true;
+                    }
+                    MnEvent::Deregistered { .. } => engine.registered = false,
+                    other => {
+                        debug!(event = ?other, "registration through the VPN");
+                        if matches!(other, MnEvent::Denied { .. } | MnEvent::Expired) {
+                            engine.registered = false;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn apply(&mut self, i: usize, e: DetectEvent, now: Now) {
@@ -174,34 +323,306 @@ impl Node {
             }
             DetectEvent::Location { location, reason } => {
                 info!(interface = %name, ?location, ?reason, "location");
-                let d = &self.ifaces[i].detector;
-                // Inside: mode c with the i-HA (RFC 5265 §2.1), user data from the internal
-                // home address tunnelled from this interface's care-of address. Elsewhere
-                // nothing is tunnelled in plaintext.
-                let home = d.internal().config().home_addr;
-                let tunnel = match (location, self.ifaces[i].seen.map(|a| a.care_of_addr)) {
+                if location == Location::Inside
+                    && self
+                        .vpn
+                        .as_ref()
+                        .and_then(|v| v.engine.as_ref())
+                        .is_some_and(|e| e.registered)
+                {
+                    // The registration through the VPN may have reached the i-HA after the
+                    // direct one that proved us inside: register directly once more, so the
+                    // binding is this interface's care-of address (mode c).
+                    self.ifaces[i].detector.reregister_internal(now);
+                }
+            }
+        }
+    }
+
+    /// The access mode through interface `i`, for `mipctl status`.
+    fn iface_mode(&self, i: &Interface) -> &'static str {
+        let via_vpn = self.tunnel.flags & MN_VIA_VPN != 0;
+        match i.detector.status(self.now()).location {
+            Location::Inside => "c",
+            Location::Outside | Location::Detecting if via_vpn => match self.mode {
+                OutsideMode::Mc => "mc",
+                OutsideMode::Cvc => "cvc",
+            },
+            _ => "-",
+        }
+    }
+
+    fn vpn_status(&self) -> Option<crate::mn5265::VpnStatus> {
+        let v = self.vpn.as_ref()?;
+        let state = if v.snapshot.established {
+            "up"
+        } else if v.want == VpnCommand::Up {
+            if v.last_error.is_some() {
+                "failed"
+            } else {
+                "connecting"
+            }
+        } else {
+            "down"
+        };
+        Some(VpnStatus {
+            state: state.into(),
+            gateway: v.settings.gateway,
+            local: v.snapshot.local,
+            tia: v.snapshot.tia,
+            ipsec: v
+                .libipsec
+                .map(|l| if l { "kernel-libipsec" } else { "xfrm" }.into()),
+            internal_registered: v.engine.as_ref().is_some_and(|e| e.registered),
+            spis: v
+                .snapshot
+                .spis
+                .iter()
+                .map(|s| format!("{:08x}", u32::from_be_bytes(*s)))
+                .collect(),
+            last_error: v.last_error.clone(),
+        })
+    }
+
+    /// What the VPN should be: up while an interface is outside or still detecting (the IKE
+    /// or MOBIKE exchange goes out with the i-HA registration, draft §3.4.2 step 1), down once
+    /// one is inside unless configured to keep it (§3.4.1 step 2: "MAY tear down"). With no
+    /// usable interface at all (a link flapping during a move) nothing changes: the SA survives
+    /// for MOBIKE to move it when an address comes back.
+    fn vpn_wanted(&self) -> Option<VpnCommand> {
+        let v = self.vpn.as_ref()?;
+        let now = self.now();
+        let locations: Vec<Location> = self
+            .ifaces
+            .iter()
+            .map(|i| i.detector.status(now).location)
+            .collect();
+        let inside = locations.contains(&Location::Inside);
+        let away = locations
+            .iter()
+            .any(|l| matches!(l, Location::Detecting | Location::Outside));
+        match (inside, v.settings.inside) {
+            (true, InsideVpn::Teardown) => Some(VpnCommand::Down),
+            (true, InsideVpn::Keep) => Some(VpnCommand::Up),
+            (false, _) if away => Some(VpnCommand::Up),
+            _ => None,
+        }
+    }
+
+    /// A report from the VPN task.
+    fn vpn_report(&mut self, report: VpnReport) {
+        let now = self.now();
+        let Some(v) = &mut self.vpn else { return };
+        match report {
+            VpnReport::Ready { libipsec } => {
+                if !libipsec {
+                    warn!(device = %v.settings.device, "charon uses the kernel's XFRM: the home address is routed into the configured VPN device, whose SAs charon must bind (if_id)");
+                }
+                v.libipsec = Some(libipsec);
+            }
+            VpnReport::Failed { error, retry_in } => {
+                v.last_error = Some(format!("{error} (retry in {} ms)", retry_in.as_millis()));
+            }
+            VpnReport::State(snapshot) => {
+                if snapshot != v.snapshot {
+                    info!(
+                        established = snapshot.established,
+                        local = ?snapshot.local,
+                        gateway = ?snapshot.gateway,
+                        tia = ?snapshot.tia,
+                        spis = snapshot.spis.len(),
+                        "VPN state"
+                    );
+                }
+                if snapshot.established {
+                    v.last_error = None;
+                }
+                v.snapshot = snapshot;
+                if v.snapshot.established
+                    && let Some(local) = v.snapshot.local
+                {
+                    // The gateway answered from this address: for mode mc the outside probe
+                    // of detection (draft §3.4).
+                    for i in &mut self.ifaces {
+                        i.detector.vpn_reachable(now, local);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the VPN, the gate's SPIs, the registration through the VPN, the tunnel and the
+    /// home address's routing in line with the detectors and the VPN's state.
+    async fn sync(&mut self, handle: &rtnetlink::Handle) {
+        let want = self.vpn_wanted();
+        let now = self.now();
+        let inside = self
+            .ifaces
+            .iter()
+            .any(|i| i.detector.status(now).location == Location::Inside);
+        let internal = self.internal.clone();
+        let rx_tx = self.rx_tx.clone();
+        if let Some(v) = &mut self.vpn {
+            if let Some(want) = want
+                && want != v.want
+            {
+                v.want = want;
+                if want == VpnCommand::Down {
+                    v.last_error = None;
+                }
+                let _ = v.commands.send(want).await;
+            }
+            // The gate passes ESP only with the SAs' SPIs (both directions).
+            if let Some(dp) = &mut self.dataplane {
+                for spi in &v.snapshot.spis {
+                    if !v.installed_spis.contains(spi) {
+                        match dp.dp.add_vpn_spi(*spi) {
+                            Ok(()) => v.installed_spis.push(*spi),
+                            Err(e) => {
+                                dp.errors += 1;
+                                error!(error = %error_chain(&e), "cannot add a VPN SPI to the gate");
+                            }
+                        }
+                    }
+                }
+                let stale: Vec<[u8; 4]> = v
+                    .installed_spis
+                    .iter()
+                    .filter(|s| !v.snapshot.spis.contains(s))
+                    .copied()
+                    .collect();
+                for spi in stale {
+                    if dp.dp.remove_vpn_spi(spi).is_ok() {
+                        v.installed_spis.retain(|s| *s != spi);
+                    }
+                }
+            }
+            // The i-HA registration from the TIA (draft §3.3: again whenever the TIA or the
+            // gateway changes), while no interface is inside.
+            let target = match (v.snapshot.established, v.snapshot.tia, inside) {
+                (true, Some(tia), false) => Some(tia),
+                _ => None,
+            };
+            if v.engine.as_ref().map(|e| e.tia) != target {
+                v.engine = None;
+                if let Some(tia) = target {
+                    match TiaEngine::start(tia, internal, now, rx_tx).await {
+                        Ok(e) => v.engine = Some(e),
+                        Err(e) => warn!(%tia, error = %e, "cannot register through the VPN"),
+                    }
+                }
+            }
+            // The tunnel programs on the VPN device, once it exists.
+            if v.snapshot.established
+                && let Ok(ifindex) = crate::dataplane::ifindex(&v.settings.device)
+                && v.attached != Some(ifindex)
+                && let Some(dp) = &mut self.dataplane
+            {
+                use crate::dataplane::programs::{MN_TC_VPN_EGRESS, MN_TC_VPN_INGRESS};
+                let dev = v.settings.device.clone();
+                match dp
+                    .dp
+                    .attach_tc_egress(MN_TC_VPN_EGRESS, &dev)
+                    .map(drop)
+                    .and_then(|()| dp.dp.attach_tc_ingress(MN_TC_VPN_INGRESS, &dev).map(drop))
+                {
+                    Ok(()) => {
+                        info!(device = %dev, ifindex, "tunnel programs attached to the VPN device");
+                        v.attached = Some(ifindex);
+                    }
+                    Err(e) => {
+                        dp.errors += 1;
+                        error!(device = %dev, error = %error_chain(&e), "cannot attach to the VPN device");
+                    }
+                }
+            }
+        }
+        self.sync_tunnel(handle).await;
+    }
+
+    /// The tunnel the dataplane should use: mode c through the first interface inside (RFC
+    /// 5265 §2.1), else the i-HA tunnel inside the VPN once registered (§2.3), else none.
+    fn wanted_tunnel(&self) -> MnTunnel {
+        let now = self.now();
+        let home = self.internal.home_addr;
+        let reverse = if self.internal.reverse_tunnel {
+            MN_REVERSE_TUNNEL
+        } else {
+            0
+        };
+        for i in &self.ifaces {
+            let s = i.detector.status(now);
+            if s.location == Location::Inside {
+                return match i.seen.map(|a| a.care_of_addr) {
                     // At home on the i-HA's link nothing is tunnelled.
-                    (Location::Inside, Some(coa)) if coa != home => MnTunnel {
+                    Some(coa) if coa != home => MnTunnel {
                         home_addr: home.octets(),
-                        home_agent: d.internal().config().home_agent.octets(),
+                        home_agent: self.internal.home_agent.octets(),
                         care_of_addr: coa.octets(),
-                        flags: MN_ACTIVE
-                            | if d.internal().config().reverse_tunnel {
-                                MN_REVERSE_TUNNEL
-                            } else {
-                                0
-                            },
+                        flags: MN_ACTIVE | reverse,
                         ..MnTunnel::default()
                     },
                     _ => MnTunnel::default(),
                 };
-                if let Some(dp) = &mut self.dataplane
-                    && let Err(err) = dp.dp.set_mn_tunnel(tunnel)
-                {
-                    dp.errors += 1;
-                    error!(error = %error_chain(&err), "cannot update the tunnel");
-                }
             }
+        }
+        match self.vpn.as_ref().and_then(|v| v.engine.as_ref()) {
+            Some(e) if e.registered => MnTunnel {
+                home_addr: home.octets(),
+                home_agent: self.internal.home_agent.octets(),
+                care_of_addr: e.tia.octets(),
+                // RFC 5265 §2.3: the T bit SHOULD be set; the VPN gateway passes only what
+                // comes from the TIA (§4.2).
+                flags: MN_ACTIVE | MN_REVERSE_TUNNEL | MN_VIA_VPN,
+                ..MnTunnel::default()
+            },
+            _ => MnTunnel::default(),
+        }
+    }
+
+    async fn sync_tunnel(&mut self, handle: &rtnetlink::Handle) {
+        let tunnel = self.wanted_tunnel();
+        if tunnel != self.tunnel {
+            if let Some(dp) = &mut self.dataplane
+                && let Err(err) = dp.dp.set_mn_tunnel(tunnel)
+            {
+                dp.errors += 1;
+                error!(error = %error_chain(&err), "cannot update the tunnel");
+            } else {
+                info!(
+                    care_of = %Ipv4Addr::from(tunnel.care_of_addr),
+                    via_vpn = tunnel.flags & MN_VIA_VPN != 0,
+                    active = tunnel.flags & MN_ACTIVE != 0,
+                    "tunnel"
+                );
+                self.tunnel = tunnel;
+            }
+        }
+        // The home address is routed into the VPN exactly while its tunnel runs there.
+        let Some(v) = &mut self.vpn else { return };
+        let route = if tunnel.flags & MN_VIA_VPN != 0 {
+            crate::dataplane::ifindex(&v.settings.device)
+                .ok()
+                .map(|ifindex| (ifindex, device_mtu(&v.settings.device).saturating_sub(20)))
+        } else {
+            None
+        };
+        if route == v.routed {
+            return;
+        }
+        let result = match route {
+            Some((ifindex, mtu)) => {
+                crate::net::route::route_home_via(handle, self.internal.home_addr, ifindex, mtu)
+                    .await
+            }
+            None => crate::net::route::unroute_home(handle).await,
+        };
+        match result {
+            Ok(()) => {
+                info!(?route, "home address routing");
+                v.routed = route;
+            }
+            Err(e) => error!(error = %e, "cannot route the home address"),
         }
     }
 
@@ -230,6 +651,7 @@ impl Node {
                         .map(|d| d.as_secs_f64()),
                     gate,
                     gate_open_secs: open,
+                    mode: self.iface_mode(i).into(),
                 }
             })
             .collect()
@@ -244,6 +666,7 @@ impl Node {
                 ha: None,
                 mn: None,
                 interfaces: Some(self.status()),
+                vpn: self.vpn_status(),
             }),
             Request::Stats => Response::Stats(api::Stats {
                 ha: None,
@@ -365,6 +788,14 @@ async fn default_gateway(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv
     None
 }
 
+/// The next report of the VPN task, if there is one.
+async fn recv_report(reports: &mut Option<mpsc::Receiver<VpnReport>>) -> Option<VpnReport> {
+    match reports {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs an RFC 5265 mobile node until SIGINT or SIGTERM.
 pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
     let Some(rfc) = settings.rfc5265 else {
@@ -443,17 +874,64 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             }
         }
     }
+    // The VPN layer (mode mc; cvc's comes with the x-HA layer).
+    let (vpn, mut vpn_reports) = match (&rfc.vpn, rfc.mode) {
+        (Some(v), OutsideMode::Mc) => {
+            // RFC 5265 §4.2: the CHILD_SA need only carry Mobile IP to and from the i-HA.
+            let remote_ts = vec![format!("{}/32", settings.core.home_agent)];
+            let (commands, reports) = crate::vpn::spawn(v.clone(), remote_ts, None);
+            let layer = VpnLayer {
+                settings: v.clone(),
+                commands,
+                want: VpnCommand::Down,
+                libipsec: None,
+                snapshot: VpnSnapshot::default(),
+                installed_spis: Vec::new(),
+                engine: None,
+                attached: None,
+                routed: None,
+                last_error: None,
+            };
+            (Some(layer), Some(reports))
+        }
+        (Some(_), OutsideMode::Cvc) => {
+            return Err(io::Error::other(
+                "mn.rfc5265.mode: the VPN layer of mode cvc is not available yet; use mode = \"mc\"",
+            ));
+        }
+        (None, _) => (None, None),
+    };
+    if let (Some(dp), Some(_)) = (&mut dataplane, &vpn) {
+        // SPIs of an earlier run's SAs: the state is read again from charon.
+        for spi in dp.dp.vpn_spis().unwrap_or_default() {
+            let _ = dp.dp.remove_vpn_spi(spi);
+        }
+    }
     let mut node = Node {
         start: Instant::now(),
         ifaces,
         dataplane,
         ha_port: settings.ha_port,
         stats: api::DaemonStats::default(),
+        mode: rfc.mode,
+        internal: settings.core.clone(),
+        vpn,
+        rx_tx: rx_tx.clone(),
+        tunnel: MnTunnel {
+            // Unknown: the first sync writes whatever is wanted.
+            flags: u32::MAX,
+            ..MnTunnel::default()
+        },
     };
+    // A previous run's routing of the home address into the VPN.
+    if let Err(e) = crate::net::route::unroute_home(&handle).await {
+        warn!(error = %e, "cannot clear the home address's VPN routing");
+    }
     let listener = bind_api(&config.api_socket)?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
     node.refresh(&handle).await;
     node.flush().await;
+    node.sync(&handle).await;
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -463,6 +941,12 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             .ifaces
             .iter()
             .filter_map(|i| i.detector.poll_timeout())
+            .chain(
+                node.vpn
+                    .as_ref()
+                    .and_then(|v| v.engine.as_ref())
+                    .and_then(|e| e.mn.poll_timeout()),
+            )
             .min()
             .unwrap_or(now.mono + Duration::from_secs(3600))
             .max(now.mono);
@@ -471,8 +955,15 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             Some((idx, from, bytes)) = rx.recv() => {
                 node.stats.datagrams_received += 1;
                 let now = node.now();
-                node.ifaces[idx].detector.handle_datagram(now, from, &bytes);
+                if idx == VPN_SOCKET {
+                    if let Some(e) = node.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+                        e.mn.handle_datagram(now, from, &bytes);
+                    }
+                } else if let Some(i) = node.ifaces.get_mut(idx) {
+                    i.detector.handle_datagram(now, from, &bytes);
+                }
             }
+            Some(report) = recv_report(&mut vpn_reports) => node.vpn_report(report),
             Some(_) = messages.next() => {
                 // Coalesce a burst (an address change brings routes with it), then look.
                 while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), messages.next()).await {}
@@ -482,6 +973,9 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 let now = node.now();
                 for i in &mut node.ifaces {
                     i.detector.handle_timeout(now);
+                }
+                if let Some(e) = node.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+                    e.mn.handle_timeout(now);
                 }
             }
             conn = listener.accept() => match conn {
@@ -495,6 +989,8 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
+        node.flush().await;
+        node.sync(&handle).await;
         node.flush().await;
     }
     info!("shutting down; the gates stay as they are and close on their own clocks");

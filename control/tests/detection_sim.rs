@@ -136,7 +136,7 @@ impl World {
             },
             mn: Detector::new(DetectConfig {
                 internal: mn_config(I_HOME, I_HA, 0x1000),
-                external: mn_config(X_HOME, X_HA, 0x2000),
+                external: Some(mn_config(X_HOME, X_HA, 0x2000)),
                 detection_period: period,
                 t_monitor: T_MONITOR,
                 grace: GRACE,
@@ -153,6 +153,20 @@ impl World {
             events: Vec::new(),
             i_requests: Vec::new(),
         }
+    }
+
+    /// Mode mc (draft-ietf-mip4-mobike-connectivity): no x-HA; the VPN gateway's answer is
+    /// reported with `vpn_reachable`.
+    fn new_mc(i_path: Path, coa: Ipv4Addr, period: Duration) -> Self {
+        let mut w = World::new(IHa::Trusting, i_path, Path::Blocked, coa, period);
+        w.mn = Detector::new(DetectConfig {
+            internal: mn_config(I_HOME, I_HA, 0x1000),
+            external: None,
+            detection_period: period,
+            t_monitor: T_MONITOR,
+            grace: GRACE,
+        });
+        w
     }
 
     fn push(&mut self, at: Duration, to: To, from: SocketAddrV4, bytes: Vec<u8>) {
@@ -462,7 +476,7 @@ fn equal_home_agent_addresses_mean_outside_without_detection() {
     );
     w.mn = Detector::new(DetectConfig {
         internal: mn_config(I_HOME, X_HA, 0x1000),
-        external: mn_config(X_HOME, X_HA, 0x2000),
+        external: Some(mn_config(X_HOME, X_HA, 0x2000)),
         detection_period: Duration::from_secs(2),
         t_monitor: T_MONITOR,
         grace: GRACE,
@@ -604,4 +618,72 @@ fn at_home_on_the_internal_home_link_is_inside_and_monitored() {
         w.locations()
     );
     assert!(w.i_requests.len() >= 5, "{} requests", w.i_requests.len());
+}
+
+/// Mode mc, draft §3.4: the MOBIKE answer and the plain i-HA registration race; the VPN's
+/// answer first means outside, tentatively, and the i-HA's trusted reply still wins.
+#[test]
+fn mc_a_vpn_answer_first_is_tentative_and_the_internal_reply_still_wins() {
+    let mut w = World::new_mc(slow(300), INSIDE_COA, Duration::from_secs(2));
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_millis(50));
+    w.mn.vpn_reachable(w.now, INSIDE_COA);
+    w.run_until(t0 + Duration::from_millis(100));
+    let s = w.mn.status(w.now);
+    assert_eq!((s.location, s.tentative), (Location::Outside, true));
+    assert_eq!(s.gate, Gate::Outside);
+    w.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(
+        w.locations(),
+        [
+            (Location::Detecting, Reason::ConnectionChanged),
+            (Location::Outside, Reason::VpnReply),
+            (Location::Inside, Reason::TrustedReply)
+        ]
+    );
+    assert_eq!(w.lost_x, 0);
+    assert!(w.x_ha.bindings().is_empty(), "mode mc sent to an x-HA");
+}
+
+/// Mode mc outside: the VPN answers, the i-HA never does; outside is final after the period
+/// and the i-HA is left alone.
+#[test]
+fn mc_outside_after_the_detection_period() {
+    let period = Duration::from_secs(2);
+    let mut w = World::new_mc(Path::Blocked, OUTSIDE_COA, period);
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_millis(30));
+    w.mn.vpn_reachable(w.now, OUTSIDE_COA);
+    w.run_until(t0 + Duration::from_secs(20));
+    assert_eq!(
+        w.locations(),
+        [
+            (Location::Detecting, Reason::ConnectionChanged),
+            (Location::Outside, Reason::VpnReply),
+            (Location::Outside, Reason::DetectionPeriodOver)
+        ]
+    );
+    assert!(*w.i_requests.last().unwrap() <= t0 + period + Duration::from_millis(30));
+    assert_eq!(w.mn.status(w.now).gate, Gate::Outside);
+}
+
+/// Mode mc: a VPN answer through another address (another interface, or the old one) says
+/// nothing about this interface, and without any answer the gate stays closed.
+#[test]
+fn mc_without_an_answer_from_this_address_the_gate_stays_closed() {
+    let mut w = World::new_mc(Path::Blocked, OUTSIDE_COA, Duration::from_secs(2));
+    let t0 = w.start();
+    w.run_until(t0 + Duration::from_millis(30));
+    w.mn.vpn_reachable(w.now, INSIDE_COA);
+    w.run_until(t0 + Duration::from_secs(20));
+    let s = w.mn.status(w.now);
+    assert_eq!(s.location, Location::Detecting);
+    assert_eq!(s.gate, Gate::Closed);
+    assert!(
+        w.events
+            .iter()
+            .all(|(_, e)| !matches!(e, DetectEvent::Gate(Gate::Outside | Gate::InsideUntil(_)))),
+        "{:?}",
+        w.events
+    );
 }

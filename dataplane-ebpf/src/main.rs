@@ -15,6 +15,7 @@ mod mn;
 mod nexthop;
 mod parse;
 mod stats;
+mod vpn;
 mod xdp_ip;
 
 use aya_ebpf::{
@@ -46,6 +47,22 @@ pub fn mn_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn mn_tc_egress(ctx: TcContext) -> i32 {
     let (verdict, counter) = mn::egress(&ctx);
+    bump(counter);
+    verdict as i32
+}
+
+/// Mobile node, TC egress on the VPN device: the Mobile IP tunnel to the i-HA inside the VPN.
+#[classifier]
+pub fn mn_tc_vpn_egress(ctx: TcContext) -> i32 {
+    let (verdict, counter) = vpn::egress(&ctx);
+    bump(counter);
+    verdict as i32
+}
+
+/// Mobile node, TC ingress on the VPN device: the i-HA's tunnel to the tunnel inner address.
+#[classifier]
+pub fn mn_tc_vpn_ingress(ctx: TcContext) -> i32 {
+    let (verdict, counter) = vpn::ingress(&ctx);
     bump(counter);
     verdict as i32
 }

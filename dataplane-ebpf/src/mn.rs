@@ -16,7 +16,7 @@ use aya_ebpf::{
 use mipx_common::{
     counters::Counter,
     ipv4::{self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, MIP_TUNNEL_HLEN, UDP_TUNNEL_LEN},
-    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL, MnTunnel},
+    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL, MN_VIA_VPN, MnTunnel},
 };
 
 use crate::{
@@ -37,7 +37,9 @@ const TC_ACT_SHOT: u32 = aya_ebpf::bindings::TC_ACT_SHOT as u32;
 #[inline(always)]
 fn tunnel() -> Option<MnTunnel> {
     let tunnel = *MN_TUNNEL.get(0)?;
-    (tunnel.flags & MN_ACTIVE != 0).then_some(tunnel)
+    // A tunnel through the VPN belongs to the VPN device's programs (vpn.rs): on an access
+    // interface its packets exist only as ESP.
+    (tunnel.flags & (MN_ACTIVE | MN_VIA_VPN) == MN_ACTIVE).then_some(tunnel)
 }
 
 /// XDP ingress: the RFC 5265 gate, then [`decapsulate_home_agent_tunnel`].

@@ -91,8 +91,8 @@ fn render(resp: &Response) -> String {
                 // RFC 5265: each interface on its own (§3.2.1).
                 let _ = writeln!(
                     out,
-                    "{:<10} {:<11} {:<22} {:<16} {:>9} GATE",
-                    "INTERFACE", "LOCATION", "REASON", "CARE-OF", "I-HA AGO"
+                    "{:<10} {:<11} {:<5} {:<22} {:<16} {:>9} GATE",
+                    "INTERFACE", "LOCATION", "MODE", "REASON", "CARE-OF", "I-HA AGO"
                 );
                 for i in ifaces {
                     let location = match (i.location, i.tentative) {
@@ -107,15 +107,42 @@ fn render(resp: &Response) -> String {
                     };
                     let _ = writeln!(
                         out,
-                        "{:<10} {:<11} {:<22} {:<16} {:>9} {}",
+                        "{:<10} {:<11} {:<5} {:<22} {:<16} {:>9} {}",
                         i.name,
                         location,
+                        if i.mode.is_empty() { "-" } else { &i.mode },
                         format!("{:?}", i.reason),
                         i.care_of_addr.map_or("-".into(), |a| a.to_string()),
                         i.since_internal_registration_secs
                             .map_or("-".into(), |s| format!("{s:.1}s")),
                         gate
                     );
+                }
+            }
+            if let Some(v) = &s.vpn {
+                let _ = writeln!(
+                    out,
+                    "vpn       {} (gateway {}, ipsec {})",
+                    v.state,
+                    v.gateway,
+                    v.ipsec.as_deref().unwrap_or("?")
+                );
+                let _ = writeln!(
+                    out,
+                    "tia       {} from {} (i-HA binding through the VPN: {})",
+                    v.tia.map_or("-".into(), |a| a.to_string()),
+                    v.local.map_or("-".into(), |a| a.to_string()),
+                    if v.internal_registered {
+                        "registered"
+                    } else {
+                        "none"
+                    }
+                );
+                if !v.spis.is_empty() {
+                    let _ = writeln!(out, "spis      {}", v.spis.join(" "));
+                }
+                if let Some(e) = &v.last_error {
+                    let _ = writeln!(out, "vpn error {e}");
                 }
             }
             if let Some(mn) = &s.mn {

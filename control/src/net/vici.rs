@@ -115,6 +115,44 @@ pub struct IkeSa {
     /// Virtual IPs assigned to us: the tunnel inner address.
     #[serde(rename = "local-vips", default)]
     pub local_vips: Vec<String>,
+    /// The CHILD_SAs, by their unique names.
+    #[serde(rename = "child-sas", default)]
+    pub child_sas: BTreeMap<String, ChildSa>,
+}
+
+/// What `list-sas` says of one CHILD_SA (the fields mipd uses).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ChildSa {
+    pub state: String,
+    /// Inbound and outbound SPIs, hex (`c1a2b3c4`).
+    #[serde(rename = "spi-in", default)]
+    pub spi_in: Option<String>,
+    #[serde(rename = "spi-out", default)]
+    pub spi_out: Option<String>,
+}
+
+impl IkeSa {
+    /// The tunnel inner address (our first IPv4 virtual IP), if assigned.
+    pub fn tunnel_inner_address(&self) -> Option<Ipv4Addr> {
+        self.local_vips.iter().find_map(|v| v.parse().ok())
+    }
+
+    /// The SPIs of the installed CHILD_SAs, both directions, as they appear on the wire.
+    pub fn spis(&self) -> Vec<[u8; 4]> {
+        self.child_sas
+            .values()
+            .filter(|c| c.state == "INSTALLED")
+            .flat_map(|c| [c.spi_in.as_deref(), c.spi_out.as_deref()])
+            .flatten()
+            .filter_map(|hex| u32::from_str_radix(hex, 16).ok())
+            .map(u32::to_be_bytes)
+            .collect()
+    }
+
+    /// An IPv4 address field (`local-host`, `remote-host`).
+    pub fn host(field: &Option<String>) -> Option<Ipv4Addr> {
+        field.as_deref().and_then(|h| h.parse().ok())
+    }
 }
 
 /// A VICI session with one charon.
@@ -234,6 +272,61 @@ impl Vici {
         Ok(self
             .ike_sa(name)
             .await?
-            .and_then(|sa| sa.local_vips.iter().find_map(|v| v.parse().ok())))
+            .and_then(|sa| sa.tunnel_inner_address()))
+    }
+
+    /// Whether charon runs IPsec in user space (the `kernel-libipsec` plugin: ESP through a
+    /// TUN device, for kernels without ESP) rather than in the kernel's XFRM (`stats`, the
+    /// loaded plugins).
+    pub async fn uses_libipsec(&mut self) -> Result<bool, VpnError> {
+        #[derive(Deserialize)]
+        struct Stats {
+            #[serde(default)]
+            plugins: Vec<String>,
+        }
+        let stats: Stats =
+            self.client
+                .request("stats", ())
+                .await
+                .map_err(|source| VpnError::Vici {
+                    command: "stats",
+                    source,
+                })?;
+        Ok(stats.plugins.iter().any(|p| p == "kernel-libipsec"))
+    }
+
+    /// A stream that yields once per event of the kinds that change an IKE_SA or its
+    /// CHILD_SAs (up, down, MOBIKE address update, rekey); what changed is read with
+    /// [`Vici::ike_sa`]. Takes over this session: use another one for commands.
+    pub fn sa_changes(self) -> impl futures_util::Stream<Item = Result<(), VpnError>> {
+        use futures_util::StreamExt as _;
+        let mut client = self.client;
+        let streams = [
+            "ike-updown",
+            "ike-update",
+            "ike-rekey",
+            "child-updown",
+            "child-rekey",
+        ]
+        .map(|event| {
+            client
+                .subscribe::<serde::de::IgnoredAny>(event)
+                .map(|r| match r {
+                    Ok(_) => Ok(()),
+                    // An event whose body we could not read is still an event: the
+                    // caller reads the state afresh anyway.
+                    Err(e) if e.is_data() && !e.is_closed() => Ok(()),
+                    Err(source) => Err(VpnError::Vici {
+                        command: "event",
+                        source,
+                    }),
+                })
+                .boxed()
+        });
+        // The client owns the socket: keep it alive as long as the stream.
+        futures_util::stream::select_all(streams).map(move |r| {
+            let _ = &client;
+            r
+        })
     }
 }

@@ -38,8 +38,10 @@ pub const DEFAULT_T_MONITOR: Duration = Duration::from_secs(60);
 pub struct DetectConfig {
     /// Registration with the internal home agent (internal home address, its SA).
     pub internal: MnConfig,
-    /// Registration with the external home agent.
-    pub external: MnConfig,
+    /// Registration with the external home agent (modes c/cvc); `None` in mode mc, where the
+    /// VPN gateway's answer (IKE or a MOBIKE update, draft-ietf-mip4-mobike-connectivity §3.4)
+    /// is the outside probe: the shell reports it with [`Detector::vpn_reachable`].
+    pub external: Option<MnConfig>,
     /// After an x-HA reply, how long i-HA retransmissions continue before "outside" is final
     /// (§3.3; zero when the x-HA is known to be unreachable from inside).
     pub detection_period: Duration,
@@ -73,6 +75,9 @@ pub enum Reason {
     TrustedReply,
     /// The x-HA answered; the i-HA has not (yet).
     ExternalReply,
+    /// Mode mc: the VPN gateway answered from this address (IKE or MOBIKE); the i-HA has not
+    /// (yet).
+    VpnReply,
     /// The detection period ended without an i-HA reply.
     DetectionPeriodOver,
     /// The i-HA and x-HA addresses are equal: outside without detection (§3.5).
@@ -117,7 +122,7 @@ pub struct DetectStatus {
 #[derive(Debug)]
 pub struct Detector {
     internal: MobileNode,
-    external: MobileNode,
+    external: Option<MobileNode>,
     detection_period: Duration,
     t_monitor: Duration,
     location: Location,
@@ -147,7 +152,7 @@ impl Detector {
         config.internal.renew_every = Some(every);
         Detector {
             internal: MobileNode::new(config.internal),
-            external: MobileNode::new(config.external),
+            external: config.external.map(MobileNode::new),
             detection_period: config.detection_period,
             t_monitor: config.t_monitor,
             location: Location::Down,
@@ -163,15 +168,17 @@ impl Detector {
     }
 
     fn same_home_agents(&self) -> bool {
-        self.internal.config().home_agent == self.external.config().home_agent
+        self.external
+            .as_ref()
+            .is_some_and(|x| self.internal.config().home_agent == x.config().home_agent)
     }
 
     pub fn internal(&self) -> &MobileNode {
         &self.internal
     }
 
-    pub fn external(&self) -> &MobileNode {
-        &self.external
+    pub fn external(&self) -> Option<&MobileNode> {
+        self.external.as_ref()
     }
 
     pub fn status(&self, now: Now) -> DetectStatus {
@@ -198,7 +205,9 @@ impl Detector {
         // What was registered through the old attachment says nothing any more; the new
         // registrations replace the bindings.
         self.internal.forget();
-        self.external.forget();
+        if let Some(x) = &mut self.external {
+            x.forget();
+        }
         self.tentative_until = None;
         self.internal_ok = None;
         self.at_home_renew = None;
@@ -209,15 +218,21 @@ impl Detector {
         if self.same_home_agents() {
             // §3.5: "it MUST assume that it is in the external network and bypass network
             // detection".
-            self.external.register(now, coa);
+            if let Some(x) = &mut self.external {
+                x.register(now, coa);
+            }
             self.decide(Location::Outside, Reason::SameHomeAgents);
             self.set_gate(Gate::Outside);
             return;
         }
         // §3.3: "it issues two simultaneous registration requests, one to the i-HA and another
         // to the x-HA".
+        // Mode mc: the shell sends the MOBIKE update (or starts IKE) at the same time
+        // (draft-ietf-mip4-mobike-connectivity §3.4).
         self.internal.register(now, coa);
-        self.external.register(now, coa);
+        if let Some(x) = &mut self.external {
+            x.register(now, coa);
+        }
         self.decide(Location::Detecting, reason);
     }
 
@@ -225,15 +240,19 @@ impl Detector {
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, bytes: &[u8]) {
         if *from.ip() == self.internal.config().home_agent && !self.same_home_agents() {
             self.internal.handle_datagram(now, from, bytes);
-        } else if *from.ip() == self.external.config().home_agent {
-            self.external.handle_datagram(now, from, bytes);
+        } else if let Some(x) = &mut self.external
+            && *from.ip() == x.config().home_agent
+        {
+            x.handle_datagram(now, from, bytes);
         }
         self.process(now);
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.internal.handle_timeout(now);
-        self.external.handle_timeout(now);
+        if let Some(x) = &mut self.external {
+            x.handle_timeout(now);
+        }
         self.process(now);
         if let Some(until) = self.tentative_until
             && now.mono >= until
@@ -269,7 +288,7 @@ impl Detector {
             .flatten();
         [
             self.internal.poll_timeout(),
-            self.external.poll_timeout(),
+            self.external.as_ref().and_then(MobileNode::poll_timeout),
             self.tentative_until,
             monitor,
             self.at_home_renew,
@@ -282,7 +301,7 @@ impl Detector {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.internal
             .poll_transmit()
-            .or_else(|| self.external.poll_transmit())
+            .or_else(|| self.external.as_mut().and_then(MobileNode::poll_transmit))
     }
 
     pub fn poll_event(&mut self) -> Option<DetectEvent> {
@@ -305,8 +324,8 @@ impl Detector {
                         // §3.3: "When successfully registered with the i-HA directly, MN
                         // SHOULD de-register with the x-HA". Also when its reply has not come:
                         // the x-HA may have bound the request already.
-                        if let Some(coa) = self.care_of_addr {
-                            self.external.deregister_via(now, coa);
+                        if let (Some(coa), Some(x)) = (self.care_of_addr, &mut self.external) {
+                            x.deregister_via(now, coa);
                         }
                     }
                     self.set_gate(Gate::InsideUntil(requested_at + self.t_monitor));
@@ -323,8 +342,8 @@ impl Detector {
                     self.at_home_renew = Some(requested_at + self.renew_every);
                     if self.location != Location::Inside {
                         self.decide(Location::Inside, Reason::TrustedReply);
-                        if let Some(coa) = self.care_of_addr {
-                            self.external.deregister_via(now, coa);
+                        if let (Some(coa), Some(x)) = (self.care_of_addr, &mut self.external) {
+                            x.deregister_via(now, coa);
                         }
                     }
                     self.set_gate(Gate::InsideUntil(requested_at + self.t_monitor));
@@ -336,20 +355,47 @@ impl Detector {
                 _ => {}
             }
         }
-        while let Some(e) = self.external.poll_event() {
-            if let MnEvent::Registered { .. } = e
-                && self.location == Location::Detecting
-            {
-                self.set_gate(Gate::Outside);
-                if self.detection_period.is_zero() {
-                    self.internal.cancel();
-                    self.decide(Location::Outside, Reason::ExternalReply);
-                } else {
-                    self.tentative_until = Some(now.mono + self.detection_period);
-                    self.decide(Location::Outside, Reason::ExternalReply);
-                }
+        while let Some(e) = self.external.as_mut().and_then(MobileNode::poll_event) {
+            if let MnEvent::Registered { .. } = e {
+                self.outside_reply(now, Reason::ExternalReply);
             }
         }
+    }
+
+    /// Inside: registers with the i-HA directly again now (the shell's registration through
+    /// the VPN may have overtaken the one that proved us inside).
+    pub fn reregister_internal(&mut self, now: Now) {
+        if self.location == Location::Inside
+            && let Some(coa) = self.care_of_addr
+            && !self.same_home_agents()
+        {
+            self.internal.register(now, coa);
+        }
+    }
+
+    /// Mode mc: the VPN gateway answered IKE or a MOBIKE update sent from `from`, this
+    /// interface's address or not (draft-ietf-mip4-mobike-connectivity §3.4: "If the mobile
+    /// node receives a response from the VPN gateway, but not from the i-HA, it assumes it is
+    /// outside the enterprise network").
+    pub fn vpn_reachable(&mut self, now: Now, from: Ipv4Addr) {
+        if self.external.is_none() && self.care_of_addr == Some(from) {
+            self.outside_reply(now, Reason::VpnReply);
+        }
+    }
+
+    /// The outside probe answered while detecting: outside, tentatively for the detection
+    /// period (§3.3) unless it is zero.
+    fn outside_reply(&mut self, now: Now, reason: Reason) {
+        if self.location != Location::Detecting {
+            return;
+        }
+        self.set_gate(Gate::Outside);
+        if self.detection_period.is_zero() {
+            self.internal.cancel();
+        } else {
+            self.tentative_until = Some(now.mono + self.detection_period);
+        }
+        self.decide(Location::Outside, reason);
     }
 
     fn decide(&mut self, location: Location, reason: Reason) {

@@ -1,0 +1,110 @@
+//! The mobile node's routing for its home address while the Mobile IP tunnel runs inside the
+//! VPN: a policy rule sends whatever is sent from the home address to a table of its own whose
+//! default route is the VPN device, with the tunnel's MTU locked (RFC 2003 §5.1: the tunnel
+//! MTU is the device's minus the IP-in-IP header), so the stack sizes TCP segments for the
+//! tunnel instead of the VPN having to fragment or drop them.
+
+use std::net::Ipv4Addr;
+
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::route::{RouteAttribute, RouteMetric};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute};
+
+/// The routing table and rule priority mipd owns (before strongSwan's table 220 at 220, and
+/// before the main table).
+pub const HOME_TABLE: u32 = 4341;
+pub const HOME_RULE_PRIORITY: u32 = 100;
+
+/// `RTAX_MTU`: the lock bit of the MTU metric.
+const RTAX_MTU: u32 = 2;
+
+/// Routes everything from `home` into device `ifindex` with MTU `mtu`, replacing what was
+/// there.
+pub async fn route_home_via(
+    handle: &rtnetlink::Handle,
+    home: Ipv4Addr,
+    ifindex: u32,
+    mtu: u32,
+) -> Result<(), rtnetlink::Error> {
+    let mut route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(HOME_TABLE)
+        .output_interface(ifindex)
+        .build();
+    route.attributes.push(RouteAttribute::Metrics(vec![
+        RouteMetric::Lock(1 << RTAX_MTU),
+        RouteMetric::Mtu(mtu),
+    ]));
+    handle.route().add(route).replace().execute().await?;
+    if !home_rule_exists(handle, home).await? {
+        handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(home, 32)
+            .table_id(HOME_TABLE)
+            .priority(HOME_RULE_PRIORITY)
+            .action(RuleAction::ToTable)
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removes the rule (the home address is routed by the main table again) and the table.
+pub async fn unroute_home(handle: &rtnetlink::Handle) -> Result<(), rtnetlink::Error> {
+    let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();
+    let mut ours = Vec::new();
+    while let Some(rule) = rules.try_next().await? {
+        if is_ours(&rule) {
+            ours.push(rule);
+        }
+    }
+    for rule in ours {
+        handle.rule().del(rule).execute().await?;
+    }
+    let mut routes = handle
+        .route()
+        .get(
+            rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(HOME_TABLE)
+                .build(),
+        )
+        .execute();
+    let mut stale = Vec::new();
+    while let Some(route) = routes.try_next().await? {
+        if route
+            .attributes
+            .contains(&RouteAttribute::Table(HOME_TABLE))
+        {
+            stale.push(route);
+        }
+    }
+    for route in stale {
+        handle.route().del(route).execute().await?;
+    }
+    Ok(())
+}
+
+fn is_ours(rule: &netlink_packet_route::rule::RuleMessage) -> bool {
+    rule.attributes.contains(&RuleAttribute::Table(HOME_TABLE))
+        && rule
+            .attributes
+            .contains(&RuleAttribute::Priority(HOME_RULE_PRIORITY))
+}
+
+async fn home_rule_exists(
+    handle: &rtnetlink::Handle,
+    home: Ipv4Addr,
+) -> Result<bool, rtnetlink::Error> {
+    let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();
+    while let Some(rule) = rules.try_next().await? {
+        if is_ours(&rule)
+            && rule
+                .attributes
+                .contains(&RuleAttribute::Source(std::net::IpAddr::V4(home)))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,290 @@
+//! The VPN layer of an RFC 5265 mobile node (§2.3; draft-ietf-mip4-mobike-connectivity §3):
+//! a task that drives strongSwan's charon over VICI and reports what the IKE_SA looks like.
+//!
+//! mipd does not implement IKE. It loads one road-warrior connection (PSK, a virtual IP: the
+//! tunnel inner address, TIA; MOBIKE, RFC 4555) and asks charon to bring it up or down; charon
+//! does the rest, including the MOBIKE address updates when the node moves. The task follows
+//! charon's SA events and reports a fresh [`VpnSnapshot`] after each, so the daemon learns the
+//! TIA, the gateway's address and the CHILD_SA SPIs (for the plaintext gate) as they change. A
+//! VPN that fails to come up, or drops, is retried with exponential back-off for as long as
+//! the daemon wants it.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::VpnSettings;
+use crate::daemon::error_chain;
+use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
+
+/// The connection's name in charon (IKE_SA and CHILD_SA).
+pub const CONNECTION: &str = "mipx-vpn";
+
+/// What the daemon wants of the VPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VpnCommand {
+    Up,
+    Down,
+}
+
+/// The IKE_SA as charon last described it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VpnSnapshot {
+    /// The IKE_SA is ESTABLISHED with at least one installed CHILD_SA.
+    pub established: bool,
+    /// Our IKE address (the care-of address in mode mc, the x-HoA in cvc).
+    pub local: Option<Ipv4Addr>,
+    /// The gateway's address.
+    pub gateway: Option<Ipv4Addr>,
+    /// The tunnel inner address.
+    pub tia: Option<Ipv4Addr>,
+    /// SPIs of the installed CHILD_SAs, both directions, wire order.
+    pub spis: Vec<[u8; 4]>,
+}
+
+impl VpnSnapshot {
+    fn of(sa: Option<&IkeSa>) -> Self {
+        let Some(sa) = sa else {
+            return VpnSnapshot::default();
+        };
+        let spis = sa.spis();
+        VpnSnapshot {
+            established: sa.state == "ESTABLISHED" && !spis.is_empty(),
+            local: IkeSa::host(&sa.local_host),
+            gateway: IkeSa::host(&sa.remote_host),
+            tia: sa.tunnel_inner_address(),
+            spis,
+        }
+    }
+}
+
+/// What the task tells the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VpnReport {
+    /// Connected to charon; `libipsec`: it runs IPsec in user space (kernel-libipsec, a TUN
+    /// device) rather than in the kernel's XFRM.
+    Ready {
+        libipsec: bool,
+    },
+    State(VpnSnapshot),
+    /// Bringing the VPN up failed; the next attempt is in `retry_in`.
+    Failed {
+        error: String,
+        retry_in: Duration,
+    },
+}
+
+/// Starts the task. `remote_ts`: what the CHILD_SA must cover (the i-HA; RFC 5265 §4.2: the
+/// gateway need only pass Mobile IP to it). `local_addr`: a fixed IKE address (mode cvc, the
+/// x-HoA), or `None` to let charon pick and MOBIKE move it (mode mc).
+pub fn spawn(
+    settings: VpnSettings,
+    remote_ts: Vec<String>,
+    local_addr: Option<Ipv4Addr>,
+) -> (mpsc::Sender<VpnCommand>, mpsc::Receiver<VpnReport>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (report_tx, report_rx) = mpsc::channel(64);
+    let conn = RoadWarrior {
+        name: CONNECTION.into(),
+        local_addr,
+        gateway: settings.gateway,
+        local_id: settings.local_id.clone(),
+        remote_id: settings.remote_id.clone(),
+        remote_ts,
+    };
+    tokio::spawn(async move {
+        let mut driver = Driver {
+            settings,
+            conn,
+            reports: report_tx,
+            want: VpnCommand::Down,
+            backoff: Duration::ZERO,
+            retry_at: None,
+        };
+        driver.run(cmd_rx).await;
+    });
+    (cmd_tx, report_rx)
+}
+
+struct Driver {
+    settings: VpnSettings,
+    conn: RoadWarrior,
+    reports: mpsc::Sender<VpnReport>,
+    want: VpnCommand,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+impl Driver {
+    /// Connects to charon (retrying until it is there), then serves commands and events until
+    /// the daemon goes away; a lost VICI session starts over.
+    async fn run(&mut self, mut commands: mpsc::Receiver<VpnCommand>) {
+        loop {
+            let (mut vici, events) = match self.connect().await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "cannot set up the VPN connection in charon; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.settings.retry_initial) => continue,
+                        c = commands.recv() => match c {
+                            Some(c) => { self.want = c; continue }
+                            None => return,
+                        },
+                    }
+                }
+            };
+            let mut events = std::pin::pin!(events);
+            // The state as it is now (an SA may survive a restart of mipd).
+            if self.refresh(&mut vici).await.is_err() {
+                continue;
+            }
+            if self.want == VpnCommand::Up && self.retry_at.is_none() {
+                self.retry_at = Some(Instant::now());
+            }
+            loop {
+                let retry = self.retry_at;
+                tokio::select! {
+                    c = commands.recv() => {
+                        let Some(c) = c else { return };
+                        if c != self.want {
+                            info!(want = ?c, "VPN");
+                            self.want = c;
+                            self.backoff = Duration::ZERO;
+                            match c {
+                                VpnCommand::Up => self.retry_at = Some(Instant::now()),
+                                VpnCommand::Down => {
+                                    self.retry_at = None;
+                                    if let Err(e) = vici.terminate(CONNECTION, 5000).await {
+                                        debug!(error = %error_chain(&e), "terminate");
+                                    }
+                                    if self.refresh(&mut vici).await.is_err() { break }
+                                }
+                            }
+                        }
+                    }
+                    e = events.next() => match e {
+                        Some(Ok(())) => {
+                            // Coalesce a burst (an IKE_SA and its CHILD_SA come up together).
+                            while let Ok(Some(Ok(()))) = tokio::time::timeout(Duration::from_millis(2), events.next()).await {}
+                            match self.refresh(&mut vici).await {
+                                Ok(s) if !s.established && self.want == VpnCommand::Up && self.retry_at.is_none() => {
+                                    warn!("the VPN went down; bringing it up again");
+                                    self.retry_at = Some(Instant::now() + self.backoff);
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        _ => {
+                            warn!("lost charon's event stream; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = sleep_until(retry) => {
+                        self.retry_at = None;
+                        if self.initiate(&mut vici).await.is_err() { break }
+                    }
+                }
+            }
+            tokio::time::sleep(self.settings.retry_initial).await;
+        }
+    }
+
+    async fn connect(
+        &mut self,
+    ) -> Result<
+        (
+            Vici,
+            impl futures_util::Stream<Item = Result<(), VpnError>> + use<>,
+        ),
+        VpnError,
+    > {
+        let mut vici = Vici::connect(&self.settings.vici_socket).await?;
+        vici.load_psk(
+            &[&self.settings.local_id, &self.settings.remote_id],
+            &self.settings.psk,
+        )
+        .await?;
+        vici.load_road_warrior(&self.conn).await?;
+        let libipsec = vici.uses_libipsec().await?;
+        info!(
+            socket = %self.settings.vici_socket.display(),
+            gateway = %self.settings.gateway,
+            ipsec = if libipsec { "kernel-libipsec (user space, TUN device)" } else { "kernel XFRM" },
+            "VPN connection loaded into charon"
+        );
+        let _ = self.reports.send(VpnReport::Ready { libipsec }).await;
+        let events = Vici::connect(&self.settings.vici_socket)
+            .await?
+            .sa_changes();
+        Ok((vici, events))
+    }
+
+    /// Reads the IKE_SA and reports it.
+    async fn refresh(&mut self, vici: &mut Vici) -> Result<VpnSnapshot, VpnError> {
+        let sa = vici.ike_sa(CONNECTION).await.inspect_err(|e| {
+            warn!(error = %error_chain(e), "cannot read the VPN's state from charon");
+        })?;
+        let snapshot = VpnSnapshot::of(sa.as_ref());
+        if snapshot.established {
+            self.backoff = Duration::ZERO;
+        }
+        let _ = self.reports.send(VpnReport::State(snapshot.clone())).await;
+        Ok(snapshot)
+    }
+
+    /// One attempt to bring the VPN up; on failure the next one is scheduled with back-off.
+    async fn initiate(&mut self, vici: &mut Vici) -> Result<(), VpnError> {
+        if self.want != VpnCommand::Up {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let outcome = vici
+            .initiate(CONNECTION, self.settings.initiate_timeout_ms)
+            .await;
+        let snapshot = self.refresh(vici).await?;
+        match outcome {
+            Ok(()) if snapshot.established => {
+                info!(
+                    tia = ?snapshot.tia,
+                    local = ?snapshot.local,
+                    gateway = ?snapshot.gateway,
+                    ms = started.elapsed().as_millis() as u64,
+                    "VPN up"
+                );
+            }
+            result => {
+                let error = match result {
+                    Err(e) => error_chain(&e),
+                    Ok(()) => "no CHILD_SA installed".into(),
+                };
+                self.backoff = if self.backoff.is_zero() {
+                    self.settings.retry_initial
+                } else {
+                    (self.backoff * 2).min(self.settings.retry_max)
+                };
+                warn!(%error, retry_in_ms = self.backoff.as_millis() as u64, "the VPN did not come up");
+                self.retry_at = Some(Instant::now() + self.backoff);
+                let _ = self
+                    .reports
+                    .send(VpnReport::Failed {
+                        error,
+                        retry_in: self.backoff,
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
