@@ -18,7 +18,9 @@ pub const BINDINGS_MAP: &str = "MIPX_BINDINGS";
 pub const HA_CONFIG_MAP: &str = "MIPX_HA_CONFIG";
 /// Hash of ifindex (`u32`) → [`IfaceInfo`]: the interfaces `mipd` attached to.
 pub const IFACES_MAP: &str = "MIPX_IFACES";
-/// Mobile node: one-element array of [`MnTunnel`].
+/// Mobile node: two-element array of [`MnTunnel`]: slot [`MN_SLOT_HOME`], the internal home
+/// address's tunnel (mode c, or inside the VPN), and slot [`MN_SLOT_OUTER`], the tunnel the VPN
+/// itself rides in (mode cvc: the external home address's, to the x-HA).
 pub const MN_TUNNEL_MAP: &str = "MIPX_MN_TUNNEL";
 /// Per-CPU array of one `u32`: the next IPv4 Identification for outer headers.
 pub const IP_ID_MAP: &str = "MIPX_IP_ID";
@@ -161,6 +163,12 @@ pub struct IfaceInfo {
 }
 const _: () = assert!(size_of::<IfaceInfo>() == 8);
 
+/// [`MN_TUNNEL_MAP`] slot of the home address's tunnel.
+pub const MN_SLOT_HOME: u32 = 0;
+/// [`MN_TUNNEL_MAP`] slot of the external home address's tunnel in mode cvc (RFC 5265 §2.3):
+/// it carries only the VPN, so what it delivers is gated after decapsulation.
+pub const MN_SLOT_OUTER: u32 = 1;
+
 /// [`MnTunnel::flags`]: a binding is active; without it the mobile node's programs touch
 /// nothing (it is at home, or not registered).
 pub const MN_ACTIVE: u32 = 1 << 0;
@@ -235,7 +243,10 @@ pub struct MnGate {
     /// 4500, whose SPI is in [`MN_VPN_SPIS_MAP`]: the VPN is how user data leaves when
     /// outside (RFC 5265 §2.3), and it is ciphertext.
     pub vpn_gateway: [u8; 4],
-    pub _pad2: [u8; 4],
+    /// Mode cvc: the x-HA (network byte order; all zero: none). Its tunnel carries the VPN
+    /// only, so its tunnel data passes here and is gated after decapsulation (ingress) or was
+    /// gated before encapsulation (egress); `mipd`'s RFC 3519 keepalives to it pass too.
+    pub outer_home_agent: [u8; 4],
 }
 const _: () = assert!(size_of::<MnGate>() == 24);
 

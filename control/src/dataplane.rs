@@ -28,8 +28,8 @@ use mipx_common::{
     counters::Counter,
     maps::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
-        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_TUNNEL_MAP, MN_VPN_SPIS_MAP,
-        MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
+        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_SLOT_HOME, MN_SLOT_OUTER,
+        MN_TUNNEL_MAP, MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -497,9 +497,18 @@ impl Dataplane {
 
     /// Writes slot 0 of the one-element array `name`.
     fn array_set<V: Pod>(&mut self, name: &'static str, value: &V) -> Result<(), DataplaneError> {
+        self.array_set_at(name, 0, value)
+    }
+
+    fn array_set_at<V: Pod>(
+        &mut self,
+        name: &'static str,
+        index: u32,
+        value: &V,
+    ) -> Result<(), DataplaneError> {
         let mut array: Array<_, V> =
             Array::try_from(self.map_data_mut(name)?).map_err(map_err(name))?;
-        array.set(0, value, 0).map_err(map_err(name))
+        array.set(index, value, 0).map_err(map_err(name))
     }
 
     /// Writes the home agent's settings (and so enables `ha_xdp`).
@@ -535,9 +544,14 @@ impl Dataplane {
             .collect())
     }
 
-    /// Writes the mobile node's tunnel state (all-zero: inactive).
+    /// Writes the mobile node's home-address tunnel (all-zero: inactive).
     pub fn set_mn_tunnel(&mut self, tunnel: MnTunnel) -> Result<(), DataplaneError> {
-        self.array_set(MN_TUNNEL_MAP, &tunnel)
+        self.array_set_at(MN_TUNNEL_MAP, MN_SLOT_HOME, &tunnel)
+    }
+
+    /// Writes the tunnel the VPN rides in (mode cvc, the x-HA's; all-zero: inactive).
+    pub fn set_mn_outer_tunnel(&mut self, tunnel: MnTunnel) -> Result<(), DataplaneError> {
+        self.array_set_at(MN_TUNNEL_MAP, MN_SLOT_OUTER, &tunnel)
     }
 
     /// Sets the RFC 5265 plaintext gate of interface `ifindex` (see [`MnGate`]).

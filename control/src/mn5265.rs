@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use mipx_common::maps::{
-    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MN_VIA_VPN, MnGate,
-    MnTunnel,
+    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL,
+    MN_VIA_VPN, MnGate, MnTunnel,
 };
 use netlink_packet_route::link::LinkFlags;
 use rtnetlink::sys::AsyncSocket as _;
@@ -188,6 +188,10 @@ struct Node {
     rx_tx: mpsc::Sender<(usize, SocketAddrV4, Vec<u8>)>,
     /// The tunnel last written to the dataplane.
     tunnel: MnTunnel,
+    /// Mode cvc: the x-HA registration (the VPN rides in its tunnel).
+    external: Option<MnConfig>,
+    /// The x-HA's tunnel last written to the dataplane.
+    outer_tunnel: MnTunnel,
 }
 
 /// CLOCK_MONOTONIC now, nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
@@ -255,6 +259,10 @@ impl Node {
                 .vpn
                 .as_ref()
                 .map_or([0; 4], |v| v.settings.gateway.octets()),
+            outer_home_agent: match (&self.vpn, &self.external) {
+                (Some(_), Some(x)) => x.home_agent.octets(),
+                _ => [0; 4],
+            },
             ..MnGate::default()
         }
     }
@@ -404,6 +412,10 @@ impl Node {
         match (inside, v.settings.inside) {
             (true, InsideVpn::Teardown) => Some(VpnCommand::Down),
             (true, InsideVpn::Keep) => Some(VpnCommand::Up),
+            // Mode cvc: IKE goes through the x-HA's tunnel, so only once it exists (§2.3).
+            (false, _) if self.external.is_some() => {
+                (self.wanted_outer_tunnel().flags & MN_ACTIVE != 0).then_some(VpnCommand::Up)
+            }
             (false, _) if away => Some(VpnCommand::Up),
             _ => None,
         }
@@ -580,7 +592,66 @@ impl Node {
         }
     }
 
+    /// Mode cvc: the x-HA's tunnel through the first interface outside whose care-of address
+    /// the x-HA has bound (RFC 5265 §2.3: the x-MIP layer under the VPN), IP-in-IP or, through
+    /// a NAT, IP-in-UDP on the registration's ports (RFC 3519 §4.4).
+    fn wanted_outer_tunnel(&self) -> MnTunnel {
+        let Some(x) = &self.external else {
+            return MnTunnel::default();
+        };
+        let now = self.now();
+        for i in &self.ifaces {
+            let Some(engine) = i.detector.external() else {
+                continue;
+            };
+            let (Some((coa, _)), Some(seen)) = (engine.registration(now), i.seen) else {
+                continue;
+            };
+            if coa != seen.care_of_addr || i.detector.status(now).location != Location::Outside {
+                continue;
+            }
+            let udp = engine.udp_tunnel().is_some();
+            let mn_port = i.socket.local_addr().map_or(0, |a| a.port());
+            return MnTunnel {
+                home_addr: x.home_addr.octets(),
+                home_agent: x.home_agent.octets(),
+                care_of_addr: coa.octets(),
+                flags: MN_ACTIVE
+                    | if x.reverse_tunnel {
+                        MN_REVERSE_TUNNEL
+                    } else {
+                        0
+                    }
+                    | if udp { MN_UDP_TUNNEL } else { 0 },
+                mn_port: if udp { mn_port.to_be_bytes() } else { [0; 2] },
+                ha_port: if udp {
+                    self.ha_port.to_be_bytes()
+                } else {
+                    [0; 2]
+                },
+            };
+        }
+        MnTunnel::default()
+    }
+
     async fn sync_tunnel(&mut self, handle: &rtnetlink::Handle) {
+        let outer = self.wanted_outer_tunnel();
+        if outer != self.outer_tunnel {
+            if let Some(dp) = &mut self.dataplane
+                && let Err(err) = dp.dp.set_mn_outer_tunnel(outer)
+            {
+                dp.errors += 1;
+                error!(error = %error_chain(&err), "cannot update the x-HA tunnel");
+            } else {
+                info!(
+                    care_of = %Ipv4Addr::from(outer.care_of_addr),
+                    udp = outer.flags & MN_UDP_TUNNEL != 0,
+                    active = outer.flags & MN_ACTIVE != 0,
+                    "x-HA tunnel (mode cvc)"
+                );
+                self.outer_tunnel = outer;
+            }
+        }
         let tunnel = self.wanted_tunnel();
         if tunnel != self.tunnel {
             if let Some(dp) = &mut self.dataplane
@@ -875,11 +946,14 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         }
     }
     // The VPN layer (mode mc; cvc's comes with the x-HA layer).
-    let (vpn, mut vpn_reports) = match (&rfc.vpn, rfc.mode) {
-        (Some(v), OutsideMode::Mc) => {
+    let (vpn, mut vpn_reports) = match &rfc.vpn {
+        Some(v) => {
             // RFC 5265 §4.2: the CHILD_SA need only carry Mobile IP to and from the i-HA.
             let remote_ts = vec![format!("{}/32", settings.core.home_agent)];
-            let (commands, reports) = crate::vpn::spawn(v.clone(), remote_ts, None);
+            // Mode cvc: IKE and IPsec from the x-HoA, "so the SA never sees care-of address
+            // changes" (§2.3); mode mc: from the care-of address, moved by MOBIKE.
+            let local = rfc.detect.external.as_ref().map(|x| x.home_addr);
+            let (commands, reports) = crate::vpn::spawn(v.clone(), remote_ts, local);
             let layer = VpnLayer {
                 settings: v.clone(),
                 commands,
@@ -894,12 +968,7 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             };
             (Some(layer), Some(reports))
         }
-        (Some(_), OutsideMode::Cvc) => {
-            return Err(io::Error::other(
-                "mn.rfc5265.mode: the VPN layer of mode cvc is not available yet; use mode = \"mc\"",
-            ));
-        }
-        (None, _) => (None, None),
+        None => (None, None),
     };
     if let (Some(dp), Some(_)) = (&mut dataplane, &vpn) {
         // SPIs of an earlier run's SAs: the state is read again from charon.
@@ -919,6 +988,11 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         rx_tx: rx_tx.clone(),
         tunnel: MnTunnel {
             // Unknown: the first sync writes whatever is wanted.
+            flags: u32::MAX,
+            ..MnTunnel::default()
+        },
+        external: rfc.detect.external.clone(),
+        outer_tunnel: MnTunnel {
             flags: u32::MAX,
             ..MnTunnel::default()
         },

@@ -25,6 +25,8 @@ const DHCP_CLIENT_PORT: u16 = 68;
 /// Registration Request / Reply message types (RFC 5944 §3.3, §3.4).
 const MIP_REQUEST: u8 = 1;
 const MIP_REPLY: u8 = 3;
+/// RFC 3519 §3.3: MIP Tunnel Data message type.
+const MIP_TUNNEL_DATA: u8 = 4;
 
 /// The headers the gate classifies by, read by the caller (XDP: direct access; TC: loads).
 pub struct Headers {
@@ -86,7 +88,11 @@ pub fn check(ifindex: u32, h: &Headers) -> Option<Counter> {
     let gate = MN_GATE.get_ptr(&ifindex)?;
     // SAFETY: a live map value, copied out at once (mipd replaces whole values).
     let gate: MnGate = unsafe { *gate };
-    if is_signalling(h, u16::from_be_bytes(gate.mip_port)) || is_vpn(h, gate.vpn_gateway) {
+    let mip_port = u16::from_be_bytes(gate.mip_port);
+    if is_signalling(h, mip_port)
+        || is_vpn(h, gate.vpn_gateway)
+        || is_outer_tunnel(h, mip_port, gate.outer_home_agent)
+    {
         return None;
     }
     if gate.state != GATE_INSIDE {
@@ -130,6 +136,31 @@ fn is_vpn(h: &Headers, gateway: [u8; 4]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Mode cvc: the x-HA's tunnel, IP-in-IP or RFC 3519 tunnel data, to or from the x-HA. It
+/// carries only the VPN: what arrives in it is gated after decapsulation, and what leaves in it
+/// was gated before `mn_tc_egress` encapsulated it (the encapsulated packet passes this hook a
+/// second time on its way out, `bpf_redirect_neigh`); the rest is `mipd`'s keepalives (RFC
+/// 3519 §4.9).
+#[inline(always)]
+fn is_outer_tunnel(h: &Headers, mip_port: u16, outer_home_agent: [u8; 4]) -> bool {
+    if outer_home_agent == [0; 4] || h.ether_type != ETH_P_IP {
+        return false;
+    }
+    let to_outer = h.dst == outer_home_agent;
+    let from_outer = h.src == outer_home_agent;
+    if h.protocol == ipv4::PROTO_IPIP {
+        return to_outer || from_outer;
+    }
+    if h.protocol != ipv4::PROTO_UDP || h.later_fragment {
+        return false;
+    }
+    let Some((sport, dport, first)) = h.udp else {
+        return false;
+    };
+    ((to_outer && dport == mip_port) || (from_outer && sport == mip_port))
+        && first == MIP_TUNNEL_DATA
 }
 
 /// What detection and registration need whatever the gate's state: ARP, DHCP, and Mobile IP

@@ -29,7 +29,7 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(MAX_IFACE
 
 /// Mobile node: slot 0 holds the current registration; all zero (inactive) when at home.
 #[map(name = "MIPX_MN_TUNNEL")]
-pub static MN_TUNNEL: Array<MnTunnel> = Array::with_max_entries(1, 0);
+pub static MN_TUNNEL: Array<MnTunnel> = Array::with_max_entries(2, 0);
 
 /// Mobile node: the RFC 5265 plaintext gate of each interface, by ifindex (see `gate.rs`).
 #[map(name = "MIPX_MN_GATE")]

@@ -16,7 +16,10 @@ use aya_ebpf::{
 use mipx_common::{
     counters::Counter,
     ipv4::{self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, MIP_TUNNEL_HLEN, UDP_TUNNEL_LEN},
-    maps::{MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL, MN_VIA_VPN, MnTunnel},
+    maps::{
+        MN_ACTIVE, MN_REVERSE_TUNNEL, MN_SLOT_HOME, MN_SLOT_OUTER, MN_UDP_TUNNEL, MN_VIA_VPN,
+        MnTunnel,
+    },
 };
 
 use crate::{
@@ -35,20 +38,44 @@ const TC_ACT_OK: u32 = aya_ebpf::bindings::TC_ACT_OK as u32;
 const TC_ACT_SHOT: u32 = aya_ebpf::bindings::TC_ACT_SHOT as u32;
 
 #[inline(always)]
-fn tunnel() -> Option<MnTunnel> {
-    let tunnel = *MN_TUNNEL.get(0)?;
+fn tunnel(slot: u32) -> Option<MnTunnel> {
+    let tunnel = *MN_TUNNEL.get(slot)?;
     // A tunnel through the VPN belongs to the VPN device's programs (vpn.rs): on an access
     // interface its packets exist only as ESP.
     (tunnel.flags & (MN_ACTIVE | MN_VIA_VPN) == MN_ACTIVE).then_some(tunnel)
 }
 
-/// XDP ingress: the RFC 5265 gate, then [`decapsulate_home_agent_tunnel`].
+/// XDP ingress: in mode cvc the x-HA's tunnel first, gating what it carried; otherwise the
+/// RFC 5265 gate, then [`decapsulate_home_agent_tunnel`] for the home address's tunnel.
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> Verdict {
-    if let Some(dropped) = gate::check(ctx.ingress_ifindex() as u32, &xdp_headers(ctx)) {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if let Some(outer) = tunnel(MN_SLOT_OUTER) {
+        // RFC 5265 §2.3: the x-HA's tunnel carries the VPN (IKE and ESP from the gateway to
+        // the external home address); the gate judges the inner packet, as if it had arrived
+        // directly.
+        let (action, counter) = decapsulate_home_agent_tunnel(ctx, &outer);
+        if action == XDP_DROP {
+            return (action, counter);
+        }
+        if counter == Counter::MnDecap || counter == Counter::MnUdpDecap {
+            if let Some(dropped) = gate::check(ifindex, &xdp_headers(ctx)) {
+                return (XDP_DROP, dropped);
+            }
+            return (action, counter);
+        }
+        if counter == Counter::UdpKeepalive {
+            // The x-HA's answer to our keepalive, for mipd.
+            return (action, counter);
+        }
+    }
+    if let Some(dropped) = gate::check(ifindex, &xdp_headers(ctx)) {
         return (XDP_DROP, dropped);
     }
-    decapsulate_home_agent_tunnel(ctx)
+    match tunnel(MN_SLOT_HOME) {
+        Some(home) => decapsulate_home_agent_tunnel(ctx, &home),
+        None => (XDP_PASS, Counter::Passed),
+    }
 }
 
 /// What the gate looks at, read with direct packet access.
@@ -122,12 +149,11 @@ fn tc_headers(ctx: &TcContext) -> gate::Headers {
     h
 }
 
-/// Strips the home agent's IP-in-IP or IP-in-UDP header from packets for the home address.
+/// Strips `tunnel`'s home agent's IP-in-IP or IP-in-UDP header from packets for its home
+/// address.
 #[inline(always)]
-fn decapsulate_home_agent_tunnel(ctx: &XdpContext) -> Verdict {
-    let Some(tunnel) = tunnel() else {
-        return (XDP_PASS, Counter::Passed);
-    };
+fn decapsulate_home_agent_tunnel(ctx: &XdpContext, tunnel: &MnTunnel) -> Verdict {
+    let tunnel = *tunnel;
     let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
         return (XDP_PASS, Counter::TruncatedEth);
     };
@@ -244,13 +270,15 @@ pub fn egress(ctx: &TcContext) -> Verdict {
     reverse_tunnel(ctx)
 }
 
-/// Reverse-tunnels a datagram from the home address when a binding asks for it.
+/// Reverse-tunnels a datagram from a home address when its binding asks for it: the internal
+/// home address's (mode c), or in mode cvc the external home address's (the VPN's packets).
 #[inline(always)]
 fn reverse_tunnel(ctx: &TcContext) -> Verdict {
-    let tunnel = match tunnel() {
-        Some(t) if t.flags & MN_REVERSE_TUNNEL != 0 => t,
-        _ => return (TC_ACT_OK, Counter::Passed),
-    };
+    let home = tunnel(MN_SLOT_HOME).filter(|t| t.flags & MN_REVERSE_TUNNEL != 0);
+    let outer = tunnel(MN_SLOT_OUTER).filter(|t| t.flags & MN_REVERSE_TUNNEL != 0);
+    if home.is_none() && outer.is_none() {
+        return (TC_ACT_OK, Counter::Passed);
+    }
     let Ok(eth) = ctx.load::<EthHdr>(0) else {
         return (TC_ACT_OK, Counter::TruncatedEth);
     };
@@ -260,9 +288,11 @@ fn reverse_tunnel(ctx: &TcContext) -> Verdict {
     let Ok(ip) = ctx.load::<Ipv4Hdr>(ETH_HLEN) else {
         return (TC_ACT_SHOT, Counter::MalformedIpv4);
     };
-    if ip.src_addr != tunnel.home_addr {
-        return (TC_ACT_OK, Counter::Passed);
-    }
+    let tunnel = match (home, outer) {
+        (Some(t), _) if ip.src_addr == t.home_addr => t,
+        (_, Some(t)) if ip.src_addr == t.home_addr => t,
+        _ => return (TC_ACT_OK, Counter::Passed),
+    };
     let udp = tunnel.flags & MN_UDP_TUNNEL != 0;
     let overhead = if udp { UDP_TUNNEL_LEN } else { IP_HLEN };
     // A host originates these, so the inner TTL is left alone (RFC 2003 §3.1). A GSO

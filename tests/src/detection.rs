@@ -1,8 +1,9 @@
 //! The topology of RFC 5265's internal network detection (§2 figure 1, §3.1, §3.6.1, §4.3),
 //! shared by the lab and the end-to-end tests: an intranet with an internal home agent (i-HA)
-//! behind a firewall, a DMZ with an external home agent (x-HA), an external network, and a
-//! mobile node whose one interface is moved between two internal subnets and the external
-//! network (as a laptop moves between the office and a café).
+//! behind a firewall, a DMZ with an external home agent (x-HA) and a VPN gateway, two external
+//! networks (one behind a NAT), and a mobile node whose one interface is moved between two
+//! internal subnets and the external networks (as a laptop moves between the office, a café and
+//! a home network).
 //!
 //! ```text
 //!  ns cn  cn0 10.30.0.2 ── irt-cn 10.30.0.1          (intranet server network)
@@ -14,19 +15,26 @@
 //!                                   irt-fw 172.16.1.1                 │  br-int1 (internal 1)
 //!                                       │                             │  br-int2 (internal 2)
 //!                          ns fw  fw-in 172.16.1.2                    │  br-ext1 (external 1)
-//!                                 fw-out 172.16.2.1 (nftables)        │  acc-mn: in one of them
-//!                                       │                             │      │
-//!                          ns xrt xrt-fw 172.16.2.2                   │  ns mn mn0
-//!                                 xrt-ext1 198.51.100.1 ──── acc-ext1 ┘
+//!                                 fw-out 172.16.2.1 (nftables)        │  br-ext2 (external 2)
+//!                                       │                             │  acc-mn: in one of them
+//!                          ns xrt xrt-fw 172.16.2.2                   │      │
+//!                                 xrt-ext1 198.51.100.1 ──── acc-ext1 ┤  ns mn mn0 (+ ipsec0)
+//!                                 xrt-nat 198.51.101.1               │
+//!                                     │                               │
+//!                          ns nat nat-up 198.51.101.2 (masquerade)    │
+//!                                 nat-ext2 192.168.5.1 ───── acc-ext2 ┘
 //!                                 xrt-xcn 203.0.113.1 ── xcn0 203.0.113.2 (ns xcn, "Internet")
-//!                                 br-dmz 192.0.2.254 ── xrt-xha ── xha0 192.0.2.1 (ns xha)
+//!                                 br-dmz 192.0.2.254 (in xrt, the DMZ)
+//!                                   ├─ xrt-xha ── xha0 192.0.2.1 (ns xha)
+//!                                   └─ xrt-vgw ── vgw0 192.0.2.10 (ns vgw, strongSwan, nftables)
 //! ```
 //!
 //! **How the mobile node moves.** Its interface `mn0` is one end of a veth pair whose other end,
 //! `acc-mn`, lives for good in a small *access* namespace `acc` holding one bridge per network
-//! (`br-int1`, `br-int2`, `br-ext1`). Each bridge is one layer-2 segment, wired by a veth to its
-//! router: the intranet router `irt` for the internal subnets, the external router `xrt` for
-//! external network 1. A move re-enslaves `acc-mn` to another bridge, exactly as
+//! (`br-int1`, `br-int2`, `br-ext1`, `br-ext2`). Each bridge is one layer-2 segment, wired by a
+//! veth to its router: the intranet router `irt` for the internal subnets, the external router
+//! `xrt` for external network 1, the NAT router `nat` for external network 2. A move
+//! re-enslaves `acc-mn` to another bridge, exactly as
 //! [`crate::mobility`] does with `rt-mn`. Moving the peer itself between the router namespaces
 //! (`ip link set PEER netns NS`) was rejected: moving an interface takes it down, so `mn0` would
 //! always lose carrier and a *silent* upstream change (RFC 5265 §3: "a routing change upstream")
@@ -34,37 +42,62 @@
 //! Re-enslaving leaves `acc-mn` up, so the MN sees no carrier change unless the move asks for
 //! one ([`DetectionTopology::move_mn`] with `link_change`).
 //!
+//! **External network 2** is a private network (192.168.5.0/24) behind the NAT router `nat`,
+//! whose upstream leg is on the external router: everything leaving upstream is masqueraded
+//! (nftables, a random port per new mapping, as in [`crate::mobility`]), so from there the MN
+//! reaches the outside only as [`NAT_PUBLIC_ADDR`] (RFC 5265 §2.5: NAT devices between the MN
+//! and the x-HA or the VPN gateway; the VPN layer needs IPsec NAT traversal, §4.2).
+//!
 //! **The firewall** (`fw`, nftables `inet mipx_fw`, forward policy drop) lets the intranet open
 //! connections anywhere (an ordinary firewall lets UDP out, §3.1, so the x-HA in the DMZ is
 //! reachable from inside), lets replies and related ICMP errors back, and drops everything else
-//! arriving from outside: the external network and the DMZ cannot reach the intranet, in
+//! arriving from outside: the external networks and the DMZ cannot reach the intranet, in
 //! particular not the i-HA (§3.1 "MUST be configured to block traffic originating from external
-//! networks going to the i-HA"). [`DetectionTopology::misconfigure_firewall`] adds the §3.6.1
+//! networks going to the i-HA"). The one exception is the VPN gateway's decrypted traffic: from
+//! the VPN pools ([`VPN_POOLS`]) to the i-HA, UDP port 434 and IP-in-IP only (§4.2).
+//! [`DetectionTopology::misconfigure_firewall`] adds the §3.6.1
 //! configuration error: external → i-HA UDP 434 accepted (ICMP stays blocked, so a test can tell
-//! the hole is exactly the registration port). There is no NAT: the external router routes
-//! 10.0.0.0/8 to the firewall, the intranet router's default route is the firewall.
+//! the hole is exactly the registration port). There is no NAT at the firewall: the external
+//! router routes 10.0.0.0/8 to the firewall (and the VPN pools to the VPN gateway), the intranet
+//! router's default route is the firewall.
+//!
+//! **The VPN gateway** (`vgw`, in the DMZ; RFC 5265 §2.3 access mode cvc, §4.2) runs an
+//! unmodified strongSwan charon ([`crate::strongswan`], kernel-libipsec: ESP in UDP through a
+//! TUN device) as an IKEv2 PSK responder, only when a test asks
+//! ([`DetectionTopology::start_vpn_gateway`]): identity [`VPN_GATEWAY_ID`], road warrior
+//! [`MN_VPN_ID`], MOBIKE, a virtual IP (the MN's tunnel inner address, TIA) from a pool, and a
+//! CHILD_SA covering exactly TIA ↔ i-HA. Its forward chain (nftables `inet mipx_vpn`) is §4.2's
+//! security policy: between the pools and the i-HA only UDP with the home agent's port 434 and
+//! IP-in-IP pass; anything else to or from the pools is dropped and counted
+//! ([`DetectionTopology::vpn_policy_drops`]). The MN's own charon
+//! ([`DetectionTopology::start_mn_charon`]) starts with no connection: `mipd` (or a test)
+//! configures it.
 //!
 //! **Addresses.** The MN's internal home address [`INTERNAL_HOME_ADDR`] (i-HA's home link) and
 //! external home address [`EXTERNAL_HOME_ADDR`] (the DMZ, the x-HA's home link) are both on the
 //! MN's loopback as /32 (the MN is never on either home link); on `mn0` it has the address of
 //! the network it is in ([`Net::mn_addr`], a /24) and a default route via that network's router.
 //!
-//! **Daemons.** `mipd` runs as i-HA (trusted networks 10.20.0.0/16, the internal subnets) and as
+//! **Daemons.** `mipd` runs as i-HA (trusted networks 10.20.0.0/16, the internal subnets, and
+//! the VPN pools 10.40.0.0/15) and as
 //! x-HA (no trusted networks) with `[dataplane]` on their home links; the MN's `[mn]` table is
 //! the caller's (see [`DetectionTopology::start_mn`]). The routers' ends of the HAs' and the
 //! MN's links carry an XDP pass program (see [`crate::mobility`]: frames an XDP program
 //! transmits into a veth need one on the receiving end). Everything (namespaces, files, bpffs
-//! pins) is removed on drop.
+//! pins, charon) is removed on drop.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::daemon::{Capture, Mipd, TempDir};
 use crate::mobility::{BPFFS, ensure_bpffs};
+use crate::strongswan::{Charon, Config, PskIds};
 use crate::{Netns, veth_pair};
 
 /// The internal home agent, on its home link (br-ihome in the intranet router).
@@ -83,7 +116,8 @@ pub const DMZ_GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 pub const DMZ_NET: &str = "192.0.2.0/24";
 /// The MN's external home address (registered with the x-HA).
 pub const EXTERNAL_HOME_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
-/// The internal subnets, as the i-HA's `trusted_networks` lists them.
+/// The internal subnets, as the i-HA's `trusted_networks` lists them (it lists [`VPN_POOLS`]
+/// too).
 pub const TRUSTED_NETWORKS: &str = "10.20.0.0/16";
 /// A correspondent inside the intranet (a server network behind the intranet router).
 pub const CN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 2);
@@ -113,6 +147,39 @@ const XHA_KEY_HEX: &str = "99887766554433221100ffeeddccbbaa01020304";
 const FW_TABLE: &str = "mipx_fw";
 const FW_DROP_COUNTER: &str = "dropped_from_outside";
 
+/// The external router on the NAT router's upstream link.
+pub const NAT_UPLINK_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 1);
+/// The NAT router's public address (its upstream leg): where everything from external network
+/// 2 appears to come from.
+pub const NAT_PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 2);
+
+/// The VPN gateway, in the DMZ (RFC 5265 §2 figure 1's `[VPN]`).
+pub const VPN_GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// The VPN gateway's IKE identity.
+pub const VPN_GATEWAY_ID: &str = "vpn.mipx.test";
+/// The mobile node's IKE identity, the one road warrior the gateway accepts.
+pub const MN_VPN_ID: &str = "mn@mipx.test";
+/// The pre-shared key of the MN ↔ VPN gateway IKE_SA (test material only).
+pub const VPN_PSK: &str = crate::strongswan::PSK;
+/// Both sides' identities and key, for [`Config::road_warrior_with`] and the like.
+pub const VPN_IDS: PskIds<'static> = PskIds {
+    gateway: VPN_GATEWAY_ID,
+    client: MN_VPN_ID,
+    psk: VPN_PSK,
+};
+/// The VPN gateway's usual virtual IP pool: where the MN's tunnel inner address (TIA) comes from.
+pub const VPN_POOL: &str = "10.40.0.0/24";
+/// Another pool, for a gateway restarted with different addresses (the MN's TIA changes).
+pub const VPN_POOL_2: &str = "10.41.0.0/24";
+/// Both pools: what the external router routes to the VPN gateway, what the gateway's policy,
+/// the firewall's VPN rules and the i-HA's `trusted_networks` cover. A pool given to
+/// [`DetectionTopology::start_vpn_gateway`] must lie inside it.
+pub const VPN_POOLS: &str = "10.40.0.0/15";
+
+/// The VPN gateway's nftables table and its drop counter (§4.2 policy).
+const VPN_TABLE: &str = "mipx_vpn";
+const VPN_DROP_COUNTER: &str = "dropped_by_policy";
+
 /// A network the mobile node can be attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Net {
@@ -122,10 +189,13 @@ pub enum Net {
     Int2,
     /// External network 1 (198.51.100.0/24), behind the external router.
     Ext1,
+    /// External network 2 (192.168.5.0/24, private), behind the NAT router, whose public
+    /// address is [`NAT_PUBLIC_ADDR`].
+    Ext2,
 }
 
 impl Net {
-    pub const ALL: [Net; 3] = [Net::Int1, Net::Int2, Net::Ext1];
+    pub const ALL: [Net; 4] = [Net::Int1, Net::Int2, Net::Ext1, Net::Ext2];
 
     /// The segment's bridge in the access namespace.
     pub fn bridge(self) -> &'static str {
@@ -133,6 +203,7 @@ impl Net {
             Net::Int1 => "br-int1",
             Net::Int2 => "br-int2",
             Net::Ext1 => "br-ext1",
+            Net::Ext2 => "br-ext2",
         }
     }
 
@@ -142,6 +213,7 @@ impl Net {
             Net::Int1 => Ipv4Addr::new(10, 20, 1, 1),
             Net::Int2 => Ipv4Addr::new(10, 20, 2, 1),
             Net::Ext1 => Ipv4Addr::new(198, 51, 100, 1),
+            Net::Ext2 => Ipv4Addr::new(192, 168, 5, 1),
         }
     }
 
@@ -151,6 +223,7 @@ impl Net {
             Net::Int1 => Ipv4Addr::new(10, 20, 1, 100),
             Net::Int2 => Ipv4Addr::new(10, 20, 2, 100),
             Net::Ext1 => Ipv4Addr::new(198, 51, 100, 100),
+            Net::Ext2 => Ipv4Addr::new(192, 168, 5, 10),
         }
     }
 
@@ -164,15 +237,17 @@ impl Net {
             Net::Int1 => "internal subnet 1",
             Net::Int2 => "internal subnet 2",
             Net::Ext1 => "external network 1",
+            Net::Ext2 => "external network 2 (behind a NAT)",
         }
     }
 
-    /// The router-side veth of this segment (in `irt` or `xrt`) and its peer in `acc`.
+    /// The router-side veth of this segment (in `irt`, `xrt` or `nat`) and its peer in `acc`.
     fn uplink(self) -> (&'static str, &'static str) {
         match self {
             Net::Int1 => ("irt-int1", "acc-int1"),
             Net::Int2 => ("irt-int2", "acc-int2"),
             Net::Ext1 => ("xrt-ext1", "acc-ext1"),
+            Net::Ext2 => ("nat-ext2", "acc-ext2"),
         }
     }
 }
@@ -200,12 +275,18 @@ pub struct DetectionTopology {
     pub xcn: Netns,
     pub acc: Netns,
     pub mn: Netns,
+    /// The NAT router of external network 2.
+    pub nat: Netns,
+    /// The VPN gateway in the DMZ.
+    pub vgw: Netns,
     pub dir: TempDir,
     pub iha_conf: PathBuf,
     pub xha_conf: PathBuf,
     pub mn_conf: PathBuf,
     pin_root: PathBuf,
     net: Net,
+    /// The VPN gateway's charon, while one runs (see [`DetectionTopology::start_vpn_gateway`]).
+    vpn_gw: Option<Charon>,
     /// XDP pass programs on the far ends of the HAs' and the MN's links.
     _peer_xdp: mipx_control::dataplane::Dataplane,
 }
@@ -233,6 +314,8 @@ impl DetectionTopology {
             xcn: ns("xcn")?,
             acc: ns("acc")?,
             mn: ns("mn")?,
+            nat: ns("nat")?,
+            vgw: ns("vgw")?,
             iha_conf: dir.path("iha.toml"),
             xha_conf: dir.path("xha.toml"),
             mn_conf: dir.path("mn.toml"),
@@ -243,10 +326,13 @@ impl DetectionTopology {
                 NEXT.fetch_add(1, Ordering::Relaxed)
             )),
             net: Net::Int1,
+            vpn_gw: None,
             _peer_xdp: mipx_control::dataplane::Dataplane::load()?,
         };
         topo.wire()?;
         topo.firewall()?;
+        topo.nat()?;
+        topo.vpn_policy()?;
         topo.peer_xdp()?;
         topo.dir
             .write("iha-mn.key", &format!("{IHA_KEY_HEX}\n"), 0o600)?;
@@ -257,11 +343,20 @@ impl DetectionTopology {
         Ok(topo)
     }
 
-    fn all(&self) -> [&Netns; 9] {
+    fn all(&self) -> [&Netns; 11] {
         [
             &self.cn, &self.irt, &self.iha, &self.fw, &self.xrt, &self.xha, &self.xcn, &self.acc,
-            &self.mn,
+            &self.mn, &self.nat, &self.vgw,
         ]
+    }
+
+    /// The router of `net`'s segment (the namespace holding [`Net::uplink`]'s router end).
+    fn router(&self, net: Net) -> &Netns {
+        match net {
+            Net::Int1 | Net::Int2 => &self.irt,
+            Net::Ext1 => &self.xrt,
+            Net::Ext2 => &self.nat,
+        }
     }
 
     fn wire(&self) -> Result<()> {
@@ -275,7 +370,10 @@ impl DetectionTopology {
             sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
         }
         // The home agents are routers too: what XDP hands to the stack is forwarded by it.
-        for ns in [&self.irt, &self.fw, &self.xrt, &self.iha, &self.xha] {
+        // So are the NAT and the VPN gateway (from its TUN device to the i-HA and back).
+        for ns in [
+            &self.irt, &self.fw, &self.xrt, &self.iha, &self.xha, &self.nat, &self.vgw,
+        ] {
             sysctl(ns, "net.ipv4.ip_forward", "1")?;
         }
         let (irt, fw, xrt, acc) = (&self.irt, &self.fw, &self.xrt, &self.acc);
@@ -310,6 +408,9 @@ impl DetectionTopology {
         veth_pair((fw, "fw-out"), (xrt, "xrt-fw"))?;
         fw.add_addr("fw-out", &format!("{FW_OUT}/30"))?;
         fw.ip(&["route", "add", "10.0.0.0/8", "via", &IRT_FW.to_string()])?;
+        // The VPN pools are inside 10.0.0.0/8 but outside the firewall: the i-HA's answers to a
+        // tunnel inner address go out to the VPN gateway, not back into the intranet.
+        fw.ip(&["route", "add", VPN_POOLS, "via", &XRT_FW.to_string()])?;
         fw.ip(&["route", "add", "default", "via", &XRT_FW.to_string()])?;
 
         // The external side: the DMZ with the x-HA, the Internet correspondent.
@@ -332,10 +433,38 @@ impl DetectionTopology {
         )?;
         xrt.add_addr("xrt-xcn", &format!("{XCN_GW}/24"))?;
 
+        // The VPN gateway: a host on the DMZ that routes the pools (its clients' virtual IPs,
+        // reached through its TUN device) for the external router.
+        host(
+            &self.vgw,
+            "vgw0",
+            (xrt, "xrt-vgw"),
+            &format!("{VPN_GATEWAY_ADDR}/24"),
+            DMZ_GW,
+        )?;
+        xrt.ip(&["link", "set", "xrt-vgw", "master", "br-dmz"])?;
+        xrt.ip(&[
+            "route",
+            "add",
+            VPN_POOLS,
+            "via",
+            &VPN_GATEWAY_ADDR.to_string(),
+        ])?;
+        self.vgw_local_ts_address()?;
+
+        // External network 2's NAT router, upstream on the external router. The private
+        // network is not routed outside: only the NAT's public address is.
+        veth_pair((&self.nat, "nat-up"), (xrt, "xrt-nat"))?;
+        xrt.add_addr("xrt-nat", &format!("{NAT_UPLINK_GW}/24"))?;
+        self.nat
+            .add_addr("nat-up", &format!("{NAT_PUBLIC_ADDR}/24"))?;
+        self.nat
+            .ip(&["route", "add", "default", "via", &NAT_UPLINK_GW.to_string()])?;
+
         // The access segments: one bridge each in `acc`, wired to its router.
         for net in Net::ALL {
             let (router_end, acc_end) = net.uplink();
-            let router = if net.is_internal() { irt } else { xrt };
+            let router = self.router(net);
             acc.ip(&["link", "add", net.bridge(), "type", "bridge"])?;
             veth_pair((router, router_end), (acc, acc_end))?;
             router.add_addr(router_end, &format!("{}/24", net.gateway()))?;
@@ -357,7 +486,9 @@ impl DetectionTopology {
     }
 
     /// §3.1: the intranet may open connections anywhere; from outside only replies (and their
-    /// ICMP errors) come in. The last rule counts what outside sent and was refused.
+    /// ICMP errors) come in, and what the VPN gateway decrypted for the i-HA: from the pools,
+    /// UDP to port 434 and IP-in-IP (§4.2; the i-HA's answers and tunnelled packets to a TIA
+    /// leave by `fw-in`, accepted). The last rule counts what outside sent and was refused.
     fn firewall(&self) -> Result<()> {
         let rules = format!(
             "table inet {FW_TABLE} {{\n\
@@ -366,12 +497,107 @@ impl DetectionTopology {
              \t\ttype filter hook forward priority filter; policy drop;\n\
              \t\tct state established,related accept\n\
              \t\tiifname \"fw-in\" accept\n\
+             \t\tiifname \"fw-out\" ip saddr {VPN_POOLS} ip daddr {IHA_ADDR} \
+             udp dport {MIP_PORT} accept\n\
+             \t\tiifname \"fw-out\" ip saddr {VPN_POOLS} ip daddr {IHA_ADDR} \
+             ip protocol 4 accept\n\
              \t\tiifname \"fw-out\" counter name \"{FW_DROP_COUNTER}\" drop\n\
              \t}}\n\
              }}\n"
         );
         let file = self.dir.write("fw.nft", &rules, 0o644)?;
         self.fw
+            .exec(&["nft", "-f", &file.display().to_string()])
+            .map(drop)
+    }
+
+    /// kernel-libipsec (DESIGN.md §8) installs, for every CHILD_SA, a route to the remote
+    /// traffic selector (the TIA) into its TUN device with a *local address inside the local
+    /// traffic selector* as source, and fails the CHILD_SA without one ("no local address found
+    /// in traffic selector", TS_UNACCEPTABLE to the MN; `install_routes = no` does not change
+    /// that). A gateway's local selector is normally its inside subnet, where it has an
+    /// address; here it is the i-HA alone. So the gateway gets the i-HA's address on its
+    /// loopback, for charon to find, and is kept from acting on it:
+    /// - decrypted packets from the TUN device are routed by the main table ahead of the local
+    ///   one (rule 10 `iif ipsec0 lookup main`, the local table moved from rule 0 to 100), so
+    ///   those to the i-HA are forwarded to it, not delivered to the gateway;
+    /// - the i-HA's answers arrive on `vgw0` from an address the gateway has: `accept_local`
+    ///   says that is fine (the kernel's source check passes without it too, but only because
+    ///   its reverse lookup runs as if from the TUN device and so takes rule 10);
+    /// - `arp_ignore = 1` on `vgw0`: the gateway never claims the i-HA's address on the DMZ.
+    fn vgw_local_ts_address(&self) -> Result<()> {
+        let vgw = &self.vgw;
+        vgw.add_addr("lo", &format!("{IHA_ADDR}/32"))?;
+        vgw.ip(&["rule", "add", "pref", "100", "lookup", "local"])?;
+        vgw.ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
+        vgw.ip(&[
+            "rule",
+            "add",
+            "pref",
+            "10",
+            "iif",
+            crate::strongswan::TUN,
+            "lookup",
+            "main",
+        ])?;
+        sysctl(vgw, "net.ipv4.conf.vgw0.accept_local", "1")?;
+        sysctl(vgw, "net.ipv4.conf.vgw0.arp_ignore", "1")
+    }
+
+    /// External network 2's NAT: whatever leaves by the upstream leg is masqueraded to
+    /// [`NAT_PUBLIC_ADDR`], with a random port per new mapping (as [`crate::mobility`]'s NAT),
+    /// so the VPN gateway sees neither the MN's private address nor its ports: IKE must detect
+    /// the NAT and float to UDP 4500 (RFC 7296 §2.23; RFC 5265 §2.5, §4.2).
+    fn nat(&self) -> Result<()> {
+        let nat = &self.nat;
+        nat.exec(&["nft", "add", "table", "ip", "mipx_nat"])?;
+        nat.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "mipx_nat",
+            "postrouting",
+            "{ type nat hook postrouting priority srcnat; }",
+        ])?;
+        nat.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "mipx_nat",
+            "postrouting",
+            "oifname",
+            "nat-up",
+            "masquerade",
+            "random",
+        ])?;
+        Ok(())
+    }
+
+    /// RFC 5265 §4.2's VPN security policy, in the gateway's forward chain: between the VPN
+    /// pools (the TIAs) and the i-HA, UDP with the home agent's port 434 (any port on the MN's
+    /// side) and IP-in-IP are accepted, in both directions; anything else forwarded from or to
+    /// the pools is dropped and counted. IKE and ESP to the gateway itself are input, not
+    /// forward: this chain never sees them. The CHILD_SA's traffic selectors (TIA ↔ i-HA, all
+    /// protocols) let the rest reach this chain, so it is the policy, not IKE, that filters.
+    fn vpn_policy(&self) -> Result<()> {
+        let rules = format!(
+            "table inet {VPN_TABLE} {{\n\
+             \tcounter {VPN_DROP_COUNTER} {{ }}\n\
+             \tchain forward {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\tip saddr {VPN_POOLS} ip daddr {IHA_ADDR} udp dport {MIP_PORT} accept\n\
+             \t\tip saddr {IHA_ADDR} ip daddr {VPN_POOLS} udp sport {MIP_PORT} accept\n\
+             \t\tip saddr {VPN_POOLS} ip daddr {IHA_ADDR} ip protocol 4 accept\n\
+             \t\tip saddr {IHA_ADDR} ip daddr {VPN_POOLS} ip protocol 4 accept\n\
+             \t\tip saddr {VPN_POOLS} counter name \"{VPN_DROP_COUNTER}\" drop\n\
+             \t\tip daddr {VPN_POOLS} counter name \"{VPN_DROP_COUNTER}\" drop\n\
+             \t}}\n\
+             }}\n"
+        );
+        let file = self.dir.write("vgw.nft", &rules, 0o644)?;
+        self.vgw
             .exec(&["nft", "-f", &file.display().to_string()])
             .map(drop)
     }
@@ -426,19 +652,66 @@ impl DetectionTopology {
 
     /// Packets from outside the firewall refused so far (the counter of its last rule).
     pub fn firewall_drops(&self) -> Result<u64> {
-        let text = self
-            .fw
-            .exec(&["nft", "list", "counter", "inet", FW_TABLE, FW_DROP_COUNTER])?;
-        let mut words = text.split_whitespace();
-        while let Some(w) = words.next() {
-            if w == "packets" {
-                return words
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no packet count in {text}"));
-            }
+        nft_counter(&self.fw, FW_TABLE, FW_DROP_COUNTER)
+    }
+
+    /// Packets to or from the VPN pools the gateway's §4.2 policy dropped so far (anything but
+    /// UDP port 434 and IP-in-IP between a TIA and the i-HA).
+    pub fn vpn_policy_drops(&self) -> Result<u64> {
+        nft_counter(&self.vgw, VPN_TABLE, VPN_DROP_COUNTER)
+    }
+
+    /// Starts the VPN gateway's charon (stopping one that runs) with virtual IPs from `pool`
+    /// (inside [`VPN_POOLS`], e.g. [`VPN_POOL`] or [`VPN_POOL_2`]) and loads its connection:
+    /// IKEv2, PSK, identity [`VPN_GATEWAY_ID`], road warrior [`MN_VPN_ID`], MOBIKE, CHILD_SA
+    /// `intranet` with `local_ts` = the i-HA alone, so the tunnel carries exactly TIA ↔ i-HA
+    /// (RFC 5265 §2.3; what passes of that is the §4.2 policy's business).
+    pub fn start_vpn_gateway(&mut self, pool: &str) -> Result<()> {
+        let pools = parse_cidr(VPN_POOLS)?;
+        let (net, len) = parse_cidr(pool)?;
+        if len < pools.1 || !cidr_contains(pools, net) {
+            bail!(
+                "pool {pool} is not inside {VPN_POOLS}, which the routes, the firewall and the \
+                 gateway's policy cover"
+            );
         }
-        bail!("no packet count in {text}")
+        self.stop_vpn_gateway()?;
+        // See vgw_local_ts_address for what kernel-libipsec needs of a local_ts.
+        let conf = Config::gateway_with(VPN_IDS, pool, &format!("{IHA_ADDR}/32"));
+        let charon = Charon::start(&self.vgw, &self.dir, "vgw", &conf)?;
+        charon
+            .load_all()
+            .with_context(|| format!("loading the VPN gateway's connection; {}", charon.logs()))?;
+        self.vpn_gw = Some(charon);
+        Ok(())
+    }
+
+    /// Stops the VPN gateway's charon, if one runs (SIGTERM: it deletes its SAs, so a connected
+    /// MN is told).
+    pub fn stop_vpn_gateway(&mut self) -> Result<()> {
+        match self.vpn_gw.take() {
+            Some(mut charon) => charon.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// The VPN gateway's charon while it runs: its logs, `swanctl --list-sas`.
+    pub fn vpn_gateway(&self) -> Option<&Charon> {
+        self.vpn_gw.as_ref()
+    }
+
+    /// Starts a charon in the MN's namespace with no connection, pool or secret (`mipd`, or a
+    /// test, loads them over VICI: [`Charon::vici`] is the socket, or [`Charon::load_file`]),
+    /// as a mobile road warrior needs it: see [`MN_CHARON`]. kernel-libipsec creates its TUN
+    /// device ([`crate::strongswan::TUN`]) in the MN's namespace; the TIA is installed there
+    /// when a CHILD_SA comes up. Drop it before the topology.
+    pub fn start_mn_charon(&self) -> Result<Charon> {
+        Charon::start(
+            &self.mn,
+            &self.dir,
+            "mn",
+            &Config::empty().with_charon_extra(MN_CHARON),
+        )
     }
 
     /// The XDP pass programs on the receiving ends of links whose far end runs `mipd`'s XDP
@@ -478,12 +751,14 @@ impl DetectionTopology {
     }
 
     /// Rewrites the i-HA's config (before it starts), with `ha_keys` (TOML) added to the `[ha]`
-    /// table after `trusted_networks`.
+    /// table after `trusted_networks`. Trusted are the internal subnets and the VPN pools: the
+    /// i-HA silently drops registrations from anywhere else, and a registration through the
+    /// VPN comes from the TIA (RFC 5265 §2.3: the TIA is the i-MIP co-located care-of address).
     pub fn write_iha_config(&self, ha_keys: &str) -> Result<()> {
         self.write_ha_config(
             "iha",
             IHA_ADDR,
-            &format!("trusted_networks = [\"{TRUSTED_NETWORKS}\"]\n{ha_keys}"),
+            &format!("trusted_networks = [\"{TRUSTED_NETWORKS}\", \"{VPN_POOLS}\"]\n{ha_keys}"),
             INTERNAL_HOME_ADDR,
             IHA_SPI,
             &self.iha_key_file(),
@@ -647,6 +922,25 @@ impl DetectionTopology {
         Capture::start(&self.acc, Net::Ext1.bridge(), filter, file)
     }
 
+    /// Captures on external network 2's segment, inside the NAT (the access bridge `br-ext2`, as
+    /// [`capture_external`](Self::capture_external) does for external network 1): the MN's
+    /// private address, before translation.
+    pub fn capture_ext2(&self, file: &Path, filter: &str) -> Result<Capture> {
+        Capture::start(&self.acc, Net::Ext2.bridge(), filter, file)
+    }
+
+    /// Captures on the NAT router's public side (its upstream leg `nat-up`): external network
+    /// 2's traffic after translation, from [`NAT_PUBLIC_ADDR`].
+    pub fn capture_nat_public(&self, file: &Path, filter: &str) -> Result<Capture> {
+        Capture::start(&self.nat, "nat-up", filter, file)
+    }
+
+    /// Captures on the VPN gateway's DMZ interface (`vgw0`): IKE and ESP-in-UDP from the MN
+    /// (or its NAT), and the decrypted traffic it forwards to and from the i-HA.
+    pub fn capture_vpn_gateway(&self, file: &Path, filter: &str) -> Result<Capture> {
+        Capture::start(&self.vgw, "vgw0", filter, file)
+    }
+
     /// Captures on the i-HA's home link, at the intranet router's port (`irt-iha`).
     pub fn capture_iha_link(&self, file: &Path, filter: &str) -> Result<Capture> {
         Capture::start(&self.irt, "irt-iha", filter, file)
@@ -666,8 +960,301 @@ impl DetectionTopology {
 
 impl Drop for DetectionTopology {
     fn drop(&mut self) {
+        // Before the namespaces go (fields drop after this): charon deletes its SAs and TUN.
+        if let Err(err) = self.stop_vpn_gateway() {
+            eprintln!("warning: stopping the VPN gateway: {err:#}");
+        }
         // Pinned links outlive the namespaces' interfaces; removing the pins frees them.
         let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+/// The `charon { }` options of the MN's strongSwan (see
+/// [`DetectionTopology::start_mn_charon`]): a mobile road warrior installs the virtual IP it
+/// gets (the TIA, on kernel-libipsec's TUN device) and routes for the CHILD_SA's remote traffic
+/// selectors (routing table 220, source the TIA), so an ordinary socket's traffic to the i-HA
+/// takes the tunnel. IKE retransmissions are shortened for tests: charon's default (5 tries, 4 s
+/// growing by 1.8×) takes 165 s to give up on an unreachable gateway; with 2 tries from 1 s
+/// growing by 1.4× it sends at 0, 1 and 2.4 s and gives up at 4.36 s, which also bounds how
+/// long a MOBIKE update on a dead path is tried before the IKE_SA is deleted.
+pub const MN_CHARON: &str = "    install_virtual_ip = yes
+    install_routes = yes
+    retransmit_tries = 2
+    retransmit_timeout = 1.0
+    retransmit_base = 1.4
+";
+
+/// The packet count of nftables counter `counter` in table `inet TABLE` of `ns`.
+fn nft_counter(ns: &Netns, table: &str, counter: &str) -> Result<u64> {
+    let text = ns.exec(&["nft", "list", "counter", "inet", table, counter])?;
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            return words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("no packet count in {text}"));
+        }
+    }
+    bail!("no packet count in {text}")
+}
+
+/// `"a.b.c.d/len"` as its network address and prefix length.
+pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
+    let (addr, len) = cidr
+        .split_once('/')
+        .with_context(|| format!("{cidr} is not a.b.c.d/len"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("{cidr}: bad address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .with_context(|| format!("{cidr}: bad prefix length"))?;
+    Ok((addr, len))
+}
+
+/// Whether `addr` is in the network `(net, len)`.
+pub fn cidr_contains((net, len): (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    u32::from(net) & mask == u32::from(addr) & mask
+}
+
+/// A UDP listener in a namespace (e.g. on the i-HA's port 434 when no `mipd` runs there) that
+/// answers every datagram with its own payload and records who sent it; stopped on drop.
+pub struct UdpEcho {
+    stop: Arc<AtomicBool>,
+    senders: Arc<Mutex<Vec<SocketAddrV4>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl UdpEcho {
+    /// Binds `0.0.0.0:port` in `ns` and starts echoing.
+    pub fn start(ns: &Netns, port: u16) -> Result<Self> {
+        let name = ns.name().to_owned();
+        // A socket belongs to the namespace it was created in, whichever thread uses it later;
+        // a short-lived thread enters the namespace so the caller's thread never moves.
+        let sock = std::thread::spawn(move || -> Result<UdpSocket> {
+            let _inside = crate::netns::enter_named(&name)?;
+            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                .with_context(|| format!("binding UDP port {port} in {name}"))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bind thread panicked"))??;
+        // Short, so the thread notices `stop` soon after the drop.
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, senders2) = (Arc::clone(&stop), Arc::clone(&senders));
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let mut buf = [0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, std::net::SocketAddr::V4(from))) => {
+                        if let Ok(mut s) = senders2.lock() {
+                            s.push(from);
+                        }
+                        sock.send_to(&buf[..n], from)
+                            .with_context(|| format!("echoing to {from}"))?;
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut
+                            // An ICMP error for an earlier echo: not this loop's concern.
+                            || e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(e).context("receiving"),
+                }
+            }
+            Ok(())
+        });
+        Ok(UdpEcho {
+            stop,
+            senders,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where the datagrams received so far came from, in order.
+    pub fn senders(&self) -> Vec<SocketAddrV4> {
+        self.senders.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => eprintln!("warning: UDP echo: {err:#}"),
+                Err(_) => eprintln!("warning: the UDP echo thread panicked"),
+            }
+        }
+    }
+}
+
+/// A raw socket for IP protocol 4 (IP-in-IP, RFC 2003) in the calling thread's namespace: the
+/// test kernels have no `ipip` link type (DESIGN.md §8), and mipd's dataplane encapsulates in
+/// XDP, so tests that need tunnelled packets without a daemon send and receive them raw.
+fn ipip_socket() -> Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_IPIP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a raw IP-in-IP socket");
+    }
+    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An IPv4 packet from `src` to `dst` with IP protocol 253 (RFC 3692, for experiments) and
+/// `payload`: the inner packet of a test tunnel, never delivered anywhere.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(20 + payload.len()).unwrap_or(u16::MAX);
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 253, 0, 0];
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let mut sum: u32 = p
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Sends one IP-in-IP packet (outer protocol 4, payload `inner`) from `ns` to `dst`; the kernel
+/// picks the outer source as for any packet on that route (through the VPN: the TIA).
+pub fn send_ipip(ns: &Netns, dst: Ipv4Addr, inner: &[u8]) -> Result<()> {
+    let name = ns.name().to_owned();
+    let inner = inner.to_vec();
+    std::thread::spawn(move || -> Result<()> {
+        let _inside = crate::netns::enter_named(&name)?;
+        let sock = ipip_socket()?;
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `sock` is open, `inner` and `addr` outlive the call and their lengths are
+        // passed with them.
+        let sent = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                inner.as_ptr().cast(),
+                inner.len(),
+                0,
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending IP-in-IP to {dst} in {name}"));
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the IP-in-IP sender thread panicked"))?
+}
+
+/// Records the outer source address of every IP-in-IP packet delivered to a namespace (a raw
+/// socket for protocol 4: a tunnel endpoint with no daemon); stopped on drop.
+pub struct IpipSink {
+    stop: Arc<AtomicBool>,
+    sources: Arc<Mutex<Vec<Ipv4Addr>>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl IpipSink {
+    /// Opens the raw socket in `ns` and starts recording.
+    pub fn start(ns: &Netns) -> Result<Self> {
+        let name = ns.name().to_owned();
+        let sock = std::thread::spawn(move || -> Result<OwnedFd> {
+            let _inside = crate::netns::enter_named(&name)?;
+            ipip_socket()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the IP-in-IP socket thread panicked"))??;
+        // Short, so the thread notices `stop` soon after the drop.
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        // SAFETY: `sock` is open; `timeout` outlives the call and its size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const timeout).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("SO_RCVTIMEO");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let sources = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, sources2) = (Arc::clone(&stop), Arc::clone(&sources));
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let mut buf = [0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                // SAFETY: `sock` is open and `buf` is writable for its whole length.
+                let n =
+                    unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) {
+                        continue;
+                    }
+                    return Err(e).context("receiving IP-in-IP");
+                }
+                // A raw IPv4 socket receives the whole packet: the outer source is at 12..16.
+                if let Some(src) = buf.get(12..16).filter(|_| n >= 20)
+                    && let Ok(mut s) = sources2.lock()
+                {
+                    s.push(Ipv4Addr::new(src[0], src[1], src[2], src[3]));
+                }
+            }
+            Ok(())
+        });
+        Ok(IpipSink {
+            stop,
+            sources,
+            thread: Some(thread),
+        })
+    }
+
+    /// The outer sources of the IP-in-IP packets received so far, in order.
+    pub fn sources(&self) -> Vec<Ipv4Addr> {
+        self.sources.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for IpipSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => eprintln!("warning: IP-in-IP sink: {err:#}"),
+                Err(_) => eprintln!("warning: the IP-in-IP sink thread panicked"),
+            }
+        }
     }
 }
 

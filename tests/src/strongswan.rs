@@ -41,6 +41,22 @@ pub const TUN: &str = "ipsec0";
 /// Test material only.
 pub const PSK: &str = "mipx-strongswan-test-psk-not-secret";
 
+/// Who is who in a PSK connection: the gateway's and the road warrior's IKE identities and the
+/// key they share.
+#[derive(Clone, Copy, Debug)]
+pub struct PskIds<'a> {
+    pub gateway: &'a str,
+    pub client: &'a str,
+    pub psk: &'a str,
+}
+
+/// The identities of [`Config::gateway`] and [`Config::road_warrior`].
+pub const TEST_IDS: PskIds<'static> = PskIds {
+    gateway: "gw.test",
+    client: "client.test",
+    psk: PSK,
+};
+
 /// What one daemon is told: a `swanctl.conf` (connections, pools, secrets) and optional extra
 /// options for the `charon { }` section of its `strongswan.conf`.
 #[derive(Clone, Debug)]
@@ -54,23 +70,37 @@ impl Config {
     /// `client.test` gets a virtual IP from `pool` (e.g. `10.99.0.0/24`) and a CHILD_SA to
     /// `intranet` (e.g. `10.50.0.0/24`). MOBIKE is on (IKEv2's default).
     pub fn gateway(pool: &str, intranet: &str) -> Self {
+        Self::gateway_with(TEST_IDS, pool, intranet)
+    }
+
+    /// [`Config::gateway`] with other identities and key: the gateway authenticates as
+    /// `ids.gateway`, accepts `ids.client`, hands out virtual IPs from `pool` and offers a
+    /// CHILD_SA named `intranet` with `local_ts` = `local_ts` (what the road warrior may reach
+    /// through the tunnel; the remote side is the virtual IP it got). `unique = replace`: a road
+    /// warrior that comes back with a new IKE_SA (a restarted client) replaces its old one, and
+    /// so gets its lease, instead of leaving a stale SA holding the address. With
+    /// kernel-libipsec, `local_ts` must contain an address of the gateway's: the plugin routes
+    /// each CHILD_SA's remote side into its TUN device with such a source, and fails the
+    /// CHILD_SA (TS_UNACCEPTABLE) when it finds none.
+    pub fn gateway_with(ids: PskIds, pool: &str, local_ts: &str) -> Self {
         let swanctl = format!(
             r#"connections {{
     gw {{
         version = 2
         pools = vpool
         mobike = yes
+        unique = replace
         local {{
             auth = psk
-            id = gw.test
+            id = {gateway}
         }}
         remote {{
             auth = psk
-            id = client.test
+            id = {client}
         }}
         children {{
             intranet {{
-                local_ts = {intranet}
+                local_ts = {local_ts}
             }}
         }}
     }}
@@ -81,7 +111,9 @@ pools {{
     }}
 }}
 {secrets}"#,
-            secrets = secrets()
+            gateway = ids.gateway,
+            client = ids.client,
+            secrets = secrets(ids)
         );
         Self {
             swanctl,
@@ -94,6 +126,12 @@ pools {{
     /// CHILD_SA named `intranet`. MOBIKE is on; NAT-T is implicit (kernel-libipsec always
     /// encapsulates ESP in UDP 4500).
     pub fn road_warrior(gateway: Ipv4Addr, intranet: &str) -> Self {
+        Self::road_warrior_with(TEST_IDS, gateway, intranet)
+    }
+
+    /// [`Config::road_warrior`] with other identities and key (see [`Config::gateway_with`]):
+    /// connection `rw`, CHILD_SA `intranet` with `remote_ts` = `remote_ts`.
+    pub fn road_warrior_with(ids: PskIds, gateway: Ipv4Addr, remote_ts: &str) -> Self {
         let swanctl = format!(
             r#"connections {{
     rw {{
@@ -103,39 +141,59 @@ pools {{
         mobike = yes
         local {{
             auth = psk
-            id = client.test
+            id = {client}
         }}
         remote {{
             auth = psk
-            id = gw.test
+            id = {gw_id}
         }}
         children {{
             intranet {{
-                remote_ts = {intranet}
+                remote_ts = {remote_ts}
             }}
         }}
     }}
 }}
 {secrets}"#,
-            secrets = secrets()
+            client = ids.client,
+            gw_id = ids.gateway,
+            secrets = secrets(ids)
         );
         Self {
             swanctl,
             charon_extra: String::new(),
         }
     }
+
+    /// No connections, pools or secrets: a daemon that is configured over VICI (as `mipd`
+    /// drives the mobile node's charon).
+    pub fn empty() -> Self {
+        Self {
+            swanctl: String::new(),
+            charon_extra: String::new(),
+        }
+    }
+
+    /// Adds `extra` (options of the `charon { }` section) to this configuration.
+    pub fn with_charon_extra(mut self, extra: &str) -> Self {
+        self.charon_extra.push_str(extra);
+        self
+    }
 }
 
-fn secrets() -> String {
+fn secrets(ids: PskIds) -> String {
     format!(
         r#"secrets {{
     ike-vpn {{
-        id-1 = gw.test
-        id-2 = client.test
-        secret = "{PSK}"
+        id-1 = {gateway}
+        id-2 = {client}
+        secret = "{psk}"
     }}
 }}
-"#
+"#,
+        gateway = ids.gateway,
+        client = ids.client,
+        psk = ids.psk
     )
 }
 
@@ -153,6 +211,8 @@ fn strongswan_conf(vici: &str, log: &str, extra: &str) -> String {
         charon {{
             path = {log}
             time_format = %H:%M:%S
+            # Every line on disk at once: logs() is read for error messages while charon runs.
+            flush_line = yes
             default = 1
             ike = 2
             cfg = 2
@@ -297,6 +357,12 @@ impl Charon {
     /// Loads the connections, pools and secrets of this daemon's `swanctl.conf`.
     pub fn load_all(&self) -> Result<String> {
         self.swanctl(&["--load-all", "--file", path_str(&self.swanctl_conf)?])
+    }
+
+    /// Loads the connections, pools and secrets of another `swanctl.conf` (e.g. a connection a
+    /// test gives a daemon started with [`Config::empty`]).
+    pub fn load_file(&self, swanctl_conf: &std::path::Path) -> Result<String> {
+        self.swanctl(&["--load-all", "--file", path_str(swanctl_conf)?])
     }
 
     /// Initiates CHILD_SA `child` (and its IKE_SA) and waits for the result (30 s at most);

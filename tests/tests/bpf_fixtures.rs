@@ -8,6 +8,10 @@
 //! move, by exactly one. Frames come from `common/fixtures/gen_dataplane.py` (scapy, never our
 //! own emitter: DESIGN.md §1.7); its README lists every frame's scapy expression.
 //!
+//! A few rows run instead through the program attached to a real device, the packet sent
+//! through it as traffic is: the VPN device's encapsulation and decapsulation, which the test
+//! run cannot give an skb like an L3 device's (see [`VPN0`] and [`run_attached`]).
+//!
 //! The programs call `bpf_fib_lookup`, which answers from the routes and neighbours of the
 //! namespace of the device the frame "arrived" on. So the table runs inside two namespaces
 //! built here, one for the home agent and one for the mobile node, with routes, permanent
@@ -17,8 +21,15 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
+    fs::File,
+    io::{Read as _, Write as _},
     net::Ipv4Addr,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow, ensure};
@@ -32,13 +43,16 @@ use mipx_common::{
         ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE,
         HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP,
         IfaceInfo, MN_ACTIVE, MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL,
-        MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE,
-        TUNNEL_UDP,
+        MN_VIA_VPN, MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
+        TUNNEL_REVERSE, TUNNEL_UDP,
     },
 };
 use mipx_control::dataplane::{
     self, Dataplane,
-    programs::{ALL_TC, ALL_XDP, HA_XDP, MIPX_DROP, MIPX_PASS, MN_TC_EGRESS, MN_XDP},
+    programs::{
+        ALL_TC, ALL_XDP, HA_XDP, MIPX_DROP, MIPX_PASS, MN_TC_EGRESS, MN_TC_VPN_EGRESS,
+        MN_TC_VPN_INGRESS, MN_XDP,
+    },
 };
 use mipx_tests::{
     Netns,
@@ -160,12 +174,33 @@ const VPN_GW: [u8; 4] = [203, 0, 113, 50];
 const VPN_SPI: [u8; 4] = [0xc0, 0xff, 0xee, 0x01];
 /// The mobile node's registration port in UDP tunnelling mode (the HA's is [`HA_PORT`]).
 const MN_PORT: u16 = 40000;
+/// The VPN's own device on the mobile node (RFC 5265 §2.3): a TUN device like strongSwan's
+/// kernel-libipsec `ipsec0`, with MTU `VPN_MTU` and the tunnel inner address `TIA`, the care-of
+/// address of a registration through the VPN. An L3 device: its packets start at the IPv4
+/// header, and so do its fixtures (`mn_vpn_*`).
+///
+/// `BPF_PROG_TEST_RUN` (`bpf_prog_test_run_skb`) takes the first 14 bytes of any input for an
+/// Ethernet header (`eth_type_trans`) and then pushes back `ETH_HLEN` bytes whatever the device
+/// (not its `hard_header_len`): given a bare IPv4 packet, the program sees it from the IPv4
+/// header with `len` the packet's, as on this device, and the run returns the packet. But the
+/// skb is not one an L3 device makes: `protocol` comes from bytes 12-13 (the source address)
+/// and the MAC header is 14 bytes long, so `bpf_skb_adjust_room` refuses (or, given an
+/// Ethernet header, would open the room 14 bytes in). What rewrites on this device therefore
+/// runs through the programs attached to the real device (see [`run_attached`]).
+const VPN0: &str = "vpn0";
+const VPN_MTU: u16 = 1400;
+const TIA: [u8; 4] = [10, 40, 0, 7];
+/// How long an attached run waits for a packet before taking the silence for a drop.
+const SILENCE: Duration = Duration::from_millis(200);
 
 /// Identification the generator put in every header the programs originate.
 const IP_ID: u16 = 0x4d49;
 
 /// The two namespaces the table runs in (plus one holding the far ends of their veths).
 struct Topology {
+    /// The queue of the TUN device [`VPN0`], whose device lives as long as it stays open:
+    /// what the device transmits is read here, what it is to receive is written here.
+    vpn_tun: File,
     ha: Netns,
     mn: Netns,
     _peers: Netns,
@@ -218,7 +253,25 @@ impl Topology {
         ] {
             ip(&ha, &cmd)?;
         }
+        // A TUN device belongs to the namespace of whoever opens /dev/net/tun for it.
+        let vpn_tun = {
+            let _inside = mn.enter()?;
+            open_tun(VPN0)?
+        };
+        for setting in [
+            // Nothing but what a fixture sends may cross the VPN device: no IPv6 chatter.
+            format!("net.ipv6.conf.{VPN0}.disable_ipv6=1"),
+            // What the VPN device delivers comes from anywhere (the inner source of a
+            // decapsulated datagram is routed via mn0): no reverse-path filter.
+            "net.ipv4.conf.all.rp_filter=0".into(),
+            format!("net.ipv4.conf.{VPN0}.rp_filter=0"),
+        ] {
+            mn.exec(&["sysctl", "-qw", &setting])?;
+        }
+        let tia = Ipv4Addr::from(TIA);
         for cmd in [
+            format!("link set dev {VPN0} mtu {VPN_MTU} up"),
+            format!("addr add {tia}/32 dev {VPN0}"),
             format!("addr add 198.51.100.7/24 dev {MN0}"),
             format!("addr add 10.9.0.2/24 dev {MN1}"),
             "addr add 10.1.0.5/32 dev lo".into(),
@@ -231,13 +284,14 @@ impl Topology {
             ip(&mn, &cmd)?;
         }
         let mut ifindex = BTreeMap::new();
-        for (ns, names) in [(&ha, [HA_HOME, HA_UP]), (&mn, [MN0, MN1])] {
+        for (ns, names) in [(&ha, &[HA_HOME, HA_UP][..]), (&mn, &[MN0, MN1, VPN0])] {
             let _inside = ns.enter()?;
-            for name in names {
+            for &name in names {
                 ifindex.insert(name, dataplane::ifindex(name)?);
             }
         }
         Ok(Self {
+            vpn_tun,
             ha,
             mn,
             _peers: peers,
@@ -266,6 +320,10 @@ enum Setup {
     MnUdp(u32),
     /// An active mobile node with reverse tunnelling whose home agent is `ALT_HA`.
     MnAltHa,
+    /// The mobile node's tunnel inside the VPN (RFC 5265 §2.3): home `HOME`, home agent `HA`,
+    /// care-of the VPN's tunnel inner address `TIA`, with these `MN_*` flags (a registration
+    /// through the VPN has `MN_VIA_VPN`).
+    MnVpn(u32),
     /// [`Setup::Mn`] (or [`Setup::MnUdp`] with `udp`) with reverse tunnelling, and mn0's RFC
     /// 5265 gate in `state` (`GATE_*`), open until `u64::MAX` or, `expired`, until 1 ns after
     /// boot (long past).
@@ -300,6 +358,8 @@ struct Fixture {
     output: Output,
     /// The one counter that must move by one; `None`: no counter may move (the baselines).
     counter: Option<Counter>,
+    /// Run through the program attached to the real device (see [`run_attached`]).
+    attached: bool,
 }
 
 fn fx(
@@ -320,6 +380,7 @@ fn fx(
         verdict,
         output,
         counter: Some(counter),
+        attached: false,
     }
 }
 
@@ -327,6 +388,13 @@ impl Fixture {
     /// The same fixture under another name (one frame, several set-ups).
     fn named(mut self, name: &str) -> Self {
         self.name = name.to_owned();
+        self
+    }
+
+    /// The same fixture run through the program attached to the VPN device rather than by
+    /// `BPF_PROG_TEST_RUN` (see [`run_attached`]).
+    fn attached(mut self) -> Self {
+        self.attached = true;
         self
     }
 }
@@ -388,6 +456,7 @@ fn baseline(frame: &'static str, program: &'static str, verdict: u32) -> Fixture
         verdict,
         output: Untouched,
         counter: None,
+        attached: false,
     }
 }
 
@@ -406,6 +475,12 @@ fn fixtures() -> Vec<Fixture> {
     // The same in UDP tunnelling mode (RFC 3519).
     let mn_udp = |frame, verdict, output, counter| fx(frame, MN_XDP, Setup::MnUdp(ACTIVE), mn0, verdict, output, counter);
     let tc_udp = |frame, verdict, output, counter| fx(frame, MN_TC_EGRESS, Setup::MnUdp(ACTIVE), mn0, verdict, output, counter);
+    // The tunnel inside the VPN (RFC 5265 §2.3): mn_tc_vpn_egress and mn_tc_vpn_ingress on the
+    // VPN's L3 device, registered through it with reverse tunnelling.
+    const VIA_VPN: u32 = ACTIVE | MN_VIA_VPN;
+    let vpn0 = Some(VPN0);
+    let vpn_out = |frame, verdict, output, counter| fx(frame, MN_TC_VPN_EGRESS, Setup::MnVpn(VIA_VPN), vpn0, verdict, output, counter);
+    let vpn_in = |frame, verdict, output, counter| fx(frame, MN_TC_VPN_INGRESS, Setup::MnVpn(VIA_VPN), vpn0, verdict, output, counter);
     vec![
         // ha_xdp: not ours, or not enabled.
         fx("ha_disabled_passes", HA_XDP, Setup::HaDisabled, up, XDP_PASS, Untouched, Passed),
@@ -599,6 +674,48 @@ fn fixtures() -> Vec<Fixture> {
         gated_vpn("gate_vpn_esp_in_udp_from_gateway", MN_XDP, GATE_OUTSIDE, XDP_PASS, Passed),
         gated("gate_vpn_ike_sa_init", MN_TC_EGRESS, GATE_OUTSIDE, false, false, TC_ACT_SHOT, Untouched, GateClosed).named("gate_without_vpn_shoots_ike"),
         gated("gate_vpn_esp_in_udp_from_gateway", MN_XDP, GATE_CLOSED, false, false, XDP_DROP, Untouched, GateClosed).named("gate_without_vpn_drops_esp"),
+        // mn_tc_vpn_egress on the VPN device: IP-in-IP from the TIA to the i-HA inside the VPN
+        // (RFC 5265 §2.3, RFC 2003 §3.1, RFC 3024), only for a registration through the VPN.
+        // What rewrites runs attached to the real device: the test run cannot make an skb
+        // whose room adjusts as on an L3 device (see VPN0). A few rows run both ways, to show
+        // their verdicts do on the device what the test run says.
+        vpn_out("mn_vpn_encap", TC_ACT_OK, Rewritten, MnVpnEncap).attached(),
+        vpn_out("mn_vpn_encap_no_df", TC_ACT_OK, Rewritten, MnVpnEncap).attached(),
+        vpn_out("mn_vpn_encap_fits_mtu", TC_ACT_OK, Rewritten, MnVpnEncap).attached(),
+        vpn_out("mn_vpn_too_big_drops", TC_ACT_SHOT, Untouched, TooBig),
+        vpn_out("mn_vpn_too_big_drops", TC_ACT_SHOT, Untouched, TooBig).attached().named("mn_vpn_too_big_drops_attached"),
+        vpn_out("mn_vpn_too_big_1390_drops", TC_ACT_SHOT, Untouched, TooBig),
+        vpn_out("mn_vpn_registration_request_passes", TC_ACT_OK, Untouched, Passed),
+        vpn_out("mn_vpn_registration_request_passes", TC_ACT_OK, Untouched, Passed).attached().named("mn_vpn_registration_request_passes_attached"),
+        vpn_out("mn_vpn_egress_ipv6_passes", TC_ACT_OK, Untouched, Passed),
+        fx("mn_vpn_egress_inactive_passes", MN_TC_VPN_EGRESS, Setup::MnVpn(MN_REVERSE_TUNNEL | MN_VIA_VPN), vpn0, TC_ACT_OK, Untouched, Passed),
+        fx("mn_vpn_egress_inactive_passes", MN_TC_VPN_EGRESS, Setup::Empty, vpn0, TC_ACT_OK, Untouched, Passed).named("mn_vpn_egress_empty_map_passes"),
+        fx("mn_vpn_egress_not_via_vpn_passes", MN_TC_VPN_EGRESS, Setup::MnVpn(ACTIVE), vpn0, TC_ACT_OK, Untouched, Passed),
+        fx("mn_vpn_egress_not_via_vpn_passes", MN_TC_VPN_EGRESS, Setup::MnVpn(ACTIVE), vpn0, TC_ACT_OK, Untouched, Passed).attached().named("mn_vpn_egress_not_via_vpn_passes_attached"),
+        // mn_tc_vpn_ingress on the VPN device: the i-HA's tunnel to the TIA, after the VPN
+        // decrypted it.
+        vpn_in("mn_vpn_decap", TC_ACT_OK, Rewritten, MnVpnDecap).attached(),
+        fx("mn_vpn_decap", MN_TC_VPN_INGRESS, Setup::MnVpn(MN_ACTIVE | MN_VIA_VPN), vpn0, TC_ACT_OK, Rewritten, MnVpnDecap).attached()
+            .named("mn_vpn_decap_without_reverse_tunnelling"),
+        fx("mn_vpn_ingress_inactive_passes", MN_TC_VPN_INGRESS, Setup::MnVpn(MN_REVERSE_TUNNEL | MN_VIA_VPN), vpn0, TC_ACT_OK, Untouched, Passed),
+        fx("mn_vpn_ingress_not_via_vpn_passes", MN_TC_VPN_INGRESS, Setup::MnVpn(ACTIVE), vpn0, TC_ACT_OK, Untouched, Passed),
+        vpn_in("mn_vpn_registration_reply_passes", TC_ACT_OK, Untouched, Passed),
+        vpn_in("mn_vpn_registration_reply_passes", TC_ACT_OK, Untouched, Passed).attached().named("mn_vpn_registration_reply_passes_attached"),
+        vpn_in("mn_vpn_other_source_passes", TC_ACT_OK, Untouched, Passed),
+        vpn_in("mn_vpn_other_destination_passes", TC_ACT_OK, Untouched, Passed),
+        vpn_in("mn_vpn_wrong_inner_dst_drops", TC_ACT_SHOT, Untouched, MnTunnelRejected),
+        vpn_in("mn_vpn_wrong_inner_dst_drops", TC_ACT_SHOT, Untouched, MnTunnelRejected).attached().named("mn_vpn_wrong_inner_dst_drops_attached"),
+        vpn_in("mn_vpn_outer_mf_drops", TC_ACT_SHOT, Untouched, TunnelFragment),
+        vpn_in("mn_vpn_outer_offset_drops", TC_ACT_SHOT, Untouched, TunnelFragment),
+        vpn_in("mn_vpn_outer_options_drops", TC_ACT_SHOT, Untouched, TunnelOptions),
+        vpn_in("mn_vpn_inner_ttl0_drops", TC_ACT_SHOT, Untouched, TtlExceeded),
+        vpn_in("mn_vpn_inner_truncated_drops", TC_ACT_SHOT, Untouched, MalformedIpv4),
+        vpn_in("mn_vpn_inner_too_long_drops", TC_ACT_SHOT, Untouched, MalformedIpv4),
+        vpn_in("mn_vpn_inner_version_drops", TC_ACT_SHOT, Untouched, MalformedIpv4),
+        // A registration through the VPN is no business of the access interfaces' programs:
+        // mn_xdp and mn_tc_egress on mn0 treat it as inactive.
+        fx("mn_xdp_vpn_tunnel_ignored", MN_XDP, Setup::MnVpn(VIA_VPN), mn0, XDP_PASS, Untouched, Passed),
+        fx("mn_tc_vpn_tunnel_ignored", MN_TC_EGRESS, Setup::MnVpn(VIA_VPN), mn0, TC_ACT_OK, Untouched, Passed),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -651,6 +768,7 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
     }
     dataplane.set_ha_config(HaDataplaneConfig::default())?;
     dataplane.set_mn_tunnel(MnTunnel::default())?;
+    dataplane.set_mn_outer_tunnel(MnTunnel::default())?;
     for (ifindex, _) in dataplane.mn_gates()? {
         dataplane.remove_mn_gate(ifindex)?;
     }
@@ -708,6 +826,10 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         Setup::MnAltHa => {
             dataplane.set_mn_tunnel(mn_tunnel(ALT_HA, MN_ACTIVE | MN_REVERSE_TUNNEL))?;
         }
+        Setup::MnVpn(flags) => dataplane.set_mn_tunnel(MnTunnel {
+            care_of_addr: TIA,
+            ..mn_tunnel(HA, flags)
+        })?,
         Setup::Gated {
             state,
             expired,
@@ -753,7 +875,7 @@ fn preset_ip_id(dataplane: &mut Dataplane, next: u16) -> Result<()> {
 }
 
 fn namespace<'a>(topology: &'a Topology, program: &str) -> &'a Netns {
-    if program == MN_XDP || program == MN_TC_EGRESS {
+    if [MN_XDP, MN_TC_EGRESS, MN_TC_VPN_EGRESS, MN_TC_VPN_INGRESS].contains(&program) {
         &topology.mn
     } else {
         &topology.ha
@@ -778,6 +900,185 @@ fn run(
             Some(index) => run_xdp_on(program, input, index),
             None => run_xdp(program, input),
         }
+    }
+}
+
+/// What a program did with a fixture's frame.
+struct Outcome {
+    verdict: u32,
+    /// The frame it left; `None` for a packet an attached program shot, which is gone.
+    output: Option<Vec<u8>>,
+}
+
+/// Runs a fixture through its program attached to the TC hook of the VPN device (`fixture_table`
+/// attaches both), the packet going through the device as traffic does:
+///
+/// - egress: sent out of the device by a raw socket bound to it (`IPPROTO_RAW`, so the bytes go
+///   as they are), and read back from the TUN queue, which holds what the device transmitted;
+/// - ingress: written to the TUN queue, which the device receives, and read back as delivered
+///   to the stack by a raw socket of the protocol the `expected` packet has (every such socket
+///   gets a copy of every such datagram for a local address).
+///
+/// The verdict shows in the effect: `TC_ACT_OK` when the packet came out, `TC_ACT_SHOT` when
+/// nothing did within [`SILENCE`]. So an ingress fixture whose packet is for no local address
+/// cannot run attached.
+fn run_attached(
+    topology: &Topology,
+    fixture: &Fixture,
+    input: &[u8],
+    expected: &[u8],
+) -> Result<Outcome> {
+    ensure!(
+        fixture.ingress == Some(VPN0),
+        "only the VPN device runs fixtures attached"
+    );
+    let _inside = topology.mn.enter()?;
+    let output = match fixture.program {
+        MN_TC_VPN_EGRESS => {
+            while read_within(&topology.vpn_tun, Duration::ZERO)?.is_some() {}
+            let socket = raw_socket(libc::IPPROTO_RAW)?;
+            bind_to_device(&socket, VPN0)?;
+            send_to(&socket, input)?;
+            read_within(&topology.vpn_tun, SILENCE)?
+        }
+        MN_TC_VPN_INGRESS => {
+            let protocol = *expected
+                .get(9)
+                .context("expected packet shorter than IPv4")?;
+            let socket = raw_socket(i32::from(protocol))?;
+            let written = (&topology.vpn_tun)
+                .write(input)
+                .context("writing to the TUN queue")?;
+            ensure!(written == input.len(), "the TUN queue took {written} bytes");
+            read_within(&socket, SILENCE)?
+        }
+        other => anyhow::bail!("{other} is not attached to {VPN0}"),
+    };
+    Ok(Outcome {
+        verdict: if output.is_some() {
+            TC_ACT_OK
+        } else {
+            TC_ACT_SHOT
+        },
+        output,
+    })
+}
+
+/// Creates TUN device `name` (`IFF_TUN | IFF_NO_PI`: bare IP packets) in the calling thread's
+/// namespace and returns its queue, non-blocking. The device goes when the queue closes.
+fn open_tun(name: &str) -> Result<File> {
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .context("opening /dev/net/tun")?;
+    // SAFETY: `ifreq` is plain data, for which all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    ensure!(
+        name.len() < ifr.ifr_name.len(),
+        "interface name {name} too long"
+    );
+    for (slot, byte) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = libc::c_char::from_ne_bytes([byte]);
+    }
+    ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TUN | libc::IFF_NO_PI)?;
+    // SAFETY: TUNSETIFF reads and writes one `ifreq`, which outlives the call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("creating TUN device {name}"));
+    }
+    Ok(tun)
+}
+
+/// A non-blocking IPv4 raw socket for `protocol` in the calling thread's namespace.
+fn raw_socket(protocol: i32) -> Result<File> {
+    // SAFETY: socket(2) has no memory-safety preconditions.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a raw socket");
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Makes `socket` send out of interface `ifname` whatever the routes say (`SO_BINDTODEVICE`).
+fn bind_to_device(socket: &File, ifname: &str) -> Result<()> {
+    // SAFETY: the option value is `ifname`'s bytes, valid for their length during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            ifname.as_ptr().cast(),
+            libc::socklen_t::try_from(ifname.len())?,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("binding to {ifname}"));
+    }
+    Ok(())
+}
+
+/// Sends the IPv4 packet `packet`, header included, to its own destination address.
+fn send_to(socket: &File, packet: &[u8]) -> Result<()> {
+    let dst: [u8; 4] = packet
+        .get(16..20)
+        .context("packet shorter than an IPv4 header")?
+        .try_into()?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::sa_family_t::try_from(libc::AF_INET)?,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(dst),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `packet` and `addr` are valid for the lengths given during the call.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&raw const addr).cast(),
+            libc::socklen_t::try_from(size_of::<libc::sockaddr_in>())?,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error()).context("sending through a raw socket");
+    }
+    ensure!(
+        usize::try_from(sent)? == packet.len(),
+        "sent {sent} of {} bytes",
+        packet.len()
+    );
+    Ok(())
+}
+
+/// The next packet `file` (a TUN queue or a raw socket) yields within `wait`, if any.
+fn read_within(mut file: &File, wait: Duration) -> Result<Option<Vec<u8>>> {
+    let mut poll = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one `pollfd`, which outlives the call.
+    let ready = unsafe { libc::poll(&raw mut poll, 1, i32::try_from(wait.as_millis())?) };
+    match ready {
+        0 => Ok(None),
+        1.. => {
+            let mut buf = vec![0u8; 65536];
+            let len = file.read(&mut buf).context("reading a packet")?;
+            buf.truncate(len);
+            Ok(Some(buf))
+        }
+        _ => Err(std::io::Error::last_os_error()).context("poll"),
     }
 }
 
@@ -824,12 +1125,23 @@ fn check(
         (Rewritten, None) => anyhow::bail!("no {}.out.bin: rerun gen_dataplane.py", fixture.frame),
     };
     apply(dataplane, topology, fixture.setup)?;
+    let execute = |dataplane: &mut Dataplane| -> Result<Outcome> {
+        if fixture.attached {
+            run_attached(topology, fixture, &input, expected)
+        } else {
+            let run = run(dataplane, topology, fixture, &input)?;
+            Ok(Outcome {
+                verdict: run.verdict,
+                output: Some(run.output),
+            })
+        }
+    };
     if warm {
-        run(dataplane, topology, fixture, &input)?;
+        execute(dataplane)?;
     }
     preset_ip_id(dataplane, IP_ID)?;
     let before = counters(dataplane);
-    let run = run(dataplane, topology, fixture, &input)?;
+    let run = execute(dataplane)?;
     let after = counters(dataplane);
 
     let mut problems = Vec::new();
@@ -861,8 +1173,10 @@ fn check(
             fixture.verdict
         ));
     }
-    if &run.output != expected {
-        problems.push(frame_diff(&run.output, expected));
+    if let Some(output) = &run.output
+        && output != expected
+    {
+        problems.push(frame_diff(output, expected));
     }
     for counter in Counter::ALL {
         let delta = after[counter] - before[counter];
@@ -882,6 +1196,19 @@ fn fixture_table() {
     require_root();
     let topology = Topology::new().expect("building the fixture namespaces");
     let mut dataplane = Dataplane::load().expect("loading the embedded eBPF object");
+    {
+        // For the fixtures that run attached (and the whole table shares the maps with them).
+        let _inside = topology
+            .mn
+            .enter()
+            .expect("entering the mobile node namespace");
+        dataplane
+            .attach_tc_egress(MN_TC_VPN_EGRESS, VPN0)
+            .expect("attaching mn_tc_vpn_egress to vpn0");
+        dataplane
+            .attach_tc_ingress(MN_TC_VPN_INGRESS, VPN0)
+            .expect("attaching mn_tc_vpn_ingress to vpn0");
+    }
     let table = fixtures();
     let mut failures = Vec::new();
     for warm in [false, true] {
@@ -953,7 +1280,7 @@ fn object_has_every_program_and_map() {
                 Array::<_, HaDataplaneConfig>::try_from(map).map(|m| assert_eq!(m.len(), 1))
             }
             IFACES_MAP => HashMap::<_, u32, IfaceInfo>::try_from(map).map(drop),
-            MN_TUNNEL_MAP => Array::<_, MnTunnel>::try_from(map).map(|m| assert_eq!(m.len(), 1)),
+            MN_TUNNEL_MAP => Array::<_, MnTunnel>::try_from(map).map(|m| assert_eq!(m.len(), 2)),
             IP_ID_MAP => PerCpuArray::<_, u32>::try_from(map).map(|m| assert_eq!(m.len(), 1)),
             NEXTHOP_MAP => {
                 PerCpuArray::<_, NextHop>::try_from(map).map(|m| assert_eq!(m.len(), NEXTHOP_SLOTS))

@@ -34,7 +34,7 @@ pub enum VpnError {
 }
 
 /// A road-warrior IKEv2 connection to a VPN gateway, asking for a virtual IP (the TIA), with
-/// MOBIKE so the SA follows the mobile node's moves (RFC 4555).
+/// MOBIKE so the SA follows the mobile node's moves (RFC 4555) unless its address is fixed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoadWarrior {
     /// The IKE_SA's name, also the CHILD_SA's prefix.
@@ -209,7 +209,9 @@ impl Vici {
             local_addrs: rw.local_addr.iter().map(ToString::to_string).collect(),
             remote_addrs: vec![rw.gateway.to_string()],
             vips: vec!["0.0.0.0"],
-            mobike: true,
+            // A fixed local address (mode cvc, the x-HoA) never moves: no MOBIKE, so charon
+            // never roams the SA onto a care-of address (RFC 5265 §2.3).
+            mobike: rw.local_addr.is_none(),
             local: Auth {
                 auth: "psk",
                 id: &rw.local_id,

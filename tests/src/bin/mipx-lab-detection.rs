@@ -333,5 +333,6 @@ fn short(net: Net) -> &'static str {
         Net::Int1 => "int1",
         Net::Int2 => "int2",
         Net::Ext1 => "ext1",
+        Net::Ext2 => "ext2",
     }
 }
