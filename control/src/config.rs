@@ -300,6 +300,9 @@ struct RawVpn {
     retry_max_ms: u64,
     #[serde(default = "default_vpn_initiate_timeout")]
     initiate_timeout_ms: u32,
+    /// Dead peer detection: a liveness check after this many idle seconds (0: off).
+    #[serde(default = "default_vpn_dpd")]
+    dpd_secs: u32,
 }
 
 /// The access mode outside the intranet.
@@ -332,6 +335,7 @@ pub struct VpnSettings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub initiate_timeout_ms: u32,
+    pub dpd_secs: u32,
 }
 
 impl std::fmt::Debug for VpnSettings {
@@ -368,6 +372,9 @@ fn default_vpn_retry_max() -> u64 {
 }
 fn default_vpn_initiate_timeout() -> u32 {
     10_000
+}
+fn default_vpn_dpd() -> u32 {
+    30
 }
 
 fn default_t_monitor() -> u64 {
@@ -775,6 +782,9 @@ fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
             "need 100 <= retry_initial_ms <= retry_max_ms <= 3600000",
         ));
     }
+    if v.dpd_secs > 3600 {
+        return Err(field_err(f("dpd_secs"), "must be 0-3600"));
+    }
     if !(500..=120_000).contains(&v.initiate_timeout_ms) {
         return Err(field_err(f("initiate_timeout_ms"), "must be 500-120000"));
     }
@@ -790,6 +800,7 @@ fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
         retry_initial: Duration::from_millis(v.retry_initial_ms),
         retry_max: Duration::from_millis(v.retry_max_ms),
         initiate_timeout_ms: v.initiate_timeout_ms,
+        dpd_secs: v.dpd_secs,
     })
 }
 

@@ -95,6 +95,7 @@ pub fn spawn(
         local_id: settings.local_id.clone(),
         remote_id: settings.remote_id.clone(),
         remote_ts,
+        dpd_secs: settings.dpd_secs,
     };
     tokio::spawn(async move {
         let mut driver = Driver {

@@ -55,6 +55,7 @@ fn vici_loads_a_road_warrior_brings_it_up_and_reports_the_tunnel_inner_address()
             local_id: "client.test".into(),
             remote_id: "gw.test".into(),
             remote_ts: vec!["10.50.0.0/24".into()],
+            dpd_secs: 30,
         };
         vici.load_road_warrior(&rw).await?;
         ensure!(

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use mipx_tests::daemon::{Mipd, tshark_count, wait_for};
 use mipx_tests::detection::{
-    DetectionTopology, EXTERNAL_HOME_ADDR, MN_VPN_ID, Net, Pinger, VPN_GATEWAY_ADDR,
-    VPN_GATEWAY_ID, VPN_POOL, VPN_PSK, user_packets,
+    DetectionTopology, EXTERNAL_HOME_ADDR, INTERNAL_HOME_ADDR, MN_VPN_ID, Net, Pinger,
+    VPN_GATEWAY_ADDR, VPN_GATEWAY_ID, VPN_POOL, VPN_POOL_2, VPN_PSK, user_packets,
 };
 use mipx_tests::require_root;
 use mipx_tests::strongswan::Charon;
@@ -39,7 +39,7 @@ fn vpn_toml(topo: &DetectionTopology, charon: &Charon, mode: &str, inside: &str)
         "{detection}\n[mn.rfc5265.vpn]\n\
          vici_socket = \"{}\"\ngateway = \"{VPN_GATEWAY_ADDR}\"\nlocal_id = \"{MN_VPN_ID}\"\n\
          remote_id = \"{VPN_GATEWAY_ID}\"\npsk_file = \"{}\"\ninside = \"{inside}\"\n\
-         retry_initial_ms = 500\nretry_max_ms = 4000\ninitiate_timeout_ms = 5000\n",
+         retry_initial_ms = 500\nretry_max_ms = 2000\ninitiate_timeout_ms = 5000\ndpd_secs = 2\n",
         charon.vici.display(),
         psk.display(),
     ))
@@ -248,5 +248,118 @@ fn walk(mode: &str) -> Result<()> {
         ensure!(esp > 10, "only {esp} ESP packets on {name}");
         println!("{name}: {esp} ESP packets, no plaintext user data");
     }
+    Ok(())
+}
+
+/// The i-HA's binding for the internal home address: its care-of address.
+fn iha_care_of(iha: &Mipd) -> Result<Option<String>> {
+    let v = iha.ctl_json(&["bindings"])?;
+    Ok(v["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["home_addr"] == INTERNAL_HOME_ADDR.to_string().as_str())
+        .and_then(|b| b["care_of_addr"].as_str().map(str::to_owned)))
+}
+
+/// Outside with the VPN gateway unreachable, then dropping while in use, then back with
+/// another address pool: user data stays blocked (never plaintext on the external segment)
+/// while there is no VPN, mipd keeps retrying with back-off, and when the gateway returns with
+/// another pool the new TIA is registered with the i-HA (draft §3.3) and user data resumes.
+#[test]
+fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("mc-fail")?;
+    let charon = topo.start_mn_charon()?;
+    let iha = topo.start_iha()?;
+    let mn = topo.start_mn(&vpn_toml(&topo, &charon, "mc", "teardown")?)?;
+    wait_mode(&mn, "inside", "c", Duration::from_secs(10))?;
+    let pinger = Pinger::start(&topo, Duration::from_millis(50))?;
+    let ext1_pcap = topo.dir.path("ext1.pcap");
+    let ext1 = topo.capture_external(&ext1_pcap)?;
+
+    // 1. No gateway: the VPN cannot come up; the interface is not "outside" (nothing answered
+    //    but the i-HA did not either), and nothing from the home address leaves.
+    topo.move_mn(Net::Ext1, true)?;
+    wait_for(Duration::from_secs(15), "a failed VPN attempt", || {
+        let s = status(&mn)?;
+        Ok((s["vpn"]["state"] == "failed").then_some(s))
+    })
+    .with_context(|| mn.log_text())?;
+    let blocked_from = unix_now();
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(
+        pinger.first_reply_after(blocked_from).is_none(),
+        "user data flowed without a VPN"
+    );
+    let s = status(&mn)?;
+    ensure!(s["interfaces"][0]["gate"] != "inside", "{s}");
+    ensure!(s["interfaces"][0]["mode"] == "-", "{s}");
+    let closed = mn.stat(&["dataplane", "gate_closed"])?;
+    ensure!(closed > 20, "the gate dropped only {closed} packets");
+
+    // 2. The gateway appears: mipd's retries bring the VPN up without any prompt.
+    topo.start_vpn_gateway(VPN_POOL)?;
+    let up_from = unix_now();
+    wait_mode(&mn, "outside", "mc", Duration::from_secs(15))?;
+    let first_tia = status(&mn)?["vpn"]["tia"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(in_pool(&first_tia), "TIA {first_tia}");
+    flowing(
+        &pinger,
+        up_from,
+        "user data once the gateway is reachable",
+        &mn,
+    )?;
+    ensure!(iha_care_of(&iha)?.as_deref() == Some(first_tia.as_str()));
+
+    // 3. The gateway dies while in use: dead peer detection notices, the SA goes, and with
+    //    it the tunnel; user data is blocked again, not leaked.
+    topo.stop_vpn_gateway()?;
+    wait_for(
+        Duration::from_secs(20),
+        "the VPN to be noticed down",
+        || {
+            let s = status(&mn)?;
+            Ok((s["vpn"]["state"] != "up" && s["interfaces"][0]["mode"] == "-").then_some(()))
+        },
+    )
+    .with_context(|| mn.log_text())?;
+    let down_at = unix_now();
+
+    // 4. It comes back with another pool: a new TIA, registered with the i-HA.
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        pinger.first_reply_after(down_at + 0.5).is_none(),
+        "user data flowed while the VPN was down"
+    );
+    topo.start_vpn_gateway(VPN_POOL_2)?;
+    let back = unix_now();
+    wait_mode(&mn, "outside", "mc", Duration::from_secs(20))?;
+    let second_tia = status(&mn)?["vpn"]["tia"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        second_tia.starts_with("10.41.0."),
+        "TIA {second_tia} not from {VPN_POOL_2}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the i-HA to bind the new TIA",
+        || Ok((iha_care_of(&iha)?.as_deref() == Some(second_tia.as_str())).then_some(())),
+    )?;
+    let first = flowing(&pinger, back, "user data through the new TIA", &mn)?;
+    println!("TIA {first_tia} → {second_tia}; user data {first:.3} s after the gateway returned");
+    drop(ext1);
+    drop(pinger);
+    let leaks = user_packets(&ext1_pcap)?;
+    ensure!(
+        leaks.is_empty(),
+        "{} plaintext user packets on external 1",
+        leaks.len()
+    );
     Ok(())
 }

@@ -46,6 +46,10 @@ pub struct RoadWarrior {
     pub remote_id: String,
     /// The intranet prefixes the CHILD_SA protects, as `a.b.c.d/len`.
     pub remote_ts: Vec<String>,
+    /// Dead peer detection (RFC 7296 §2.4 liveness checks) after this many seconds without
+    /// traffic from the gateway; 0: off. A gateway that died is then noticed and the SA
+    /// deleted, which is how mipd learns that the VPN dropped.
+    pub dpd_secs: u32,
 }
 
 #[derive(Serialize)]
@@ -66,6 +70,7 @@ struct Conn<'a> {
     remote_addrs: Vec<String>,
     vips: Vec<&'a str>,
     mobike: bool,
+    dpd_delay: String,
     local: Auth<'a>,
     remote: Auth<'a>,
     children: BTreeMap<String, ChildConf<'a>>,
@@ -212,6 +217,7 @@ impl Vici {
             // A fixed local address (mode cvc, the x-HoA) never moves: no MOBIKE, so charon
             // never roams the SA onto a care-of address (RFC 5265 §2.3).
             mobike: rw.local_addr.is_none(),
+            dpd_delay: format!("{}s", rw.dpd_secs),
             local: Auth {
                 auth: "psk",
                 id: &rw.local_id,
