@@ -7,7 +7,9 @@
 //! closes it at once, and an "inside" decision opens it only until T_MONITOR after the i-HA
 //! registration, in the kernel's clock, so a stalled or killed `mipd` cannot leak plaintext
 //! (§3.2.4). Inside, user data from the internal home address is tunnelled to the i-HA (mode
-//! c); outside it must use the VPN, which is not built yet, so the gate passes only signalling.
+//! c); outside it goes through the VPN layer (`[mn.rfc5265.vpn]`, docs/vpn-layer.md): modes cvc
+//! and mc, the TIA registered with the i-HA through the VPN, and the gate passing only
+//! signalling, IKE and the VPN's ESP on the access interfaces.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -900,6 +902,13 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).await?;
         bind_to_device(&socket, name)
             .map_err(|e| io::Error::other(format!("binding the socket to {name}: {e}")))?;
+        // Detection probes never go through the VPN (draft §3.4), whatever IPsec policies
+        // the kernel holds.
+        if rfc.vpn.is_some()
+            && let Err(e) = crate::net::xfrm::bypass(&socket)
+        {
+            warn!(interface = %name, error = %e, "cannot exempt the detection socket from IPsec policies");
+        }
         let socket = Arc::new(socket);
         let reader = Arc::clone(&socket);
         let tx = rx_tx.clone();

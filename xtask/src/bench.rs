@@ -6,6 +6,7 @@ mod dataplane;
 mod detection;
 mod loadgen;
 mod registration;
+mod vpn;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ enum Which {
     /// against a plain registration in the same round, and plaintext leaked on the external
     /// segment (root; writes BENCHMARKS.md).
     Detection(detection::Options),
+    /// RFC 5265 VPN layer: bulk TCP throughput in access modes c, mc and cvc against no
+    /// tunnelling in the same round, and handover times per move and mode from the lab's walks
+    /// (root; writes BENCHMARKS.md).
+    Vpn(vpn::Options),
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -45,6 +50,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         Which::Registration(o) => registration::run(o),
         Which::Dataplane(o) => dataplane::run(o),
         Which::Detection(o) => detection::run(o),
+        Which::Vpn(o) => vpn::run(o),
     }
 }
 

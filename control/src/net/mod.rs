@@ -2,4 +2,5 @@
 //! daemon over VICI ([`vici`]).
 
 pub mod route;
+pub mod xfrm;
 pub mod vici;

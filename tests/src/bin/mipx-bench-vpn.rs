@@ -1,0 +1,181 @@
+//! `mipx-bench-vpn`: bulk TCP throughput from the mobile node to the correspondent in the
+//! intranet, in each access mode of RFC 5265 against no tunnelling at all, measured in the same
+//! round on the same machine (`cargo xtask bench vpn` runs it and writes BENCHMARKS.md).
+//!
+//! Per round, on fresh topologies (tests/src/detection.rs with the strongSwan VPN gateway):
+//!
+//! - `plain`: inside (internal 1), from the care-of address: routed, no Mobile IP at all;
+//! - `c`: inside, from the internal home address: IP-in-IP to the i-HA (RFC 5265 §2.1);
+//! - `mc`: external 1, from the home address: IP-in-IP inside ESP-in-UDP, MOBIKE VPN;
+//! - `cvc`: external 1: IP-in-IP inside ESP-in-UDP inside IP-in-IP to the x-HA (§2.3).
+//!
+//! Each transfer runs `--secs` seconds; the receiver counts the bytes. Usage:
+//! `mipx-bench-vpn [--rounds N] [--secs S] [--json FILE]` (root).
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use mipx_tests::daemon::{Mipd, wait_for};
+use mipx_tests::detection::{
+    CN_ADDR, DetectionTopology, INTERNAL_HOME_ADDR, MN_VPN_ID, Net, VPN_GATEWAY_ADDR,
+    VPN_GATEWAY_ID, VPN_POOL, VPN_PSK,
+};
+use mipx_tests::strongswan::Charon;
+
+const PORT: u16 = 5201;
+
+fn vpn_toml(topo: &DetectionTopology, charon: &Charon, mode: &str) -> Result<String> {
+    let psk = topo.dir.write("vpn.psk", VPN_PSK, 0o600)?;
+    let detection = match mode {
+        "cvc" => format!("{}mode = \"cvc\"\n", topo.rfc5265_mn_toml(30, 5, 1000)),
+        _ => format!(
+            "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nmode = \"mc\"\nt_monitor_secs = 30\n\
+             grace_secs = 5\ndetection_period_ms = 1000\n",
+            topo.plain_mn_toml()
+        ),
+    };
+    Ok(format!(
+        "{detection}\n[mn.rfc5265.vpn]\nvici_socket = \"{}\"\ngateway = \"{VPN_GATEWAY_ADDR}\"\n\
+         local_id = \"{MN_VPN_ID}\"\nremote_id = \"{VPN_GATEWAY_ID}\"\npsk_file = \"{}\"\n\
+         inside = \"teardown\"\n",
+        charon.vici.display(),
+        psk.display(),
+    ))
+}
+
+fn wait_mode(mn: &Mipd, location: &str, mode: &str) -> Result<()> {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{location}/{mode}"),
+        || {
+            let s = mn.ctl_json(&["status"])?;
+            let i = &s["status"]["interfaces"][0];
+            Ok((i["location"] == location && i["mode"] == mode).then_some(()))
+        },
+    )
+    .with_context(|| mn.log_text())
+}
+
+/// Sends as fast as TCP allows from `from` (in the MN's namespace) to the sink on the
+/// correspondent for `secs`; returns megabits per second as the sink counted them.
+fn transfer(topo: &DetectionTopology, from: Ipv4Addr, secs: f64) -> Result<f64> {
+    let cn = topo.cn.name().to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sink = std::thread::spawn(move || -> Result<(u64, f64)> {
+        let _inside = mipx_tests::netns::enter_named(&cn)?;
+        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))?;
+        ready_tx.send(()).ok();
+        let (mut conn, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut first: Option<Instant> = None;
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            total += n as u64;
+        }
+        Ok((total, first.map_or(0.0, |t| t.elapsed().as_secs_f64())))
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the sink did not start")?;
+    let mn = topo.mn.name().to_owned();
+    let sender = std::thread::spawn(move || -> Result<()> {
+        let _inside = mipx_tests::netns::enter_named(&mn)?;
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(SocketAddrV4::new(from, 0)).into())?;
+        socket.connect_timeout(
+            &SocketAddr::from(SocketAddrV4::new(CN_ADDR, PORT)).into(),
+            Duration::from_secs(5),
+        )?;
+        let mut conn: TcpStream = socket.into();
+        let buf = vec![0x5au8; 1 << 16];
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        while Instant::now() < until {
+            conn.write_all(&buf)?;
+        }
+        conn.shutdown(std::net::Shutdown::Write)?;
+        Ok(())
+    });
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    let (bytes, elapsed) = sink
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    ensure!(bytes > 0 && elapsed > 0.0, "nothing arrived");
+    Ok(bytes as f64 * 8.0 / elapsed / 1e6)
+}
+
+/// One round: plain, c and mc on one topology, cvc on another.
+fn round(secs: f64) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for family in ["mc", "cvc"] {
+        let mut topo = DetectionTopology::new(&format!("bench-{family}"))?;
+        topo.start_vpn_gateway(VPN_POOL)?;
+        let charon = topo.start_mn_charon()?;
+        let _iha = topo.start_iha()?;
+        let _xha = if family == "cvc" {
+            Some(topo.start_xha()?)
+        } else {
+            None
+        };
+        let mn = topo.start_mn(&vpn_toml(&topo, &charon, family)?)?;
+        wait_mode(&mn, "inside", "c")?;
+        if family == "mc" {
+            out.push(("plain".into(), transfer(&topo, Net::Int1.mn_addr(), secs)?));
+            out.push(("c".into(), transfer(&topo, INTERNAL_HOME_ADDR, secs)?));
+        }
+        topo.move_mn(Net::Ext1, true)?;
+        wait_mode(&mn, "outside", family)?;
+        out.push((family.into(), transfer(&topo, INTERNAL_HOME_ADDR, secs)?));
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let mut rounds = 3usize;
+    let mut secs = 3.0f64;
+    let mut json: Option<std::path::PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
+            "--secs" => secs = args.next().context("--secs S")?.parse()?,
+            "--json" => json = Some(args.next().context("--json FILE")?.into()),
+            other => {
+                bail!("unknown argument {other}; usage: [--rounds N] [--secs S] [--json FILE]")
+            }
+        }
+    }
+    mipx_tests::require_root();
+    let mut results: Vec<Vec<(String, f64)>> = Vec::new();
+    for r in 0..rounds {
+        let got = round(secs).with_context(|| format!("round {}", r + 1))?;
+        let line: Vec<String> = got.iter().map(|(m, v)| format!("{m} {v:.0}")).collect();
+        println!("round {}: Mbit/s {}", r + 1, line.join(", "));
+        results.push(got);
+    }
+    if let Some(path) = json {
+        let rounds: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::Value::Object(
+                    r.iter()
+                        .map(|(m, v)| (m.clone(), serde_json::json!(v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({ "secs": secs, "rounds": rounds }))?,
+        )?;
+    }
+    Ok(())
+}
