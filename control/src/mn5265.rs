@@ -93,6 +93,12 @@ pub struct VpnStatus {
     pub ipsec: Option<String>,
     /// The i-HA binding through the VPN (the TIA as co-located care-of address): registered.
     pub internal_registered: bool,
+    /// Mode cvc: the x-HA binding the VPN rides in: its care-of address, and whether the
+    /// tunnel is RFC 3519 IP-in-UDP (through a NAT).
+    #[serde(default)]
+    pub external_care_of: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub external_udp: bool,
     pub spis: Vec<String>,
     pub last_error: Option<String>,
 }
@@ -384,6 +390,11 @@ impl Node {
                 .libipsec
                 .map(|l| if l { "kernel-libipsec" } else { "xfrm" }.into()),
             internal_registered: v.engine.as_ref().is_some_and(|e| e.registered),
+            external_care_of: (self.outer_tunnel.flags & MN_ACTIVE != 0
+                && self.outer_tunnel.flags != u32::MAX)
+                .then(|| Ipv4Addr::from(self.outer_tunnel.care_of_addr)),
+            external_udp: self.outer_tunnel.flags != u32::MAX
+                && self.outer_tunnel.flags & MN_UDP_TUNNEL != 0,
             spis: v
                 .snapshot
                 .spis

@@ -175,6 +175,20 @@ fn walk(mode: &str) -> Result<()> {
             ike_local == EXTERNAL_HOME_ADDR.to_string().as_str(),
             "IKE from {ike_local}"
         );
+        let s = status(&mn)?;
+        ensure!(
+            s["vpn"]["external_care_of"] == Net::Ext1.mn_addr().to_string().as_str()
+                && s["vpn"]["external_udp"] == false,
+            "x-HA binding: {s}"
+        );
+    }
+    // The operator's view names both layers.
+    let text = mn.ctl(&["status"])?;
+    for want in ["vpn       up", "registered", mode] {
+        ensure!(
+            text.contains(want),
+            "`mipctl status` lacks {want:?}:\n{text}"
+        );
     }
     ensure!(
         mn.stat(&["dataplane", "mn_vpn_encap"])? > 0,
@@ -214,6 +228,14 @@ fn walk(mode: &str) -> Result<()> {
         status(&mn)?["vpn"]["tia"] == tia.as_str(),
         "the TIA changed"
     );
+    if mode == "cvc" {
+        // RFC 3519 through the NAT for the x-HA's tunnel; IKE saw nothing.
+        let s = status(&mn)?;
+        ensure!(
+            s["vpn"]["external_udp"] == true,
+            "x-HA tunnel not in UDP: {s}"
+        );
+    }
     let followed = unix_now() - moved;
     let first = flowing(&pinger, unix_now(), "user data through the NAT", &mn)? + followed;
     println!(
@@ -360,6 +382,58 @@ fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
         leaks.is_empty(),
         "{} plaintext user packets on external 1",
         leaks.len()
+    );
+    Ok(())
+}
+
+/// `inside = "keep"`: the VPN stays up inside (MOBIKE keeps it alive, draft §3.4.2) while user
+/// data uses mode c; a CHILD_SA rekey outside (new SPIs, which the gate must learn from
+/// charon's events) does not interrupt user data.
+#[test]
+fn mc_keep_inside_and_a_rekey_outside() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("mc-keep")?;
+    topo.start_vpn_gateway(VPN_POOL)?;
+    let charon = topo.start_mn_charon()?;
+    let _iha = topo.start_iha()?;
+    let mn = topo.start_mn(&vpn_toml(&topo, &charon, "mc", "keep")?)?;
+    wait_mode(&mn, "inside", "c", Duration::from_secs(10))?;
+    wait_for(Duration::from_secs(10), "the VPN up inside", || {
+        Ok((status(&mn)?["vpn"]["state"] == "up").then_some(()))
+    })
+    .with_context(|| mn.log_text())?;
+    let pinger = Pinger::start(&topo, Duration::from_millis(50))?;
+    let moved = unix_now();
+    topo.move_mn(Net::Ext1, true)?;
+    wait_mode(&mn, "outside", "mc", Duration::from_secs(10))?;
+    flowing(&pinger, moved, "user data outside", &mn)?;
+
+    let spis = |mn: &Mipd| -> Result<Vec<String>> {
+        Ok(status(mn)?["vpn"]["spis"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect())
+    };
+    let before = spis(&mn)?;
+    ensure!(!before.is_empty(), "no SPIs known");
+    charon.swanctl(&["--rekey", "--child", "mipx-vpn"])?;
+    wait_for(Duration::from_secs(10), "new SPIs in the gate", || {
+        let now = spis(&mn)?;
+        Ok((!now.is_empty() && now.iter().all(|s| !before.contains(s))).then_some(now))
+    })
+    .with_context(|| mn.log_text())?;
+    let rekeyed = unix_now();
+    flowing(&pinger, rekeyed, "user data after the rekey", &mn)?;
+
+    let moved = unix_now();
+    topo.move_mn(Net::Int1, true)?;
+    wait_mode(&mn, "inside", "c", Duration::from_secs(10))?;
+    flowing(&pinger, moved, "user data inside again", &mn)?;
+    ensure!(
+        status(&mn)?["vpn"]["state"] == "up",
+        "the VPN was torn down inside despite inside = \"keep\""
     );
     Ok(())
 }

@@ -138,6 +138,17 @@ fn render(resp: &Response) -> String {
                         "none"
                     }
                 );
+                if let Some(coa) = v.external_care_of {
+                    let _ = writeln!(
+                        out,
+                        "x-ha      bound to {coa} ({})",
+                        if v.external_udp {
+                            "IP-in-UDP, RFC 3519"
+                        } else {
+                            "IP-in-IP"
+                        }
+                    );
+                }
                 if !v.spis.is_empty() {
                     let _ = writeln!(out, "spis      {}", v.spis.join(" "));
                 }
