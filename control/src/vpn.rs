@@ -289,3 +289,41 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::net::vici::ChildSa;
+
+    /// Established means an ESTABLISHED IKE_SA with an installed CHILD_SA: an IKE_SA whose
+    /// CHILD_SA failed carries no data, and the daemon must not register a TIA through it.
+    #[test]
+    fn established_needs_an_installed_child() {
+        let mut sa = IkeSa {
+            state: "ESTABLISHED".into(),
+            local_host: Some("192.0.2.50".into()),
+            remote_host: Some("192.0.2.10".into()),
+            local_vips: vec!["10.40.0.3".into()],
+            child_sas: BTreeMap::new(),
+        };
+        assert!(!VpnSnapshot::of(Some(&sa)).established);
+        sa.child_sas.insert(
+            "mipx-vpn-1".into(),
+            ChildSa {
+                state: "INSTALLED".into(),
+                spi_in: Some("c1a2b3c4".into()),
+                spi_out: Some("d1a2b3c4".into()),
+            },
+        );
+        let s = VpnSnapshot::of(Some(&sa));
+        assert!(s.established);
+        assert_eq!(s.tia, Some(Ipv4Addr::new(10, 40, 0, 3)));
+        assert_eq!(s.local, Some(Ipv4Addr::new(192, 0, 2, 50)));
+        assert_eq!(s.spis.len(), 2);
+        sa.state = "CONNECTING".into();
+        assert!(!VpnSnapshot::of(Some(&sa)).established);
+        assert_eq!(VpnSnapshot::of(None), VpnSnapshot::default());
+    }
+}

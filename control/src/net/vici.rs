@@ -338,3 +338,56 @@ impl Vici {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(state: &str, spi_in: &str, spi_out: &str) -> ChildSa {
+        ChildSa {
+            state: state.into(),
+            spi_in: Some(spi_in.into()),
+            spi_out: Some(spi_out.into()),
+        }
+    }
+
+    /// Only installed CHILD_SAs count (a rekeyed or deleting one is on its way out), both
+    /// directions, in wire order; garbage is skipped rather than trusted.
+    #[test]
+    fn spis_are_the_installed_children_in_wire_order() {
+        let sa = IkeSa {
+            state: "ESTABLISHED".into(),
+            local_host: Some("198.51.100.100".into()),
+            remote_host: Some("192.0.2.10".into()),
+            local_vips: vec!["fe80::1".into(), "10.40.0.1".into()],
+            child_sas: BTreeMap::from([
+                (
+                    "mipx-vpn-1".into(),
+                    child("REKEYED", "c0000001", "c0000002"),
+                ),
+                (
+                    "mipx-vpn-2".into(),
+                    child("INSTALLED", "cafe0001", "0badf00d"),
+                ),
+                (
+                    "mipx-vpn-3".into(),
+                    child("INSTALLED", "not-hex", "00000007"),
+                ),
+            ]),
+        };
+        assert_eq!(
+            sa.spis(),
+            [
+                [0xca, 0xfe, 0x00, 0x01],
+                [0x0b, 0xad, 0xf0, 0x0d],
+                [0, 0, 0, 7]
+            ]
+        );
+        assert_eq!(sa.tunnel_inner_address(), Some(Ipv4Addr::new(10, 40, 0, 1)));
+        assert_eq!(
+            IkeSa::host(&sa.remote_host),
+            Some(Ipv4Addr::new(192, 0, 2, 10))
+        );
+        assert_eq!(IkeSa::host(&Some("2001:db8::1".into())), None);
+    }
+}
