@@ -138,29 +138,28 @@ fn is_vpn(h: &Headers, gateway: [u8; 4]) -> bool {
     }
 }
 
-/// Mode cvc: the x-HA's tunnel, IP-in-IP or RFC 3519 tunnel data, to or from the x-HA. It
-/// carries only the VPN: what arrives in it is gated after decapsulation, and what leaves in it
-/// was gated before `mn_tc_egress` encapsulated it (the encapsulated packet passes this hook a
-/// second time on its way out, `bpf_redirect_neigh`); the rest is `mipd`'s keepalives (RFC
-/// 3519 §4.9).
+/// Mode cvc: the x-HA's tunnel toward the x-HA, IP-in-IP or RFC 3519 tunnel data. It carries
+/// only the VPN: what leaves in it was gated before `mn_tc_egress` encapsulated it (the
+/// encapsulated packet passes this hook a second time on its way out, `bpf_redirect_neigh`),
+/// and the rest is `mipd`'s keepalives (RFC 3519 §4.9). Only toward the x-HA: what arrives
+/// from it was decapsulated and gated by `mn_xdp` before this check if it was our tunnel's, so
+/// anything of the kind still here (another port, a stale care-of address) is not ours and
+/// stays user data.
 #[inline(always)]
 fn is_outer_tunnel(h: &Headers, mip_port: u16, outer_home_agent: [u8; 4]) -> bool {
-    if outer_home_agent == [0; 4] || h.ether_type != ETH_P_IP {
+    if outer_home_agent == [0; 4] || h.ether_type != ETH_P_IP || h.dst != outer_home_agent {
         return false;
     }
-    let to_outer = h.dst == outer_home_agent;
-    let from_outer = h.src == outer_home_agent;
     if h.protocol == ipv4::PROTO_IPIP {
-        return to_outer || from_outer;
+        return true;
     }
     if h.protocol != ipv4::PROTO_UDP || h.later_fragment {
         return false;
     }
-    let Some((sport, dport, first)) = h.udp else {
+    let Some((_, dport, first)) = h.udp else {
         return false;
     };
-    ((to_outer && dport == mip_port) || (from_outer && sport == mip_port))
-        && first == MIP_TUNNEL_DATA
+    dport == mip_port && first == MIP_TUNNEL_DATA
 }
 
 /// What detection and registration need whatever the gate's state: ARP, DHCP, and Mobile IP

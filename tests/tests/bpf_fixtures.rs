@@ -174,6 +174,11 @@ const VPN_GW: [u8; 4] = [203, 0, 113, 50];
 const VPN_SPI: [u8; 4] = [0xc0, 0xff, 0xee, 0x01];
 /// The mobile node's registration port in UDP tunnelling mode (the HA's is [`HA_PORT`]).
 const MN_PORT: u16 = 40000;
+/// Mode cvc (RFC 5265 §2.3): the external home agent, in the DMZ beside the VPN gateway (mn0's
+/// router has a host route to it), and the external home address the VPN runs from (`X_HA`,
+/// `X_HOA` in the generator).
+const X_HA: [u8; 4] = [203, 0, 113, 80];
+const X_HOA: [u8; 4] = [203, 0, 113, 85];
 /// The VPN's own device on the mobile node (RFC 5265 §2.3): a TUN device like strongSwan's
 /// kernel-libipsec `ipsec0`, with MTU `VPN_MTU` and the tunnel inner address `TIA`, the care-of
 /// address of a registration through the VPN. An L3 device: its packets start at the IPv4
@@ -280,6 +285,8 @@ impl Topology {
             format!("neigh add 10.9.0.254 lladdr {MN1_GW_MAC} dev {MN1} nud permanent"),
             "route add 10.1.0.1/32 via 198.51.100.254".into(),
             "route add 10.2.0.1/32 via 10.9.0.254".into(),
+            // The x-HA (mode cvc), via the same router.
+            "route add 203.0.113.80/32 via 198.51.100.254".into(),
         ] {
             ip(&mn, &cmd)?;
         }
@@ -333,6 +340,19 @@ enum Setup {
         udp: bool,
         /// The gate knows the VPN gateway `VPN_GW`, and `VPN_SPI` is one of its SPIs.
         vpn: bool,
+    },
+    /// Mode cvc (RFC 5265 §2.3): the VPN rides in the x-HA's tunnel. Slot `MN_SLOT_HOME`
+    /// holds [`Setup::MnVpn`]'s tunnel with `home` flags (the internal home address's, through
+    /// the VPN; 0: inactive); slot `MN_SLOT_OUTER` the external home address's: home `X_HOA`,
+    /// home agent `X_HA`, care-of `COA`, with `outer` flags (and ports `MN_PORT`, `HA_PORT`
+    /// when they include `MN_UDP_TUNNEL`). mn0's gate is in `state`, open until `u64::MAX`,
+    /// knows the VPN gateway `VPN_GW` with `VPN_SPI`, and knows the x-HA
+    /// (`outer_home_agent`) when `x_ha`.
+    Cvc {
+        home: u32,
+        outer: u32,
+        state: u32,
+        x_ha: bool,
     },
 }
 
@@ -481,6 +501,15 @@ fn fixtures() -> Vec<Fixture> {
     let vpn0 = Some(VPN0);
     let vpn_out = |frame, verdict, output, counter| fx(frame, MN_TC_VPN_EGRESS, Setup::MnVpn(VIA_VPN), vpn0, verdict, output, counter);
     let vpn_in = |frame, verdict, output, counter| fx(frame, MN_TC_VPN_INGRESS, Setup::MnVpn(VIA_VPN), vpn0, verdict, output, counter);
+    // Mode cvc (RFC 5265 §2.3) on mn0: the internal home address's tunnel through the VPN
+    // (slot 0), the x-HoA's to the x-HA with reverse tunnelling (slot 1; IP-in-IP, or
+    // IP-in-UDP for the `_udp` helpers), the gate in `state` knowing the VPN and the x-HA.
+    const OUTER_UDP: u32 = ACTIVE | MN_UDP_TUNNEL;
+    let cvc = |home, outer, state, x_ha| Setup::Cvc { home, outer, state, x_ha };
+    let cvc_in = |frame, state, verdict, output, counter| fx(frame, MN_XDP, cvc(VIA_VPN, ACTIVE, state, true), mn0, verdict, output, counter);
+    let cvc_out = |frame, state, verdict, output, counter| fx(frame, MN_TC_EGRESS, cvc(VIA_VPN, ACTIVE, state, true), mn0, verdict, output, counter);
+    let cvc_udp_in = |frame, state, verdict, output, counter| fx(frame, MN_XDP, cvc(VIA_VPN, OUTER_UDP, state, true), mn0, verdict, output, counter);
+    let cvc_udp_out = |frame, state, verdict, output, counter| fx(frame, MN_TC_EGRESS, cvc(VIA_VPN, OUTER_UDP, state, true), mn0, verdict, output, counter);
     vec![
         // ha_xdp: not ours, or not enabled.
         fx("ha_disabled_passes", HA_XDP, Setup::HaDisabled, up, XDP_PASS, Untouched, Passed),
@@ -716,6 +745,60 @@ fn fixtures() -> Vec<Fixture> {
         // mn_xdp and mn_tc_egress on mn0 treat it as inactive.
         fx("mn_xdp_vpn_tunnel_ignored", MN_XDP, Setup::MnVpn(VIA_VPN), mn0, XDP_PASS, Untouched, Passed),
         fx("mn_tc_vpn_tunnel_ignored", MN_TC_EGRESS, Setup::MnVpn(VIA_VPN), mn0, TC_ACT_OK, Untouched, Passed),
+        // Mode cvc, mn_xdp: the x-HA's tunnel is decapsulated first and the gate judges what
+        // it carried: the VPN passes in any state, plaintext only inside. A gate drop comes
+        // after the decapsulation, so the buffer holds the inner frame (Rewritten).
+        cvc_in("cvc_xdp_esp_decap", GATE_OUTSIDE, XDP_PASS, Rewritten, MnDecap),
+        fx("cvc_xdp_esp_decap", MN_XDP, cvc(0, ACTIVE, GATE_CLOSED, true), mn0, XDP_PASS, Rewritten, MnDecap)
+            .named("cvc_xdp_esp_decap_gate_closed_without_home_tunnel"),
+        cvc_in("cvc_xdp_ike_decap", GATE_CLOSED, XDP_PASS, Rewritten, MnDecap),
+        cvc_in("cvc_xdp_plaintext_drops", GATE_OUTSIDE, XDP_DROP, Rewritten, GateClosed),
+        cvc_in("cvc_xdp_plaintext_drops", GATE_INSIDE, XDP_PASS, Rewritten, MnDecap).named("cvc_xdp_plaintext_inside_decapsulates"),
+        cvc_in("cvc_xdp_unknown_spi_drops", GATE_OUTSIDE, XDP_DROP, Rewritten, GateClosed),
+        // An x-HA tunnel packet that is malformed, or carries a datagram for another address
+        // than the x-HoA, is dropped before the gate, under its own counter as in mode c.
+        cvc_in("cvc_xdp_wrong_inner_dst_drops", GATE_OUTSIDE, XDP_DROP, Untouched, MnTunnelRejected),
+        cvc_in("cvc_xdp_outer_mf_drops", GATE_OUTSIDE, XDP_DROP, Untouched, TunnelFragment),
+        cvc_in("cvc_xdp_outer_options_drops", GATE_OUTSIDE, XDP_DROP, Untouched, TunnelOptions),
+        cvc_in("cvc_xdp_inner_ttl0_drops", GATE_OUTSIDE, XDP_DROP, Untouched, TtlExceeded),
+        cvc_in("cvc_xdp_inner_truncated_drops", GATE_OUTSIDE, XDP_DROP, Untouched, MalformedIpv4),
+        // The same in UDP tunnelling mode (RFC 3519), and the x-HA's keepalive answer.
+        cvc_udp_in("cvc_xdp_udp_esp_decap", GATE_OUTSIDE, XDP_PASS, Rewritten, MnUdpDecap),
+        cvc_udp_in("cvc_xdp_udp_plaintext_drops", GATE_OUTSIDE, XDP_DROP, Rewritten, GateClosed),
+        cvc_udp_in("cvc_xdp_udp_keepalive_answer_passes", GATE_OUTSIDE, XDP_PASS, Untouched, UdpKeepalive),
+        cvc_udp_in("cvc_xdp_udp_registration_reply_passes", GATE_CLOSED, XDP_PASS, Untouched, Passed),
+        // Not the x-HA's tunnel: the gate judges the packet itself; the i-HA's tunnel in
+        // plaintext on mn0 is user data (it runs inside the VPN).
+        cvc_in("mn_xdp_decap", GATE_OUTSIDE, XDP_DROP, Untouched, GateClosed).named("cvc_xdp_i_ha_tunnel_drops"),
+        // Without slot 1 (not registered with the x-HA yet, or any more), what arrives from
+        // the x-HA was not decapsulated, so it is not ours: user data, whether or not the gate
+        // knows the x-HA (only traffic toward it is exempt, for our own encapsulation).
+        fx("cvc_xdp_esp_decap", MN_XDP, cvc(VIA_VPN, 0, GATE_CLOSED, true), mn0, XDP_DROP, Untouched, GateClosed)
+            .named("cvc_xdp_x_ha_tunnel_stale_drops"),
+        fx("cvc_xdp_esp_decap", MN_XDP, cvc(VIA_VPN, 0, GATE_CLOSED, false), mn0, XDP_DROP, Untouched, GateClosed)
+            .named("cvc_xdp_x_ha_tunnel_unknown_drops"),
+        fx("cvc_xdp_udp_keepalive_answer_passes", MN_XDP, cvc(VIA_VPN, 0, GATE_CLOSED, true), mn0, XDP_DROP, Untouched, GateClosed)
+            .named("cvc_xdp_x_ha_udp_tunnel_stale_drops"),
+        fx("cvc_xdp_udp_keepalive_answer_passes", MN_XDP, cvc(VIA_VPN, 0, GATE_CLOSED, false), mn0, XDP_DROP, Untouched, GateClosed)
+            .named("cvc_xdp_x_ha_udp_tunnel_unknown_drops"),
+        // Mode cvc, mn_tc_egress: the gate judges what the application produced; then what
+        // comes from the x-HoA goes into the x-HA's tunnel, and nothing else does.
+        cvc_out("cvc_tc_esp_encap", GATE_OUTSIDE, TC_ACT_OK, Rewritten, MnEncap),
+        cvc_out("cvc_tc_ike_encap", GATE_CLOSED, TC_ACT_OK, Rewritten, MnEncap),
+        cvc_udp_out("cvc_tc_udp_esp_encap", GATE_OUTSIDE, TC_ACT_OK, Rewritten, MnUdpEncap),
+        cvc_out("cvc_tc_plaintext_shot", GATE_OUTSIDE, TC_ACT_SHOT, Untouched, GateClosed),
+        cvc_out("cvc_tc_unknown_spi_shot", GATE_OUTSIDE, TC_ACT_SHOT, Untouched, GateClosed),
+        cvc_out("mn_tc_vpn_tunnel_ignored", GATE_OUTSIDE, TC_ACT_SHOT, Untouched, GateClosed).named("cvc_tc_home_address_shot"),
+        cvc_out("mn_tc_vpn_tunnel_ignored", GATE_INSIDE, TC_ACT_OK, Untouched, Passed).named("cvc_tc_home_address_not_in_x_ha_tunnel"),
+        // Our own encapsulation passing tc egress again, and mipd's keepalives: they pass a
+        // gate that knows the x-HA, in any state, and are user data to one that does not.
+        cvc_out("cvc_tc_own_encap_passes", GATE_OUTSIDE, TC_ACT_OK, Untouched, Passed),
+        fx("cvc_tc_own_encap_passes", MN_TC_EGRESS, cvc(VIA_VPN, ACTIVE, GATE_OUTSIDE, false), mn0, TC_ACT_SHOT, Untouched, GateClosed)
+            .named("cvc_tc_own_encap_unknown_x_ha_shot"),
+        cvc_udp_out("cvc_tc_own_udp_encap_passes", GATE_OUTSIDE, TC_ACT_OK, Untouched, Passed),
+        cvc_udp_out("cvc_tc_keepalive_passes", GATE_CLOSED, TC_ACT_OK, Untouched, Passed),
+        fx("cvc_tc_keepalive_passes", MN_TC_EGRESS, cvc(VIA_VPN, OUTER_UDP, GATE_CLOSED, false), mn0, TC_ACT_SHOT, Untouched, GateClosed)
+            .named("cvc_tc_keepalive_unknown_x_ha_shot"),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -767,6 +850,8 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         }
     }
     dataplane.set_ha_config(HaDataplaneConfig::default())?;
+    // Both tunnel slots inactive, and no gate at all: whole entries go, so no field of one
+    // (the x-HA of a cvc row's gate) outlives its row.
     dataplane.set_mn_tunnel(MnTunnel::default())?;
     dataplane.set_mn_outer_tunnel(MnTunnel::default())?;
     for (ifindex, _) in dataplane.mn_gates()? {
@@ -855,6 +940,41 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
             if vpn {
                 dataplane.add_vpn_spi(VPN_SPI)?;
             }
+        }
+        Setup::Cvc {
+            home,
+            outer,
+            state,
+            x_ha,
+        } => {
+            if home != 0 {
+                dataplane.set_mn_tunnel(MnTunnel {
+                    care_of_addr: TIA,
+                    ..mn_tunnel(HA, home)
+                })?;
+            }
+            let udp = outer & MN_UDP_TUNNEL != 0;
+            let port = |port: u16| if udp { port.to_be_bytes() } else { [0; 2] };
+            dataplane.set_mn_outer_tunnel(MnTunnel {
+                home_addr: X_HOA,
+                home_agent: X_HA,
+                care_of_addr: COA,
+                flags: outer,
+                mn_port: port(MN_PORT),
+                ha_port: port(HA_PORT),
+            })?;
+            dataplane.set_mn_gate(
+                topology.ifindex[MN0],
+                MnGate {
+                    state,
+                    mip_port: HA_PORT.to_be_bytes(),
+                    open_until_ns: u64::MAX,
+                    vpn_gateway: VPN_GW,
+                    outer_home_agent: if x_ha { X_HA } else { [0; 4] },
+                    ..MnGate::default()
+                },
+            )?;
+            dataplane.add_vpn_spi(VPN_SPI)?;
         }
     }
     Ok(())
@@ -1147,11 +1267,11 @@ fn check(
     let mut problems = Vec::new();
     // A frame with a rewrite must be rewritten, except by the baselines and behind a gate,
     // which drops it before the program would rewrite it (the same frame goes through an open
-    // gate in another row).
+    // gate in another row), or in mode cvc without the tunnel that would rewrite it.
     if fixture.output == Untouched
         && fixture.program != MIPX_DROP
         && fixture.program != MIPX_PASS
-        && !matches!(fixture.setup, Setup::Gated { .. })
+        && !matches!(fixture.setup, Setup::Gated { .. } | Setup::Cvc { .. })
         && rewritten.is_some()
     {
         problems.push(format!(
