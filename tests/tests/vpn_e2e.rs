@@ -118,7 +118,7 @@ fn walk(mode: &str) -> Result<()> {
     let mut topo = DetectionTopology::new(&format!("{mode}-walk"))?;
     topo.start_vpn_gateway(VPN_POOL)?;
     let charon = topo.start_mn_charon()?;
-    let _iha = topo.start_iha()?;
+    let iha = topo.start_iha()?;
     let _xha = if mode == "cvc" {
         Some(topo.start_xha()?)
     } else {
@@ -204,6 +204,7 @@ fn walk(mode: &str) -> Result<()> {
     // is left alone (draft §3.3).
     let ext2_pcap = topo.dir.path("ext2.pcap");
     let ext2 = topo.capture_ext2(&ext2_pcap, "")?;
+    let iha_accepted = iha.stat(&["ha", "accepted"])?;
     let moved = unix_now();
     topo.move_mn(Net::Ext2, true)?;
     let want_local = if mode == "cvc" {
@@ -238,6 +239,11 @@ fn walk(mode: &str) -> Result<()> {
     }
     let followed = unix_now() - moved;
     let first = flowing(&pinger, unix_now(), "user data through the NAT", &mn)? + followed;
+    // Draft §3.3 / RFC 5265 §2.3: the i-HA does not hear of a move outside (the TIA stayed).
+    ensure!(
+        iha.stat(&["ha", "accepted"])? == iha_accepted,
+        "the i-HA accepted a registration for a move outside"
+    );
     println!(
         "ext2 (NAT): the VPN followed after {followed:.3} s, user data at most {first:.3} s after the move"
     );
