@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod detection;
 pub mod mobility;
 pub mod netns;
+pub mod rfc5265_lab;
 pub mod strongswan;
 
 pub use netns::{Netns, veth_pair};

@@ -1,10 +1,11 @@
-//! `cargo xtask lab`: set the machine up, then run the lab binary (`tests/src/bin/mipx-lab.rs`)
-//! as root. The lab lives in the `tests` crate, next to the namespace helpers it uses, so that
-//! xtask itself never depends on the eBPF build and can run `setup` on a fresh machine.
+//! `cargo xtask lab`: set the machine up, then run a lab binary of the `tests` crate as root:
+//! `mipx-lab` (mobility, the default), `mipx-lab-detection` or `mipx-lab-rfc5265`. The labs
+//! live in the `tests` crate, next to the namespace helpers they use, so that xtask itself never
+//! depends on the eBPF build and can run `setup` on a fresh machine.
 
-use std::{env, process::Command};
+use std::{env, path::PathBuf, process::Command};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::{cmd, setup};
 
@@ -13,30 +14,62 @@ pub(crate) struct Options {
     /// Skip `cargo xtask setup` (when you know the machine is ready).
     #[arg(long)]
     no_setup: bool,
-    /// Also visit foreign C, a private network behind an nftables NAT: the mobile node gets
-    /// an RFC 3519 UDP tunnel there.
-    #[arg(long)]
-    nat: bool,
-    /// Which lab: `mobility` (the default: moves under a TCP stream) or `detection` (RFC 5265
-    /// inside/outside detection and the plaintext gate, checked on a capture).
+    /// Which lab: `mobility` (the default: moves under a TCP stream), `detection` (RFC 5265
+    /// inside/outside detection and the plaintext gate, checked on a capture) or `rfc5265` (the
+    /// full RFC 5265 walk internal 1 → internal 2 → external 1 → external 2 behind a NAT →
+    /// internal 1 in access modes cvc and mc, with the strongSwan VPN, one TCP session
+    /// throughout, handover times, per-mode packet overhead against RFC 5265 §5.2, and no
+    /// plaintext on the external segments).
     #[arg(long, default_value = "mobility")]
     scenario: String,
+    /// mobility: also visit foreign C, a private network behind an nftables NAT: the mobile
+    /// node gets an RFC 3519 UDP tunnel there.
+    #[arg(long)]
+    nat: bool,
+    /// rfc5265: which access modes to walk: `cvc`, `mc` or `both` (the default).
+    #[arg(long)]
+    mode: Option<String>,
+    /// detection, rfc5265: also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
+    let scenario = options.scenario.as_str();
+    let bin = match scenario {
+        "mobility" => "mipx-lab",
+        "detection" => "mipx-lab-detection",
+        "rfc5265" => "mipx-lab-rfc5265",
+        other => bail!("unknown scenario `{other}`: mobility, detection or rfc5265"),
+    };
+    // The binary's own arguments; each option only where the lab takes it.
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if options.nat {
+        if scenario != "mobility" {
+            bail!("--nat is an option of the mobility lab");
+        }
+        args.push("--nat".into());
+    }
+    if let Some(mode) = &options.mode {
+        if scenario != "rfc5265" {
+            bail!("--mode is an option of the rfc5265 lab");
+        }
+        args.extend(["--mode".into(), mode.into()]);
+    }
+    if let Some(json) = &options.json {
+        if scenario == "mobility" {
+            bail!("--json is an option of the detection and rfc5265 labs");
+        }
+        args.extend(["--json".into(), json.into()]);
+    }
     if !options.no_setup {
         setup::run(&setup::Options::default())?;
     }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let bin = match options.scenario.as_str() {
-        "mobility" => "mipx-lab",
-        "detection" => "mipx-lab-detection",
-        other => anyhow::bail!("unknown scenario `{other}`: mobility or detection"),
-    };
     let mut command = Command::new(cargo);
     command.args(["run", "--quiet", "-p", "mipx-tests", "--bin", bin]);
-    if options.nat {
-        command.args(["--", "--nat"]);
+    if !args.is_empty() {
+        command.arg("--").args(args);
     }
     cmd::run(&mut command)
 }
