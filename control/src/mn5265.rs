@@ -114,6 +114,8 @@ struct VpnLayer {
     installed_spis: Vec<[u8; 4]>,
     /// The i-HA registration from the TIA, through the VPN.
     engine: Option<TiaEngine>,
+    /// A request went out through the VPN since the node was last inside.
+    tia_sent: bool,
     /// The VPN device the tunnel programs are attached to.
     attached: Option<u32>,
     /// The VPN device the home address is routed into, with its MTU.
@@ -278,24 +280,19 @@ impl Node {
     /// Sends what every detector queued and applies their events.
     async fn flush(&mut self) {
         let now = self.now();
-        for i in 0..self.ifaces.len() {
-            while let Some(mut t) = self.ifaces[i].detector.poll_transmit() {
-                t.dst.set_port(self.ha_port);
-                match self.ifaces[i].socket.send_to(&t.payload, t.dst).await {
-                    Ok(_) => self.stats.datagrams_sent += 1,
-                    Err(e) => {
-                        self.stats.send_errors += 1;
-                        debug!(interface = %self.ifaces[i].name, dst = %t.dst, error = %e, "send failed");
-                    }
-                }
-            }
-            while let Some(e) = self.ifaces[i].detector.poll_event() {
-                self.apply(i, e, now);
-            }
-        }
-        if let Some(engine) = self.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+        // The registration through the VPN first, so that a request it sends now is known
+        // when a detector's event below says inside; and none at all once inside (the
+        // engine goes at the next sync).
+        let inside = self
+            .ifaces
+            .iter()
+            .any(|i| i.detector.status(now).location == Location::Inside);
+        if let Some(v) = self.vpn.as_mut().filter(|_| !inside)
+            && let Some(engine) = v.engine.as_mut()
+        {
             while let Some(mut t) = engine.mn.poll_transmit() {
                 t.dst.set_port(self.ha_port);
+                v.tia_sent = true;
                 match engine.socket.send_to(&t.payload, t.dst).await {
                     Ok(_) => self.stats.datagrams_sent += 1,
                     Err(e) => {
@@ -322,6 +319,21 @@ impl Node {
                 }
             }
         }
+        for i in 0..self.ifaces.len() {
+            while let Some(mut t) = self.ifaces[i].detector.poll_transmit() {
+                t.dst.set_port(self.ha_port);
+                match self.ifaces[i].socket.send_to(&t.payload, t.dst).await {
+                    Ok(_) => self.stats.datagrams_sent += 1,
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        debug!(interface = %self.ifaces[i].name, dst = %t.dst, error = %e, "send failed");
+                    }
+                }
+            }
+            while let Some(e) = self.ifaces[i].detector.poll_event() {
+                self.apply(i, e, now);
+            }
+        }
     }
 
     fn apply(&mut self, i: usize, e: DetectEvent, now: Now) {
@@ -340,15 +352,15 @@ impl Node {
             DetectEvent::Location { location, reason } => {
                 info!(interface = %name, ?location, ?reason, "location");
                 if location == Location::Inside
-                    && self
-                        .vpn
-                        .as_ref()
-                        .and_then(|v| v.engine.as_ref())
-                        .is_some_and(|e| e.registered)
+                    && let Some(v) = &mut self.vpn
+                    && std::mem::take(&mut v.tia_sent)
                 {
-                    // The registration through the VPN may have reached the i-HA after the
-                    // direct one that proved us inside: register directly once more, so the
-                    // binding is this interface's care-of address (mode c).
+                    // A registration through the VPN went out, answered or not: it may reach
+                    // the i-HA after the direct one that proved us inside (the i-HA was slow,
+                    // RFC 5265 §3.3's parallel registrations let the x-HA win). Register
+                    // directly once more: its Identification is newer, so whichever order the
+                    // i-HA sees them in, the binding ends as this interface's care-of address
+                    // (mode c) — a late TIA request is refused as a replay (RFC 5944 §5.7.1).
                     self.ifaces[i].detector.reregister_internal(now);
                 }
             }
@@ -524,8 +536,9 @@ impl Node {
             }
             // The i-HA registration from the TIA (draft §3.3: again whenever the TIA or the
             // gateway changes), while no interface is inside.
+            // Not while the VPN is being torn down (its last snapshot still says up).
             let target = match (v.snapshot.established, v.snapshot.tia, inside) {
-                (true, Some(tia), false) => Some(tia),
+                (true, Some(tia), false) if v.want == VpnCommand::Up => Some(tia),
                 _ => None,
             };
             if v.engine.as_ref().map(|e| e.tia) != target {
@@ -982,6 +995,7 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 snapshot: VpnSnapshot::default(),
                 installed_spis: Vec::new(),
                 engine: None,
+                tia_sent: false,
                 attached: None,
                 routed: None,
                 last_error: None,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -23,6 +24,10 @@ use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).
 pub const CONNECTION: &str = "mipx-vpn";
+
+/// How long charon waits for the gateway to answer our IKE DELETE before it destroys the SA
+/// anyway.
+const TERMINATE_TIMEOUT_MS: u32 = 1000;
 
 /// What the daemon wants of the VPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,11 +151,25 @@ impl Driver {
             if self.want == VpnCommand::Up && self.retry_at.is_none() {
                 self.retry_at = Some(Instant::now());
             }
+            // An initiation in progress, on a VICI session of its own: charon answers
+            // `initiate` only when the SAs are up or the attempt failed (seconds when the
+            // gateway is unreachable), and a Down that comes meanwhile must terminate the
+            // half-open IKE_SA at once, not after the attempt, when the node may be elsewhere.
+            let mut initiating: Option<(Instant, JoinHandle<Result<(), VpnError>>)> = None;
+            // A termination in progress, likewise: charon waits for the gateway's answer to
+            // the DELETE, which in mode cvc never comes once the x-HA's tunnel is gone.
+            let mut terminating: Option<JoinHandle<Result<(), VpnError>>> = None;
             loop {
-                let retry = self.retry_at;
+                let retry = self
+                    .retry_at
+                    .filter(|_| initiating.is_none() && terminating.is_none());
                 tokio::select! {
                     c = commands.recv() => {
-                        let Some(c) = c else { return };
+                        let Some(mut c) = c else { return };
+                        // Only the latest wish counts (the node may have moved twice).
+                        while let Ok(next) = commands.try_recv() {
+                            c = next;
+                        }
                         if c != self.want {
                             info!(want = ?c, "VPN");
                             self.want = c;
@@ -159,10 +178,13 @@ impl Driver {
                                 VpnCommand::Up => self.retry_at = Some(Instant::now()),
                                 VpnCommand::Down => {
                                     self.retry_at = None;
-                                    if let Err(e) = vici.terminate(CONNECTION, 5000).await {
-                                        debug!(error = %error_chain(&e), "terminate");
+                                    // It also ends an initiation in progress.
+                                    if terminating.is_none() {
+                                        let socket = self.settings.vici_socket.clone();
+                                        terminating = Some(tokio::spawn(async move {
+                                            Vici::connect(&socket).await?.terminate(CONNECTION, TERMINATE_TIMEOUT_MS).await
+                                        }));
                                     }
-                                    if self.refresh(&mut vici).await.is_err() { break }
                                 }
                             }
                         }
@@ -172,7 +194,7 @@ impl Driver {
                             // Coalesce a burst (an IKE_SA and its CHILD_SA come up together).
                             while let Ok(Some(Ok(()))) = tokio::time::timeout(Duration::from_millis(2), events.next()).await {}
                             match self.refresh(&mut vici).await {
-                                Ok(s) if !s.established && self.want == VpnCommand::Up && self.retry_at.is_none() => {
+                                Ok(s) if !s.established && self.want == VpnCommand::Up && self.retry_at.is_none() && initiating.is_none() => {
                                     warn!("the VPN went down; bringing it up again");
                                     self.retry_at = Some(Instant::now() + self.backoff);
                                 }
@@ -187,9 +209,33 @@ impl Driver {
                     },
                     _ = sleep_until(retry) => {
                         self.retry_at = None;
-                        if self.initiate(&mut vici).await.is_err() { break }
+                        if self.want == VpnCommand::Up {
+                            let socket = self.settings.vici_socket.clone();
+                            let timeout_ms = self.settings.initiate_timeout_ms;
+                            initiating = Some((Instant::now(), tokio::spawn(async move {
+                                Vici::connect(&socket).await?.initiate(CONNECTION, timeout_ms).await
+                            })));
+                        }
+                    }
+                    outcome = async { (&mut initiating.as_mut().expect("guarded").1).await }, if initiating.is_some() => {
+                        let started = initiating.take().expect("guarded").0;
+                        let outcome = outcome.unwrap_or_else(|e| Err(VpnError::Failed { command: "initiate", message: e.to_string() }));
+                        if self.initiated(&mut vici, started, outcome).await.is_err() { break }
+                    }
+                    outcome = async { terminating.as_mut().expect("guarded").await }, if terminating.is_some() => {
+                        terminating = None;
+                        if let Ok(Err(e)) = outcome {
+                            debug!(error = %error_chain(&e), "terminate");
+                        }
+                        if self.refresh(&mut vici).await.is_err() { break }
                     }
                 }
+            }
+            if let Some((_, task)) = initiating {
+                task.abort();
+            }
+            if let Some(task) = terminating {
+                task.abort();
             }
             tokio::time::sleep(self.settings.retry_initial).await;
         }
@@ -238,16 +284,19 @@ impl Driver {
         Ok(snapshot)
     }
 
-    /// One attempt to bring the VPN up; on failure the next one is scheduled with back-off.
-    async fn initiate(&mut self, vici: &mut Vici) -> Result<(), VpnError> {
+    /// The end of one attempt to bring the VPN up; on failure, while the VPN is still wanted,
+    /// the next one is scheduled with back-off.
+    async fn initiated(
+        &mut self,
+        vici: &mut Vici,
+        started: Instant,
+        outcome: Result<(), VpnError>,
+    ) -> Result<(), VpnError> {
+        let snapshot = self.refresh(vici).await?;
         if self.want != VpnCommand::Up {
+            // Terminated meanwhile: the attempt's failure is what we asked for.
             return Ok(());
         }
-        let started = Instant::now();
-        let outcome = vici
-            .initiate(CONNECTION, self.settings.initiate_timeout_ms)
-            .await;
-        let snapshot = self.refresh(vici).await?;
         match outcome {
             Ok(()) if snapshot.established => {
                 info!(
@@ -258,6 +307,7 @@ impl Driver {
                     "VPN up"
                 );
             }
+            _ if snapshot.established => {}
             result => {
                 let error = match result {
                     Err(e) => error_chain(&e),
@@ -269,7 +319,11 @@ impl Driver {
                     (self.backoff * 2).min(self.settings.retry_max)
                 };
                 warn!(%error, retry_in_ms = self.backoff.as_millis() as u64, "the VPN did not come up");
-                self.retry_at = Some(Instant::now() + self.backoff);
+                // An Up that came during the attempt (after a Down) has already asked for an
+                // immediate one.
+                if self.retry_at.is_none() {
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                }
                 let _ = self
                     .reports
                     .send(VpnReport::Failed {

@@ -2,5 +2,5 @@
 //! daemon over VICI ([`vici`]).
 
 pub mod route;
-pub mod xfrm;
 pub mod vici;
+pub mod xfrm;

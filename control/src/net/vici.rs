@@ -94,6 +94,7 @@ struct Initiate<'a> {
 #[derive(Serialize)]
 struct Terminate<'a> {
     ike: &'a str,
+    force: bool,
     timeout: u32,
 }
 
@@ -247,10 +248,13 @@ impl Vici {
         self.command("initiate", msg).await
     }
 
-    /// Tears down the IKE_SA `name` and its children.
+    /// Tears down the IKE_SA `name` and its children: charon sends the IKE DELETE and waits
+    /// up to `timeout_ms` for the answer, then destroys the SA whether the peer answered or
+    /// not (`force`: a gateway we can no longer reach must not hold us up).
     pub async fn terminate(&mut self, name: &str, timeout_ms: u32) -> Result<(), VpnError> {
         let msg = Terminate {
             ike: name,
+            force: true,
             timeout: timeout_ms,
         };
         self.command("terminate", msg).await
