@@ -1,5 +1,5 @@
 //! `cargo xtask lab`: set the machine up, then run a lab binary of the `tests` crate as root:
-//! `mipx-lab` (mobility, the default), `mipx-lab-detection` or `mipx-lab-rfc5265`. The labs
+//! `mipx-lab-rfc5265` (the default), `mipx-lab` (mobility) or `mipx-lab-detection`. The labs
 //! live in the `tests` crate, next to the namespace helpers they use, so that xtask itself never
 //! depends on the eBPF build and can run `setup` on a fresh machine.
 
@@ -14,13 +14,13 @@ pub(crate) struct Options {
     /// Skip `cargo xtask setup` (when you know the machine is ready).
     #[arg(long)]
     no_setup: bool,
-    /// Which lab: `mobility` (the default: moves under a TCP stream), `detection` (RFC 5265
-    /// inside/outside detection and the plaintext gate, checked on a capture) or `rfc5265` (the
-    /// full RFC 5265 walk internal 1 → internal 2 → external 1 → external 2 behind a NAT →
-    /// internal 1 in access modes cvc and mc, with the strongSwan VPN, one TCP session
-    /// throughout, handover times, per-mode packet overhead against RFC 5265 §5.2, and no
-    /// plaintext on the external segments).
-    #[arg(long, default_value = "mobility")]
+    /// Which lab: `rfc5265` (the default: the full RFC 5265 walk internal 1 → internal 2 →
+    /// external 1 → external 2 behind a NAT → internal 1 in access modes cvc and mc, with the
+    /// strongSwan VPN, one TCP session throughout, handover times, per-mode packet overhead
+    /// against RFC 5265 §5.2, and no plaintext on the external segments), `mobility` (plain
+    /// Mobile IPv4 moves under a TCP stream) or `detection` (RFC 5265 inside/outside detection
+    /// and the plaintext gate, checked on a capture).
+    #[arg(long, default_value = "rfc5265")]
     scenario: String,
     /// mobility: also visit foreign C, a private network behind an nftables NAT: the mobile
     /// node gets an RFC 3519 UDP tunnel there.

@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The lab: HA and MN in network namespaces register, move and deregister (runs `setup`).
+    /// The lab: the RFC 5265 walk in network namespaces, or another scenario (runs `setup`).
     Lab(lab::Options),
     /// Run every fuzz target (cargo-fuzz, libFuzzer) for a while; fails on a crash.
     Fuzz {
