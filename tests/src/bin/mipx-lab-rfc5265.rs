@@ -1,4 +1,5 @@
-//! `cargo xtask lab` (scenario rfc5265, the default): RFC 5265's full scenario, watched from the wire. The
+//! `cargo xtask lab` (scenario rfc5265, the default): RFC 5265's full scenario, watched from
+//! the wire. The
 //! topology of figure 1 (tests/src/detection.rs): an intranet with the i-HA and a correspondent
 //! behind an nftables firewall, a DMZ with the x-HA and an unmodified strongSwan VPN gateway,
 //! external network 1, and external network 2 behind an nftables NAT. `mipd` runs as i-HA, as
