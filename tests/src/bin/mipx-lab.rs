@@ -1,6 +1,6 @@
 //! The mobility lab (`cargo xtask lab --scenario mobility`): a correspondent node streams TCP
-//! to a mobile node's home address while the mobile node moves home → foreign A → foreign B → home. Real `mipd`
-//! processes run as home agent and mobile node with their eBPF dataplanes, so every packet to
+//! to a mobile node's home address while the mobile node moves home → foreign A → foreign B →
+//! home. Real `mipd` processes run as home agent and mobile node with their eBPF dataplanes, so every packet to
 //! or from the away mobile node is tunnelled by XDP/TC, never by the kernel or user space.
 //! With `--nat` the walk is home → A → C → B → home, where foreign C is a private network
 //! behind an nftables masquerade: there the home agent sees the NAT and the tunnel becomes
