@@ -72,9 +72,15 @@ fn reexec_optimised() -> Result<()> {
 }
 
 /// Builds `bin` of the tests crate in release (the benchmarks that need namespaces and the
-/// eBPF object live there, which xtask must not depend on) and returns its path.
+/// eBPF object live there, which xtask must not depend on) and returns its path. `mipd` and
+/// `mipctl`, which those binaries start from `target/release`, are built first.
 fn build_test_bin(bin: &str) -> Result<PathBuf> {
     let root = workspace_root();
+    crate::cmd::run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "-p", "mipx-control", "--bins"])
+            .current_dir(&root),
+    )?;
     crate::cmd::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args(["build", "--release", "-p", "mipx-tests", "--bin", bin])

@@ -14,13 +14,13 @@ use crate::cmd;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
     /// Rounds, each on fresh topologies.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds per transfer.
     #[arg(long, default_value_t = 3.0)]
     secs: f64,
     /// Walks of the lab for the handover times (each walks both modes).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     walks: usize,
     /// Print the results only; leave BENCHMARKS.md alone.
     #[arg(long)]
@@ -120,49 +120,69 @@ fn render(t: &Value, walks: &[Value], m: &Machine, o: &Options, secs: u64) -> Re
             }
         )?;
     }
-    // Handover: every move of every walk, grouped by mode and kind of move.
-    let moves: Vec<&Value> = walks
+    // Handover: every move of every walk, grouped by mode and kind of move, in walk order.
+    // The baseline, measured in the same walk: its first move, internal 1 → internal 2, a
+    // plain Mobile IPv4 handover (mode c to mode c, no VPN).
+    let walk_list: Vec<&Value> = walks
         .iter()
         .flat_map(|w| w["walks"].as_array().into_iter().flatten())
-        .flat_map(|w| w["moves"].as_array().into_iter().flatten())
         .collect();
-    let mut kinds: Vec<(String, String)> = moves
+    let mut kinds: Vec<(String, String)> = Vec::new();
+    for mv in walk_list
         .iter()
-        .filter_map(|mv| {
-            Some((
-                mv["mode"].as_str()?.to_owned(),
-                mv["move"].as_str()?.to_owned(),
-            ))
-        })
-        .collect();
-    kinds.dedup();
-    kinds.sort();
-    kinds.dedup();
+        .flat_map(|w| w["moves"].as_array().into_iter().flatten())
+    {
+        if let (Some(mode), Some(kind)) = (mv["mode"].as_str(), mv["move"].as_str()) {
+            let key = (mode.to_owned(), kind.to_owned());
+            if !kinds.contains(&key) {
+                kinds.push(key);
+            }
+        }
+    }
     writeln!(
         out,
-        "\nHandover, from the lab's walks (`mipx-lab-rfc5265 --json`: internal 1 → internal 2 → external 1 → external 2 behind the NAT → internal 1 under one TCP session, each move a link change): time from the move to the decision in `mipctl status`, to the first data of the session after the move, and the longest gap in the session around the move. Median (min–max) over walks.\n"
+        "\nHandover, from the lab's walks (`mipx-lab-rfc5265 --json`: internal 1 → internal 2 → external 1 → external 2 behind the NAT → internal 1 under one TCP session, each move a link change): time from the move to the decision in `mipctl status`, to the first data of the session after the move, and the longest gap in the session around the move. The baseline is the same walk's internal 1 → internal 2, a plain Mobile IPv4 move with no VPN (mode c on both sides). Median (min–max) over walks; ratios per walk.\n"
     )?;
     writeln!(
         out,
-        "| walk mode | move | decision | first data | longest gap |"
+        "| walk mode | move | decision | first data | longest gap | gap ÷ int1 → int2 |"
     )?;
-    writeln!(out, "|---|---|--:|--:|--:|")?;
+    writeln!(out, "|---|---|--:|--:|--:|--:|")?;
     let ms = |x: f64| format!("{x:.0} ms");
     for (mode, kind) in kinds {
+        let this = |w: &Value| {
+            w["moves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|mv| mv["mode"] == mode.as_str() && mv["move"] == kind.as_str())
+                .cloned()
+        };
         let pick = |field: &str| {
             Spread::of(
-                moves
+                walk_list
                     .iter()
-                    .filter(|mv| mv["mode"] == mode.as_str() && mv["move"] == kind.as_str())
+                    .filter_map(|w| this(w))
                     .filter_map(|mv| mv[field].as_f64()),
             )
         };
+        let ratio = Spread::of(walk_list.iter().filter_map(|w| {
+            let gap = this(w)?["gap_ms"].as_f64()?;
+            let base = w["moves"].as_array()?.iter().find(|mv| {
+                mv["move"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("int1 → int2"))
+            })?["gap_ms"]
+                .as_f64()?;
+            (base > 0.0).then_some(gap / base)
+        }));
         writeln!(
             out,
-            "| {mode} | {kind} | {} | {} | {} |",
+            "| {mode} | {kind} | {} | {} | {} | {} |",
             pick("decision_ms").show(ms),
             pick("first_data_ms").show(ms),
-            pick("gap_ms").show(ms)
+            pick("gap_ms").show(ms),
+            ratio.show(|x| format!("{x:.2}"))
         )?;
     }
     Ok(out)
