@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod fa;
+
+pub use fa::{Advertise, FaInterface, FaSettings, ReverseTunnel};
+
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
 use crate::proto::detect::{DEFAULT_T_MONITOR, DetectConfig};
 use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, Subnet, UdpTunnelPolicy};
@@ -53,6 +57,7 @@ struct RawConfig {
     api_socket: Option<PathBuf>,
     ha: Option<RawHa>,
     mn: Option<RawMn>,
+    fa: Option<fa::RawFa>,
     dataplane: Option<RawDataplane>,
 }
 
@@ -109,7 +114,7 @@ fn dataplane_settings(raw: RawDataplane, role: Role) -> Result<DataplaneSettings
         }
     }
     match (&raw.home_link, role) {
-        (Some(_), Role::Mn) => {
+        (Some(_), Role::Mn | Role::Fa) => {
             return Err(field_err(
                 "dataplane.home_link",
                 "only a home agent has a home link to defend",
@@ -429,6 +434,7 @@ pub struct Config {
     pub api_socket: PathBuf,
     pub ha: Option<HaSettings>,
     pub mn: Option<MnSettings>,
+    pub fa: Option<FaSettings>,
     /// `None`: control plane only (no eBPF programs are loaded).
     pub dataplane: Option<DataplaneSettings>,
 }
@@ -551,6 +557,7 @@ impl Config {
                         internal_interfaces: ha.internal_interfaces,
                     }),
                     mn: None,
+                    fa: None,
                     dataplane,
                 })
             }
@@ -632,6 +639,7 @@ impl Config {
                     role: Role::Mn,
                     api_socket,
                     ha: None,
+                    fa: None,
                     mn: Some(MnSettings {
                         core: core.clone(),
                         care_of_addr: mn.care_of_addr,
@@ -641,10 +649,19 @@ impl Config {
                     dataplane,
                 })
             }
-            Role::Fa => Err(field_err(
-                "role",
-                "the foreign agent role is not available in this version",
-            )),
+            Role::Fa => {
+                let raw_fa = raw
+                    .fa
+                    .ok_or_else(|| field_err("fa", "role = \"fa\" needs an [fa] table"))?;
+                Ok(Config {
+                    role: Role::Fa,
+                    api_socket,
+                    ha: None,
+                    mn: None,
+                    fa: Some(fa::fa_settings(raw_fa, base)?),
+                    dataplane,
+                })
+            }
         }
     }
 }
@@ -956,6 +973,86 @@ mod tests {
         std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
+    }
+
+    const FA: &str = r#"
+role = "fa"
+[fa]
+max_lifetime = 300
+reverse_tunnel = "require"
+[[fa.interface]]
+name = "fa1"
+care_of_addr = "198.51.100.1"
+advertisement_interval_ms = 1000
+advertisement_lifetime_secs = 3
+registration_required = true
+[[fa.home_agent]]
+address = "10.1.0.1"
+spi = 8193
+key_file = "mn.key"
+[[fa.mobile_node]]
+home_addr = "10.1.0.10"
+spi = 8194
+key_file = "mn.key"
+"#;
+
+    #[test]
+    fn parses_fa() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let c = Config::parse(FA, &d.0.join("fa.toml")).unwrap();
+        assert_eq!(c.role, Role::Fa);
+        let fa = c.fa.unwrap();
+        assert_eq!(fa.max_lifetime, 300);
+        assert_eq!(fa.reverse_tunnel, ReverseTunnel::Require);
+        assert_eq!(
+            fa.interfaces[0].care_of_addr,
+            Ipv4Addr::new(198, 51, 100, 1)
+        );
+        assert!(fa.interfaces[0].registration_required);
+        assert_eq!(fa.interfaces[0].advertise, Advertise::Periodic);
+        assert_eq!(fa.home_agents[0].0, Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(fa.home_agents[0].1.spi, 8193);
+        assert_eq!(fa.mobile_nodes[0].0, Ipv4Addr::new(10, 1, 0, 10));
+        assert!(c.ha.is_none() && c.mn.is_none());
+    }
+
+    /// Each broken `[fa]` names its field.
+    #[test]
+    fn fa_errors_name_the_field() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let cases = [
+            (FA.replace("advertisement_interval_ms = 1000", "advertisement_interval_ms = 1001"), "fa.interface[0].advertisement_interval_ms"),
+            (FA.replace("care_of_addr = \"198.51.100.1\"", "care_of_addr = \"224.0.0.11\""), "fa.interface[0].care_of_addr"),
+            (FA.replace("name = \"fa1\"", "name = \"a/b\""), "fa.interface[0].name"),
+            (FA.replace("max_lifetime = 300", "max_lifetime = 0"), "fa.max_lifetime"),
+            (FA.replace("spi = 8193", "spi = 17"), "fa.home_agent[0].spi"),
+            (FA.replace("address = \"10.1.0.1\"", "home_addr = \"10.1.0.1\""), "fa.home_agent[0].address"),
+            (FA.replace("registration_required = true", "registration_required = true\nadvertise = \"off\""), "fa.interface[0].registration_required"),
+            (FA.replace("[fa]", "[fa]\nrequire_mn_fa_auth = true").replace("[[fa.mobile_node]]\nhome_addr = \"10.1.0.10\"\nspi = 8194\nkey_file = \"mn.key\"\n", ""), "fa.require_mn_fa_auth"),
+            ("role = \"fa\"\n".to_string(), "fa"),
+        ];
+        for (text, field) in cases {
+            match Config::parse(&text, &d.0.join("fa.toml")) {
+                Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("expected an error naming {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fa_refuses_a_loose_key_file() {
+        let d = dir();
+        key_file(&d.0, 0o644);
+        match Config::parse(FA, &d.0.join("fa.toml")) {
+            Err(ConfigError::Field { field, message }) => {
+                assert_eq!(field, "fa.home_agent[0].key_file");
+                assert!(message.contains("chmod 600"), "{message}");
+                assert!(!message.contains("0011223344"), "the key leaked: {message}");
+            }
+            other => panic!("expected a key file error, got {other:?}"),
+        }
     }
 
     const HA: &str = r#"

@@ -205,6 +205,12 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     {
         return crate::mn5265::run(config, settings).await;
     }
+    if config.role == Role::Fa {
+        // The configuration is validated (`mipd --check`), the daemon is not there yet.
+        return Err(io::Error::other(
+            "the foreign agent daemon (role = \"fa\") is not available in this version",
+        ));
+    }
     let (core, bind, internal_ifindexes) = match (config.role, config.ha, config.mn) {
         (
             Role::Ha,
