@@ -23,6 +23,8 @@ pub enum Request {
     Deregister,
     /// Attached programs, interfaces and map sizes.
     Dataplane,
+    /// Foreign agent: the visitor list (RFC 5944 §3.7.1).
+    Visitors,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,6 +32,7 @@ pub enum Request {
 pub enum Response {
     Status(Status),
     Bindings(Vec<BindingInfo>),
+    Visitors(Vec<VisitorInfo>),
     Stats(Stats),
     Dataplane(crate::dataplane::DataplaneInfo),
     Ok { message: String },
@@ -85,6 +88,22 @@ pub struct BindingInfo {
     #[serde(default)]
     pub udp_tunnel: Option<SocketAddrV4>,
     pub spi: u32,
+    pub lifetime: u16,
+    pub remaining_secs: u64,
+}
+
+/// One entry of a foreign agent's visitor list (RFC 5944 §3.7.1): who is served on which
+/// link, for which home agent, and how the fast path reaches it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VisitorInfo {
+    pub home_addr: Ipv4Addr,
+    pub home_agent: Ipv4Addr,
+    pub care_of_addr: Ipv4Addr,
+    /// The link-layer source of its request, `aa:bb:cc:dd:ee:ff`: where its packets go.
+    pub mac: String,
+    pub interface: String,
+    /// Reverse tunnelling granted (RFC 3024, the T bit).
+    pub reverse_tunnel: bool,
     pub lifetime: u16,
     pub remaining_secs: u64,
 }

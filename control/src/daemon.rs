@@ -755,6 +755,9 @@ impl Daemon {
             (Request::Bindings, Core::Mn { .. }) => Response::Error {
                 message: "bindings are kept by the home agent; use `mipctl status`".into(),
             },
+            (Request::Visitors, _) => Response::Error {
+                message: "visitors are kept by a foreign agent (role = \"fa\")".into(),
+            },
             (Request::Stats, core) => Response::Stats(api::Stats {
                 ha: match core {
                     Core::Ha { ha, .. } => Some(ha.stats().clone()),

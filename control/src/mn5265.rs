@@ -793,7 +793,7 @@ impl Node {
                     message: "detecting again on every interface".into(),
                 }
             }
-            Request::Deregister | Request::Bindings => Response::Error {
+            Request::Deregister | Request::Bindings | Request::Visitors => Response::Error {
                 message: "not available for an RFC 5265 mobile node; see `mipctl status`".into(),
             },
         }

@@ -38,6 +38,8 @@ enum Command {
     Deregister,
     /// eBPF programs, the interfaces they are attached to, and map sizes.
     Dataplane,
+    /// Foreign agent: the visitor list.
+    Visitors,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         },
         Command::Deregister => Request::Deregister,
         Command::Dataplane => Request::Dataplane,
+        Command::Visitors => Request::Visitors,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,6 +179,34 @@ fn render(resp: &Response) -> String {
                         let _ = writeln!(out, "care-of   -");
                     }
                 }
+            }
+        }
+        Response::Visitors(visitors) => {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:<16} {:<17} {:<10} {:<7} {:>8} {:>9}",
+                "HOME ADDRESS",
+                "HOME AGENT",
+                "CARE-OF ADDRESS",
+                "LINK-LAYER",
+                "INTERFACE",
+                "REVERSE",
+                "LIFETIME",
+                "REMAINING"
+            );
+            for v in visitors {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<16} {:<16} {:<17} {:<10} {:<7} {:>7}s {:>8}s",
+                    v.home_addr,
+                    v.home_agent,
+                    v.care_of_addr,
+                    v.mac,
+                    v.interface,
+                    if v.reverse_tunnel { "yes" } else { "no" },
+                    v.lifetime,
+                    v.remaining_secs
+                );
             }
         }
         Response::Bindings(bindings) => {
