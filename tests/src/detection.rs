@@ -227,6 +227,23 @@ impl Net {
         }
     }
 
+    /// A foreign agent's address (and care-of address) here, when one is started
+    /// ([`DetectionTopology::start_foreign_agent`]).
+    pub fn fa_addr(self) -> Ipv4Addr {
+        let o = self.gateway().octets();
+        Ipv4Addr::new(o[0], o[1], o[2], 3)
+    }
+
+    /// Short name, for namespaces and interfaces.
+    pub fn short(self) -> &'static str {
+        match self {
+            Net::Int1 => "int1",
+            Net::Int2 => "int2",
+            Net::Ext1 => "ext1",
+            Net::Ext2 => "ext2",
+        }
+    }
+
     /// Whether this network is inside the intranet (behind the firewall).
     pub fn is_internal(self) -> bool {
         matches!(self, Net::Int1 | Net::Int2)
@@ -287,7 +304,10 @@ pub struct DetectionTopology {
     net: Net,
     /// The VPN gateway's charon, while one runs (see [`DetectionTopology::start_vpn_gateway`]).
     vpn_gw: Option<Charon>,
-    /// XDP pass programs on the far ends of the HAs' and the MN's links.
+    /// Foreign agents on the access segments, each in its own namespace
+    /// ([`DetectionTopology::start_foreign_agent`]).
+    pub fas: Vec<(Net, Netns)>,
+    /// XDP pass programs on the far ends of the HAs', the MN's and the FAs' links.
     _peer_xdp: mipx_control::dataplane::Dataplane,
 }
 
@@ -327,6 +347,7 @@ impl DetectionTopology {
             )),
             net: Net::Int1,
             vpn_gw: None,
+            fas: Vec::new(),
             _peer_xdp: mipx_control::dataplane::Dataplane::load()?,
         };
         topo.wire()?;
@@ -733,6 +754,67 @@ impl DetectionTopology {
                 .with_context(|| format!("attaching a pass-through XDP program to {ifname}"))?;
         }
         Ok(())
+    }
+
+    /// Starts a foreign agent on `net`'s segment: a namespace `fa-<net>` whose `fa0` is on the
+    /// segment's bridge with [`Net::fa_addr`] (its care-of address) and a default route via the
+    /// segment's router, running `mipd --role fa` with `fa_toml` appended to its `[fa]` table
+    /// (advertisements, reverse tunnelling, ...) and a `[dataplane]` on `fa0`. One interface
+    /// serves both the visitors and the way to their home agents, as an agent on a shared
+    /// access segment does; its XDP program transmits back out of `fa0`, so the bridge's end
+    /// gets a pass program like the MN's.
+    pub fn start_foreign_agent(&mut self, net: Net, fa_toml: &str) -> Result<Mipd> {
+        let name = format!("fa-{}", net.short());
+        let tag = self
+            .acc
+            .name()
+            .strip_suffix("-acc")
+            .context("the access namespace's name")?
+            .to_owned();
+        let fa = Netns::new(&format!("{tag}-{name}"))?;
+        for (key, value) in [
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+            // A foreign agent routes its visitors' packets (RFC 5944 §4.2.2).
+            ("net.ipv4.ip_forward", "1"),
+        ] {
+            sysctl(&fa, key, value)?;
+        }
+        let acc_end = format!("acc{name}");
+        veth_pair((&fa, "fa0"), (&self.acc, &acc_end))?;
+        fa.exec(&["ethtool", "-K", "fa0", "tx", "off"])?;
+        fa.add_addr("fa0", &format!("{}/24", net.fa_addr()))?;
+        fa.ip(&["route", "add", "default", "via", &net.gateway().to_string()])?;
+        self.acc
+            .ip(&["link", "set", &acc_end, "master", net.bridge()])?;
+        {
+            use mipx_control::dataplane::programs::MIPX_PASS;
+            let _inside = self.acc.enter()?;
+            self._peer_xdp
+                .xdp(MIPX_PASS)?
+                .attach(
+                    std::ffi::CString::new(acc_end.as_str())?.as_c_str(),
+                    aya::programs::XdpMode::Driver,
+                )
+                .with_context(|| format!("attaching a pass-through XDP program to {acc_end}"))?;
+        }
+        let conf = self.dir.write(
+            &format!("{name}.toml"),
+            &format!(
+                "role = \"fa\"\napi_socket = \"{sock}\"\n\n[fa]\n{fa_toml}\n\
+                 [[fa.interface]]\nname = \"fa0\"\ncare_of_addr = \"{coa}\"\n\n\
+                 [dataplane]\ninterfaces = [\"fa0\"]\npin_dir = \"{pins}\"\n",
+                sock = self.dir.path(&format!("{name}.sock")).display(),
+                coa = net.fa_addr(),
+                pins = self.pin_root.join(&name).display(),
+            ),
+            0o644,
+        )?;
+        let mipd = Mipd::start_named(&fa, &self.dir, &name, &conf)?;
+        self.fas.push((net, fa));
+        Ok(mipd)
     }
 
     /// The key file of the MN ↔ i-HA security association (hex, mode 0600), for `key_file`.
