@@ -106,6 +106,39 @@ counters! {
     /// MN, VPN device ingress: the i-HA's IP-in-IP tunnel to the tunnel inner address,
     /// decapsulated for local delivery.
     MnVpnDecap = 30 => "mn_vpn_decap",
+    /// FA: IP-in-IP from a visitor's home agent to its care-of address, decapsulated and
+    /// delivered on the visitor's link straight to its link-layer address (RFC 5944 §4.2.2,
+    /// §4.6: no ARP for the home address), inner TTL decremented (XDP_TX/redirect).
+    FaDecapTx = 31 => "fa_decap_tx",
+    /// FA: IP-in-IP to one of our care-of addresses whose inner destination is in no visitor
+    /// entry: silently discarded, no ICMP (RFC 5944 §4.2.2; dropped).
+    FaUnknownVisitor = 32 => "fa_unknown_visitor",
+    /// FA: IP-in-IP for a visitor that is not the tunnel it registered: outer source not its
+    /// home agent (RFC 2003 §6.2), outer destination not its care-of address, or a visitor
+    /// with UDP tunnelling (dropped).
+    FaTunnelRejected = 33 => "fa_tunnel_rejected",
+    /// FA: a tunnelled datagram for a visitor whose inner TTL is 0 (RFC 2003 §3.1: MUST
+    /// discard) or 1 (forwarding it to the visitor would take it to 0); no ICMP (dropped).
+    FaTtlExpired = 34 => "fa_ttl_expired",
+    /// FA: a datagram from a visitor with reverse tunnelling, encapsulated IP-in-IP from its
+    /// care-of address to its home agent (RFC 3024 §5.1) and sent (XDP_TX/redirect).
+    FaEncapTx = 35 => "fa_encap_tx",
+    /// FA: reverse-tunnelled, but the next hop toward the home agent is not resolved: handed
+    /// to the kernel, which resolves it and forwards the tunnel packet.
+    FaEncapToStack = 36 => "fa_encap_to_stack",
+    /// FA: from a visitor's home address on its link, but from another Ethernet source than
+    /// the one its registration came from (RFC 3024 Appendix A.3; dropped).
+    FaVisitorMacMismatch = 37 => "fa_visitor_mac_mismatch",
+    /// FA: from a visitor that was not granted reverse tunnelling: passed to the kernel,
+    /// which routes it (triangle routing, RFC 5944 §4.2.2).
+    FaTriangle = 38 => "fa_triangle",
+    /// FA: from a visitor to the foreign agent itself: a registration request (UDP to the
+    /// registration port), an agent or router solicitation (ICMP type 10), a datagram for the
+    /// care-of address, a broadcast or multicast: passed to the kernel, never tunnelled.
+    FaToAgent = 39 => "fa_to_agent",
+    /// FA: the visitor's interface is not in `MIPX_IFACES`, so its link-layer source is
+    /// unknown: `mipd` has not configured that interface (dropped).
+    FaNoIface = 40 => "fa_no_iface",
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub const NEXTHOP_MAP: &str = "MIPX_NEXTHOPS";
 pub const MN_GATE_MAP: &str = "MIPX_MN_GATE";
 
 /// Every map the object defines, for loaders that pin or check them all.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 12] = [
     COUNTERS_MAP,
     BINDINGS_MAP,
     HA_CONFIG_MAP,
@@ -42,6 +42,9 @@ pub const ALL_MAPS: [&str; 9] = [
     NEXTHOP_MAP,
     MN_GATE_MAP,
     MN_VPN_SPIS_MAP,
+    FA_VISITORS_MAP,
+    FA_CONFIG_MAP,
+    FA_CARE_OF_MAP,
 ];
 
 /// Slots of [`NEXTHOP_MAP`] (a power of two: the slot is the top bits of a hash).
@@ -260,9 +263,90 @@ pub const MAX_VPN_SPIS: u32 = 64;
 pub const IKE_PORT: u16 = 500;
 pub const IKE_NATT_PORT: u16 = 4500;
 
+/// Foreign agent: hash of home address (`[u8; 4]`) → [`FaVisitor`]. The visitor list of RFC
+/// 5944 §3.7.1 as the fast path sees it: only accepted registrations (§3.7.3.2), never pending
+/// ones, so a denied or unanswered request leaves the entry as it was (§3.7.2).
+pub const FA_VISITORS_MAP: &str = "MIPX_FA_VISITORS";
+/// Foreign agent: one-element array of [`FaDataplaneConfig`].
+pub const FA_CONFIG_MAP: &str = "MIPX_FA_CONFIG";
+/// Foreign agent: hash of care-of address (`[u8; 4]`, network byte order) → ifindex (`u32`) of
+/// the link that advertises it. IP-in-IP to one of these is a tunnel ending here (RFC 5944
+/// §4.2.2), whatever its inner destination; IP-in-IP to any other address is transit.
+pub const FA_CARE_OF_MAP: &str = "MIPX_FA_CARE_OF";
+/// Capacity of [`FA_VISITORS_MAP`]: the largest `fa.max_visitors` the dataplane can mirror.
+pub const MAX_VISITORS: u32 = 16_384;
+/// Capacity of [`FA_CARE_OF_MAP`].
+pub const MAX_FA_CARE_OF: u32 = 64;
+
+/// [`FaVisitor::flags`]: the home agent granted reverse tunnelling (RFC 3024 §4.2.2, the T bit
+/// of an accepted registration): what the visitor sends from its home address on its link is
+/// tunnelled IP-in-IP from the care-of address to the home agent (§5.1, Direct Delivery Style).
+/// Without it, what the visitor sends is routed by the kernel (triangle routing).
+pub const VISITOR_REVERSE_TUNNEL: u32 = 1 << 0;
+/// [`FaVisitor::flags`]: reserved for RFC 3519 UDP tunnelling between the foreign agent and the
+/// home agent. Not implemented by the fast path: such a visitor's IP-in-IP is refused (§4.7:
+/// a UDP-tunnelled binding carries all its data in UDP) and what it sends goes to the kernel.
+pub const VISITOR_UDP_TUNNEL: u32 = 1 << 1;
+
+/// One visitor in [`FA_VISITORS_MAP`], keyed by its home address.
+///
+/// The first 24 bytes are what the XDP program reads per packet; the rest lets a restarted
+/// `mipd` rebuild its visitor list from the pinned map (the entry lives for the granted
+/// lifetime, §3.7.3.2, whoever restarts).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaVisitor {
+    /// The care-of address the visitor registered (the Registration Request's Care-of Address
+    /// field): outer destination of the home agent's tunnel, outer source of the reverse
+    /// tunnel (RFC 3024 §5.1.2), network byte order.
+    pub care_of_addr: [u8; 4],
+    /// The Home Agent field of the accepted Registration Reply: the only outer source accepted
+    /// on the tunnel (RFC 2003 §6.2) and the outer destination of the reverse tunnel (RFC 3024
+    /// §5.1.2), network byte order.
+    pub home_agent: [u8; 4],
+    /// The interface the visitor's Registration Request arrived on: its link.
+    pub ifindex: u32,
+    /// `VISITOR_*` bits.
+    pub flags: u32,
+    /// The visitor's link-layer address, copied from the Ethernet source of its Registration
+    /// Request (RFC 5944 §4.2.2: never broadcast ARP for it). Delivery goes straight to it,
+    /// and what arrives from the home address with another source is not from the visitor
+    /// (RFC 3024 Appendix A.3: link-layer information and source address identify it).
+    pub mac: [u8; 6],
+    /// Granted lifetime, seconds (§3.7.3.2: the minimum of the reply's and ours).
+    pub lifetime: u16,
+    /// UDP source port of the Registration Request: the destination port of relayed replies
+    /// (§3.7.2.3), network byte order.
+    pub source_port: [u8; 2],
+    /// The request's flag byte (RFC 5944 §3.3).
+    pub request_flags: u8,
+    pub _pad: [u8; 5],
+    /// Identification of the accepted request (§3.7.3.1 matches replies by it).
+    pub identification: u64,
+    /// Wall clock at which the entry ends, milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
+}
+const _: () = assert!(size_of::<FaVisitor>() == 48);
+
+/// Foreign agent settings the XDP program needs, in [`FA_CONFIG_MAP`] slot 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaDataplaneConfig {
+    /// Non-zero once `mipd` has configured the program; until then it passes everything.
+    pub enabled: u8,
+    pub _pad: u8,
+    /// The UDP port registrations arrive on (434 unless configured), network byte order: what
+    /// a visitor sends to it always goes up to `mipd`, never into a reverse tunnel.
+    pub udp_port: [u8; 2],
+    /// As [`HaDataplaneConfig::nexthop_epoch`]: `mipd` advances it every
+    /// [`NEXTHOP_EPOCH_MS`] to renew the cached FIB answers toward home agents.
+    pub nexthop_epoch: u32,
+}
+const _: () = assert!(size_of::<FaDataplaneConfig>() == 8);
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all six): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
+    // SAFETY (all eight): `#[repr(C)]`, only integer and byte-array fields, explicit padding so
     // every byte is initialised, valid for any bit pattern.
     unsafe impl aya::Pod for super::HaBinding {}
     unsafe impl aya::Pod for super::HaDataplaneConfig {}
@@ -270,4 +354,6 @@ mod pod {
     unsafe impl aya::Pod for super::MnTunnel {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::MnGate {}
+    unsafe impl aya::Pod for super::FaVisitor {}
+    unsafe impl aya::Pod for super::FaDataplaneConfig {}
 }

@@ -27,9 +27,10 @@ use aya::{
 use mipx_common::{
     counters::Counter,
     maps::{
-        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding,
-        HaDataplaneConfig, IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_SLOT_HOME, MN_SLOT_OUTER,
-        MN_TUNNEL_MAP, MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
+        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, DEFAULT_MAX_BINDINGS, FA_CARE_OF_MAP, FA_CONFIG_MAP,
+        FA_VISITORS_MAP, FaDataplaneConfig, FaVisitor, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig,
+        IFACES_MAP, IfaceInfo, MN_GATE_MAP, MN_SLOT_HOME, MN_SLOT_OUTER, MN_TUNNEL_MAP,
+        MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ pub mod programs {
     pub const HA_XDP: &str = "ha_xdp";
     /// Mobile node XDP ingress: decapsulation of the home agent's tunnel.
     pub const MN_XDP: &str = "mn_xdp";
+    /// Foreign agent XDP, on the links it serves and toward the home agents: delivery of the
+    /// home agents' tunnels to visitors' link-layer addresses, reverse tunnelling (RFC 3024).
+    pub const FA_XDP: &str = "fa_xdp";
     /// Mobile node TC egress: reverse tunnelling from the home address.
     pub const MN_TC_EGRESS: &str = "mn_tc_egress";
     /// Mobile node TC egress on the VPN device: the tunnel to the i-HA inside the VPN.
@@ -56,7 +60,7 @@ pub mod programs {
     /// Baseline that passes every frame and touches nothing (benchmarks).
     pub const MIPX_PASS: &str = "mipx_pass";
     /// Every XDP program in the object.
-    pub const ALL_XDP: [&str; 4] = [HA_XDP, MN_XDP, MIPX_DROP, MIPX_PASS];
+    pub const ALL_XDP: [&str; 5] = [HA_XDP, MN_XDP, FA_XDP, MIPX_DROP, MIPX_PASS];
     /// Every TC program in the object.
     pub const ALL_TC: [&str; 3] = [MN_TC_EGRESS, MN_TC_VPN_EGRESS, MN_TC_VPN_INGRESS];
 }
@@ -590,6 +594,59 @@ impl Dataplane {
             .collect())
     }
 
+    /// Writes the foreign agent's settings (and so enables `fa_xdp`).
+    pub fn set_fa_config(&mut self, config: FaDataplaneConfig) -> Result<(), DataplaneError> {
+        self.array_set(FA_CONFIG_MAP, &config)
+    }
+
+    /// Inserts or replaces the visitor entry of `home_addr` (RFC 5944 §3.7.3.2: on a successful
+    /// Registration Reply, never for a pending request).
+    pub fn upsert_visitor(
+        &mut self,
+        home_addr: Ipv4Addr,
+        visitor: FaVisitor,
+    ) -> Result<(), DataplaneError> {
+        self.hash_insert(FA_VISITORS_MAP, &home_addr.octets(), &visitor)
+    }
+
+    /// Removes the visitor entry of `home_addr`; absent is fine.
+    pub fn remove_visitor(&mut self, home_addr: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.hash_remove::<[u8; 4], FaVisitor>(FA_VISITORS_MAP, &home_addr.octets())
+    }
+
+    /// Every visitor entry in the map (what a restarted `mipd` adopts).
+    pub fn visitors(&self) -> Result<Vec<(Ipv4Addr, FaVisitor)>, DataplaneError> {
+        Ok(self
+            .hash_entries::<[u8; 4], FaVisitor>(FA_VISITORS_MAP)?
+            .into_iter()
+            .map(|(k, v)| (Ipv4Addr::from(k), v))
+            .collect())
+    }
+
+    /// Declares `care_of_addr` one of the foreign agent's care-of addresses, advertised on
+    /// `ifindex`: IP-in-IP to it is a tunnel ending here.
+    pub fn add_fa_care_of(
+        &mut self,
+        care_of_addr: Ipv4Addr,
+        ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        self.hash_insert(FA_CARE_OF_MAP, &care_of_addr.octets(), &ifindex)
+    }
+
+    /// Withdraws a care-of address; absent is fine.
+    pub fn remove_fa_care_of(&mut self, care_of_addr: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.hash_remove::<[u8; 4], u32>(FA_CARE_OF_MAP, &care_of_addr.octets())
+    }
+
+    /// The foreign agent's care-of addresses and the interfaces advertising them.
+    pub fn fa_care_ofs(&self) -> Result<Vec<(Ipv4Addr, u32)>, DataplaneError> {
+        Ok(self
+            .hash_entries::<[u8; 4], u32>(FA_CARE_OF_MAP)?
+            .into_iter()
+            .map(|(k, v)| (Ipv4Addr::from(k), v))
+            .collect())
+    }
+
     /// Empties the programs' cache of FIB answers on every CPU, so the next packet to each
     /// destination is looked up afresh (tests that change routes between runs).
     pub fn flush_nexthops(&mut self) -> Result<(), DataplaneError> {
@@ -653,6 +710,12 @@ impl Dataplane {
                     .ok()
                     .map(|m| m.keys().count() as u64),
                 IFACES_MAP => HashMap::<_, u32, IfaceInfo>::try_from(map)
+                    .ok()
+                    .map(|m| m.keys().count() as u64),
+                FA_VISITORS_MAP => HashMap::<_, [u8; 4], FaVisitor>::try_from(map)
+                    .ok()
+                    .map(|m| m.keys().count() as u64),
+                FA_CARE_OF_MAP => HashMap::<_, [u8; 4], u32>::try_from(map)
                     .ok()
                     .map(|m| m.keys().count() as u64),
                 _ => None,

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod bench;
+mod fa;
 mod fib;
 mod gate;
 mod ha;
@@ -31,6 +32,16 @@ use crate::stats::bump;
 #[xdp]
 pub fn ha_xdp(ctx: XdpContext) -> u32 {
     let (verdict, counter) = ha::ingress(&ctx);
+    bump(counter);
+    verdict
+}
+
+/// Foreign agent, XDP on every interface it serves or reaches home agents through: delivery of
+/// home agents' tunnels to visitors, reverse tunnelling of what visitors send; everything else
+/// passes untouched.
+#[xdp]
+pub fn fa_xdp(ctx: XdpContext) -> u32 {
+    let (verdict, counter) = fa::ingress(&ctx);
     bump(counter);
     verdict
 }

@@ -8,9 +8,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use mipx_common::maps::{
-    BINDINGS_MAP, DEFAULT_MAX_BINDINGS, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACES_MAP,
-    IP_ID_MAP, IfaceInfo, MAX_GATED_IFACES, MAX_IFACES, MAX_VPN_SPIS, MN_GATE_MAP, MN_TUNNEL_MAP,
-    MN_VPN_SPIS_MAP, MnGate, MnTunnel,
+    BINDINGS_MAP, DEFAULT_MAX_BINDINGS, FA_CARE_OF_MAP, FA_CONFIG_MAP, FA_VISITORS_MAP,
+    FaDataplaneConfig, FaVisitor, HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACES_MAP,
+    IP_ID_MAP, IfaceInfo, MAX_FA_CARE_OF, MAX_GATED_IFACES, MAX_IFACES, MAX_VISITORS, MAX_VPN_SPIS,
+    MN_GATE_MAP, MN_TUNNEL_MAP, MN_VPN_SPIS_MAP, MnGate, MnTunnel,
 };
 
 /// Home agent: mobility bindings keyed by home address. `mipd` sizes it from
@@ -38,6 +39,18 @@ pub static MN_GATE: HashMap<u32, MnGate> = HashMap::with_max_entries(MAX_GATED_I
 /// Mobile node: the ESP SPIs of the VPN's current CHILD_SAs (see `gate.rs`).
 #[map(name = "MIPX_MN_VPN_SPIS")]
 pub static MN_VPN_SPIS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_VPN_SPIS, 0);
+
+/// Foreign agent: the visitor list, by home address (see `fa.rs`).
+#[map(name = "MIPX_FA_VISITORS")]
+pub static FA_VISITORS: HashMap<[u8; 4], FaVisitor> = HashMap::with_max_entries(MAX_VISITORS, 0);
+
+/// Foreign agent: slot 0 holds the settings; all zero (disabled) until `mipd` writes it.
+#[map(name = "MIPX_FA_CONFIG")]
+pub static FA_CONFIG: Array<FaDataplaneConfig> = Array::with_max_entries(1, 0);
+
+/// Foreign agent: the care-of addresses it advertises (value: the advertising ifindex).
+#[map(name = "MIPX_FA_CARE_OF")]
+pub static FA_CARE_OF: HashMap<[u8; 4], u32> = HashMap::with_max_entries(MAX_FA_CARE_OF, 0);
 
 /// Per-CPU source of outer-header Identification values.
 #[map(name = "MIPX_IP_ID")]
@@ -83,3 +96,6 @@ const _: () = assert!(str_eq(MN_TUNNEL_MAP, "MIPX_MN_TUNNEL"));
 const _: () = assert!(str_eq(IP_ID_MAP, "MIPX_IP_ID"));
 const _: () = assert!(str_eq(MN_GATE_MAP, "MIPX_MN_GATE"));
 const _: () = assert!(str_eq(MN_VPN_SPIS_MAP, "MIPX_MN_VPN_SPIS"));
+const _: () = assert!(str_eq(FA_VISITORS_MAP, "MIPX_FA_VISITORS"));
+const _: () = assert!(str_eq(FA_CONFIG_MAP, "MIPX_FA_CONFIG"));
+const _: () = assert!(str_eq(FA_CARE_OF_MAP, "MIPX_FA_CARE_OF"));

@@ -40,17 +40,18 @@ use aya::{
 use mipx_common::{
     counters::Counter::{self, *},
     maps::{
-        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE,
-        HA_CONFIG_MAP, HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP,
-        IfaceInfo, MN_ACTIVE, MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL,
-        MN_VIA_VPN, MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
-        TUNNEL_REVERSE, TUNNEL_UDP,
+        ALL_MAPS, BINDINGS_MAP, COUNTERS_MAP, FA_CARE_OF_MAP, FA_CONFIG_MAP, FA_VISITORS_MAP,
+        FaDataplaneConfig, FaVisitor, GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, HA_CONFIG_MAP,
+        HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, IFACES_MAP, IP_ID_MAP, IfaceInfo, MN_ACTIVE,
+        MN_GATE_MAP, MN_REVERSE_TUNNEL, MN_TUNNEL_MAP, MN_UDP_TUNNEL, MN_VIA_VPN, MN_VPN_SPIS_MAP,
+        MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop, TUNNEL_REVERSE, TUNNEL_UDP,
+        VISITOR_REVERSE_TUNNEL, VISITOR_UDP_TUNNEL,
     },
 };
 use mipx_control::dataplane::{
     self, Dataplane,
     programs::{
-        ALL_TC, ALL_XDP, HA_XDP, MIPX_DROP, MIPX_PASS, MN_TC_EGRESS, MN_TC_VPN_EGRESS,
+        ALL_TC, ALL_XDP, FA_XDP, HA_XDP, MIPX_DROP, MIPX_PASS, MN_TC_EGRESS, MN_TC_VPN_EGRESS,
         MN_TC_VPN_INGRESS, MN_XDP,
     },
 };
@@ -198,16 +199,64 @@ const TIA: [u8; 4] = [10, 40, 0, 7];
 /// How long an attached run waits for a packet before taking the silence for a drop.
 const SILENCE: Duration = Duration::from_millis(200);
 
+/// The foreign agent's interfaces (`FA_*` in the generator): `fa-up` toward the home agents,
+/// holding the care-of addresses, and `fa-link`, the foreign link the visitors are on.
+const FA_UP: &str = "fa-up";
+const FA_LINK: &str = "fa-link";
+const FA_UP_MAC: [u8; 6] = [2, 0, 0, 0, 5, 0x01];
+const FA_LINK_MAC: [u8; 6] = [2, 0, 0, 0, 6, 0x01];
+const FA_GW_MAC: &str = "02:00:00:00:05:fe";
+const FA_COA: [u8; 4] = [203, 0, 113, 10];
+const FA_COA2: [u8; 4] = [203, 0, 113, 11];
+/// Home agents behind a route with `mtu lock 1400`, an unresolved router, an `unreachable`
+/// route.
+const FA_HA_MTU: [u8; 4] = [10, 4, 0, 1];
+const FA_HA_UNRESOLVED: [u8; 4] = [10, 5, 0, 1];
+const FA_HA_UNREACHABLE: [u8; 4] = [10, 6, 0, 1];
+/// An ifindex no interface of the FA namespace has, so no `MIPX_IFACES` entry either.
+const NO_IFINDEX: u32 = 4242;
+
+/// One entry of the foreign agent's visitor list.
+struct Visiting {
+    home_addr: [u8; 4],
+    /// Interface name, or `None`: [`NO_IFINDEX`].
+    link: Option<&'static str>,
+    mac: [u8; 6],
+    home_agent: [u8; 4],
+    care_of_addr: [u8; 4],
+    flags: u32,
+}
+
+/// The visitor list: one visitor per line (hence no rustfmt). MACs are `FA_V_*_MAC` in the
+/// generator.
+#[rustfmt::skip]
+const VISITORS: [Visiting; 9] = [
+    Visiting { home_addr: HOME, link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x05], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 6], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x06], home_agent: HA, care_of_addr: FA_COA, flags: 0 },
+    Visiting { home_addr: [10, 1, 0, 7], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x07], home_agent: FA_HA_MTU, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 8], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x08], home_agent: FA_HA_UNRESOLVED, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 9], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x09], home_agent: FA_HA_UNREACHABLE, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+    // Reserved RFC 3519 UDP tunnelling, which the fast path leaves alone.
+    Visiting { home_addr: [10, 1, 0, 12], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x0c], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL | VISITOR_UDP_TUNNEL },
+    // On fa-up: a one-armed foreign agent.
+    Visiting { home_addr: [10, 1, 0, 20], link: Some(FA_UP), mac: [2, 0, 0, 0, 5, 0x14], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+    // Registered the second care-of address.
+    Visiting { home_addr: [10, 1, 0, 21], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x15], home_agent: HA, care_of_addr: FA_COA2, flags: VISITOR_REVERSE_TUNNEL },
+    // On an interface mipd never recorded in MIPX_IFACES.
+    Visiting { home_addr: [10, 1, 0, 22], link: None, mac: [2, 0, 0, 0, 6, 0x16], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
+];
+
 /// Identification the generator put in every header the programs originate.
 const IP_ID: u16 = 0x4d49;
 
-/// The two namespaces the table runs in (plus one holding the far ends of their veths).
+/// The three namespaces the table runs in (plus one holding the far ends of their veths).
 struct Topology {
     /// The queue of the TUN device [`VPN0`], whose device lives as long as it stays open:
     /// what the device transmits is read here, what it is to receive is written here.
     vpn_tun: File,
     ha: Netns,
     mn: Netns,
+    fa: Netns,
     _peers: Netns,
     /// Interface name → ifindex, in the namespace that holds it.
     ifindex: BTreeMap<&'static str, u32>,
@@ -226,12 +275,15 @@ impl Topology {
     fn new() -> Result<Self> {
         let ha = Netns::new("fx-ha")?;
         let mn = Netns::new("fx-mn")?;
+        let fa = Netns::new("fx-fa")?;
         let peers = Netns::new("fx-peers")?;
         for (ns, ifname, peer, mac) in [
             (&ha, HA_HOME, "p-home", mac_str(HA_HOME_MAC)),
             (&ha, HA_UP, "p-up", mac_str(HA_UP_MAC)),
             (&mn, MN0, "p-mn0", MN0_MAC.to_owned()),
             (&mn, MN1, "p-mn1", MN1_MAC.to_owned()),
+            (&fa, FA_UP, "p-fa-up", mac_str(FA_UP_MAC)),
+            (&fa, FA_LINK, "p-fa-link", mac_str(FA_LINK_MAC)),
         ] {
             veth_pair((ns, ifname), (&peers, peer))?;
             ip(ns, &format!("link set dev {ifname} address {mac}"))?;
@@ -240,7 +292,9 @@ impl Topology {
         // as the home agent's must anyway. The same holds for mn_tc_egress's lookup toward the
         // home agent: without forwarding on the mobile node, the reverse tunnel keeps the
         // Ethernet header the stack chose for the inner destination.
-        for ns in [&ha, &mn] {
+        // The foreign agent is a router too (RFC 5944 §4.2.2), and fa_xdp's lookup toward the
+        // home agents needs the same.
+        for ns in [&ha, &mn, &fa] {
             ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         }
         for cmd in [
@@ -290,8 +344,25 @@ impl Topology {
         ] {
             ip(&mn, &cmd)?;
         }
+        for cmd in [
+            // The care-of addresses are fa-up's; 203.0.113.253 never gets a neighbour entry.
+            format!("addr add 203.0.113.10/24 dev {FA_UP}"),
+            format!("addr add 203.0.113.11/24 dev {FA_UP}"),
+            format!("addr add 172.16.0.1/24 dev {FA_LINK}"),
+            format!("neigh add 203.0.113.254 lladdr {FA_GW_MAC} dev {FA_UP} nud permanent"),
+            "route add 10.1.0.0/24 via 203.0.113.254".into(),
+            "route add 10.4.0.0/24 via 203.0.113.254 mtu lock 1400".into(),
+            "route add 10.5.0.0/24 via 203.0.113.253".into(),
+            "route add unreachable 10.6.0.0/24".into(),
+        ] {
+            ip(&fa, &cmd)?;
+        }
         let mut ifindex = BTreeMap::new();
-        for (ns, names) in [(&ha, &[HA_HOME, HA_UP][..]), (&mn, &[MN0, MN1, VPN0])] {
+        for (ns, names) in [
+            (&ha, &[HA_HOME, HA_UP][..]),
+            (&mn, &[MN0, MN1, VPN0]),
+            (&fa, &[FA_UP, FA_LINK]),
+        ] {
             let _inside = ns.enter()?;
             for &name in names {
                 ifindex.insert(name, dataplane::ifindex(name)?);
@@ -301,6 +372,7 @@ impl Topology {
             vpn_tun,
             ha,
             mn,
+            fa,
             _peers: peers,
             ifindex,
         })
@@ -354,6 +426,12 @@ enum Setup {
         state: u32,
         x_ha: bool,
     },
+    /// The foreign agent configured: enabled with registration port `HA_PORT`, the care-of
+    /// addresses `FA_COA` and `FA_COA2` (advertised on fa-up), every visitor in [`VISITORS`],
+    /// `fa-up` and `fa-link` in `MIPX_IFACES` with their MACs.
+    Fa,
+    /// The same, but its config still zero (not enabled).
+    FaDisabled,
 }
 
 /// What the program must leave in the packet buffer.
@@ -510,6 +588,10 @@ fn fixtures() -> Vec<Fixture> {
     let cvc_out = |frame, state, verdict, output, counter| fx(frame, MN_TC_EGRESS, cvc(VIA_VPN, ACTIVE, state, true), mn0, verdict, output, counter);
     let cvc_udp_in = |frame, state, verdict, output, counter| fx(frame, MN_XDP, cvc(VIA_VPN, OUTER_UDP, state, true), mn0, verdict, output, counter);
     let cvc_udp_out = |frame, state, verdict, output, counter| fx(frame, MN_TC_EGRESS, cvc(VIA_VPN, OUTER_UDP, state, true), mn0, verdict, output, counter);
+    // fa_xdp, configured: frames from the router arriving on fa-up, from visitors on fa-link.
+    let (fa_up, fa_link) = (Some(FA_UP), Some(FA_LINK));
+    let fa_in = |frame, verdict, output, counter| fx(frame, FA_XDP, Setup::Fa, fa_up, verdict, output, counter);
+    let fa_out = |frame, verdict, output, counter| fx(frame, FA_XDP, Setup::Fa, fa_link, verdict, output, counter);
     vec![
         // ha_xdp: not ours, or not enabled.
         fx("ha_disabled_passes", HA_XDP, Setup::HaDisabled, up, XDP_PASS, Untouched, Passed),
@@ -799,6 +881,63 @@ fn fixtures() -> Vec<Fixture> {
         cvc_udp_out("cvc_tc_keepalive_passes", GATE_CLOSED, TC_ACT_OK, Untouched, Passed),
         fx("cvc_tc_keepalive_passes", MN_TC_EGRESS, cvc(VIA_VPN, OUTER_UDP, GATE_CLOSED, false), mn0, TC_ACT_SHOT, Untouched, GateClosed)
             .named("cvc_tc_keepalive_unknown_x_ha_shot"),
+        // fa_xdp: not enabled.
+        fx("fa_disabled_passes", FA_XDP, Setup::FaDisabled, fa_up, XDP_PASS, Untouched, Passed),
+        fx("fa_disabled_passes", FA_XDP, Setup::Empty, fa_up, XDP_PASS, Untouched, Passed)
+            .named("fa_empty_maps_pass"),
+        // fa_xdp: the home agents' tunnels, delivered to the visitor's MAC on its link (RFC 5944
+        // §4.2.2, §4.6) or dropped without ICMP.
+        fa_in("fa_decap_redirect", XDP_REDIRECT, Rewritten, FaDecapTx),
+        fa_in("fa_decap_tx", XDP_TX, Rewritten, FaDecapTx),
+        fa_in("fa_decap_no_reverse", XDP_REDIRECT, Rewritten, FaDecapTx),
+        fa_in("fa_decap_second_coa", XDP_REDIRECT, Rewritten, FaDecapTx),
+        fa_in("fa_decap_ttl2", XDP_REDIRECT, Rewritten, FaDecapTx),
+        fa_in("fa_decap_inner_options", XDP_REDIRECT, Rewritten, FaDecapTx),
+        fa_in("fa_decap_ttl1_drops", XDP_DROP, Untouched, FaTtlExpired),
+        fa_in("fa_decap_ttl0_drops", XDP_DROP, Untouched, FaTtlExpired),
+        fa_in("fa_decap_unknown_visitor_drops", XDP_DROP, Untouched, FaUnknownVisitor),
+        fa_in("fa_decap_wrong_outer_src_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_decap_other_coa_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_decap_udp_visitor_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_decap_no_iface_drops", XDP_DROP, Untouched, FaNoIface),
+        fa_in("fa_decap_outer_mf_drops", XDP_DROP, Untouched, TunnelFragment),
+        fa_in("fa_decap_outer_offset_drops", XDP_DROP, Untouched, TunnelFragment),
+        fa_in("fa_decap_outer_options_drops", XDP_DROP, Untouched, TunnelOptions),
+        fa_in("fa_decap_inner_truncated_drops", XDP_DROP, Untouched, MalformedIpv4),
+        fa_in("fa_decap_inner_too_long_drops", XDP_DROP, Untouched, MalformedIpv4),
+        fa_in("fa_decap_inner_version_drops", XDP_DROP, Untouched, MalformedIpv4),
+        fa_in("fa_transit_ipip_passes", XDP_PASS, Untouched, Passed),
+        // fa_xdp: reverse tunnelling from the visitors (RFC 3024 §5.1), checked against the
+        // registered link and MAC (Appendix A.3); triangle routing without the T bit.
+        fa_out("fa_encap_redirect", XDP_REDIRECT, Rewritten, FaEncapTx),
+        fa_out("fa_encap_no_df", XDP_REDIRECT, Rewritten, FaEncapTx),
+        fa_out("fa_encap_udp", XDP_REDIRECT, Rewritten, FaEncapTx),
+        fa_out("fa_encap_ttl2", XDP_REDIRECT, Rewritten, FaEncapTx),
+        fa_in("fa_encap_tx", XDP_TX, Rewritten, FaEncapTx),
+        fa_out("fa_encap_ttl1_passes", XDP_PASS, Untouched, TtlExceeded),
+        fa_out("fa_encap_wrong_mac_drops", XDP_DROP, Untouched, FaVisitorMacMismatch),
+        fa_in("fa_encap_other_iface_passes", XDP_PASS, Untouched, Passed),
+        fa_out("fa_no_reverse_passes", XDP_PASS, Untouched, FaTriangle),
+        fa_out("fa_no_reverse_wrong_mac_drops", XDP_DROP, Untouched, FaVisitorMacMismatch),
+        fa_out("fa_udp_visitor_passes", XDP_PASS, Untouched, Passed),
+        fa_out("fa_non_visitor_passes", XDP_PASS, Untouched, Passed),
+        fa_out("fa_encap_unresolved_to_stack", XDP_PASS, Rewritten, FaEncapToStack),
+        fa_out("fa_encap_unreachable_drops", XDP_DROP, Untouched, NoRoute),
+        fa_out("fa_encap_fits_route_mtu", XDP_REDIRECT, Rewritten, FaEncapTx),
+        fa_out("fa_encap_frag_needed", XDP_TX, Rewritten, FragNeededSent),
+        fa_out("fa_encap_too_big_no_df_drops", XDP_DROP, Untouched, TooBig),
+        // fa_xdp: what a visitor sends to the foreign agent itself always reaches the kernel.
+        fa_out("fa_registration_request_passes", XDP_PASS, Untouched, FaToAgent),
+        fa_out("fa_registration_broadcast_passes", XDP_PASS, Untouched, FaToAgent),
+        fa_out("fa_registration_multicast_passes", XDP_PASS, Untouched, FaToAgent),
+        fa_out("fa_registration_new_mac_passes", XDP_PASS, Untouched, FaToAgent),
+        fa_out("fa_agent_solicitation_passes", XDP_PASS, Untouched, FaToAgent),
+        fa_out("fa_to_coa_passes", XDP_PASS, Untouched, FaToAgent),
+        // fa_xdp: malformed, and not IPv4.
+        fa_out("fa_runt_passes", XDP_PASS, Untouched, TruncatedEth),
+        fa_out("fa_arp_passes", XDP_PASS, Untouched, NotIpv4),
+        fa_out("fa_truncated_ip_drops", XDP_DROP, Untouched, MalformedIpv4),
+        fa_out("fa_ihl4_drops", XDP_DROP, Untouched, MalformedIpv4),
         // Baselines: touch nothing, count nothing, whatever the frame.
         baseline("ha_encap_tx", MIPX_DROP, XDP_DROP),
         baseline("ha_runt_passes", MIPX_DROP, XDP_DROP),
@@ -858,6 +997,13 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
         dataplane.remove_mn_gate(ifindex)?;
     }
     dataplane.remove_vpn_spi(VPN_SPI)?;
+    dataplane.set_fa_config(FaDataplaneConfig::default())?;
+    for (home_addr, _) in dataplane.visitors()? {
+        dataplane.remove_visitor(home_addr)?;
+    }
+    for (care_of_addr, _) in dataplane.fa_care_ofs()? {
+        dataplane.remove_fa_care_of(care_of_addr)?;
+    }
     // Each fixture has its own routes in mind: no answer cached by an earlier one may serve it.
     dataplane.flush_nexthops()?;
     let ha_maps = |dataplane: &mut Dataplane| -> Result<()> {
@@ -878,6 +1024,28 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
             (HA_UP, HA_UP_MAC, 0),
         ] {
             dataplane.set_iface(topology.ifindex[name], IfaceInfo { mac, flags })?;
+        }
+        Ok(())
+    };
+    let fa_maps = |dataplane: &mut Dataplane| -> Result<()> {
+        for v in &VISITORS {
+            let visitor = FaVisitor {
+                care_of_addr: v.care_of_addr,
+                home_agent: v.home_agent,
+                ifindex: v.link.map_or(NO_IFINDEX, |name| topology.ifindex[name]),
+                flags: v.flags,
+                mac: v.mac,
+                lifetime: 600,
+                source_port: HA_PORT.to_be_bytes(),
+                ..FaVisitor::default()
+            };
+            dataplane.upsert_visitor(Ipv4Addr::from(v.home_addr), visitor)?;
+        }
+        for care_of_addr in [FA_COA, FA_COA2] {
+            dataplane.add_fa_care_of(Ipv4Addr::from(care_of_addr), topology.ifindex[FA_UP])?;
+        }
+        for (name, mac) in [(FA_UP, FA_UP_MAC), (FA_LINK, FA_LINK_MAC)] {
+            dataplane.set_iface(topology.ifindex[name], IfaceInfo { mac, flags: 0 })?;
         }
         Ok(())
     };
@@ -976,6 +1144,15 @@ fn apply(dataplane: &mut Dataplane, topology: &Topology, setup: Setup) -> Result
             )?;
             dataplane.add_vpn_spi(VPN_SPI)?;
         }
+        Setup::FaDisabled => fa_maps(dataplane)?,
+        Setup::Fa => {
+            fa_maps(dataplane)?;
+            dataplane.set_fa_config(FaDataplaneConfig {
+                enabled: 1,
+                udp_port: HA_PORT.to_be_bytes(),
+                ..FaDataplaneConfig::default()
+            })?;
+        }
     }
     Ok(())
 }
@@ -997,6 +1174,8 @@ fn preset_ip_id(dataplane: &mut Dataplane, next: u16) -> Result<()> {
 fn namespace<'a>(topology: &'a Topology, program: &str) -> &'a Netns {
     if [MN_XDP, MN_TC_EGRESS, MN_TC_VPN_EGRESS, MN_TC_VPN_INGRESS].contains(&program) {
         &topology.mn
+    } else if program == FA_XDP {
+        &topology.fa
     } else {
         &topology.ha
     }
@@ -1407,6 +1586,11 @@ fn object_has_every_program_and_map() {
             }
             MN_GATE_MAP => HashMap::<_, u32, MnGate>::try_from(map).map(drop),
             MN_VPN_SPIS_MAP => HashMap::<_, [u8; 4], u8>::try_from(map).map(drop),
+            FA_VISITORS_MAP => HashMap::<_, [u8; 4], FaVisitor>::try_from(map).map(drop),
+            FA_CONFIG_MAP => {
+                Array::<_, FaDataplaneConfig>::try_from(map).map(|m| assert_eq!(m.len(), 1))
+            }
+            FA_CARE_OF_MAP => HashMap::<_, [u8; 4], u32>::try_from(map).map(drop),
             other => panic!("map {other} is in ALL_MAPS but this test does not know its shape"),
         };
         shape.unwrap_or_else(|e| panic!("map {name}: {:#}", anyhow::Error::new(e)));

@@ -1,0 +1,471 @@
+//! The foreign agent's XDP program: delivery of the home agents' IP-in-IP tunnels to visiting
+//! mobile nodes (RFC 5944 §4.2.2, RFC 2003) and reverse tunnelling of what they send (RFC 3024
+//! §5.1, Direct Delivery Style).
+//!
+//! A packet is the foreign agent's business in two cases only:
+//!
+//! - IP-in-IP whose outer destination is one of its care-of addresses (`MIPX_FA_CARE_OF`): a
+//!   tunnel ending here. Delivered when the inner destination is a visitor that registered
+//!   that care-of address with the outer source as its home agent; dropped otherwise.
+//! - IPv4 from a visitor's home address arriving on the visitor's link: reverse-tunnelled to
+//!   its home agent when that was granted, after checking it comes from the visitor's
+//!   link-layer address.
+//!
+//! Everything else passes untouched, and so does what a visitor sends to the foreign agent
+//! itself (registrations above all).
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use mipx_common::{
+    counters::Counter,
+    ipv4::{self, HEADER_LEN as IP_HLEN},
+    maps::{FaDataplaneConfig, FaVisitor, VISITOR_REVERSE_TUNNEL, VISITOR_UDP_TUNNEL},
+};
+
+use crate::{
+    fib::Route,
+    maps::{FA_CARE_OF, FA_CONFIG, FA_VISITORS, IFACES, next_ip_id},
+    nexthop,
+    parse::{Aligned, ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
+    xdp_ip::{self, Verdict},
+};
+
+/// ICMP type of a Router Solicitation, which is also an Agent Solicitation (RFC 5944 §2.2).
+const ICMP_ROUTER_SOLICITATION: u8 = 10;
+
+/// What the fast path needs of a visitor entry, read out of the map value at once: an update
+/// may recycle a preallocated element under us.
+#[derive(Clone, Copy)]
+struct Visitor {
+    care_of_addr: [u8; 4],
+    home_agent: [u8; 4],
+    ifindex: u32,
+    flags: u32,
+    mac: [u8; 6],
+}
+
+impl Visitor {
+    /// # Safety
+    /// `v` must be a live value of [`FA_VISITORS`].
+    #[inline(always)]
+    unsafe fn read(v: *const FaVisitor) -> Visitor {
+        // SAFETY: the caller guarantees `v` is live; field reads only.
+        unsafe {
+            Visitor {
+                care_of_addr: (*v).care_of_addr,
+                home_agent: (*v).home_agent,
+                ifindex: (*v).ifindex,
+                flags: (*v).flags,
+                mac: (*v).mac,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub fn ingress(ctx: &XdpContext) -> Verdict {
+    let Some(cfg) = FA_CONFIG.get(0) else {
+        return (XDP_PASS, Counter::Passed);
+    };
+    if cfg.enabled == 0 {
+        return (XDP_PASS, Counter::Passed);
+    }
+    let cfg = *cfg;
+    let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return (XDP_PASS, Counter::TruncatedEth);
+    };
+    // SAFETY: `ptr_at` checked the whole header is inside the packet; alignment is 1.
+    let ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    if ether_type != ETH_P_IP {
+        // ARP included: the foreign agent never answers or sends ARP for a visitor's home
+        // address (RFC 5944 §4.6); the kernel answers for its own addresses.
+        return (XDP_PASS, Counter::NotIpv4);
+    }
+    let ip = match xdp_ip::checked_ipv4(ctx) {
+        Ok(ip) => ip,
+        Err(verdict) => return verdict,
+    };
+    // §4.2.2: "Upon receipt of an encapsulated datagram sent to its advertised care-of
+    // address". IP-in-IP to any other address is transit, not ours.
+    if ip.protocol == ipv4::PROTO_IPIP && FA_CARE_OF.get_ptr(&ip.dst_addr).is_some() {
+        return decapsulate(ctx, &ip);
+    }
+    if let Some(visitor) = FA_VISITORS.get_ptr(&ip.src_addr) {
+        // SAFETY: a live map value.
+        let visitor = unsafe { Visitor::read(visitor) };
+        return from_visitor(ctx, &ip, &visitor, &cfg);
+    }
+    (XDP_PASS, Counter::Passed)
+}
+
+/// Strips the home agent's IP-in-IP header from a datagram for a visitor and sends the inner
+/// datagram on the visitor's link, addressed to the visitor's link-layer address (RFC 5944
+/// §4.2.2: "the foreign agent forwards the decapsulated datagram to the mobile node"; it "MUST
+/// NOT use broadcast ARP for a mobile node's MAC address", so the address comes from the
+/// registration, and neither we nor the kernel ever resolve the home address).
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
+    // XDP cannot reassemble; a tunnel endpoint that cannot decapsulate a fragment drops it
+    // (the home agent sets DF only when the inner datagram has it, RFC 2003 §3.1).
+    if outer.is_fragment() {
+        return (XDP_DROP, Counter::TunnelFragment);
+    }
+    // Options would put the inner header at a variable offset. A home agent adds none (RFC
+    // 2003 §3.1 "Options": not copied), so this is no tunnel we set up.
+    if outer.ihl() != 5 {
+        return (XDP_DROP, Counter::TunnelOptions);
+    }
+    let room = outer.total_len().saturating_sub(IP_HLEN as u16);
+    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + IP_HLEN, room) {
+        Ok(inner) => inner,
+        Err(verdict) => return verdict,
+    };
+    // §4.2.2: "When the Destination does not match the address of any mobile node currently
+    // in the visitor list, the foreign agent MUST NOT forward the datagram without
+    // modifications to the original IP header, because otherwise a routing loop is likely to
+    // result. The datagram SHOULD be silently discarded. ICMP Destination Unreachable MUST NOT
+    // be sent". XDP_PASS would do neither reliably: a kernel with an ipip device decapsulates
+    // and routes the inner datagram (back toward the home network, where the home agent
+    // tunnels it here again: the loop), and one without answers Protocol Unreachable, a
+    // Destination Unreachable. So: dropped, counted.
+    let Some(visitor) = FA_VISITORS.get_ptr(&inner.dst_addr) else {
+        return (XDP_DROP, Counter::FaUnknownVisitor);
+    };
+    // SAFETY: a live map value.
+    let visitor = unsafe { Visitor::read(visitor) };
+    // RFC 2003 §6.2: admit encapsulated datagrams only from "an authentically identified,
+    // trusted source": the home agent named in the visitor's authenticated registration
+    // reply, toward the care-of address the visitor registered. Anyone else could inject
+    // datagrams onto the visitor's link through us; the same silent discard as above applies
+    // (§4.2.2: no ICMP Destination Unreachable). A visitor with (reserved, unimplemented) UDP
+    // tunnelling carries all its data in UDP (RFC 3519 §4.7), never in plain IP-in-IP.
+    if visitor.home_agent != outer.src_addr
+        || visitor.care_of_addr != outer.dst_addr
+        || visitor.flags & VISITOR_UDP_TUNNEL != 0
+    {
+        return (XDP_DROP, Counter::FaTunnelRejected);
+    }
+    // RFC 2003 §3.1: "The TTL in the inner IP header is not changed when decapsulating. If,
+    // after decapsulation, the inner datagram has TTL = 0, the decapsulator MUST discard the
+    // datagram. If, after decapsulation, the decapsulator forwards the datagram ... it will
+    // decrement the TTL as a result of doing normal IP forwarding." Delivering to the visitor
+    // is that forwarding, so TTL 1 would leave with 0: discarded as well. No ICMP Time
+    // Exceeded is sent: it would go to the inner source (a correspondent), through a route and
+    // next hop this path never looks up, from an address of ours the correspondent has never
+    // seen; the only effect is a silent last hop for traceroute. Counted, so it is visible.
+    if inner.ttl <= 1 {
+        return (XDP_DROP, Counter::FaTtlExpired);
+    }
+    // Our own link-layer address on the visitor's link, as `mipd` recorded it when it attached
+    // to that interface.
+    let Some(iface) = IFACES.get_ptr(&visitor.ifindex) else {
+        return (XDP_DROP, Counter::FaNoIface);
+    };
+    // SAFETY: a live map value; one field copied out.
+    let agent_mac = unsafe { (*iface).mac };
+    // Write the new Ethernet header right before the inner header (it overwrites the end of
+    // the outer IPv4 header, which is no longer needed), then drop the rest of the outer one.
+    let Ok(base) = ctx.ptr_at::<Front<IP_HLEN>>(0) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: offsets IP_HLEN..IP_HLEN + ETH_HLEN lie inside the checked `Front`.
+    unsafe {
+        *base.add(IP_HLEN).cast::<EthHdr>() = EthHdr {
+            dst: visitor.mac,
+            src: agent_mac,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+    }
+    // SAFETY: the helper only moves `data`; pointers are re-derived below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    }
+    let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    // SAFETY: bounds-checked against the new packet.
+    unsafe {
+        let inner = &mut *inner;
+        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
+    }
+    (transmit(ctx, visitor.ifindex), Counter::FaDecapTx)
+}
+
+/// Handles a datagram whose source is a visitor's home address.
+#[inline(always)]
+fn from_visitor(
+    ctx: &XdpContext,
+    ip: &Ipv4Hdr,
+    visitor: &Visitor,
+    cfg: &FaDataplaneConfig,
+) -> Verdict {
+    // Only the visitor's own link identifies it (RFC 3024 Appendix A.3). The home address
+    // arriving elsewhere (from upstream, say) is not the visitor: the kernel's business.
+    if ctx.ingress_ifindex() as u32 != visitor.ifindex {
+        return (XDP_PASS, Counter::Passed);
+    }
+    // Registration traffic and solicitations go to mipd whatever the state of the entry or
+    // the link-layer source: a visitor that changed interface card re-registers from its new
+    // address, and mipd authenticates registrations, not us.
+    if to_agent(ctx, ip, visitor, cfg) {
+        return (XDP_PASS, Counter::FaToAgent);
+    }
+    let Ok(eth) = ctx.ptr_at::<EthHdr>(0) else {
+        return (XDP_DROP, Counter::MalformedIpv4);
+    };
+    // SAFETY: bounds-checked; alignment 1; copied out.
+    let source_mac = unsafe { (*eth).src };
+    // RFC 3024 Appendix A.3: the visitor is "link-layer information related to the MN" plus
+    // the source address, both "established and recorded at registration time"; §6.3: on a
+    // shared link anyone can claim the home address. A frame from another link-layer source
+    // would ride the visitor's reverse tunnel into its home network, or be routed on its
+    // behalf: dropped, counted.
+    if mac_bits(source_mac) != mac_bits(visitor.mac) {
+        return (XDP_DROP, Counter::FaVisitorMacMismatch);
+    }
+    // RFC 3519 tunnelling between foreign agent and home agent is reserved, not done here:
+    // the kernel (and mipd) get the datagram.
+    if visitor.flags & VISITOR_UDP_TUNNEL != 0 {
+        return (XDP_PASS, Counter::Passed);
+    }
+    // No reverse tunnel granted: §4.2.2 "The foreign agent MUST route datagrams it receives
+    // from registered mobile nodes": the kernel does (TTL, checksum, default router), and the
+    // datagram goes straight to its destination (triangle routing).
+    if visitor.flags & VISITOR_REVERSE_TUNNEL == 0 {
+        return (XDP_PASS, Counter::FaTriangle);
+    }
+    encapsulate(ctx, ip, visitor, cfg)
+}
+
+/// Whether a datagram from a visitor is for the foreign agent itself, which it must reach
+/// (RFC 3024 §5.1 changes the *forwarding* function only):
+///
+/// - the care-of address (normally the foreign agent's own address on the link);
+/// - multicast and the limited broadcast: Direct Delivery carries unicast only (§5.1, §5.3),
+///   and Registration Requests and Agent Solicitations may go to 224.0.0.11, the Mobile-Agents
+///   group (RFC 5944 §3.6.1.1, §2.3);
+/// - UDP to the registration port: a Registration Request goes to "the address of the agent
+///   as learned from the IP source address of the corresponding Agent Advertisement", which
+///   "MAY be an address that does not appear as an advertised care-of address" (§3.6.1.1);
+/// - ICMP type 10: Agent Solicitations, which are Router Solicitations with TTL 1 (§2.2).
+///
+/// The transport header is read only at its fixed offset: a datagram with IP options, or a
+/// non-first fragment, to another address of ours is tunnelled like any other and comes back
+/// through the home agent (the home network routes to us).
+#[inline(always)]
+fn to_agent(ctx: &XdpContext, ip: &Ipv4Hdr, visitor: &Visitor, cfg: &FaDataplaneConfig) -> bool {
+    let dst = ip.dst_addr;
+    if dst == visitor.care_of_addr || dst[0] & 0xf0 == 0xe0 || dst == [255; 4] {
+        return true;
+    }
+    if ip.ihl() != 5 || ip.flags_frag() & ipv4::OFFSET_MASK != 0 {
+        return false;
+    }
+    const L4_AT: usize = ETH_HLEN + IP_HLEN;
+    if ip.protocol == ipv4::PROTO_UDP {
+        let Ok(ports) = ctx.ptr_at::<[u8; 4]>(L4_AT) else {
+            return false;
+        };
+        // SAFETY: bounds-checked; alignment 1.
+        let ports = unsafe { *ports };
+        return [ports[2], ports[3]] == cfg.udp_port;
+    }
+    if ip.protocol == ipv4::PROTO_ICMP {
+        let Ok(kind) = ctx.ptr_at::<u8>(L4_AT) else {
+            return false;
+        };
+        // SAFETY: bounds-checked; alignment 1.
+        return unsafe { *kind } == ICMP_ROUTER_SOLICITATION;
+    }
+    false
+}
+
+/// A link-layer address as one integer, so comparing two is two loads and a compare (an
+/// array comparison may become a `bcmp` call, which BPF does not have).
+#[inline(always)]
+fn mac_bits(mac: [u8; 6]) -> u64 {
+    u64::from(u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]))
+        | u64::from(u16::from_ne_bytes([mac[4], mac[5]])) << 32
+}
+
+/// Reverse-tunnels a visitor's datagram: IP-in-IP from the care-of address to the home agent
+/// (RFC 3024 §5.1.2: outer source "Copied from the Care-of Address field within the
+/// Registration Request", destination "Copied from the Home Agent field within the most recent
+/// successful Registration Reply", protocol 4), the outer header as RFC 2003 §3.1 asks (TOS
+/// and DF copied, fresh Identification, TTL 64), sent where the FIB says.
+#[inline(always)]
+fn encapsulate(
+    ctx: &XdpContext,
+    ip: &Ipv4Hdr,
+    visitor: &Visitor,
+    cfg: &FaDataplaneConfig,
+) -> Verdict {
+    // RFC 2003 §3.1: tunnelling is part of forwarding here (RFC 5944 §4.2.2: "decrement the IP
+    // Time To Live"), so the inner TTL drops by one, and a datagram whose TTL would reach 0 is
+    // not tunnelled. The kernel forwards it no further and returns Time Exceeded to the
+    // visitor, as it would without us.
+    if ip.ttl <= 1 {
+        return (XDP_PASS, Counter::TtlExceeded);
+    }
+    let Some(outer_len) = ip.total_len().checked_add(IP_HLEN as u16) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let route = nexthop::lookup(
+        ctx.ctx.cast(),
+        ctx.ingress_ifindex() as u32,
+        visitor.care_of_addr,
+        visitor.home_agent,
+        outer_len,
+        cfg.nexthop_epoch,
+    );
+    let (ifindex, macs) = match route {
+        Route::Neighbour {
+            ifindex,
+            smac,
+            dmac,
+        } => (ifindex, Some((smac, dmac))),
+        Route::Unresolved => (0, None),
+        Route::FragNeeded { mtu } => {
+            return frag_needed(
+                ctx,
+                ip,
+                mtu.saturating_sub(IP_HLEN as u16),
+                visitor.care_of_addr,
+            );
+        }
+        // No route to the home agent (or it is local, or a broadcast address): the tunnel
+        // cannot be entered, and handing the visitor's datagram to the kernel would route it
+        // around the reverse tunnel it was granted.
+        Route::NoRoute | Route::NotForwarded => return (XDP_DROP, Counter::NoRoute),
+    };
+    // The Identification is drawn only for a header that is built (RFC 6864 §4.1, as ha.rs).
+    let Some(outer) = ipv4::ipip_header(
+        ip.as_inner(),
+        next_ip_id(),
+        visitor.care_of_addr,
+        visitor.home_agent,
+    ) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    if let Err(verdict) = push_header(ctx, &outer, macs) {
+        return verdict;
+    }
+    if macs.is_none() {
+        // The kernel resolves the home agent's next hop and forwards the tunnel packet (its
+        // source is our own care-of address: mipd sets accept_local, as for the home agent).
+        return (XDP_PASS, Counter::FaEncapToStack);
+    }
+    (transmit(ctx, ifindex), Counter::FaEncapTx)
+}
+
+/// The front of a tunnel packet after the push: Ethernet, outer IPv4, inner IPv4.
+#[repr(C)]
+struct Region {
+    _eth: [u8; ETH_HLEN],
+    _outer: [u8; IP_HLEN],
+    _inner: [u8; IP_HLEN],
+}
+
+/// Puts `outer` between the Ethernet header and the datagram, readdresses the frame to `macs`
+/// (source, destination) when known, and decrements the inner TTL (the caller checked > 1).
+#[inline(always)]
+fn push_header(
+    ctx: &XdpContext,
+    outer: &[u8; IP_HLEN],
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Result<(), Verdict> {
+    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP_HLEN as i32)) } != 0 {
+        return Err((XDP_DROP, Counter::TooBig));
+    }
+    // New layout: [new Ethernet 14][outer 20][inner ...]; the old Ethernet header now sits at
+    // offset 20, overlapping the new one's place: read it out before writing.
+    let Ok(base) = ctx.ptr_at::<Region>(0) else {
+        return Err((XDP_DROP, Counter::MalformedIpv4));
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: every access below lies inside the `Region` checked above.
+    unsafe {
+        let mut eth = Aligned(*base.add(IP_HLEN).cast::<EthHdr>());
+        if let Some((smac, dmac)) = macs {
+            eth.src = smac;
+            eth.dst = dmac;
+        }
+        *base.cast::<EthHdr>() = *eth;
+        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = *outer;
+        let inner = &mut *base.add(ETH_HLEN + IP_HLEN).cast::<Ipv4Hdr>();
+        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
+    }
+    Ok(())
+}
+
+/// Returns ICMP "Fragmentation Needed and DF set" to the visitor for a datagram too big for
+/// the reverse tunnel, carrying `tunnel_mtu`, the route MTU less the outer header (RFC 2003
+/// §5.1, RFC 1191 §4), from the care-of address (ours), back to the visitor's link-layer
+/// address; without DF the datagram is dropped, since XDP cannot fragment.
+#[inline(always)]
+fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, tunnel_mtu: u16, source: [u8; 4]) -> Verdict {
+    // Quoting "the internet header + 64 bits" has a fixed size only without options.
+    if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    const QUOTE: usize = IP_HLEN + 8;
+    const ICMP_AT: usize = ETH_HLEN + IP_HLEN;
+    const REPLY_LEN: usize = ICMP_AT + ipv4::ICMP_FRAG_NEEDED_LEN;
+    let Ok(base) = ctx.ptr_at::<[u8; REPLY_LEN]>(0) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: the quote and the Ethernet header lie in the checked range; copied out before
+    // the packet is rewritten.
+    let (eth_in, quote) = unsafe {
+        (
+            *base.cast::<EthHdr>(),
+            *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
+        )
+    };
+    let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
+    // RFC 1812 §4.3.2.5: precedence 6 (internetwork control) for ICMP errors, as ha.rs.
+    let header = ipv4::header(
+        0xc0,
+        (IP_HLEN + ipv4::ICMP_FRAG_NEEDED_LEN) as u16,
+        next_ip_id(),
+        0,
+        ipv4::PROTO_ICMP,
+        source,
+        ip.src_addr,
+    );
+    // SAFETY: all writes lie in the `REPLY_LEN` bytes checked above.
+    unsafe {
+        *base.cast::<EthHdr>() = EthHdr {
+            dst: eth_in.src,
+            src: eth_in.dst,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = header;
+        *base.add(ICMP_AT).cast::<[u8; 8]>() = icmp;
+        *base.add(ICMP_AT + 8).cast::<[u8; QUOTE]>() = quote;
+    }
+    let shrink = REPLY_LEN as i64 - (ETH_HLEN as i64 + i64::from(ip.total_len()));
+    // SAFETY: shrinking only moves `data_end`; nothing is accessed afterwards.
+    if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink as i32) } != 0 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    // Back to the visitor, on the link it came from (its MAC was checked).
+    (XDP_TX, Counter::FragNeededSent)
+}
+
+/// Sends the rewritten frame out of `ifindex`: XDP_TX when that is where it came in.
+#[inline(always)]
+fn transmit(ctx: &XdpContext, ifindex: u32) -> u32 {
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        XDP_TX
+    } else {
+        // SAFETY: a plain helper call; it returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+}
