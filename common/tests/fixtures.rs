@@ -331,3 +331,176 @@ fn tunnel_data_ipip() {
     out[TunnelDataRepr::LEN..].copy_from_slice(inner);
     assert_eq!(out, msg);
 }
+
+// ---- Agent discovery (RFC 5944 §2): ICMP messages built by scapy's ICMP layer and `struct` ----
+
+mod agent_discovery {
+    use core::net::Ipv4Addr;
+
+    use mipx_common::ipv4;
+    use mipx_common::wire::{
+        AdvertCode, AdvertExtension, AgentAdvertisementPacket, AgentAdvertisementRepr, AgentError,
+        AgentFlags, AgentSolicitationPacket, AgentSolicitationRepr, CareOfAddrs, RouterAddr,
+        RouterAddrs,
+    };
+
+    const AGENT_ADV_FA: &[u8] = include_bytes!("../fixtures/agent_adv_fa.bin");
+    const AGENT_ADV_HA: &[u8] = include_bytes!("../fixtures/agent_adv_ha.bin");
+    const AGENT_SOLICITATION: &[u8] = include_bytes!("../fixtures/agent_solicitation.bin");
+    const ROUTER_ADV_PLAIN: &[u8] = include_bytes!("../fixtures/router_adv_plain.bin");
+
+    fn parse(msg: &[u8]) -> Result<AgentAdvertisementRepr<'_>, AgentError> {
+        AgentAdvertisementRepr::parse(&AgentAdvertisementPacket::new_checked(msg)?)
+    }
+
+    fn reemit(repr: &AgentAdvertisementRepr<'_>) -> Vec<u8> {
+        let mut out = vec![0xa5u8; repr.buffer_len()];
+        assert_eq!(repr.emit(&mut out), Ok(out.len()));
+        out
+    }
+
+    #[test]
+    fn agent_adv_fa() {
+        let msg = AGENT_ADV_FA;
+        assert_eq!(msg.len(), 54);
+        let p = AgentAdvertisementPacket::new_checked(msg).unwrap();
+        // scapy computed the checksum; it verifies (the sum over the message folds to zero).
+        assert!(p.verify_checksum());
+        assert_eq!(ipv4::checksum(msg), 0);
+        assert_eq!((p.code(), p.num_addrs(), p.addr_entry_size()), (0, 3, 2));
+        assert_eq!(p.lifetime(), 1800);
+        assert_eq!(p.extensions_offset(), 8 + 3 * 8);
+        let kinds: Vec<(usize, u8)> = p
+            .extensions()
+            .map(|e| e.map(|(at, e)| (at, e.kind())).unwrap())
+            .collect();
+        assert_eq!(kinds, [(32, 16), (48, 19), (53, 0)]);
+
+        let a = parse(msg).unwrap();
+        let routers = [
+            RouterAddr {
+                addr: Ipv4Addr::new(192, 0, 2, 1),
+                preference: 0,
+            },
+            RouterAddr {
+                addr: Ipv4Addr::new(198, 51, 100, 1),
+                preference: 10,
+            },
+            RouterAddr {
+                addr: Ipv4Addr::new(203, 0, 113, 1),
+                preference: i32::MIN,
+            },
+        ];
+        let coas = [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 1)];
+        let expected = AgentAdvertisementRepr {
+            code: AdvertCode::Router,
+            lifetime: 1800,
+            router_addrs: RouterAddrs::from_slice(&routers),
+            sequence: 257,
+            registration_lifetime: 600,
+            flags: AgentFlags(AgentFlags::R | AgentFlags::F | AgentFlags::T),
+            care_of_addrs: CareOfAddrs::from_slice(&coas),
+            prefix_lengths: Some(&[24, 25, 28]),
+            challenge: None,
+            padding: true,
+        };
+        assert_eq!(a, expected);
+        assert_eq!(a.router_addrs.iter().collect::<Vec<_>>(), routers);
+        assert_eq!(a.care_of_addrs.iter().collect::<Vec<_>>(), coas);
+        assert!(a.flags.contains(AgentFlags::R));
+        assert!(!a.flags.contains(AgentFlags::B));
+        assert!(!a.flags.contains(AgentFlags::H));
+        assert_eq!(a.validate(), Ok(()));
+        // The generator added the padding because the length was odd: so does ours.
+        assert_eq!(
+            AgentAdvertisementRepr {
+                padding: false,
+                ..expected
+            }
+            .with_even_length(),
+            expected
+        );
+
+        assert_eq!(reemit(&a), msg);
+        assert_eq!(reemit(&expected), msg);
+    }
+
+    #[test]
+    fn agent_adv_ha() {
+        let msg = AGENT_ADV_HA;
+        assert_eq!(msg.len(), 24);
+        let p = AgentAdvertisementPacket::new_checked(msg).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!((p.code(), p.num_addrs(), p.lifetime()), (16, 1, 30));
+        let exts: Vec<_> = p.extensions().map(|e| e.unwrap()).collect();
+        assert_eq!(exts.len(), 1);
+        assert!(
+            matches!(exts[0], (16, AdvertExtension::MobilityAgent(m)) if m.care_of_addrs.is_empty())
+        );
+
+        let a = parse(msg).unwrap();
+        let routers = [RouterAddr {
+            addr: Ipv4Addr::new(10, 1, 0, 1),
+            preference: 0,
+        }];
+        let expected = AgentAdvertisementRepr {
+            code: AdvertCode::MobilityOnly,
+            lifetime: 30,
+            router_addrs: RouterAddrs::from_slice(&routers),
+            sequence: 0,
+            registration_lifetime: 0xffff,
+            flags: AgentFlags(AgentFlags::H),
+            care_of_addrs: CareOfAddrs::empty(),
+            prefix_lengths: None,
+            challenge: None,
+            padding: false,
+        };
+        assert_eq!(a, expected);
+        assert_eq!(a.care_of_addrs.first(), None);
+        assert_eq!(a.validate(), Ok(()));
+        assert_eq!(a.with_even_length(), a);
+        assert_eq!(reemit(&a), msg);
+    }
+
+    #[test]
+    fn agent_solicitation() {
+        let msg = AGENT_SOLICITATION;
+        assert_eq!(msg.len(), 8);
+        let p = AgentSolicitationPacket::new_checked(msg).unwrap();
+        assert_eq!((p.code(), p.reserved()), (0, 0));
+        assert!(p.verify_checksum());
+        let s = AgentSolicitationRepr::parse(&p).unwrap();
+        let mut out = [0u8; 8];
+        assert_eq!(s.emit(&mut out), Ok(8));
+        assert_eq!(&out[..], msg);
+        // A solicitation is not an advertisement, and the reverse.
+        assert!(parse(msg).is_err());
+        assert!(AgentSolicitationPacket::new_checked(AGENT_ADV_HA).is_err());
+    }
+
+    #[test]
+    fn router_adv_plain_is_not_an_agent_advertisement() {
+        let p = AgentAdvertisementPacket::new_checked(ROUTER_ADV_PLAIN).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!((p.num_addrs(), p.lifetime()), (2, 1800));
+        let routers: Vec<_> = p.router_addrs().iter().collect();
+        assert_eq!(
+            routers,
+            [
+                RouterAddr {
+                    addr: Ipv4Addr::new(192, 0, 2, 254),
+                    preference: 5
+                },
+                RouterAddr {
+                    addr: Ipv4Addr::new(192, 0, 2, 253),
+                    preference: 0
+                }
+            ]
+        );
+        assert_eq!(p.extensions().count(), 0);
+        assert_eq!(
+            parse(ROUTER_ADV_PLAIN),
+            Err(AgentError::NotAgentAdvertisement)
+        );
+    }
+}

@@ -378,3 +378,238 @@ proptest! {
         parse_everything(&msg);
     }
 }
+
+// ---- Agent discovery (RFC 5944 §2) ---------------------------------------------------------
+
+mod agent_discovery {
+    use core::net::Ipv4Addr;
+
+    use mipx_common::wire::agent::MAX_CARE_OF_ADDRS;
+    use mipx_common::wire::{
+        AdvertCode, AdvertExtensionIter, AgentAdvertisementPacket, AgentAdvertisementRepr,
+        AgentError, AgentFlags, AgentSolicitationPacket, AgentSolicitationRepr, CareOfAddrs, Error,
+        RouterAddr, RouterAddrs,
+    };
+    use proptest::prelude::*;
+
+    use super::{addr, bytes};
+
+    /// The owned parts of an advertisement, which `AgentAdvertisementRepr` then borrows.
+    #[derive(Clone, Debug)]
+    struct OwnedAdvert {
+        code: AdvertCode,
+        lifetime: u16,
+        routers: Vec<RouterAddr>,
+        sequence: u16,
+        registration_lifetime: u16,
+        flags: u16,
+        care_of: Vec<Ipv4Addr>,
+        prefix_lengths: Option<Vec<u8>>,
+        challenge: Option<Vec<u8>>,
+        even: bool,
+    }
+
+    impl OwnedAdvert {
+        fn repr(&self) -> AgentAdvertisementRepr<'_> {
+            let r = AgentAdvertisementRepr {
+                code: self.code,
+                lifetime: self.lifetime,
+                router_addrs: RouterAddrs::from_slice(&self.routers),
+                sequence: self.sequence,
+                registration_lifetime: self.registration_lifetime,
+                flags: AgentFlags(self.flags),
+                care_of_addrs: CareOfAddrs::from_slice(&self.care_of),
+                prefix_lengths: self.prefix_lengths.as_deref(),
+                challenge: self.challenge.as_deref(),
+                padding: false,
+            };
+            if self.even { r.with_even_length() } else { r }
+        }
+    }
+
+    fn advert() -> impl Strategy<Value = OwnedAdvert> {
+        let router = || {
+            (addr(), any::<i32>()).prop_map(|(addr, preference)| RouterAddr { addr, preference })
+        };
+        (
+            (
+                prop_oneof![Just(AdvertCode::Router), Just(AdvertCode::MobilityOnly)],
+                any::<u16>(),
+                prop_oneof![
+                    prop::collection::vec(router(), 0..4),
+                    prop::collection::vec(router(), 0..=255)
+                ],
+                any::<u16>(),
+                any::<u16>(),
+                any::<u16>(),
+            ),
+            (
+                prop::collection::vec(addr(), 0..=MAX_CARE_OF_ADDRS),
+                any::<bool>(),
+                prop::option::of(bytes(255)),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (code, lifetime, routers, sequence, registration_lifetime, flags),
+                    (care_of, with_prefix, challenge, even),
+                )| {
+                    let prefix_lengths =
+                        with_prefix.then(|| routers.iter().map(|r| r.preference as u8).collect());
+                    OwnedAdvert {
+                        code,
+                        lifetime,
+                        routers,
+                        sequence,
+                        registration_lifetime,
+                        flags,
+                        care_of,
+                        prefix_lengths,
+                        challenge,
+                        even,
+                    }
+                },
+            )
+    }
+
+    fn parse(msg: &[u8]) -> Result<AgentAdvertisementRepr<'_>, AgentError> {
+        AgentAdvertisementRepr::parse(&AgentAdvertisementPacket::new_unchecked(msg))
+    }
+
+    /// An ICMP Router Advertisement header with a correct checksum around arbitrary entries and
+    /// TLVs (every type we implement among them, lengths that may lie), so that generated
+    /// bytes get past the checksum into the extension parser.
+    fn plausible_advert() -> impl Strategy<Value = Vec<u8>> {
+        let kind = prop_oneof![Just(0u8), Just(16), Just(19), Just(24), any::<u8>()];
+        let tlv =
+            (kind, any::<u8>(), bytes(24), any::<bool>()).prop_map(|(k, len, data, honest)| {
+                let mut v = vec![k, if honest { data.len() as u8 } else { len }];
+                v.extend_from_slice(&data);
+                v
+            });
+        // A well-formed Mobility Agent Advertisement Extension (Length 6 + 4N), often first.
+        let ma = (0usize..4, bytes(6 + 12)).prop_map(|(n, data)| {
+            let len = (6 + 4 * n).min(data.len() / 4 * 4 + 2).max(6);
+            let mut v = vec![16, len as u8];
+            v.extend((0..len).map(|i| data.get(i).copied().unwrap_or(0)));
+            v
+        });
+        (
+            0u8..4,
+            prop_oneof![3 => Just(2u8), 1 => Just(3), 1 => any::<u8>()],
+        )
+            .prop_flat_map(move |(num, size)| {
+                let exact = usize::from(num) * usize::from(size) * 4;
+                (
+                    prop_oneof![Just(0u8), Just(16), any::<u8>()],
+                    Just(num),
+                    Just(size),
+                    // Mostly exactly Num Addrs entries, sometimes a lying count.
+                    prop_oneof![
+                        3 => prop::collection::vec(any::<u8>(), exact.min(48)),
+                        1 => bytes(40)
+                    ],
+                    prop::option::of(ma.clone()),
+                    prop::collection::vec(tlv.clone(), 0..5),
+                )
+            })
+            .prop_map(|(code, num, size, entries, ma, tlvs)| {
+                let mut v = vec![9, code, 0, 0, num, size, 0, 30];
+                v.extend_from_slice(&entries);
+                v.extend(ma.into_iter().flatten());
+                for t in tlvs {
+                    v.extend_from_slice(&t);
+                }
+                let mut p = AgentAdvertisementPacket::new_unchecked(&mut v[..]);
+                p.fill_checksum();
+                v
+            })
+    }
+
+    /// Whatever parses re-emits, within `buffer_len`, to bytes that parse to the same value.
+    fn parse_reemit(msg: &[u8]) {
+        let checked = AgentAdvertisementPacket::new_checked(msg);
+        let unchecked = parse(msg);
+        if let Err(e) = &checked {
+            assert_eq!(unchecked, Err(AgentError::Wire(*e)));
+        }
+        if let Ok(p) = &checked {
+            // The iterator's offsets stay inside the message and are contiguous.
+            let mut end = p.extensions_offset();
+            for item in AdvertExtensionIter::new(msg, p.extensions_offset()) {
+                match item {
+                    Ok((at, e)) => {
+                        assert_eq!(at, end);
+                        end = at
+                            + if e.kind() == 0 {
+                                1
+                            } else {
+                                2 + usize::from(msg[at + 1])
+                            };
+                        assert!(end <= msg.len());
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = p.router_addrs().iter().count();
+        }
+        if let Ok(a) = unchecked {
+            let _ = a.to_string();
+            let _ = a.validate();
+            let mut out = vec![0u8; a.buffer_len()];
+            assert_eq!(a.emit(&mut out), Ok(out.len()));
+            assert_eq!(parse(&out), Ok(a));
+        }
+        if let Ok(p) = AgentSolicitationPacket::new_checked(msg) {
+            let _ = AgentSolicitationRepr::parse(&p);
+        }
+        let _ = AgentSolicitationRepr::parse(&AgentSolicitationPacket::new_unchecked(msg));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        #[test]
+        fn advert_emit_parse(owned in advert()) {
+            let repr = owned.repr();
+            let mut buf = vec![0u8; repr.buffer_len()];
+            prop_assert_eq!(repr.emit(&mut buf), Ok(buf.len()));
+            if owned.even {
+                prop_assert_eq!(buf.len() % 2, 0);
+            }
+            let parsed = parse(&buf).unwrap();
+            // Reserved flag bits are sent as zero and ignored on reception (§2.1.1, §2.4).
+            prop_assert_eq!(parsed, AgentAdvertisementRepr { flags: repr.flags.defined(), ..repr });
+            prop_assert_eq!(parsed.care_of_addrs.first(), owned.care_of.first().copied());
+            // One byte short is an error, not a panic.
+            let mut short = vec![0u8; buf.len() - 1];
+            prop_assert_eq!(repr.emit(&mut short), Err(Error::BufferTooSmall));
+        }
+
+        #[test]
+        fn solicitation_emit_parse(reserved in any::<u32>()) {
+            let mut buf = [0u8; 8];
+            AgentSolicitationRepr.emit(&mut buf).unwrap();
+            let p = AgentSolicitationPacket::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(AgentSolicitationRepr::parse(&p), Ok(AgentSolicitationRepr));
+            // Non-zero reserved bytes (with a checksum that covers them) are ignored.
+            buf[4..8].copy_from_slice(&reserved.to_be_bytes());
+            buf[2..4].fill(0);
+            let ck = mipx_common::ipv4::checksum(&buf);
+            buf[2..4].copy_from_slice(&ck.to_be_bytes());
+            let p = AgentSolicitationPacket::new_checked(&buf[..]).unwrap();
+            prop_assert_eq!(AgentSolicitationRepr::parse(&p), Ok(AgentSolicitationRepr));
+        }
+
+        #[test]
+        fn agent_arbitrary_bytes_never_panic(msg in bytes(300)) {
+            parse_reemit(&msg);
+        }
+
+        #[test]
+        fn agent_plausible_bytes_never_panic(msg in plausible_advert()) {
+            parse_reemit(&msg);
+        }
+    }
+}

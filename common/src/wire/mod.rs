@@ -8,13 +8,20 @@
 //! Covered: Registration Request and Reply (RFC 5944 §3.3-3.4), registration extensions
 //! (RFC 5944 §3.5, RFC 2794, RFC 3519 §3.1-3.2, RFC 5265 §3.4) and the MIP tunnel data message
 //! header (RFC 3519 §3.3).
+//! Agent discovery (RFC 5944 §2): Agent Advertisement and Agent Solicitation, ICMP messages.
 
+pub mod agent;
 mod code;
 pub mod ext;
 mod keepalive;
 mod registration;
 mod tunnel;
 
+pub use agent::{
+    AdvertCode, AdvertExtension, AdvertExtensionIter, AdvertViolation, AgentAdvertisementPacket,
+    AgentAdvertisementRepr, AgentError, AgentFlags, AgentSolicitationPacket, AgentSolicitationRepr,
+    CareOfAddrs, MobilityAgentExt, RouterAddr, RouterAddrs,
+};
 pub use code::ReplyCode;
 pub use ext::{
     AuthExtension, Extension, ExtensionIter, ExtensionType, ExtensionWriter, UdpTunnelReply,
