@@ -2,7 +2,10 @@
 //! Every input carries `now`; outputs are drained with `poll_transmit` / `poll_event`, and the
 //! next deadline is `poll_timeout`.
 
+pub mod advert;
 pub mod detect;
+pub mod discovery;
+pub mod fa;
 pub mod ha;
 pub mod mn;
 

@@ -1,0 +1,1501 @@
+//! Protocol simulations of the foreign agent (RFC 5944 §3.7, RFC 3024, RFC 3519 §4.4): mobile
+//! nodes on a link, our `ForeignAgent` in front of real `HomeAgent`s, a virtual clock, in
+//! memory (DESIGN.md §6). No sockets, no sleeping.
+//!
+//! The mobile node's requests are built here by hand: the fixed part with the wire `Repr`s,
+//! extensions as raw type-length-value bytes from the RFC figures, authenticators with
+//! `auth::sign`. `proto::mn::MobileNode` only registers co-located care-of addresses directly
+//! with its home agent.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use mipx_common::wire::{
+    Extension, ExtensionIter, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
+    RequestPacket, RequestRepr,
+};
+use mipx_control::auth::{self, Key, ReplayProtection, SecurityAssociation};
+use mipx_control::proto::fa::{
+    DeliveryStyle, FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile,
+    IcmpUnreachable, LinkTarget, PeerSa, ReverseTunnelPolicy, VisitorRow,
+};
+use mipx_control::proto::ha::{
+    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, UdpTunnelPolicy,
+};
+use mipx_control::proto::{Now, ntp_timestamp};
+
+/// The foreign agent's link: its address there, and the care-of addresses it offers.
+const IFACE: u32 = 3;
+const FA_LINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const COA2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+/// The internal home agent and the mobile node's home address there.
+const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const SPI: u32 = 0x1000;
+const KEY: &[u8] = b"shared secret";
+/// RFC 5265: the external home agent, and the same node's external home address.
+const XHA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const XHOME: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+const XKEY: &[u8] = b"external secret";
+
+const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const MAC2: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+const MN_PORT: u16 = 50_434;
+const NAI: &[u8] = b"mn1@example.org";
+
+/// Extension type numbers, from the RFC figures.
+const MN_HA: u8 = 32;
+const MN_FA: u8 = 33;
+const FA_HA: u8 = 34;
+const EDS: u8 = 130; // RFC 3024 §3.3
+const MN_NAI: u8 = 131; // RFC 2794 §2
+const UDP_TUNNEL_REQUEST: u8 = 144; // RFC 3519 §3.1
+
+const FA_HA_SPI: u32 = 0x2000;
+const FA_HA_KEY: &[u8] = b"fa-ha secret";
+const MN_FA_SPI: u32 = 0x3000;
+const MN_FA_KEY: &[u8] = b"mn-fa secret";
+
+fn sa(spi: u32, key: &[u8]) -> SecurityAssociation {
+    SecurityAssociation {
+        spi,
+        key: Key::new(key.to_vec()),
+        replay: ReplayProtection::Timestamp {
+            tolerance: Duration::from_secs(7),
+        },
+    }
+}
+
+fn home_agent(address: Ipv4Addr, home: Ipv4Addr, key: &[u8]) -> HomeAgent {
+    HomeAgent::new(HaConfig {
+        address,
+        max_lifetime: 600,
+        mobile_nodes: vec![MobileNodeEntry {
+            home_addrs: HomeAddrs::Single(home),
+            sa: sa(SPI, key),
+        }],
+        udp_tunnel: UdpTunnelPolicy::default(),
+        trusted_networks: None,
+    })
+}
+
+fn fa_config() -> FaConfig {
+    FaConfig {
+        interfaces: vec![FaInterface {
+            index: IFACE,
+            address: FA_LINK,
+            care_of_addrs: vec![COA, COA2],
+        }],
+        max_lifetime: 1800,
+        reverse_tunnel: ReverseTunnelPolicy::Offered,
+        encapsulating_delivery: true,
+        ..FaConfig::default()
+    }
+}
+
+/// A registration message under construction: the fixed part from the wire `Repr`s, then
+/// extensions appended as raw bytes, authentication extensions signed over everything before
+/// them (RFC 5944 §3.5.1).
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn request(
+        flags: u8,
+        lifetime: u16,
+        home: Ipv4Addr,
+        ha: Ipv4Addr,
+        coa: Ipv4Addr,
+        id: u64,
+    ) -> Msg {
+        let mut b = vec![0u8; RequestRepr::LEN];
+        RequestRepr {
+            flags: RequestFlags(flags),
+            lifetime,
+            home_addr: home,
+            home_agent: ha,
+            care_of_addr: coa,
+            identification: id,
+        }
+        .emit(&mut RequestPacket::new_unchecked(&mut b[..]))
+        .unwrap();
+        Msg(b)
+    }
+
+    fn reply(code: u8, lifetime: u16, home: Ipv4Addr, ha: Ipv4Addr, id: u64) -> Msg {
+        let mut b = vec![0u8; ReplyRepr::LEN];
+        ReplyRepr {
+            code: ReplyCode::from(code),
+            lifetime,
+            home_addr: home,
+            home_agent: ha,
+            identification: id,
+        }
+        .emit(&mut ReplyPacket::new_unchecked(&mut b[..]))
+        .unwrap();
+        Msg(b)
+    }
+
+    fn ext(mut self, kind: u8, data: &[u8]) -> Msg {
+        self.0.push(kind);
+        self.0.push(data.len() as u8);
+        self.0.extend_from_slice(data);
+        self
+    }
+
+    /// Type, Length 20, SPI, a 16-byte HMAC-MD5 authenticator (§3.5.2-3.5.4).
+    fn auth(mut self, kind: u8, spi: u32, key: &[u8]) -> Msg {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[kind, 20]);
+        self.0.extend_from_slice(&spi.to_be_bytes());
+        self.0.extend_from_slice(&[0; 16]);
+        auth::sign(&mut self.0, at, &Key::new(key.to_vec()));
+        self
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// The authentication extensions of a message: (offset, type, SPI, authenticator).
+fn auth_exts(msg: &[u8], fixed_len: usize) -> Vec<(usize, u8, u32, Vec<u8>)> {
+    ExtensionIter::new(msg, fixed_len)
+        .map(|e| e.expect("extensions parse"))
+        .filter_map(|(at, e)| {
+            e.auth()
+                .map(|a| (at, e.kind(), a.spi, a.authenticator.to_vec()))
+        })
+        .collect()
+}
+
+/// Checks the authenticator of the extension at `at` with `key`.
+fn verifies(msg: &[u8], at: usize, key: &[u8]) -> bool {
+    let auth = &msg[at + 6..at + 22];
+    auth::verify(msg, at, auth, &Key::new(key.to_vec()))
+}
+
+fn from_mn(mac: [u8; 6], src: Ipv4Addr, ttl: u8) -> FromMobile {
+    FromMobile {
+        iface: IFACE,
+        src: SocketAddrV4::new(src, MN_PORT),
+        dst: FA_LINK,
+        src_mac: mac,
+        ttl,
+    }
+}
+
+/// How the simulated home agent treats the Foreign-Home Authentication Extension. `ha.rs`
+/// holds no FA-HA associations yet and discards requests carrying one (§3.8.2.1 d); `Shim`
+/// stands for a home agent that has one: it checks and strips the extension before handing
+/// the request to `ha.rs`, and signs the reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FaHaAtHome {
+    /// Hand everything to `ha.rs` unchanged.
+    Plain,
+    /// Check and strip on requests; on replies, sign correctly, sign with another key, or
+    /// leave the extension out.
+    Shim(ShimReply),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShimReply {
+    Good,
+    WrongKey,
+    Missing,
+}
+
+struct World {
+    now: Now,
+    fa: ForeignAgent,
+    has: Vec<(Ipv4Addr, HomeAgent)>,
+    fa_ha: FaHaAtHome,
+    /// Relays the home agents never receive (an unreachable or silent home agent).
+    drop_relays: bool,
+    /// Every relay the foreign agent sent to a home agent, in order.
+    relayed: Vec<FaTransmit>,
+    /// Every datagram the foreign agent sent to a mobile node, in order.
+    to_mobile: Vec<FaTransmit>,
+    fa_events: Vec<FaEvent>,
+    ha_events: Vec<HaEvent>,
+    last_id: u64,
+}
+
+impl World {
+    fn new(config: FaConfig) -> Self {
+        World {
+            now: Now {
+                mono: Duration::from_secs(100),
+                unix: Duration::from_secs(1_795_000_000),
+            },
+            fa: ForeignAgent::new(config),
+            has: vec![
+                (HA, home_agent(HA, HOME, KEY)),
+                (XHA, home_agent(XHA, XHOME, XKEY)),
+            ],
+            fa_ha: FaHaAtHome::Plain,
+            drop_relays: false,
+            relayed: vec![],
+            to_mobile: vec![],
+            fa_events: vec![],
+            ha_events: vec![],
+            last_id: 0,
+        }
+    }
+
+    fn ha(&self, addr: Ipv4Addr) -> &HomeAgent {
+        &self.has.iter().find(|(a, _)| *a == addr).unwrap().1
+    }
+
+    /// A fresh Identification: an NTP timestamp, always increasing (§5.7.1).
+    fn next_id(&mut self) -> u64 {
+        self.last_id = ntp_timestamp(self.now.unix).max(self.last_id + 1);
+        self.last_id
+    }
+
+    /// The usual request: 'T', our first care-of address, the NAI, MN-HA authentication.
+    fn request(&mut self, flags: u8, lifetime: u16) -> Msg {
+        Msg::request(flags, lifetime, HOME, HA, COA, self.next_id()).ext(MN_NAI, NAI)
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now.advance(by);
+    }
+
+    /// A mobile node on our link sends `bytes`; everything in flight is delivered.
+    fn send(&mut self, from: FromMobile, bytes: &[u8]) {
+        self.fa.handle_from_mobile(self.now, from, bytes);
+        self.pump();
+    }
+
+    /// Sends `bytes` from MN (MAC, home address, TTL 255) and returns what came back to it.
+    fn exchange(&mut self, bytes: &[u8]) -> Vec<FaTransmit> {
+        let before = self.to_mobile.len();
+        self.send(from_mn(MAC, HOME, 255), bytes);
+        self.to_mobile[before..].to_vec()
+    }
+
+    /// Delivers everything in flight (zero latency) until quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.fa.poll_transmit() {
+                moved = true;
+                if let Some(link) = t.link {
+                    assert_eq!(link.iface, IFACE);
+                    self.to_mobile.push(t);
+                    continue;
+                }
+                assert_eq!(t.dst.port(), MIP_PORT);
+                self.relayed.push(t.clone());
+                if self.drop_relays {
+                    continue;
+                }
+                self.deliver_relay(&t);
+            }
+            self.fa_events
+                .extend(std::iter::from_fn(|| self.fa.poll_event()));
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Hands a relay to its home agent and the home agent's answer back to the foreign agent.
+    fn deliver_relay(&mut self, t: &FaTransmit) {
+        let mut payload = t.payload.clone();
+        if let FaHaAtHome::Shim(_) = self.fa_ha {
+            let exts = auth_exts(&payload, RequestRepr::LEN);
+            if let Some(&(at, FA_HA, spi, _)) = exts.last() {
+                assert_eq!(spi, FA_HA_SPI);
+                assert!(verifies(&payload, at, FA_HA_KEY), "FA-HA authenticates");
+                payload.truncate(at);
+            }
+        }
+        let now = self.now;
+        let Some((_, ha)) = self.has.iter_mut().find(|(a, _)| a == t.dst.ip()) else {
+            return;
+        };
+        ha.handle_datagram(now, SocketAddrV4::new(t.src, 434), *t.dst.ip(), &payload);
+        let mut replies = vec![];
+        while let Some(r) = ha.poll_transmit() {
+            replies.push(r);
+        }
+        self.ha_events
+            .extend(std::iter::from_fn(|| ha.poll_event()));
+        for r in replies {
+            // §3.8.3.1: to the relay's source, which is our care-of address.
+            assert_eq!(r.dst, SocketAddrV4::new(t.src, 434));
+            let bytes = match self.fa_ha {
+                FaHaAtHome::Plain | FaHaAtHome::Shim(ShimReply::Missing) => r.payload,
+                FaHaAtHome::Shim(ShimReply::Good) => {
+                    Msg(r.payload).auth(FA_HA, FA_HA_SPI, FA_HA_KEY).bytes()
+                }
+                FaHaAtHome::Shim(ShimReply::WrongKey) => Msg(r.payload)
+                    .auth(FA_HA, FA_HA_SPI, b"not the key")
+                    .bytes(),
+            };
+            self.fa.handle_from_home_agent(
+                self.now,
+                SocketAddrV4::new(*t.dst.ip(), MIP_PORT),
+                &bytes,
+            );
+        }
+    }
+
+    /// Advances the clock to `until`, firing timers in order.
+    fn run_until(&mut self, until: Duration) {
+        loop {
+            self.pump();
+            let next = std::iter::once(self.fa.poll_timeout())
+                .chain(self.has.iter().map(|(_, h)| h.poll_timeout()))
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    let t = t.max(self.now.mono);
+                    self.now = self.now.advance(t - self.now.mono);
+                    self.fa.handle_timeout(self.now);
+                    for (_, h) in &mut self.has {
+                        h.handle_timeout(self.now);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.advance(until.saturating_sub(self.now.mono));
+        self.pump();
+    }
+}
+
+/// Builds one request for a table of cases.
+type Build<'a> = Box<dyn Fn(&mut World) -> Vec<u8> + 'a>;
+
+fn parse_reply(t: &FaTransmit) -> ReplyRepr {
+    ReplyRepr::parse(&ReplyPacket::new_checked(&t.payload[..]).expect("a reply")).unwrap()
+}
+
+/// The one reply the mobile node got, checked for the addressing of §3.7.2.3.
+fn only_reply(got: &[FaTransmit], home: Ipv4Addr, mac: [u8; 6]) -> ReplyRepr {
+    assert_eq!(got.len(), 1, "exactly one reply to the mobile node");
+    let t = &got[0];
+    assert_eq!(t.link, Some(LinkTarget { iface: IFACE, mac }));
+    assert_eq!(t.dst, SocketAddrV4::new(home, MN_PORT));
+    assert_eq!(t.src, FA_LINK, "from the address the request was sent to");
+    parse_reply(t)
+}
+
+/// End of the MN-HA extension of a message whose MN-HA extension is the first authentication
+/// extension.
+fn mn_ha_end(msg: &[u8], fixed_len: usize) -> usize {
+    let (at, kind, _, _) = auth_exts(msg, fixed_len)[0];
+    assert_eq!(kind, MN_HA);
+    at + 22
+}
+
+/// RFC 5944 §3.7.2.2 and §3.7.3.2, RFC 3024 §4.2.2: the request is relayed from our care-of
+/// address with everything up to the MN-HA extension untouched and the delivery-style
+/// extension consumed; the accepted reply reaches the mobile node over the link, still
+/// authentic; the visitor appears with what the daemon needs for the fast path.
+#[test]
+fn accepted_registration_end_to_end() {
+    let mut w = World::new(fa_config());
+    let t0 = w.now.mono;
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .ext(EDS, &[])
+        .bytes();
+    let got = w.exchange(&req);
+
+    assert_eq!(w.relayed.len(), 1);
+    let relay = &w.relayed[0];
+    assert_eq!(relay.src, COA, "§3.7.2.2: from the care-of address");
+    assert_eq!(relay.dst, SocketAddrV4::new(HA, MIP_PORT));
+    assert_eq!(relay.link, None);
+    let end = mn_ha_end(&req, RequestRepr::LEN);
+    assert_eq!(
+        relay.payload,
+        req[..end],
+        "unchanged up to MN-HA, EDS removed"
+    );
+
+    let b = w.ha(HA).bindings().get(HOME).expect("binding at the HA");
+    assert_eq!(b.care_of_addr, COA);
+    assert!(b.flags.contains(RequestFlags::T));
+
+    let reply = only_reply(&got, HOME, MAC);
+    assert_eq!(reply.code, ReplyCode::Accepted);
+    assert_eq!(reply.lifetime, 600, "the HA's grant");
+    // The mobile node can still verify the home agent's authenticator, and nothing follows it.
+    let r = &got[0].payload;
+    let exts = auth_exts(r, ReplyRepr::LEN);
+    assert_eq!(exts.len(), 1);
+    assert!(verifies(r, exts[0].0, KEY));
+    assert_eq!(r.len(), exts[0].0 + 22);
+
+    let [FaEvent::VisitorAdded(v)] = &w.fa_events[..] else {
+        panic!("{:?}", w.fa_events)
+    };
+    assert_eq!(
+        (v.home_addr, v.home_agent, v.mac, v.iface, v.care_of_addr),
+        (HOME, HA, MAC, IFACE, COA)
+    );
+    assert!(v.reverse_tunnel && !v.co_located);
+    assert_eq!(v.delivery, DeliveryStyle::Encapsulating);
+    assert_eq!(v.lifetime, 600);
+    assert_eq!(v.expires_at, Some(t0 + Duration::from_secs(600)));
+    assert_eq!(v.source, SocketAddrV4::new(HOME, MN_PORT));
+
+    let rows = w.fa.visitors(w.now.advance(Duration::from_secs(100)));
+    assert_eq!(
+        rows,
+        vec![VisitorRow {
+            home_addr: HOME,
+            link_addr: "02:00:00:00:00:0a".into(),
+            iface: IFACE,
+            home_agent: HA,
+            care_of_addr: COA,
+            co_located: false,
+            lifetime: 600,
+            remaining_secs: Some(500),
+            reverse_tunnel: true,
+            delivery: DeliveryStyle::Encapsulating,
+        }]
+    );
+    let json = serde_json::to_string(&rows).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Vec<VisitorRow>>(&json).unwrap(),
+        rows
+    );
+    let s = w.fa.stats();
+    assert_eq!(
+        (s.relayed_requests, s.relayed_replies, s.accepted),
+        (1, 1, 1)
+    );
+    assert!(s.denied.is_empty());
+    assert_eq!(w.fa.pending_count(), 0);
+
+    // A renewal from the second care-of address, Direct Delivery this time: an update.
+    w.advance(Duration::from_secs(300));
+    let req = Msg::request(RequestFlags::T, 1800, HOME, HA, COA2, w.next_id())
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    assert_eq!(w.relayed[1].src, COA2);
+    let Some(FaEvent::VisitorUpdated { old, new }) = w.fa_events.last() else {
+        panic!("{:?}", w.fa_events)
+    };
+    assert_eq!((old.care_of_addr, new.care_of_addr), (COA, COA2));
+    assert_eq!(new.delivery, DeliveryStyle::Direct);
+    assert_eq!(new.expires_at, Some(w.now.mono + Duration::from_secs(600)));
+    assert_eq!(w.fa_events.len(), 2);
+}
+
+/// RFC 5944 §3.7.3.2: a home agent's denial is relayed and removes the pending request, and
+/// the existing visitor entry "MUST NOT be modified" (§3.7.2).
+#[test]
+fn home_agent_denial_is_relayed_and_the_visitor_kept() {
+    let mut w = World::new(fa_config());
+    let bad = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, b"wrong key")
+        .bytes();
+    let got = w.exchange(&bad);
+    let reply = only_reply(&got, HOME, MAC);
+    assert_eq!(reply.code, ReplyCode::HaMobileNodeFailedAuth);
+    assert_eq!(w.fa.stats().denied_by_home_agent.get(&131), Some(&1));
+    assert_eq!(w.fa.pending_count(), 0);
+    assert!(w.fa.visitor(HOME).is_none() && w.fa_events.is_empty());
+
+    w.advance(Duration::from_secs(2));
+    let good = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&good);
+    let before = w.fa.visitor(HOME).cloned().expect("registered");
+    w.advance(Duration::from_secs(2));
+    // A move to the other care-of address that the home agent refuses (wrong key again).
+    let bad = Msg::request(RequestFlags::T, 1800, HOME, HA, COA2, w.next_id())
+        .auth(MN_HA, SPI, b"wrong key")
+        .bytes();
+    let got = w.exchange(&bad);
+    assert_eq!(
+        only_reply(&got, HOME, MAC).code,
+        ReplyCode::HaMobileNodeFailedAuth
+    );
+    assert_eq!(w.fa.visitor(HOME), Some(&before), "visitor untouched");
+    assert_eq!(w.fa_events.len(), 1, "only the first VisitorAdded");
+    assert_eq!(w.fa.stats().denied_by_home_agent.get(&131), Some(&2));
+}
+
+/// One FA-side denial: a fresh world, one request, nothing relayed, one reply with the
+/// request's Home Address, Home Agent and Identification (§3.7.2.3).
+fn denied(
+    config: FaConfig,
+    ttl: u8,
+    build: impl FnOnce(&mut World) -> Vec<u8>,
+) -> (ReplyRepr, World) {
+    let mut w = World::new(config);
+    let bytes = build(&mut w);
+    let req = RequestRepr::parse(&RequestPacket::new_checked(&bytes[..]).unwrap()).unwrap();
+    let before = w.to_mobile.len();
+    w.send(from_mn(MAC, HOME, ttl), &bytes);
+    assert!(w.relayed.is_empty(), "nothing relayed");
+    assert_eq!(w.ha(HA).stats().requests, 0);
+    let got = w.to_mobile[before..].to_vec();
+    let dst = if req.home_addr.is_unspecified() {
+        Ipv4Addr::BROADCAST
+    } else {
+        req.home_addr
+    };
+    let reply = only_reply(&got, dst, MAC);
+    assert_eq!(
+        (reply.home_addr, reply.home_agent, reply.identification),
+        (req.home_addr, req.home_agent, req.identification)
+    );
+    assert_eq!(w.fa.stats().denied.get(&u8::from(reply.code)), Some(&1));
+    assert_eq!(w.fa.pending_count(), 0);
+    assert!(w.fa_events.is_empty());
+    (reply, w)
+}
+
+/// Every denial the foreign agent makes on its own, with its code (RFC 5944 §3.4, §3.7.2;
+/// RFC 3024 §3.4, §4.2.1; RFC 2794 §3).
+#[test]
+fn foreign_agent_denials() {
+    let t = RequestFlags::T;
+    let signed = |w: &mut World, flags: u8| w.request(flags, 1800).auth(MN_HA, SPI, KEY);
+
+    // 69: the reply carries our maximum (§3.7.2.3); other denials copy the request's.
+    let (r, _) = denied(fa_config(), 255, |w| {
+        w.request(t, 1801).auth(MN_HA, SPI, KEY).bytes()
+    });
+    assert_eq!((r.code, r.lifetime), (ReplyCode::FaLifetimeTooLong, 1800));
+
+    // 77: a care-of address we do not offer (§3.7.2.1).
+    let (r, _) = denied(fa_config(), 255, |w| {
+        Msg::request(
+            t,
+            600,
+            HOME,
+            HA,
+            Ipv4Addr::new(198, 51, 100, 99),
+            w.next_id(),
+        )
+        .auth(MN_HA, SPI, KEY)
+        .bytes()
+    });
+    assert_eq!(
+        (r.code, r.lifetime),
+        (ReplyCode::FaInvalidCareOfAddress, 600)
+    );
+
+    // 72: minimal or GRE encapsulation; we decapsulate IP-in-IP only.
+    for bit in [RequestFlags::M, RequestFlags::G] {
+        let (r, _) = denied(fa_config(), 255, |w| signed(w, t | bit).bytes());
+        assert_eq!(r.code, ReplyCode::FaEncapsulationUnavailable);
+    }
+
+    // 79: Encapsulating Delivery Style not offered (RFC 3024 §3.4).
+    let no_eds = FaConfig {
+        encapsulating_delivery: false,
+        ..fa_config()
+    };
+    let (r, _) = denied(no_eds, 255, |w| signed(w, t).ext(EDS, &[]).bytes());
+    assert_eq!(r.code, ReplyCode::FaDeliveryStyleUnsupported);
+
+    // 75: reverse tunnelling mandatory and 'T' clear.
+    let mandatory = FaConfig {
+        reverse_tunnel: ReverseTunnelPolicy::Mandatory,
+        ..fa_config()
+    };
+    let (r, _) = denied(mandatory.clone(), 255, |w| signed(w, 0).bytes());
+    assert_eq!(r.code, ReplyCode::FaReverseTunnelMandatory);
+    // RFC 3024 §4.2.1's order: encapsulation (72) before the 'T' policy (75).
+    let (r, _) = denied(mandatory, 255, |w| signed(w, RequestFlags::G).bytes());
+    assert_eq!(r.code, ReplyCode::FaEncapsulationUnavailable);
+
+    // 76: 'T' with an IP TTL below 255 (RFC 3024 §4.2.1).
+    let (r, _) = denied(fa_config(), 64, |w| signed(w, t).bytes());
+    assert_eq!(r.code, ReplyCode::FaMobileNodeTooDistant);
+
+    // 74: 'T' but no reverse tunnels here; checked last (§4.2.1), after the TTL.
+    let unavailable = FaConfig {
+        reverse_tunnel: ReverseTunnelPolicy::Unavailable,
+        ..fa_config()
+    };
+    let (r, _) = denied(unavailable.clone(), 255, |w| signed(w, t).bytes());
+    assert_eq!(r.code, ReplyCode::FaReverseTunnelUnavailable);
+    let (r, _) = denied(unavailable, 200, |w| signed(w, t).bytes());
+    assert_eq!(r.code, ReplyCode::FaMobileNodeTooDistant);
+
+    // 70: poorly formed (§3.7.2.3, RFC 3024 §3.3).
+    let poorly_formed: [(&str, Build<'_>); 5] = [
+        (
+            "an extension running past the end",
+            Box::new(|w| {
+                let mut b = signed(w, t).bytes();
+                b.extend_from_slice(&[200, 9, 1]);
+                b
+            }),
+        ),
+        (
+            "no MN-HA extension",
+            Box::new(|w| w.request(t, 1800).bytes()),
+        ),
+        (
+            "EDS before MN-HA",
+            Box::new(|w| {
+                w.request(t, 1800)
+                    .ext(EDS, &[])
+                    .auth(MN_HA, SPI, KEY)
+                    .bytes()
+            }),
+        ),
+        (
+            "EDS without T",
+            Box::new(|w| signed(w, 0).ext(EDS, &[]).bytes()),
+        ),
+        (
+            "EDS with a nonzero length",
+            Box::new(|w| signed(w, t).ext(EDS, &[1]).bytes()),
+        ),
+    ];
+    for (why, build) in poorly_formed {
+        let (r, _) = denied(fa_config(), 255, build);
+        assert_eq!(r.code, ReplyCode::FaPoorlyFormedRequest, "{why}");
+    }
+
+    // 194: a home agent address that is ours (§3.7.2) or none at all.
+    for ha in [FA_LINK, COA2, Ipv4Addr::UNSPECIFIED] {
+        let (r, _) = denied(fa_config(), 255, |w| {
+            Msg::request(t, 600, HOME, ha, COA, w.next_id())
+                .auth(MN_HA, SPI, KEY)
+                .bytes()
+        });
+        assert_eq!(r.code, ReplyCode::FaInvalidHomeAgentAddress, "{ha}");
+    }
+
+    // 96 (RFC 2794 §3): no home address; we key pending requests by it. The reply goes to
+    // 255.255.255.255 on the link, with the NAI so the node knows it is meant.
+    let (r, w) = denied(fa_config(), 255, |w| {
+        Msg::request(t, 600, Ipv4Addr::UNSPECIFIED, HA, COA, w.next_id())
+            .ext(MN_NAI, NAI)
+            .auth(MN_HA, SPI, KEY)
+            .bytes()
+    });
+    assert_eq!(u8::from(r.code), 96);
+    let payload = &w.to_mobile[0].payload;
+    assert!(
+        ExtensionIter::new(payload, ReplyRepr::LEN).any(|e| e == Ok((20, Extension::MnNai(NAI))))
+    );
+}
+
+/// §3.7.1: 66 when a new mobile node would exceed the visitor list, or a home address has as
+/// many pending requests as allowed; a retransmission from the same link-layer address
+/// replaces its predecessor instead.
+#[test]
+fn insufficient_resources() {
+    let mut w = World::new(FaConfig {
+        max_visitors: 1,
+        max_pending_per_mobile: 1,
+        ..fa_config()
+    });
+    w.drop_relays = true;
+    let first = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    assert!(w.exchange(&first).is_empty(), "relayed, waiting");
+    // Another mobile node: the list is full.
+    let other = Msg::request(RequestFlags::T, 600, XHOME, XHA, COA, w.next_id())
+        .auth(MN_HA, SPI, XKEY)
+        .bytes();
+    let got = w.exchange(&other);
+    assert_eq!(
+        only_reply(&got, XHOME, MAC).code,
+        ReplyCode::FaInsufficientResources
+    );
+    // The same home address from another link-layer address: one pending is the limit.
+    let clash = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.send(from_mn(MAC2, HOME, 255), &clash);
+    let got = w.to_mobile[1..].to_vec();
+    assert_eq!(
+        only_reply(&got, HOME, MAC2).code,
+        ReplyCode::FaInsufficientResources
+    );
+    // A retransmission from the first node supersedes its own pending request.
+    let again = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    assert_eq!(w.exchange(&again).len(), 0);
+    assert_eq!(w.relayed.len(), 2);
+    assert_eq!(w.fa.pending_count(), 1);
+    assert_eq!(w.fa.stats().pending_superseded, 1);
+    assert_eq!(w.fa.stats().denied.get(&66), Some(&2));
+}
+
+/// §3.7.2, RFC 3024 §4.2.1: at most one denial a second to the same mobile node; the rest
+/// are counted, not sent. Another home address from the same link-layer address is another
+/// registration and gets its own answer.
+#[test]
+fn denials_are_rate_limited_per_mobile_node() {
+    let mut w = World::new(FaConfig {
+        reverse_tunnel: ReverseTunnelPolicy::Mandatory,
+        ..fa_config()
+    });
+    let no_t = |w: &mut World| w.request(0, 600).auth(MN_HA, SPI, KEY).bytes();
+    let a = no_t(&mut w);
+    assert_eq!(w.exchange(&a).len(), 1);
+    w.advance(Duration::from_millis(500));
+    let b = no_t(&mut w);
+    assert_eq!(w.exchange(&b).len(), 0, "second denial within a second");
+    let x = Msg::request(0, 600, XHOME, XHA, COA, w.next_id())
+        .auth(MN_HA, SPI, XKEY)
+        .bytes();
+    let got = w.exchange(&x);
+    assert_eq!(
+        only_reply(&got, XHOME, MAC).code,
+        ReplyCode::FaReverseTunnelMandatory
+    );
+    w.advance(Duration::from_millis(500));
+    let c = no_t(&mut w);
+    assert_eq!(w.exchange(&c).len(), 1, "a second later, answered again");
+    let s = w.fa.stats();
+    assert_eq!(s.denied.get(&75), Some(&4));
+    assert_eq!(s.denials_rate_limited, 1);
+}
+
+/// §3.7.1: a request pending longer than the registration timeout (7 s) is deleted and the
+/// mobile node told 78; never longer than the lifetime it asked for (§3.7.2.2). A reply that
+/// comes after is discarded silently (§3.7.3.1).
+#[test]
+fn registration_timeout_78() {
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let t0 = w.now.mono;
+    let req = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let id = RequestPacket::new_checked(&req[..])
+        .unwrap()
+        .identification();
+    w.exchange(&req);
+    assert_eq!(w.fa.poll_timeout(), Some(t0 + Duration::from_secs(7)));
+    w.run_until(t0 + Duration::from_millis(6_999));
+    assert!(w.to_mobile.is_empty());
+    w.run_until(t0 + Duration::from_secs(7));
+    let r = only_reply(&w.to_mobile, HOME, MAC);
+    assert_eq!(
+        (r.code, r.lifetime, r.identification),
+        (ReplyCode::FaRegistrationTimeout, 600, id)
+    );
+    assert_eq!(w.fa.pending_count(), 0);
+    assert_eq!(w.fa.poll_timeout(), None);
+
+    // The home agent answers, late: the foreign agent has nothing to match it to.
+    let relay = w.relayed[0].clone();
+    w.drop_relays = false;
+    w.deliver_relay(&relay);
+    w.pump();
+    assert_eq!(w.fa.stats().dropped_reply_no_pending, 1);
+    assert_eq!(w.to_mobile.len(), 1, "nothing more to the mobile node");
+    assert!(w.fa_events.is_empty());
+
+    // A 3-second lifetime bounds the wait.
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let t0 = w.now.mono;
+    let req = w.request(RequestFlags::T, 3).auth(MN_HA, SPI, KEY).bytes();
+    w.exchange(&req);
+    assert_eq!(w.fa.poll_timeout(), Some(t0 + Duration::from_secs(3)));
+    w.run_until(t0 + Duration::from_secs(3));
+    assert_eq!(
+        only_reply(&w.to_mobile, HOME, MAC).code,
+        ReplyCode::FaRegistrationTimeout
+    );
+}
+
+/// §3.7.3.2: the visitor lasts the granted lifetime from when the reply was relayed, and
+/// goes without a word to anyone (§3.7: no message because a lifetime expired).
+#[test]
+fn visitor_expires_silently() {
+    let mut w = World::new(fa_config());
+    let t0 = w.now.mono;
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    assert_eq!(w.fa.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+    w.run_until(t0 + Duration::from_secs(599));
+    assert!(w.fa.visitor(HOME).is_some());
+    let (sent_mn, sent_ha) = (w.to_mobile.len(), w.relayed.len());
+    w.run_until(t0 + Duration::from_secs(600));
+    assert!(w.fa.visitor(HOME).is_none());
+    assert!(w.fa.visitors(w.now).is_empty());
+    assert!(matches!(
+        w.fa_events.last(),
+        Some(FaEvent::VisitorRemoved { visitor, reason: RemovalReason::Expired }) if visitor.home_addr == HOME
+    ));
+    assert_eq!(w.fa.stats().expired, 1);
+    assert_eq!((w.to_mobile.len(), w.relayed.len()), (sent_mn, sent_ha));
+    assert_eq!(w.fa.poll_timeout(), None);
+
+    // A home agent granting more than was asked (against §3.4): the request's lifetime is
+    // used.
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let t0 = w.now.mono;
+    let req = w
+        .request(RequestFlags::T, 300)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    let id = RequestPacket::new_checked(&req[..])
+        .unwrap()
+        .identification();
+    let generous = Msg::reply(0, 900, HOME, HA, id)
+        .ext(MN_NAI, NAI)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.fa.handle_from_home_agent(w.now, SocketAddrV4::new(HA, MIP_PORT), &generous);
+    let v = w.fa.visitor(HOME).unwrap();
+    assert_eq!(v.lifetime, 300);
+    assert_eq!(v.expires_at, Some(t0 + Duration::from_secs(300)));
+}
+
+/// §3.7.2, §3.7.3.2: a deregistration is relayed; the visitor stays until the accepted reply,
+/// then goes.
+#[test]
+fn deregistration_removes_the_visitor_after_the_reply() {
+    let mut w = World::new(fa_config());
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    w.advance(Duration::from_secs(10));
+    let dereg = w.request(0, 0).auth(MN_HA, SPI, KEY).bytes();
+    // Step by hand: relayed, not yet answered.
+    w.fa.handle_from_mobile(w.now, from_mn(MAC, HOME, 255), &dereg);
+    let relay = w.fa.poll_transmit().expect("relayed");
+    assert_eq!(relay.payload, dereg);
+    assert!(w.fa.visitor(HOME).is_some(), "kept until the reply");
+    assert!(w.fa.poll_event().is_none());
+    w.deliver_relay(&relay);
+    w.pump();
+    let r = only_reply(&w.to_mobile[1..], HOME, MAC);
+    assert_eq!((r.code, r.lifetime), (ReplyCode::Accepted, 0));
+    assert!(w.ha(HA).bindings().get(HOME).is_none());
+    assert!(w.fa.visitor(HOME).is_none());
+    assert!(matches!(
+        w.fa_events.last(),
+        Some(FaEvent::VisitorRemoved {
+            reason: RemovalReason::Deregistered,
+            ..
+        })
+    ));
+    assert_eq!(w.fa.stats().deregistered, 1);
+    assert_eq!(w.fa.poll_timeout(), None, "no timer left behind");
+}
+
+/// RFC 5265 §3.5: one interface registers its internal home address with the i-HA and its
+/// external one with the x-HA, through the same foreign agent, from the same link-layer
+/// address. Both visitors exist side by side; each reply goes to its own home address;
+/// deregistering one leaves the other.
+#[test]
+fn two_home_addresses_from_one_link_layer_address() {
+    let mut w = World::new(fa_config());
+    let internal = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let external = Msg::request(RequestFlags::T, 1800, XHOME, XHA, COA, w.next_id())
+        .auth(MN_HA, SPI, XKEY)
+        .bytes();
+    // Both in flight at once: the second arrives before the first is answered.
+    w.drop_relays = true;
+    w.send(from_mn(MAC, HOME, 255), &internal);
+    w.send(from_mn(MAC, XHOME, 255), &external);
+    assert_eq!(w.fa.pending_count(), 2);
+    w.drop_relays = false;
+    let relays = w.relayed.clone();
+    for r in &relays {
+        w.deliver_relay(r);
+    }
+    w.pump();
+    assert_eq!(w.to_mobile.len(), 2);
+    assert_eq!(
+        only_reply(&w.to_mobile[..1], HOME, MAC).code,
+        ReplyCode::Accepted
+    );
+    assert_eq!(
+        only_reply(&w.to_mobile[1..], XHOME, MAC).code,
+        ReplyCode::Accepted
+    );
+    let rows = w.fa.visitors(w.now);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.home_addr, r.home_agent, r.link_addr.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (HOME, HA, "02:00:00:00:00:0a"),
+            (XHOME, XHA, "02:00:00:00:00:0a")
+        ]
+    );
+    assert!(w.ha(HA).bindings().get(HOME).is_some());
+    assert!(w.ha(XHA).bindings().get(XHOME).is_some());
+
+    w.advance(Duration::from_secs(5));
+    let dereg = Msg::request(0, 0, XHOME, XHA, COA, w.next_id())
+        .auth(MN_HA, SPI, XKEY)
+        .bytes();
+    w.send(from_mn(MAC, XHOME, 255), &dereg);
+    assert!(w.fa.visitor(XHOME).is_none());
+    let v = w.fa.visitor(HOME).expect("the internal one stays");
+    assert_eq!(v.mac, MAC);
+    assert_eq!(w.fa.visitors(w.now).len(), 1);
+}
+
+/// §3.7.1, §3.7.2.2, §3.5.4: with an FA-HA association, relayed registrations end with a
+/// Foreign-Home Authentication Extension computed with its key; deregistrations never carry
+/// one. `ha.rs` has no FA-HA associations yet and discards such requests (§3.8.2.1 d), so the
+/// mobile node hears 78; through a home agent that shares the association, the reply's
+/// extension is checked, and a missing or forged one gets 68 (§3.7.3.1).
+#[test]
+fn foreign_home_authentication() {
+    let config = FaConfig {
+        home_agents: vec![PeerSa {
+            addr: HA,
+            sa: sa(FA_HA_SPI, FA_HA_KEY),
+        }],
+        ..fa_config()
+    };
+
+    // Against today's ha.rs: the relay authenticates, and ha.rs drops it.
+    let mut w = World::new(config.clone());
+    let t0 = w.now.mono;
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    let relay = &w.relayed[0].payload;
+    let end = mn_ha_end(&req, RequestRepr::LEN);
+    assert_eq!(relay[..end], req[..end]);
+    let exts = auth_exts(relay, RequestRepr::LEN);
+    assert_eq!(exts.len(), 2);
+    let (at, kind, spi, _) = exts[1];
+    assert_eq!((at, kind, spi), (end, FA_HA, FA_HA_SPI));
+    assert_eq!(relay.len(), end + 22, "the FA-HA extension ends the relay");
+    assert!(verifies(relay, at, FA_HA_KEY));
+    assert!(!verifies(relay, at, b"another key"));
+    assert_eq!(w.ha(HA).stats().dropped_fa_auth, 1);
+    w.run_until(t0 + Duration::from_secs(7));
+    assert_eq!(
+        only_reply(&w.to_mobile, HOME, MAC).code,
+        ReplyCode::FaRegistrationTimeout
+    );
+
+    // Through a home agent holding the association: accepted.
+    let mut w = World::new(config.clone());
+    w.fa_ha = FaHaAtHome::Shim(ShimReply::Good);
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    // The FA-HA extension is ours: it is not relayed to the mobile node (§3.7.3.2).
+    let r = &got[0].payload;
+    assert_eq!(r.len(), mn_ha_end(r, ReplyRepr::LEN));
+    assert!(w.fa.visitor(HOME).is_some());
+    // A deregistration carries no FA-HA (§3.5.4), and its reply needs none.
+    w.advance(Duration::from_secs(5));
+    w.fa_ha = FaHaAtHome::Shim(ShimReply::Missing);
+    let dereg = w.request(0, 0).auth(MN_HA, SPI, KEY).bytes();
+    let got = w.exchange(&dereg);
+    assert_eq!(w.relayed.last().unwrap().payload, dereg);
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    assert!(w.fa.visitor(HOME).is_none());
+
+    // A reply without the extension, or with a forged one: discarded, 68 to the mobile node,
+    // no visitor.
+    for shim in [ShimReply::Missing, ShimReply::WrongKey] {
+        let mut w = World::new(config.clone());
+        w.fa_ha = FaHaAtHome::Shim(shim);
+        let req = w
+            .request(RequestFlags::T, 1800)
+            .auth(MN_HA, SPI, KEY)
+            .bytes();
+        let got = w.exchange(&req);
+        let r = only_reply(&got, HOME, MAC);
+        assert_eq!(r.code, ReplyCode::FaHomeAgentFailedAuth);
+        assert!(
+            w.ha(HA).bindings().get(HOME).is_some(),
+            "the HA did bind; we refuse"
+        );
+        assert!(w.fa.visitor(HOME).is_none() && w.fa_events.is_empty());
+        assert_eq!(w.fa.pending_count(), 0);
+        assert_eq!(w.fa.stats().denied.get(&68), Some(&1));
+    }
+}
+
+/// The relay of an independently generated request (scapy, common/fixtures/README.md:
+/// `rrq_fa_relayed.bin`, whose first 63 bytes are the mobile node's part) authenticates with
+/// the generator's FA-HA key: the fixture's own FA-HA extension verifies with the same
+/// association, so the key and SPI mean to us what they mean to the generator.
+#[test]
+fn fa_ha_extension_matches_the_fixture_generator() {
+    const FIXTURE: &[u8] = include_bytes!("../../common/fixtures/rrq_fa_relayed.bin");
+    const FIXTURE_KEY: &[u8] = b"mipx fa-ha key!!";
+    let fixture_coa = Ipv4Addr::new(203, 0, 113, 1);
+    let fixture_ha = Ipv4Addr::new(10, 1, 0, 1);
+    assert!(
+        verifies(FIXTURE, 71, FIXTURE_KEY),
+        "the generator's own FA-HA"
+    );
+    let mut fa = ForeignAgent::new(FaConfig {
+        interfaces: vec![FaInterface {
+            index: IFACE,
+            address: FA_LINK,
+            care_of_addrs: vec![fixture_coa],
+        }],
+        home_agents: vec![PeerSa {
+            addr: fixture_ha,
+            sa: sa(0x2000, FIXTURE_KEY),
+        }],
+        ..FaConfig::default()
+    });
+    let now = Now {
+        mono: Duration::from_secs(1),
+        unix: Duration::from_secs(1_795_000_000),
+    };
+    fa.handle_from_mobile(
+        now,
+        from_mn(MAC, Ipv4Addr::new(10, 1, 0, 5), 255),
+        &FIXTURE[..63],
+    );
+    let relay = fa.poll_transmit().expect("relayed");
+    assert_eq!(relay.src, fixture_coa);
+    assert_eq!(relay.payload[..63], FIXTURE[..63]);
+    assert_eq!(relay.payload[63..69], [34, 20, 0, 0, 0x20, 0]);
+    assert!(verifies(&relay.payload, 63, FIXTURE_KEY));
+}
+
+/// §3.7.2.1: with a mobile node we share an association with, exactly one valid MN-FA
+/// extension, last in the request, or the request is discarded and 67 sent; our replies to
+/// it carry an MN-FA extension (§3.7.1, §3.7.3.2), and the relay does not (§3.7.2.2).
+#[test]
+fn mobile_foreign_authentication_required() {
+    let config = FaConfig {
+        mobile_nodes: vec![PeerSa {
+            addr: HOME,
+            sa: sa(MN_FA_SPI, MN_FA_KEY),
+        }],
+        reverse_tunnel: ReverseTunnelPolicy::Mandatory,
+        ..fa_config()
+    };
+    let base = |w: &mut World| w.request(RequestFlags::T, 1800).auth(MN_HA, SPI, KEY);
+    let cases: [(&str, Build<'_>); 5] = [
+        ("missing", Box::new(|w| base(w).bytes())),
+        (
+            "wrong key",
+            Box::new(|w| base(w).auth(MN_FA, MN_FA_SPI, b"guess").bytes()),
+        ),
+        (
+            "wrong SPI",
+            Box::new(|w| base(w).auth(MN_FA, 0x3001, MN_FA_KEY).bytes()),
+        ),
+        (
+            "two of them",
+            Box::new(|w| {
+                base(w)
+                    .auth(MN_FA, MN_FA_SPI, MN_FA_KEY)
+                    .auth(MN_FA, MN_FA_SPI, MN_FA_KEY)
+                    .bytes()
+            }),
+        ),
+        (
+            "not last: an unauthenticated extension after it",
+            Box::new(|w| {
+                base(w)
+                    .auth(MN_FA, MN_FA_SPI, MN_FA_KEY)
+                    .ext(EDS, &[])
+                    .bytes()
+            }),
+        ),
+    ];
+    for (why, build) in cases {
+        let (r, w) = denied(config.clone(), 255, build);
+        assert_eq!(r.code, ReplyCode::FaMobileNodeFailedAuth, "{why}");
+        // Even the denial is authenticated for the mobile node.
+        let p = &w.to_mobile[0].payload;
+        let exts = auth_exts(p, ReplyRepr::LEN);
+        assert_eq!((exts.len(), exts[0].1, exts[0].2), (1, MN_FA, MN_FA_SPI));
+        assert!(verifies(p, exts[0].0, MN_FA_KEY), "{why}");
+    }
+
+    // Authenticated, but denied by policy (75): the denial carries MN-FA as well.
+    let (r, w) = denied(config.clone(), 255, |w| {
+        w.request(0, 1800)
+            .auth(MN_HA, SPI, KEY)
+            .auth(MN_FA, MN_FA_SPI, MN_FA_KEY)
+            .bytes()
+    });
+    assert_eq!(r.code, ReplyCode::FaReverseTunnelMandatory);
+    let p = &w.to_mobile[0].payload;
+    assert!(verifies(p, auth_exts(p, ReplyRepr::LEN)[0].0, MN_FA_KEY));
+
+    // Valid: relayed without MN-FA; the reply keeps the home agent's MN-HA and gains ours.
+    let mut w = World::new(config);
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .ext(EDS, &[])
+        .auth(MN_FA, MN_FA_SPI, MN_FA_KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(
+        w.relayed[0].payload,
+        req[..mn_ha_end(&req, RequestRepr::LEN)]
+    );
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    let p = &got[0].payload;
+    let exts = auth_exts(p, ReplyRepr::LEN);
+    assert_eq!(
+        exts.iter().map(|e| (e.1, e.2)).collect::<Vec<_>>(),
+        [(MN_HA, SPI), (MN_FA, MN_FA_SPI)]
+    );
+    assert!(verifies(p, exts[0].0, KEY));
+    assert!(verifies(p, exts[1].0, MN_FA_KEY));
+    assert_eq!(p.len(), exts[1].0 + 22);
+    assert_eq!(
+        w.fa.visitor(HOME).unwrap().delivery,
+        DeliveryStyle::Encapsulating
+    );
+}
+
+/// RFC 3519: this foreign agent does not do UDP tunnelling and never advertises 'U' (§3.4),
+/// so a mobile node must not send a UDP Tunnel Request through it (§4.4), with our care-of
+/// address or a co-located one; relaying it would make the home agent tunnel in UDP to us
+/// (§4.11). The request is poorly formed here: 70, and the home agent never sees it. An
+/// extension whose Reserved 3 is set is "not understood and silently skipped" (§3.1.3), so
+/// that request is relayed as it is, and the home agent's answer forwarded.
+#[test]
+fn udp_tunnel_request_is_answered_70() {
+    let udp = [0, 0, 0, 4, 0, 0]; // sub-type 0, F=0 R=0, IP-in-UDP
+    let (r, _) = denied(fa_config(), 255, |w| {
+        w.request(RequestFlags::T, 1800)
+            .ext(UDP_TUNNEL_REQUEST, &udp)
+            .auth(MN_HA, SPI, KEY)
+            .bytes()
+    });
+    assert_eq!(r.code, ReplyCode::FaPoorlyFormedRequest);
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let (r, _) = denied(fa_config(), 255, |w| {
+        Msg::request(
+            RequestFlags::D | RequestFlags::T,
+            1800,
+            HOME,
+            HA,
+            colocated,
+            w.next_id(),
+        )
+        .ext(UDP_TUNNEL_REQUEST, &[0, 0, 0x40, 4, 0, 0]) // R set, as §4.4 would want with 'U'
+        .auth(MN_HA, SPI, KEY)
+        .bytes()
+    });
+    assert_eq!(r.code, ReplyCode::FaPoorlyFormedRequest);
+
+    let mut w = World::new(fa_config());
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .ext(UDP_TUNNEL_REQUEST, &[0, 0, 0, 4, 0, 1])
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(w.relayed[0].payload, req);
+    // ha.rs answers a Reserved 3 it does not know with 134 (RFC 3519 §4.6.1); we relay it.
+    assert_eq!(
+        only_reply(&got, HOME, MAC).code,
+        ReplyCode::HaPoorlyFormedRequest
+    );
+}
+
+/// A co-located care-of address registered through us ('D', the 'R' bit case of §3.7.1): no
+/// care-of address check, no RFC 3024 checks (we neither decapsulate nor reverse-tunnel for
+/// it), relayed from our care-of address without FA-HA (§3.5.4: the care-of address is not
+/// one we advertise).
+#[test]
+fn co_located_registration_through_the_foreign_agent() {
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let mut w = World::new(FaConfig {
+        reverse_tunnel: ReverseTunnelPolicy::Unavailable,
+        ..fa_config()
+    });
+    let req = Msg::request(
+        RequestFlags::D | RequestFlags::T,
+        1800,
+        HOME,
+        HA,
+        colocated,
+        w.next_id(),
+    )
+    .auth(MN_HA, SPI, KEY)
+    .bytes();
+    let before = w.to_mobile.len();
+    w.send(from_mn(MAC, colocated, 64), &req);
+    assert_eq!(w.relayed[0].src, COA);
+    assert_eq!(w.relayed[0].payload, req);
+    assert_eq!(
+        only_reply(&w.to_mobile[before..], HOME, MAC).code,
+        ReplyCode::Accepted
+    );
+    assert_eq!(
+        w.ha(HA).bindings().get(HOME).unwrap().care_of_addr,
+        colocated
+    );
+    let v = w.fa.visitor(HOME).unwrap();
+    assert!(v.co_located && !v.reverse_tunnel);
+    assert_eq!(v.care_of_addr, colocated);
+}
+
+/// §3.7.3.1 and §1.9 on replies: no pending request or another Identification, silence; an
+/// unknown non-skippable extension, silence (the request stays pending); malformed, or not
+/// exactly one MN-HA extension, 71; RFC 2794 §3: a reply that drops the NAI, or names no
+/// home agent, is relayed with code 97 or 98.
+#[test]
+fn replies_from_home_agents_are_checked() {
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let ha_from = SocketAddrV4::new(HA, MIP_PORT);
+    let pend = |w: &mut World| {
+        w.advance(Duration::from_secs(2));
+        let req = w
+            .request(RequestFlags::T, 1800)
+            .auth(MN_HA, SPI, KEY)
+            .bytes();
+        w.exchange(&req);
+        RequestPacket::new_checked(&req[..])
+            .unwrap()
+            .identification()
+    };
+    let deliver = |w: &mut World, bytes: &[u8]| {
+        let before = w.to_mobile.len();
+        w.fa.handle_from_home_agent(w.now, ha_from, bytes);
+        w.pump();
+        w.to_mobile[before..].to_vec()
+    };
+    let good = |id: u64| {
+        Msg::reply(0, 600, HOME, HA, id)
+            .ext(MN_NAI, NAI)
+            .auth(MN_HA, SPI, KEY)
+    };
+
+    // Nothing pending, or another Identification, or truncated: silence.
+    let id = 0xdead_beef_0000_0001;
+    assert!(deliver(&mut w, &good(id).bytes()).is_empty());
+    let id = pend(&mut w);
+    assert!(deliver(&mut w, &good(id ^ 1).bytes()).is_empty());
+    assert_eq!(w.fa.stats().dropped_reply_no_pending, 2);
+    assert!(deliver(&mut w, &good(id).bytes()[..19]).is_empty());
+    assert_eq!(w.fa.stats().dropped_malformed_reply, 1);
+    // An unknown mandatory extension: silently discarded, still pending.
+    let unknown = Msg::reply(0, 600, HOME, HA, id)
+        .ext(37, &[0, 0])
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    assert!(deliver(&mut w, &unknown).is_empty());
+    assert_eq!(w.fa.stats().dropped_reply_unknown_extension, 1);
+    assert_eq!(w.fa.pending_count(), 1);
+    // Only the high 32 bits differ: a match (§3.7.3.1 compares the low 32).
+    let r = deliver(&mut w, &good(id ^ 0xffff_0000_0000_0000).bytes());
+    assert_eq!(only_reply(&r, HOME, MAC).code, ReplyCode::Accepted);
+    assert!(w.fa.visitor(HOME).is_some());
+
+    // 71: malformed, no MN-HA, two MN-HA.
+    let poorly_formed: [Box<dyn Fn(u64) -> Vec<u8>>; 3] = [
+        Box::new(|id| {
+            let mut b = good(id).bytes();
+            b.extend_from_slice(&[131, 40, 1]);
+            b
+        }),
+        Box::new(|id| Msg::reply(0, 600, HOME, HA, id).ext(MN_NAI, NAI).bytes()),
+        Box::new(|id| good(id).auth(MN_HA, SPI, KEY).bytes()),
+    ];
+    for build in poorly_formed {
+        let id = pend(&mut w);
+        let r = deliver(&mut w, &build(id));
+        let r = only_reply(&r, HOME, MAC);
+        assert_eq!(
+            (r.code, r.identification),
+            (ReplyCode::FaPoorlyFormedReply, id)
+        );
+        assert_eq!(w.fa.pending_count(), 0);
+    }
+    assert_eq!(w.fa.stats().denied.get(&71), Some(&3));
+
+    // 97: the request had the NAI, the reply not. The home agent's bytes are relayed with
+    // only the code changed; the visitor is not refreshed.
+    let id = pend(&mut w);
+    let no_nai = Msg::reply(0, 600, HOME, HA, id)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let events = w.fa_events.len();
+    let r = deliver(&mut w, &no_nai);
+    assert_eq!(u8::from(only_reply(&r, HOME, MAC).code), 97);
+    assert_eq!(r[0].payload[0], no_nai[0]);
+    assert_eq!(r[0].payload[2..], no_nai[2..]);
+    assert_eq!(w.fa_events.len(), events);
+    // 98: no home agent address.
+    let id = pend(&mut w);
+    let no_ha = Msg::reply(0, 600, HOME, Ipv4Addr::UNSPECIFIED, id)
+        .ext(MN_NAI, NAI)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let r = deliver(&mut w, &no_ha);
+    assert_eq!(u8::from(only_reply(&r, HOME, MAC).code), 98);
+    assert_eq!(w.fa_events.len(), events);
+}
+
+/// §3.7.3: an ICMP error instead of a reply becomes 80, 81, 82 or 88 to the mobile node. With
+/// the request quoted, only that pending request is answered.
+#[test]
+fn icmp_errors_about_relayed_requests() {
+    for (icmp_code, reply) in [(0, 80), (1, 81), (3, 82), (13, 88)] {
+        let mut w = World::new(fa_config());
+        w.drop_relays = true;
+        let req = w
+            .request(RequestFlags::T, 600)
+            .auth(MN_HA, SPI, KEY)
+            .bytes();
+        w.exchange(&req);
+        w.fa.handle_icmp_unreachable(
+            w.now,
+            HA,
+            IcmpUnreachable::from_unreachable_code(icmp_code),
+            &[],
+        );
+        w.pump();
+        let r = only_reply(&w.to_mobile, HOME, MAC);
+        assert_eq!(u8::from(r.code), reply);
+        assert_eq!(w.fa.pending_count(), 0);
+    }
+
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let a = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.send(from_mn(MAC, HOME, 255), &a);
+    // A second mobile node at the same home agent.
+    let other = Ipv4Addr::new(10, 1, 0, 11);
+    let b = Msg::request(RequestFlags::T, 600, other, HA, COA, w.next_id())
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.send(from_mn(MAC2, other, 255), &b);
+    assert_eq!(w.fa.pending_count(), 2);
+    // The ICMP error quotes the IP and UDP headers and the first 24 bytes of the request.
+    let quoted = w.relayed[1].payload[..24].to_vec();
+    w.fa.handle_icmp_unreachable(w.now, HA, IcmpUnreachable::Port, &quoted);
+    w.pump();
+    let r = only_reply(&w.to_mobile, other, MAC2);
+    assert_eq!(r.code, ReplyCode::FaHomeAgentPortUnreachable);
+    assert_eq!(w.fa.pending_count(), 1);
+    // About another home agent: nothing pending there.
+    w.fa.handle_icmp_unreachable(w.now, XHA, IcmpUnreachable::Host, &[]);
+    assert_eq!(w.fa.stats().dropped_icmp_no_pending, 1);
+    assert_eq!(w.fa.pending_count(), 1);
+}
+
+/// Truncations, bit flips and garbage from either side never panic, never create or change a
+/// visitor the home agent did not accept, and whatever reaches a mobile node is a reply.
+#[test]
+fn bad_input_never_creates_a_visitor() {
+    let mut w = World::new(fa_config());
+    let good = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .ext(EDS, &[])
+        .bytes();
+    let from = from_mn(MAC, HOME, 255);
+    w.send(from, &good);
+    let registered =
+        w.fa.visitor(HOME)
+            .cloned()
+            .expect("the genuine request registers");
+    for n in 0..good.len() {
+        w.advance(Duration::from_millis(1100));
+        w.send(from, &good[..n]);
+    }
+    for i in 0..good.len() {
+        for bit in [0x01, 0x80] {
+            let mut bad = good.clone();
+            bad[i] ^= bit;
+            w.advance(Duration::from_millis(1100));
+            w.send(from, &bad);
+        }
+    }
+    w.send(from, b"");
+    w.send(from, &[1; 3]);
+    w.send(FromMobile { iface: 99, ..from }, &good);
+    assert_eq!(w.fa.stats().dropped_unknown_interface, 1);
+    assert!(w.fa.stats().dropped_malformed_request >= RequestRepr::LEN as u64);
+    assert!(w.fa.stats().dropped_request_unknown_extension >= 1);
+    assert!(w.fa.stats().denied.get(&70).is_some_and(|&n| n >= 1));
+    for t in &w.to_mobile {
+        let _ = parse_reply(t);
+    }
+    // Everything the home agent saw again was refused (a replayed Identification, 133, or a
+    // broken authenticator, 131), so the one visitor is exactly as registered.
+    assert_eq!(w.ha(HA).stats().accepted, 1);
+    assert_eq!(w.fa.stats().accepted, 1);
+    assert_eq!(w.fa.visitor(HOME), Some(&registered));
+    assert_eq!(w.fa.visitors(w.now).len(), 1);
+    assert_eq!(w.fa_events.len(), 1);
+
+    // Replies: truncations and flips of a genuine one, against a pending request.
+    let mut w = World::new(fa_config());
+    w.drop_relays = true;
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    let id = RequestPacket::new_checked(&req[..])
+        .unwrap()
+        .identification();
+    let reply = Msg::reply(0, 600, HOME, HA, id)
+        .ext(MN_NAI, NAI)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let ha_from = SocketAddrV4::new(HA, MIP_PORT);
+    for n in 0..ReplyRepr::LEN {
+        w.fa.handle_from_home_agent(w.now, ha_from, &reply[..n]);
+    }
+    assert_eq!(w.fa.stats().dropped_malformed_reply, ReplyRepr::LEN as u64);
+    for i in 0..reply.len() {
+        let mut bad = reply.clone();
+        bad[i] ^= 0x10;
+        w.fa.handle_from_home_agent(w.now, ha_from, &bad);
+    }
+    w.fa.handle_from_home_agent(w.now, ha_from, &[3; 200]);
+    w.pump();
+    for t in &w.to_mobile {
+        let _ = parse_reply(t);
+    }
+    assert!(w.fa.visitors(w.now).len() <= 1);
+}
