@@ -112,6 +112,9 @@ pub struct VisitorInfo {
 pub struct Stats {
     pub ha: Option<HaStats>,
     pub mn: Option<MnStats>,
+    /// Foreign agent: relays, denials by code, drops.
+    #[serde(default)]
+    pub fa: Option<Box<crate::proto::fa::FaStats>>,
     /// Per-datagram outcomes of the daemon's socket loop.
     pub daemon: DaemonStats,
     /// eBPF per-verdict packet counters summed over CPUs, by name; absent without a dataplane.

@@ -254,6 +254,15 @@ struct RawMn {
     /// RFC 5265: inside/outside detection per interface; `[mn]` then describes the internal
     /// home agent (i-HA) registration.
     rfc5265: Option<RawRfc5265>,
+    agent_discovery: Option<RawAgentDiscovery>,
+}
+
+/// `[mn.agent_discovery]`: listen for Agent Advertisements on one interface and register
+/// through the foreign agent found there (RFC 5944 §2.4, §3.6.1.1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentDiscovery {
+    interface: String,
 }
 
 /// `[mn.rfc5265]`.
@@ -454,6 +463,9 @@ pub struct MnSettings {
     pub ha_port: u16,
     /// RFC 5265 detection: the interfaces and the two layers' settings.
     pub rfc5265: Option<Rfc5265Settings>,
+    /// The interface on which to discover agents (RFC 5944 §2.4) and register through a
+    /// foreign agent.
+    pub agent_discovery: Option<String>,
 }
 
 /// A mobile node that detects, per interface, whether it is inside the intranet.
@@ -635,6 +647,22 @@ impl Config {
                     None => None,
                     Some(r) => Some(rfc5265_settings(r, base, &mn, &core)?),
                 };
+                let agent_discovery = match &mn.agent_discovery {
+                    None => None,
+                    Some(_) if rfc5265.is_some() => {
+                        return Err(field_err(
+                            "mn.agent_discovery",
+                            "not available together with [mn.rfc5265] in this version",
+                        ));
+                    }
+                    Some(d) if !valid_ifname(&d.interface) => {
+                        return Err(field_err(
+                            "mn.agent_discovery.interface",
+                            format!("`{}` is not a valid interface name", d.interface),
+                        ));
+                    }
+                    Some(d) => Some(d.interface.clone()),
+                };
                 Ok(Config {
                     role: Role::Mn,
                     api_socket,
@@ -645,6 +673,7 @@ impl Config {
                         care_of_addr: mn.care_of_addr,
                         ha_port: mn.ha_port,
                         rfc5265,
+                        agent_discovery,
                     }),
                     dataplane,
                 })
@@ -1024,6 +1053,7 @@ key_file = "mn.key"
         key_file(&d.0, 0o600);
         let cases = [
             (FA.replace("advertisement_interval_ms = 1000", "advertisement_interval_ms = 1001"), "fa.interface[0].advertisement_interval_ms"),
+            (FA.replace("advertisement_interval_ms = 1000", "advertisement_interval_ms = 900").replace("advertisement_lifetime_secs = 3", "advertisement_lifetime_secs = 30"), "fa.interface[0].advertisement_interval_ms"),
             (FA.replace("care_of_addr = \"198.51.100.1\"", "care_of_addr = \"224.0.0.11\""), "fa.interface[0].care_of_addr"),
             (FA.replace("name = \"fa1\"", "name = \"a/b\""), "fa.interface[0].name"),
             (FA.replace("max_lifetime = 300", "max_lifetime = 0"), "fa.max_lifetime"),

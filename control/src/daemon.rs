@@ -53,6 +53,8 @@ struct Daemon {
     internal_ifindexes: Vec<u32>,
     /// When a drop on an internal interface was last logged (one line per second at most).
     internal_log: Option<Instant>,
+    /// Mobile node with `[mn.agent_discovery]`: the link where it looks for agents.
+    agents: Option<crate::agent_link::AgentLink>,
 }
 
 /// The loaded dataplane and what the daemon needs to drive it.
@@ -80,9 +82,10 @@ pub(crate) fn setup_dataplane(
         max_bindings: settings.max_bindings,
     })?;
     let generic = settings.xdp_mode == XdpModeSetting::Generic;
-    if role == Role::Ha {
+    if matches!(role, Role::Ha | Role::Fa) {
         for name in &settings.interfaces {
-            // A home agent is a router (RFC 5944 §3.8), and bpf_fib_lookup answers only for
+            // A home agent is a router (RFC 5944 §3.8), a foreign agent routes its visitors'
+            // packets (§4.2.2), and bpf_fib_lookup answers only for
             // interfaces with forwarding on. accept_local: a tunnel packet XDP hands to the
             // stack (next hop unresolved) has our own address as source, which the stack
             // would otherwise drop as a martian.
@@ -103,7 +106,8 @@ pub(crate) fn setup_dataplane(
                 dp.attach_tc_egress(programs::MN_TC_EGRESS, name)?;
                 dp.attach_xdp(programs::MN_XDP, name, generic)?
             }
-            _ => dp.attach_xdp(programs::HA_XDP, name, generic)?,
+            Role::Fa => dp.attach_xdp(programs::FA_XDP, name, generic)?,
+            Role::Ha => dp.attach_xdp(programs::HA_XDP, name, generic)?,
         };
         let ifindex = attachment.ifindex;
         info!(interface = %name, ifindex, hook = %attachment.hook, adopted = attachment.adopted, "dataplane attached");
@@ -206,10 +210,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         return crate::mn5265::run(config, settings).await;
     }
     if config.role == Role::Fa {
-        // The configuration is validated (`mipd --check`), the daemon is not there yet.
-        return Err(io::Error::other(
-            "the foreign agent daemon (role = \"fa\") is not available in this version",
-        ));
+        return crate::fa::run(config).await;
     }
     let (core, bind, internal_ifindexes) = match (config.role, config.ha, config.mn) {
         (
@@ -290,7 +291,18 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         dataplane,
         internal_ifindexes,
         internal_log: None,
+        agents: None,
     };
+    if let Core::Mn { mn, settings } = &d.core
+        && let Some(name) = &settings.agent_discovery
+    {
+        let now = d.now();
+        d.agents = Some(
+            crate::agent_link::AgentLink::open(name, mn.config().home_agent, now).map_err(|e| {
+                io::Error::other(format!("mn.agent_discovery.interface: {name}: {e}"))
+            })?,
+        );
+    }
     d.adopt_dataplane_state();
     d.startup();
     d.flush().await;
@@ -332,6 +344,15 @@ pub async fn run(mut config: Config) -> io::Result<()> {
                     Core::Ha { ha, .. } => ha.handle_timeout(now),
                     Core::Mn { mn, .. } => mn.handle_timeout(now),
                 }
+                if let Some(a) = &mut d.agents {
+                    a.discovery.handle_timeout(now);
+                }
+            }
+            Some(frame) = next_agent_frame(&mut d.agents) => {
+                let now = d.now();
+                if let Some(a) = &mut d.agents {
+                    a.frame(now, &frame);
+                }
             }
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => { tokio::spawn(serve_api(stream, api_tx.clone())); }
@@ -351,6 +372,14 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     d.shutdown(&mut buf).await;
     let _ = std::fs::remove_file(&config.api_socket);
     Ok(())
+}
+
+/// The next frame from the mobile node's agent-discovery link; never, without one.
+async fn next_agent_frame(agents: &mut Option<crate::agent_link::AgentLink>) -> Option<Vec<u8>> {
+    match agents {
+        Some(a) => a.next_frame().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `error: cause: cause` on one line, for logs.
@@ -422,6 +451,14 @@ impl Daemon {
         let next = match &self.core {
             Core::Ha { ha, .. } => ha.poll_timeout(),
             Core::Mn { mn, .. } => mn.poll_timeout(),
+        };
+        let next = match self
+            .agents
+            .as_ref()
+            .and_then(|a| a.discovery.poll_timeout())
+        {
+            Some(d) => Some(next.map_or(d, |n| n.min(d))),
+            None => next,
         };
         // Without a timer, wake up rarely; nothing is due.
         let at = next.map_or(self.start.elapsed() + Duration::from_secs(3600), |t| {
@@ -525,6 +562,35 @@ impl Daemon {
         }
     }
 
+    /// Applies what agent discovery found: register through a new foreign agent (and route
+    /// the home address to it), or deregister at home (RFC 5944 §2.4.3); then sends its
+    /// solicitations.
+    async fn agent_actions(&mut self) {
+        let now = self.now();
+        let (Core::Mn { mn, .. }, Some(a)) = (&mut self.core, &mut self.agents) else {
+            return;
+        };
+        let home = mn.config().home_addr;
+        for action in a.actions() {
+            match action {
+                crate::agent_link::AgentAction::RegisterVia(via, coa) => {
+                    // A new agent, a move, or the agent rebooted (§2.4.4): register again.
+                    info!(agent = %via.addr, care_of = %coa, "registering through the foreign agent");
+                    mn.register_via(now, via, coa);
+                    a.route_home_via(home, via.addr).await;
+                }
+                crate::agent_link::AgentAction::AtHome => {
+                    info!(
+                        "our home agent advertises here: at home, deregistering (RFC 5944 §2.4.3)"
+                    );
+                    mn.register(now, home);
+                    a.unroute_home().await;
+                }
+            }
+        }
+        a.send_solicitations(home).await;
+    }
+
     fn startup(&mut self) {
         let now = self.now();
         if let Core::Mn { mn, settings } = &mut self.core
@@ -561,6 +627,7 @@ impl Daemon {
 
     /// Sends what the core queued and applies its events.
     async fn flush(&mut self) {
+        self.agent_actions().await;
         loop {
             let t = match &mut self.core {
                 Core::Ha { ha, .. } => ha.poll_transmit(),
@@ -569,9 +636,25 @@ impl Daemon {
                     t
                 }),
             };
-            let Some(Transmit { dst, payload, .. }) = t else {
+            let Some(t) = t else {
                 break;
             };
+            // To a foreign agent: on its link, to its link-layer address (§3.6.1.1).
+            if let (Core::Mn { mn, .. }, Some(a)) = (&self.core, &mut self.agents)
+                && let Some(via) = mn.via()
+                && *t.dst.ip() == via.addr
+            {
+                let port = self.socket.local_addr().map_or(0, |l| l.port());
+                match a.send_registration(&t, via, port).await {
+                    Ok(()) => self.stats.datagrams_sent += 1,
+                    Err(e) => {
+                        self.stats.send_errors += 1;
+                        debug!(dst = %t.dst, error = %e, "send to the foreign agent failed");
+                    }
+                }
+                continue;
+            }
+            let Transmit { dst, payload, .. } = t;
             let sent = match self.socket.try_send_to(&payload, dst.into()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.socket.send_to(&payload, dst).await
@@ -645,21 +728,24 @@ impl Daemon {
                                 care_of_addr,
                                 udp_tunnel,
                                 ..
-                            } if *care_of_addr != config.home_addr => Some(MnTunnel {
-                                home_addr: config.home_addr.octets(),
-                                home_agent: config.home_agent.octets(),
-                                care_of_addr: care_of_addr.octets(),
-                                flags: MN_ACTIVE
-                                    | if config.reverse_tunnel {
-                                        MN_REVERSE_TUNNEL
-                                    } else {
-                                        0
-                                    }
-                                    | if *udp_tunnel { MN_UDP_TUNNEL } else { 0 },
-                                // RFC 3519 §4.4: data uses the registration's ports.
-                                mn_port: local_port.to_be_bytes(),
-                                ha_port: settings.ha_port.to_be_bytes(),
-                            }),
+                            } if *care_of_addr != config.home_addr && mn.via().is_none() => {
+                                Some(MnTunnel {
+                                    home_addr: config.home_addr.octets(),
+                                    home_agent: config.home_agent.octets(),
+                                    care_of_addr: care_of_addr.octets(),
+                                    flags: MN_ACTIVE
+                                        | if config.reverse_tunnel {
+                                            MN_REVERSE_TUNNEL
+                                        } else {
+                                            0
+                                        }
+                                        | if *udp_tunnel { MN_UDP_TUNNEL } else { 0 },
+                                    // RFC 3519 §4.4: data uses the registration's ports.
+                                    mn_port: local_port.to_be_bytes(),
+                                    ha_port: settings.ha_port.to_be_bytes(),
+                                })
+                            }
+                            // Through a foreign agent it tunnels and decapsulates (§4.2.2).
                             MnEvent::Registered { .. }
                             | MnEvent::Deregistered { .. }
                             | MnEvent::Expired
@@ -759,6 +845,7 @@ impl Daemon {
                 message: "visitors are kept by a foreign agent (role = \"fa\")".into(),
             },
             (Request::Stats, core) => Response::Stats(api::Stats {
+                fa: None,
                 ha: match core {
                     Core::Ha { ha, .. } => Some(ha.stats().clone()),
                     _ => None,

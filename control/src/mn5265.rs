@@ -766,6 +766,7 @@ impl Node {
                 vpn: self.vpn_status(),
             }),
             Request::Stats => Response::Stats(api::Stats {
+                fa: None,
                 ha: None,
                 mn: None,
                 daemon: self.stats.clone(),

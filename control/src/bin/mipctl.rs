@@ -270,6 +270,30 @@ fn render(resp: &Response) -> String {
                     );
                 }
             }
+            if let Some(fa) = &s.fa {
+                // Every counter by name, the per-code maps with the code's meaning.
+                if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(fa) {
+                    for (k, v) in fields {
+                        match v {
+                            serde_json::Value::Object(codes) => {
+                                for (code, n) in codes {
+                                    let desc = code.parse::<u8>().map_or("", |c| {
+                                        mipx_common::wire::ReplyCode::from(c).description()
+                                    });
+                                    let _ = writeln!(
+                                        out,
+                                        "fa.{:<28} {n}   ({desc})",
+                                        format!("{k}[{code}]")
+                                    );
+                                }
+                            }
+                            other => {
+                                let _ = writeln!(out, "fa.{k:<28} {other}");
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(mn) = &s.mn {
                 let rows = [
                     ("requests_sent", mn.requests_sent),

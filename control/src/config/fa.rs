@@ -14,8 +14,8 @@
 //! name = "eth1"
 //! care_of_addr = "198.51.100.1"  # advertised, and the tunnel endpoint
 //! advertise = "periodic"         # or "solicited" (only in answer, §2.3) or "off"
-//! advertisement_interval_ms = 1000
-//! advertisement_lifetime_secs = 3 # ICMP Lifetime; the interval is at most a third of it
+//! advertisement_interval_ms = 1500 # at least 1000 (the advertisements' rate limit)
+//! advertisement_lifetime_secs = 5 # ICMP Lifetime; the interval is at most a third of it
 //! registration_required = false  # R bit (§2.4.1)
 //! [[fa.home_agent]]              # optional FA-HA security association
 //! address = "10.1.0.1"
@@ -194,13 +194,13 @@ pub(super) fn fa_settings(raw: RawFa, base: &Path) -> Result<FaSettings, ConfigE
         }
         // §2.1: the interval SHOULD be no longer than a third of the Lifetime, so that a
         // mobile node may miss three advertisements before it gives the agent up.
-        if r.advertisement_interval_ms < 100
+        if r.advertisement_interval_ms < 1000
             || r.advertisement_interval_ms * 3 > u64::from(r.advertisement_lifetime_secs) * 1000
         {
             return Err(field_err(
                 f("advertisement_interval_ms"),
                 format!(
-                    "must be at least 100 and at most a third of advertisement_lifetime_secs ({} ms, RFC 5944 §2.1)",
+                    "must be at least 1000 (a mobility agent limits the rate of its advertisements, RFC 5944 §2.3) and at most a third of advertisement_lifetime_secs ({} ms, §2.1)",
                     u64::from(r.advertisement_lifetime_secs) * 1000 / 3
                 ),
             ));
@@ -291,10 +291,10 @@ fn default_advertise() -> Advertise {
     Advertise::Periodic
 }
 fn default_adv_interval() -> u64 {
-    1000
+    1500
 }
 fn default_adv_lifetime() -> u16 {
-    3
+    5
 }
 fn default_true() -> bool {
     true

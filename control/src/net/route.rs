@@ -50,6 +50,38 @@ pub async fn route_home_via(
     Ok(())
 }
 
+/// Routes everything from `home` to the foreign agent `agent` on device `ifindex`: RFC 5944
+/// §4.2.1, a mobile node registered through a foreign agent uses it as its default router (and
+/// with a reverse tunnel it MUST, RFC 3024 §5.1). `onlink`: the node may have no address on
+/// that link, the agent's address is reachable there all the same.
+pub async fn route_home_via_agent(
+    handle: &rtnetlink::Handle,
+    home: Ipv4Addr,
+    ifindex: u32,
+    agent: Ipv4Addr,
+) -> Result<(), rtnetlink::Error> {
+    let mut route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(HOME_TABLE)
+        .output_interface(ifindex)
+        .gateway(agent)
+        .build();
+    route.header.flags |= netlink_packet_route::route::RouteFlags::Onlink;
+    handle.route().add(route).replace().execute().await?;
+    if !home_rule_exists(handle, home).await? {
+        handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(home, 32)
+            .table_id(HOME_TABLE)
+            .priority(HOME_RULE_PRIORITY)
+            .action(RuleAction::ToTable)
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
 /// Removes the rule (the home address is routed by the main table again) and the table.
 pub async fn unroute_home(handle: &rtnetlink::Handle) -> Result<(), rtnetlink::Error> {
     let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();

@@ -187,6 +187,15 @@ struct UdpTunnel {
 /// ICMP identifier of our keepalives (any fixed value: the home agent echoes it).
 const KEEPALIVE_ICMP_ID: u16 = 0x6d78;
 
+/// A foreign agent the mobile node registers through (RFC 5944 §3.6.1.1): its address, from
+/// the IP source of its Agent Advertisement, and its link-layer address, from that
+/// advertisement's source, where the request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViaAgent {
+    pub addr: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
 /// The mobile node.
 #[derive(Debug)]
 pub struct MobileNode {
@@ -203,6 +212,9 @@ pub struct MobileNode {
     stats: MnStats,
     keepalive_seq: u16,
     ip_id: u16,
+    /// The foreign agent the current registration goes through; `None`: a co-located
+    /// care-of address, registered directly.
+    via: Option<ViaAgent>,
 }
 
 impl MobileNode {
@@ -220,6 +232,7 @@ impl MobileNode {
             stats: MnStats::default(),
             keepalive_seq: 0,
             ip_id: 0,
+            via: None,
         }
     }
 
@@ -255,12 +268,27 @@ impl MobileNode {
     /// Registers `care_of_addr` (a co-located care-of address, so 'D' is set) with the home
     /// agent. Registering the home address itself deregisters (§3.6.1.2).
     pub fn register(&mut self, now: Now, care_of_addr: Ipv4Addr) {
+        self.via = None;
         let lifetime = if care_of_addr == self.config.home_addr {
             0
         } else {
             self.config.lifetime
         };
         self.start(now, care_of_addr, lifetime);
+    }
+
+    /// Registers the foreign agent care-of address `care_of_addr` through `agent` ('D' clear):
+    /// the request goes to the agent's address and link-layer address from our home address
+    /// (RFC 5944 §3.6.1.1), and the agent relays it. Renewals and a deregistration go the same
+    /// way until the next `register`.
+    pub fn register_via(&mut self, now: Now, agent: ViaAgent, care_of_addr: Ipv4Addr) {
+        self.via = Some(agent);
+        self.start(now, care_of_addr, self.config.lifetime);
+    }
+
+    /// The foreign agent the current registration goes through.
+    pub fn via(&self) -> Option<ViaAgent> {
+        self.via
     }
 
     /// Deregisters: lifetime 0 for the current care-of address, or from home if none.
@@ -331,7 +359,8 @@ impl MobileNode {
         p.identification = identification;
         p.sent_at = now.mono;
         p.attempts += 1;
-        let mut flags = RequestFlags::default().with(RequestFlags::D, true);
+        // 'D': we decapsulate ourselves, unless a foreign agent does (§3.3).
+        let mut flags = RequestFlags::default().with(RequestFlags::D, self.via.is_none());
         flags = flags.with(
             RequestFlags::T,
             self.config.reverse_tunnel && p.lifetime != 0,
@@ -354,7 +383,10 @@ impl MobileNode {
             .map(|n| Extension::MnNai(n.as_bytes()));
         // RFC 3519 §4.4: with a co-located care-of address the UDP Tunnel Request goes before
         // the Mobile-Home Authentication Extension. A deregistration sets up no tunnel.
+        // Through a foreign agent, UDP tunnelling would be the agent's to ask for (RFC 3519
+        // §4.11), which ours does not: IP-in-IP only.
         let udp = match self.config.nat_traversal.mode {
+            _ if self.via.is_some() => None,
             NatTraversalMode::Off => None,
             _ if p.lifetime == 0 => None,
             mode => Some(Extension::UdpTunnelRequest(UdpTunnelRequest {
@@ -371,9 +403,18 @@ impl MobileNode {
             self.stats.retransmissions += 1;
         }
         debug!(coa = %p.care_of_addr, lifetime = p.lifetime, attempt = p.attempts, "registration request sent");
+        // §3.6.1.1: from the care-of address when co-located, else from the home address to
+        // the foreign agent.
+        let (src, dst) = match self.via {
+            Some(agent) => (
+                self.config.home_addr,
+                SocketAddrV4::new(agent.addr, self.peer.port()),
+            ),
+            None => (p.care_of_addr, self.peer),
+        };
         self.transmits.push_back(Transmit {
-            src: Some(p.care_of_addr),
-            dst: self.peer,
+            src: Some(src),
+            dst,
             payload,
         });
     }
@@ -431,6 +472,15 @@ impl MobileNode {
         {
             debug!(%from, "reply dropped: does not match the pending request");
             return None;
+        }
+        // §3.6.2.1 b: the Mobile-Home Authentication Extension is required when the code is
+        // the home agent's; a foreign agent's denial (codes 64-127) comes without one.
+        if let Some(agent) = self.via
+            && *from.ip() == agent.addr
+            && (64..128).contains(&u8::from(reply.code))
+        {
+            warn!(%from, code = %reply.code, "registration denied by the foreign agent");
+            return Some((reply, None, false));
         }
         let mut auth = None;
         let mut udp = None;

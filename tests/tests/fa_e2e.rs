@@ -1,0 +1,176 @@
+//! The foreign agent end to end (RFC 5944 §2-§4, RFC 3024): `mipd --role fa` on external
+//! network 1's segment with its XDP fast path, a `mipd` home agent in the DMZ (the x-HA of the
+//! RFC 5265 topology, here an ordinary home agent) and a plain `mipd` mobile node that finds the
+//! agent by its advertisements and registers through it. Checked on a capture of the segment
+//! (dissected by tshark), on the agent's visitor list and on its fast-path counters.
+//! Privileged: fails, never skips, without root.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use mipx_tests::daemon::{tshark, tshark_count, wait_for};
+use mipx_tests::detection::{DetectionTopology, EXTERNAL_HOME_ADDR, Net, XCN_ADDR, XHA_ADDR};
+use mipx_tests::require_root;
+
+/// A plain mobile node whose home agent is the DMZ's, with agent discovery on `mn0` and no
+/// co-located care-of address: it can only register through a foreign agent.
+fn mn_toml(topo: &DetectionTopology) -> String {
+    format!(
+        "[mn]\nhome_addr = \"{EXTERNAL_HOME_ADDR}\"\nhome_agent = \"{XHA_ADDR}\"\n\
+         spi = {spi}\nkey_file = \"{key}\"\nlifetime = 600\nreverse_tunnel = true\n\
+         nat_traversal = \"off\"\n\n[mn.agent_discovery]\ninterface = \"mn0\"\n",
+        spi = mipx_tests::detection::XHA_SPI,
+        key = topo.xha_key_file().display(),
+    )
+}
+
+/// The walk of RFC 5944 §2-§3 through a foreign agent: advertisements (periodic, and the
+/// answer to the node's solicitation) → registration relayed to the home agent and its reply
+/// relayed back → the visitor list → user data both ways through the agent's fast path
+/// (decapsulation to the node's link-layer address, reverse tunnel to the home agent) →
+/// deregistration removes the visitor.
+#[test]
+fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("fa-walk")?;
+    topo.move_mn(Net::Ext1, true)?;
+    let file = topo.dir.path("ext1.pcap");
+    let capture = topo.capture_external(&file)?;
+    let fa = topo.start_foreign_agent(Net::Ext1, "reverse_tunnel = \"offer\"\n")?;
+    let _xha = topo.start_xha()?;
+    let mn = topo.start_mn_with(&mn_toml(&topo), false)?;
+
+    // Registered through the agent: its care-of address, and the agent lists the visitor
+    // with the node's link-layer address and the reverse tunnel granted.
+    let visitor = wait_for(Duration::from_secs(10), "the visitor", || {
+        let v = fa.ctl_json(&["visitors"])?;
+        Ok(v["visitors"]
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|row| row["home_addr"] == EXTERNAL_HOME_ADDR.to_string())
+            .cloned())
+    })
+    .with_context(|| {
+        format!(
+            "no visitor; fa log:\n{}\nmn log:\n{}",
+            fa.log_text(),
+            mn.log_text()
+        )
+    })?;
+    ensure!(
+        visitor["care_of_addr"] == Net::Ext1.fa_addr().to_string(),
+        "{visitor}"
+    );
+    ensure!(visitor["home_agent"] == XHA_ADDR.to_string(), "{visitor}");
+    ensure!(visitor["reverse_tunnel"] == true, "{visitor}");
+    let mac_in_ns = topo
+        .mn
+        .exec(&["cat", "/sys/class/net/mn0/address"])?
+        .trim()
+        .to_owned();
+    ensure!(visitor["mac"] == mac_in_ns, "{visitor} vs mn0 {mac_in_ns}");
+    let status = mn.ctl_json(&["status"])?;
+    ensure!(
+        status["status"]["mn"]["care_of_addr"] == Net::Ext1.fa_addr().to_string(),
+        "the node's status does not show the agent's care-of address: {status}"
+    );
+    let text = fa.ctl(&["visitors"])?;
+    ensure!(
+        text.contains(&EXTERNAL_HOME_ADDR.to_string()) && text.contains("yes"),
+        "{text}"
+    );
+
+    // User data from the home address, both ways through the agent.
+    ensure!(
+        ping_from_home(&topo)?,
+        "no answer from the Internet correspondent through the foreign agent; fa log:\n{}",
+        fa.log_text()
+    );
+    let counters = fa.dataplane_counters()?;
+    eprintln!("visitors:\n{text}\nfa counters: {counters:?}");
+    for name in ["fa_decap_tx", "fa_encap_tx"] {
+        ensure!(
+            counters.get(name).copied().unwrap_or(0) > 0,
+            "{name} did not count: {counters:?}"
+        );
+    }
+
+    // Deregistration on shutdown removes the visitor.
+    mn.stop()?;
+    wait_for(Duration::from_secs(5), "the visitor's removal", || {
+        let v = fa.ctl_json(&["visitors"])?;
+        Ok(v["visitors"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(()))
+    })
+    .context("the visitor outlived its deregistration")?;
+
+    // On the wire, dissected by tshark: agent advertisements with the mobility extension,
+    // the node's solicitation, and the registration relayed both ways.
+    let file = capture.finish()?;
+    let adverts = tshark_count(&file, "icmp.type == 9 && icmp.mip.flags")?;
+    ensure!(adverts >= 2, "{adverts} agent advertisements");
+    ensure!(
+        tshark_count(&file, "icmp.type == 10 && ip.ttl == 1")? >= 1,
+        "no agent solicitation"
+    );
+    ensure!(
+        tshark_count(
+            &file,
+            &format!(
+                "mip.type == 1 && ip.src == {EXTERNAL_HOME_ADDR} && ip.dst == {} && ip.ttl == 255",
+                Net::Ext1.fa_addr()
+            )
+        )? >= 1,
+        "no registration request from the home address to the agent with TTL 255"
+    );
+    ensure!(
+        tshark_count(
+            &file,
+            &format!(
+                "mip.type == 1 && ip.src == {} && ip.dst == {XHA_ADDR}",
+                Net::Ext1.fa_addr()
+            )
+        )? >= 1,
+        "no relayed registration request"
+    );
+    ensure!(
+        tshark_count(
+            &file,
+            &format!("mip.type == 3 && ip.dst == {EXTERNAL_HOME_ADDR}")
+        )? >= 1,
+        "no relayed registration reply"
+    );
+    let malformed = tshark(
+        &file,
+        &["-Y", "_ws.malformed || _ws.expert.severity >= error"],
+    )?;
+    ensure!(
+        malformed.trim().is_empty(),
+        "tshark flags frames as malformed:\n{malformed}"
+    );
+    Ok(())
+}
+
+fn ping_from_home(topo: &DetectionTopology) -> Result<bool> {
+    for _ in 0..5 {
+        if topo
+            .mn
+            .exec(&[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                &EXTERNAL_HOME_ADDR.to_string(),
+                &XCN_ADDR.to_string(),
+            ])
+            .is_ok()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
