@@ -72,6 +72,7 @@ fn home_agent(
         }],
         udp_tunnel: UdpTunnelPolicy::default(),
         trusted_networks: trusted,
+        foreign_agents: Vec::new(),
     })
 }
 

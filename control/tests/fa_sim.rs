@@ -20,9 +20,10 @@ use mipx_control::proto::fa::{
     IcmpUnreachable, LinkTarget, PeerSa, ReverseTunnelPolicy, VisitorRow,
 };
 use mipx_control::proto::ha::{
-    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, UdpTunnelPolicy,
+    ForeignAgentEntry, HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
+    UdpTunnelPolicy,
 };
-use mipx_control::proto::{Now, ntp_timestamp};
+use mipx_control::proto::{Now, Transmit, ntp_timestamp};
 
 /// The foreign agent's link: its address there, and the care-of addresses it offers.
 const IFACE: u32 = 3;
@@ -69,6 +70,16 @@ fn sa(spi: u32, key: &[u8]) -> SecurityAssociation {
 }
 
 fn home_agent(address: Ipv4Addr, home: Ipv4Addr, key: &[u8]) -> HomeAgent {
+    home_agent_with_fas(address, home, key, vec![])
+}
+
+/// A home agent sharing FA-HA security associations with `foreign_agents` (RFC 5944 §3.8.1).
+fn home_agent_with_fas(
+    address: Ipv4Addr,
+    home: Ipv4Addr,
+    key: &[u8],
+    foreign_agents: Vec<ForeignAgentEntry>,
+) -> HomeAgent {
     HomeAgent::new(HaConfig {
         address,
         max_lifetime: 600,
@@ -76,6 +87,7 @@ fn home_agent(address: Ipv4Addr, home: Ipv4Addr, key: &[u8]) -> HomeAgent {
             home_addrs: HomeAddrs::Single(home),
             sa: sa(SPI, key),
         }],
+        foreign_agents,
         udp_tunnel: UdpTunnelPolicy::default(),
         trusted_networks: None,
     })
@@ -186,31 +198,23 @@ fn from_mn(mac: [u8; 6], src: Ipv4Addr, ttl: u8) -> FromMobile {
     }
 }
 
-/// How the simulated home agent treats the Foreign-Home Authentication Extension. `ha.rs`
-/// holds no FA-HA associations yet and discards requests carrying one (§3.8.2.1 d); `Shim`
-/// stands for a home agent that has one: it checks and strips the extension before handing
-/// the request to `ha.rs`, and signs the reply.
+/// What the path between the home agent and the foreign agent does to the home agent's
+/// replies: nothing, or, to exercise the foreign agent's checks (§3.7.3.1), removes the
+/// trailing Foreign-Home Authentication Extension or corrupts its authenticator.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum FaHaAtHome {
-    /// Hand everything to `ha.rs` unchanged.
-    Plain,
-    /// Check and strip on requests; on replies, sign correctly, sign with another key, or
-    /// leave the extension out.
-    Shim(ShimReply),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ShimReply {
-    Good,
-    WrongKey,
-    Missing,
+enum ReplyPath {
+    Intact,
+    StripFaHa,
+    ForgeFaHa,
 }
 
 struct World {
     now: Now,
     fa: ForeignAgent,
     has: Vec<(Ipv4Addr, HomeAgent)>,
-    fa_ha: FaHaAtHome,
+    reply_path: ReplyPath,
+    /// Every datagram a home agent sent, as it left the home agent.
+    ha_replies: Vec<Transmit>,
     /// Relays the home agents never receive (an unreachable or silent home agent).
     drop_relays: bool,
     /// Every relay the foreign agent sent to a home agent, in order.
@@ -234,7 +238,8 @@ impl World {
                 (HA, home_agent(HA, HOME, KEY)),
                 (XHA, home_agent(XHA, XHOME, XKEY)),
             ],
-            fa_ha: FaHaAtHome::Plain,
+            reply_path: ReplyPath::Intact,
+            ha_replies: vec![],
             drop_relays: false,
             relayed: vec![],
             to_mobile: vec![],
@@ -304,20 +309,11 @@ impl World {
 
     /// Hands a relay to its home agent and the home agent's answer back to the foreign agent.
     fn deliver_relay(&mut self, t: &FaTransmit) {
-        let mut payload = t.payload.clone();
-        if let FaHaAtHome::Shim(_) = self.fa_ha {
-            let exts = auth_exts(&payload, RequestRepr::LEN);
-            if let Some(&(at, FA_HA, spi, _)) = exts.last() {
-                assert_eq!(spi, FA_HA_SPI);
-                assert!(verifies(&payload, at, FA_HA_KEY), "FA-HA authenticates");
-                payload.truncate(at);
-            }
-        }
         let now = self.now;
         let Some((_, ha)) = self.has.iter_mut().find(|(a, _)| a == t.dst.ip()) else {
             return;
         };
-        ha.handle_datagram(now, SocketAddrV4::new(t.src, 434), *t.dst.ip(), &payload);
+        ha.handle_datagram(now, SocketAddrV4::new(t.src, 434), *t.dst.ip(), &t.payload);
         let mut replies = vec![];
         while let Some(r) = ha.poll_transmit() {
             replies.push(r);
@@ -327,15 +323,18 @@ impl World {
         for r in replies {
             // §3.8.3.1: to the relay's source, which is our care-of address.
             assert_eq!(r.dst, SocketAddrV4::new(t.src, 434));
-            let bytes = match self.fa_ha {
-                FaHaAtHome::Plain | FaHaAtHome::Shim(ShimReply::Missing) => r.payload,
-                FaHaAtHome::Shim(ShimReply::Good) => {
-                    Msg(r.payload).auth(FA_HA, FA_HA_SPI, FA_HA_KEY).bytes()
+            self.ha_replies.push(r.clone());
+            let mut bytes = r.payload;
+            if self.reply_path != ReplyPath::Intact {
+                let exts = auth_exts(&bytes, ReplyRepr::LEN);
+                let &(at, kind, _, _) = exts.last().expect("an authentication extension");
+                assert_eq!(kind, FA_HA, "the home agent's reply ends with FA-HA");
+                if self.reply_path == ReplyPath::StripFaHa {
+                    bytes.truncate(at);
+                } else {
+                    bytes[at + 6] ^= 0x80;
                 }
-                FaHaAtHome::Shim(ShimReply::WrongKey) => Msg(r.payload)
-                    .auth(FA_HA, FA_HA_SPI, b"not the key")
-                    .bytes(),
-            };
+            }
             self.fa.handle_from_home_agent(
                 self.now,
                 SocketAddrV4::new(*t.dst.ip(), MIP_PORT),
@@ -968,11 +967,36 @@ fn two_home_addresses_from_one_link_layer_address() {
     assert_eq!(w.fa.visitors(w.now).len(), 1);
 }
 
+/// The Foreign-Home Authentication Extension (the extension and the FA-HA security association
+/// both ends share, keyed by the foreign agent's care-of address at the home agent).
+fn fa_ha_at_home(key: &[u8]) -> Vec<ForeignAgentEntry> {
+    vec![ForeignAgentEntry {
+        address: COA,
+        sa: sa(FA_HA_SPI, key),
+    }]
+}
+
+/// The home agent's replies as they left it: (code, lifetime, FA-HA extension verifies with
+/// `key`), checking that the FA-HA extension follows the MN-HA one and ends the reply
+/// (§3.8.3.3).
+fn ha_reply_fa_ha(t: &Transmit, key: &[u8]) -> (ReplyCode, u16, bool) {
+    let r = &t.payload;
+    let exts = auth_exts(r, ReplyRepr::LEN);
+    let kinds: Vec<u8> = exts.iter().map(|e| e.1).collect();
+    assert_eq!(kinds, [MN_HA, FA_HA], "MN-HA, then FA-HA");
+    let (at, _, spi, _) = exts[1];
+    assert_eq!((spi, r.len()), (FA_HA_SPI, at + 22));
+    let fixed = ReplyRepr::parse(&ReplyPacket::new_checked(&r[..]).unwrap()).unwrap();
+    (fixed.code, fixed.lifetime, verifies(r, at, key))
+}
+
 /// §3.7.1, §3.7.2.2, §3.5.4: with an FA-HA association, relayed registrations end with a
-/// Foreign-Home Authentication Extension computed with its key; deregistrations never carry
-/// one. `ha.rs` has no FA-HA associations yet and discards such requests (§3.8.2.1 d), so the
-/// mobile node hears 78; through a home agent that shares the association, the reply's
-/// extension is checked, and a missing or forged one gets 68 (§3.7.3.1).
+/// Foreign-Home Authentication Extension computed with its key; deregistrations and co-located
+/// registrations never carry one. A home agent without the association discards such a relay
+/// (§3.8.2.1 d), so the mobile node hears 78; the real home agent sharing it accepts the relay
+/// and signs every reply for us (§3.8.1, §3.8.3.3); a reply whose extension is missing or
+/// forged on the way gets 68 (§3.7.3.1); a home agent with another key denies 132, which we
+/// cannot authenticate either: 68.
 #[test]
 fn foreign_home_authentication() {
     let config = FaConfig {
@@ -983,7 +1007,7 @@ fn foreign_home_authentication() {
         ..fa_config()
     };
 
-    // Against today's ha.rs: the relay authenticates, and ha.rs drops it.
+    // A home agent without the association: the relay authenticates, and is discarded.
     let mut w = World::new(config.clone());
     let t0 = w.now.mono;
     let req = w
@@ -1001,40 +1025,107 @@ fn foreign_home_authentication() {
     assert_eq!(relay.len(), end + 22, "the FA-HA extension ends the relay");
     assert!(verifies(relay, at, FA_HA_KEY));
     assert!(!verifies(relay, at, b"another key"));
-    assert_eq!(w.ha(HA).stats().dropped_fa_auth, 1);
+    assert_eq!(w.ha(HA).stats().dropped_fa_auth_unknown_fa, 1);
+    assert!(w.ha_replies.is_empty());
     w.run_until(t0 + Duration::from_secs(7));
     assert_eq!(
         only_reply(&w.to_mobile, HOME, MAC).code,
         ReplyCode::FaRegistrationTimeout
     );
 
-    // Through a home agent holding the association: accepted.
+    // The real home agent sharing the association: accepted, its reply signed for us.
     let mut w = World::new(config.clone());
-    w.fa_ha = FaHaAtHome::Shim(ShimReply::Good);
+    w.has[0].1 = home_agent_with_fas(HA, HOME, KEY, fa_ha_at_home(FA_HA_KEY));
     let req = w
         .request(RequestFlags::T, 1800)
         .auth(MN_HA, SPI, KEY)
         .bytes();
     let got = w.exchange(&req);
     assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
-    // The FA-HA extension is ours: it is not relayed to the mobile node (§3.7.3.2).
+    assert_eq!(
+        ha_reply_fa_ha(&w.ha_replies[0], FA_HA_KEY),
+        (ReplyCode::Accepted, 600, true)
+    );
+    // The FA-HA extension is ours: it is not relayed to the mobile node (§3.7.3.2), whose
+    // MN-HA authenticator still verifies.
     let r = &got[0].payload;
     assert_eq!(r.len(), mn_ha_end(r, ReplyRepr::LEN));
+    assert!(verifies(r, r.len() - 22, KEY));
     assert!(w.fa.visitor(HOME).is_some());
-    // A deregistration carries no FA-HA (§3.5.4), and its reply needs none.
+    assert_eq!(
+        w.ha(HA).bindings().get(HOME).map(|b| b.care_of_addr),
+        Some(COA)
+    );
+    assert_eq!(w.ha(HA).stats().denied_fa_auth, 0);
+    // A deregistration carries no FA-HA (§3.5.4) and the home agent does not ask for one
+    // (§3.8.1); its reply still carries one, as every reply to us does.
     w.advance(Duration::from_secs(5));
-    w.fa_ha = FaHaAtHome::Shim(ShimReply::Missing);
     let dereg = w.request(0, 0).auth(MN_HA, SPI, KEY).bytes();
     let got = w.exchange(&dereg);
     assert_eq!(w.relayed.last().unwrap().payload, dereg);
     assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    assert_eq!(
+        ha_reply_fa_ha(&w.ha_replies[1], FA_HA_KEY),
+        (ReplyCode::Accepted, 0, true)
+    );
     assert!(w.fa.visitor(HOME).is_none());
+    assert!(w.ha(HA).bindings().get(HOME).is_none());
+    assert!(matches!(
+        w.ha_events.last(),
+        Some(HaEvent::BindingRemoved {
+            reason: RemovalReason::Deregistered,
+            ..
+        })
+    ));
 
-    // A reply without the extension, or with a forged one: discarded, 68 to the mobile node,
-    // no visitor.
-    for shim in [ShimReply::Missing, ShimReply::WrongKey] {
+    // A mobile node with the wrong key: the home agent checks MN-HA first and answers 131
+    // (§3.8.2.1 a: MUST, the FA-HA extension being valid), signed for us, relayed.
+    w.advance(Duration::from_secs(5));
+    let bad = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, b"not the mobile node's key")
+        .bytes();
+    let got = w.exchange(&bad);
+    assert_eq!(
+        only_reply(&got, HOME, MAC).code,
+        ReplyCode::HaMobileNodeFailedAuth
+    );
+    assert_eq!(
+        ha_reply_fa_ha(&w.ha_replies[2], FA_HA_KEY),
+        (ReplyCode::HaMobileNodeFailedAuth, 0, true)
+    );
+    assert_eq!(w.ha(HA).stats().denied_fa_auth, 0);
+
+    // A co-located care-of address registered through us: no FA-HA on the relay (§3.5.4: not
+    // an address we advertise), which the home agent does not require for an address other
+    // than the relay's source; the reply is signed for us all the same, and checked.
+    w.advance(Duration::from_secs(5));
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let req = Msg::request(RequestFlags::D, 1800, HOME, HA, colocated, w.next_id())
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let before = w.to_mobile.len();
+    w.send(from_mn(MAC, colocated, 64), &req);
+    assert_eq!(w.relayed.last().unwrap().payload, req);
+    assert_eq!(
+        only_reply(&w.to_mobile[before..], HOME, MAC).code,
+        ReplyCode::Accepted
+    );
+    assert_eq!(
+        ha_reply_fa_ha(w.ha_replies.last().unwrap(), FA_HA_KEY),
+        (ReplyCode::Accepted, 600, true)
+    );
+    assert_eq!(
+        w.ha(HA).bindings().get(HOME).unwrap().care_of_addr,
+        colocated
+    );
+
+    // The reply's extension removed or forged on the way: discarded, 68 to the mobile node,
+    // no visitor (the home agent did bind).
+    for path in [ReplyPath::StripFaHa, ReplyPath::ForgeFaHa] {
         let mut w = World::new(config.clone());
-        w.fa_ha = FaHaAtHome::Shim(shim);
+        w.has[0].1 = home_agent_with_fas(HA, HOME, KEY, fa_ha_at_home(FA_HA_KEY));
+        w.reply_path = path;
         let req = w
             .request(RequestFlags::T, 1800)
             .auth(MN_HA, SPI, KEY)
@@ -1050,6 +1141,27 @@ fn foreign_home_authentication() {
         assert_eq!(w.fa.pending_count(), 0);
         assert_eq!(w.fa.stats().denied.get(&68), Some(&1));
     }
+
+    // The two agents disagree on the key: the home agent denies 132 without binding, signing
+    // with its key, which we do not accept either: 68 to the mobile node.
+    let mut w = World::new(config.clone());
+    w.has[0].1 = home_agent_with_fas(HA, HOME, KEY, fa_ha_at_home(b"the home agent's idea"));
+    let req = w
+        .request(RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(
+        ha_reply_fa_ha(&w.ha_replies[0], b"the home agent's idea"),
+        (ReplyCode::HaForeignAgentFailedAuth, 0, true)
+    );
+    assert_eq!(w.ha(HA).stats().denied_fa_auth, 1);
+    assert!(w.ha(HA).bindings().get(HOME).is_none());
+    assert_eq!(
+        only_reply(&got, HOME, MAC).code,
+        ReplyCode::FaHomeAgentFailedAuth
+    );
+    assert!(w.fa.visitor(HOME).is_none());
 }
 
 /// The relay of an independently generated request (scapy, common/fixtures/README.md:

@@ -5,17 +5,18 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, MIP_PORT, ReplyCode, ReplyPacket, RequestFlags, RequestPacket, UdpTunnelReply,
+    Extension, ExtensionIter, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
+    RequestPacket, RequestRepr, UdpTunnelReply,
 };
-use mipx_control::auth::{Key, ReplayProtection, SecurityAssociation};
-use mipx_control::proto::Now;
+use mipx_control::auth::{self, Key, ReplayProtection, SecurityAssociation};
 use mipx_control::proto::ha::{
-    HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason, Subnet,
-    UdpTunnelPolicy,
+    ForeignAgentEntry, HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
+    Subnet, UdpTunnelPolicy,
 };
 use mipx_control::proto::mn::{
     MnConfig, MnEvent, MnState, MobileNode, NatTraversal, NatTraversalMode,
 };
+use mipx_control::proto::{Now, Transmit, ntp_timestamp};
 
 const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
@@ -41,6 +42,7 @@ fn ha() -> HomeAgent {
             home_addrs: HomeAddrs::Single(HOME),
             sa: sa(b"shared secret"),
         }],
+        foreign_agents: vec![],
         udp_tunnel: UdpTunnelPolicy::default(),
         trusted_networks: None,
     })
@@ -803,4 +805,421 @@ fn internal_home_agent_answers_only_trusted_networks() {
         .ha
         .handle_datagram(plain.now, SocketAddrV4::new(COA, 43400), HA, &req);
     assert!(!has_tnc(&plain.ha.poll_transmit().unwrap().payload));
+}
+
+// --- Foreign-Home authentication at the home agent (RFC 5944 §3.5.4, §3.8.1, §3.8.2.1) ---
+//
+// The relays are built here by hand, as a foreign agent sends them (§3.7.2.2): the mobile
+// node's request (fixed part from the wire `Repr`, extensions as raw bytes from the RFC
+// figures), then the foreign agent's Foreign-Home Authentication Extension, each authenticator
+// computed with `auth::sign` over everything before it (§3.5.1).
+
+/// The foreign agent's care-of address: the source of its relays.
+const FA_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// A foreign agent we share no association with.
+const OTHER_FA_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+const FA_SPI: u32 = 0x2000;
+const FA_KEY: &[u8] = b"fa-ha secret";
+const MN_KEY: &[u8] = b"shared secret";
+/// Extension types, from the RFC figures (§3.5.2, §3.5.4).
+const MN_HA: u8 = 32;
+const FA_HA: u8 = 34;
+const MN_NAI: u8 = 131; // RFC 2794 §2
+
+fn ha_with_fa(fas: &[(Ipv4Addr, u32, &[u8])]) -> HomeAgent {
+    let mut config = ha().config().clone();
+    config.foreign_agents = fas
+        .iter()
+        .map(|&(address, spi, key)| ForeignAgentEntry {
+            address,
+            sa: SecurityAssociation { spi, ..sa(key) },
+        })
+        .collect();
+    HomeAgent::new(config)
+}
+
+/// A registration message under construction.
+#[derive(Clone)]
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn request(lifetime: u16, coa: Ipv4Addr, id: u64) -> Msg {
+        let mut b = vec![0u8; RequestRepr::LEN];
+        RequestRepr {
+            flags: RequestFlags(RequestFlags::T),
+            lifetime,
+            home_addr: HOME,
+            home_agent: HA,
+            care_of_addr: coa,
+            identification: id,
+        }
+        .emit(&mut RequestPacket::new_unchecked(&mut b[..]))
+        .unwrap();
+        Msg(b)
+    }
+
+    fn ext(mut self, kind: u8, data: &[u8]) -> Msg {
+        self.0.push(kind);
+        self.0.push(data.len() as u8);
+        self.0.extend_from_slice(data);
+        self
+    }
+
+    /// Type, Length 20, SPI, a 16-byte HMAC-MD5 authenticator.
+    fn auth(mut self, kind: u8, spi: u32, key: &[u8]) -> Msg {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[kind, 20]);
+        self.0.extend_from_slice(&spi.to_be_bytes());
+        self.0.extend_from_slice(&[0; 16]);
+        auth::sign(&mut self.0, at, &Key::new(key.to_vec()));
+        self
+    }
+
+    /// The mobile node's part of a request: the NAI and its MN-HA extension.
+    fn from_mn(lifetime: u16, coa: Ipv4Addr, id: u64, key: &[u8]) -> Msg {
+        Msg::request(lifetime, coa, id)
+            .ext(MN_NAI, b"mn1@example.org")
+            .auth(MN_HA, SPI, key)
+    }
+}
+
+/// The authentication extensions of a reply: (offset, type, SPI).
+fn reply_auth_exts(r: &[u8]) -> Vec<(usize, u8, u32)> {
+    ExtensionIter::new(r, ReplyRepr::LEN)
+        .map(|e| e.expect("the home agent's extensions parse"))
+        .filter_map(|(at, e)| e.auth().map(|a| (at, e.kind(), a.spi)))
+        .collect()
+}
+
+fn verifies(msg: &[u8], at: usize, key: &[u8]) -> bool {
+    auth::verify(msg, at, &msg[at + 6..at + 22], &Key::new(key.to_vec()))
+}
+
+/// A reply checked for what the foreign agent and the mobile node need: addressed to the
+/// relay's source (§3.8.3.1), MN-HA authenticator valid, and, when `fa_key` is given, a
+/// Foreign-Home extension after it, last, with our SPI, verifying with that key (§3.8.3.3,
+/// §3.5.1). Returns the fixed part.
+fn checked_reply(t: &Transmit, to: SocketAddrV4, fa_key: Option<&[u8]>) -> ReplyRepr {
+    assert_eq!(t.dst, to);
+    assert_eq!(t.src, Some(HA));
+    let r = &t.payload;
+    let exts = reply_auth_exts(r);
+    let (mn_at, kind, spi) = exts[0];
+    assert_eq!((kind, spi), (MN_HA, SPI));
+    assert!(verifies(r, mn_at, MN_KEY), "MN-HA verifies");
+    match fa_key {
+        None => assert_eq!(exts.len(), 1, "no FA-HA extension"),
+        Some(key) => {
+            assert_eq!(exts.len(), 2);
+            let (at, kind, spi) = exts[1];
+            assert_eq!((kind, spi), (FA_HA, FA_SPI));
+            assert_eq!(at, mn_at + 22, "right after MN-HA");
+            assert_eq!(r.len(), at + 22, "and last");
+            assert!(verifies(r, at, key), "FA-HA verifies with the FA's key");
+            assert!(!verifies(r, at, b"another key"));
+        }
+    }
+    ReplyRepr::parse(&ReplyPacket::new_checked(&r[..]).unwrap()).unwrap()
+}
+
+/// A home agent, its clock, and fresh identifications.
+struct Home {
+    now: Now,
+    ha: HomeAgent,
+    last_id: u64,
+}
+
+impl Home {
+    fn new(ha: HomeAgent) -> Home {
+        Home {
+            now: Now {
+                mono: Duration::from_secs(100),
+                unix: Duration::from_secs(1_795_000_000),
+            },
+            ha,
+            last_id: 0,
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.now = self.now.advance(Duration::from_secs(1));
+        self.last_id = ntp_timestamp(self.now.unix).max(self.last_id + 1);
+        self.last_id
+    }
+
+    /// Delivers a relay from `from` (port 434) and returns what the home agent sent.
+    fn relay(&mut self, from: Ipv4Addr, bytes: &[u8]) -> Vec<Transmit> {
+        self.ha
+            .handle_datagram(self.now, SocketAddrV4::new(from, MIP_PORT), HA, bytes);
+        std::iter::from_fn(|| self.ha.poll_transmit()).collect()
+    }
+}
+
+/// Builds one relay for a table of cases, given its Identification.
+type BuildRelay = Box<dyn Fn(u64) -> Msg>;
+
+fn at_fa(addr: Ipv4Addr) -> SocketAddrV4 {
+    SocketAddrV4::new(addr, MIP_PORT)
+}
+
+/// §3.8.2.1 (c), §3.8.3.3: a relay from a foreign agent we share an association with, with
+/// one valid FA-HA extension after MN-HA, is accepted, and the reply carries an FA-HA extension
+/// the foreign agent can verify. Missing, duplicated, misplaced, of another SPI or with a wrong
+/// authenticator: 132, signed for the foreign agent too, and nothing changes; the request's
+/// Identification is not consumed, so the genuine relay still goes through.
+#[test]
+fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let id = h.next_id();
+    let good = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI, FA_KEY);
+    let got = h.relay(FA_COA, &good.0);
+    assert_eq!(got.len(), 1);
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    assert_eq!(
+        (r.code, r.lifetime, r.identification),
+        (ReplyCode::Accepted, 600, id)
+    );
+    assert_eq!(h.ha.bindings().get(HOME).unwrap().care_of_addr, FA_COA);
+    assert!(matches!(h.ha.poll_event(), Some(HaEvent::BindingAdded(_))));
+
+    let bad: [(&str, BuildRelay); 6] = [
+        (
+            "missing",
+            Box::new(|id| Msg::from_mn(1800, FA_COA, id, MN_KEY)),
+        ),
+        (
+            "duplicated",
+            Box::new(|id| {
+                Msg::from_mn(1800, FA_COA, id, MN_KEY)
+                    .auth(FA_HA, FA_SPI, FA_KEY)
+                    .auth(FA_HA, FA_SPI, FA_KEY)
+            }),
+        ),
+        (
+            "wrong SPI",
+            Box::new(|id| Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, FA_KEY)),
+        ),
+        (
+            "bad authenticator",
+            Box::new(|id| {
+                Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI, b"not the fa key")
+            }),
+        ),
+        (
+            "before MN-HA",
+            Box::new(|id| {
+                Msg::request(1800, FA_COA, id)
+                    .auth(FA_HA, FA_SPI, FA_KEY)
+                    .auth(MN_HA, SPI, MN_KEY)
+            }),
+        ),
+        (
+            "a skippable extension after it, then a second one",
+            Box::new(|id| {
+                Msg::from_mn(1800, FA_COA, id, MN_KEY)
+                    .auth(FA_HA, FA_SPI, FA_KEY)
+                    .ext(200, b"x")
+                    .auth(FA_HA, FA_SPI, FA_KEY)
+            }),
+        ),
+    ];
+    for (n, (what, build)) in bad.iter().enumerate() {
+        let id = h.next_id();
+        let got = h.relay(FA_COA, &build(id).0);
+        assert_eq!(got.len(), 1, "{what}: one reply");
+        let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+        assert_eq!(
+            (r.code, r.lifetime, r.identification),
+            (ReplyCode::HaForeignAgentFailedAuth, 0, id),
+            "{what}"
+        );
+        assert_eq!(h.ha.stats().denied_fa_auth, n as u64 + 1, "{what}");
+        assert_eq!(h.ha.bindings().get(HOME).unwrap().care_of_addr, FA_COA);
+        assert!(h.ha.poll_event().is_none(), "{what}: nothing changed");
+    }
+    assert_eq!(h.ha.stats().rejected.get(&132), Some(&6));
+    assert_eq!(h.ha.stats().accepted, 1);
+
+    // The last denied Identification was not consumed: the genuine relay of the same request
+    // is accepted (and a move to another care-of address is just as authenticated).
+    let id = h.next_id();
+    let missing = Msg::from_mn(1800, FA_COA, id, MN_KEY);
+    let got = h.relay(FA_COA, &missing.0);
+    assert_eq!(
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        ReplyCode::HaForeignAgentFailedAuth
+    );
+    let got = h.relay(FA_COA, &missing.auth(FA_HA, FA_SPI, FA_KEY).0);
+    assert_eq!(
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        ReplyCode::Accepted
+    );
+    assert_eq!(h.ha.stats().accepted, 2);
+}
+
+/// A key rollover: two associations with one foreign agent, told apart by SPI (§3.5.4); the
+/// reply is signed with the one the request used.
+#[test]
+fn foreign_agent_associations_are_selected_by_spi() {
+    let new_key: &[u8] = b"fa-ha secret, rolled over";
+    let mut h = Home::new(ha_with_fa(&[
+        (FA_COA, FA_SPI, FA_KEY),
+        (FA_COA, FA_SPI + 1, new_key),
+    ]));
+    let id = h.next_id();
+    let req = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, new_key);
+    let got = h.relay(FA_COA, &req.0);
+    let r = &got[0].payload;
+    let (at, kind, spi) = reply_auth_exts(r)[1];
+    assert_eq!((kind, spi), (FA_HA, FA_SPI + 1));
+    assert!(verifies(r, at, new_key));
+    assert_eq!(reply_code(r), ReplyCode::Accepted);
+    // The old key under the new SPI is a bad authenticator.
+    let id = h.next_id();
+    let req = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, FA_KEY);
+    let got = h.relay(FA_COA, &req.0);
+    assert_eq!(
+        reply_code(&got[0].payload),
+        ReplyCode::HaForeignAgentFailedAuth
+    );
+}
+
+/// §3.8.2.1 (a) comes first: a mobile node that fails authentication gets 131, never 132 —
+/// answered (signed for the foreign agent) when the FA-HA extension is valid, or when the
+/// foreign agent had none to add (a deregistration, §3.5.4); discarded without a reply when
+/// neither authenticator holds. (b) precedes (c) too: a stale Identification is 133 whatever
+/// the FA-HA extension.
+#[test]
+fn mobile_home_authentication_is_checked_first() {
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let wrong_mn: &[u8] = b"not the mobile node's key";
+
+    let id = h.next_id();
+    let req = Msg::from_mn(1800, FA_COA, id, wrong_mn).auth(FA_HA, FA_SPI, FA_KEY);
+    let got = h.relay(FA_COA, &req.0);
+    assert_eq!(got.len(), 1);
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    assert_eq!(
+        (r.code, r.identification),
+        (ReplyCode::HaMobileNodeFailedAuth, id)
+    );
+
+    for (what, req) in [
+        (
+            "bad FA-HA",
+            Msg::from_mn(1800, FA_COA, h.next_id(), wrong_mn).auth(FA_HA, FA_SPI, b"wrong"),
+        ),
+        (
+            "no FA-HA",
+            Msg::from_mn(1800, FA_COA, h.next_id(), wrong_mn),
+        ),
+    ] {
+        assert!(h.relay(FA_COA, &req.0).is_empty(), "{what}: no reply");
+    }
+    assert_eq!(h.ha.stats().dropped_unauthenticated, 2);
+
+    let id = h.next_id();
+    let dereg = Msg::from_mn(0, FA_COA, id, wrong_mn);
+    let got = h.relay(FA_COA, &dereg.0);
+    assert_eq!(
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        ReplyCode::HaMobileNodeFailedAuth
+    );
+    let s = h.ha.stats();
+    assert_eq!(s.rejected.get(&131), Some(&2));
+    assert_eq!((s.denied_fa_auth, s.rejected.get(&132)), (0, None));
+
+    // Accepted once, then replayed with the FA-HA extension stripped: 133, not 132.
+    let id = h.next_id();
+    let good = Msg::from_mn(1800, FA_COA, id, MN_KEY);
+    let got = h.relay(FA_COA, &good.clone().auth(FA_HA, FA_SPI, FA_KEY).0);
+    assert_eq!(reply_code(&got[0].payload), ReplyCode::Accepted);
+    let got = h.relay(FA_COA, &good.0);
+    assert_eq!(
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        ReplyCode::HaIdentificationMismatch
+    );
+    assert_eq!(h.ha.stats().denied_fa_auth, 0);
+}
+
+/// §3.8.2.1 (d): an FA-HA extension from a foreign agent we share no association with is
+/// discarded, silently, whether its MN-HA is valid or not, and whether or not we have
+/// associations with other foreign agents; its Identification is not consumed. Without the
+/// extension the same request is an ordinary one (no FA-HA on the reply).
+#[test]
+fn foreign_home_extension_from_an_unknown_foreign_agent_is_discarded() {
+    for fas in [vec![], vec![(FA_COA, FA_SPI, FA_KEY)]] {
+        let mut h = Home::new(ha_with_fa(&fas));
+        let id = h.next_id();
+        let mn_part = Msg::from_mn(1800, OTHER_FA_COA, id, MN_KEY);
+        let with = mn_part.clone().auth(FA_HA, FA_SPI, FA_KEY);
+        assert!(h.relay(OTHER_FA_COA, &with.0).is_empty());
+        let forged =
+            Msg::from_mn(1800, OTHER_FA_COA, h.next_id(), b"wrong").auth(FA_HA, FA_SPI, FA_KEY);
+        assert!(h.relay(OTHER_FA_COA, &forged.0).is_empty());
+        let s = h.ha.stats();
+        assert_eq!(s.dropped_fa_auth_unknown_fa, 2);
+        assert!(s.rejected.is_empty() && h.ha.bindings().is_empty());
+
+        let got = h.relay(OTHER_FA_COA, &mn_part.0);
+        let r = checked_reply(&got[0], at_fa(OTHER_FA_COA), None);
+        assert_eq!((r.code, r.identification), (ReplyCode::Accepted, id));
+    }
+}
+
+/// §3.5.4, §3.8.1, §3.8.2.2: a deregistration relayed by an associated foreign agent carries no
+/// FA-HA extension and needs none; the reply carries one. One that carries a bad one anyway is
+/// still refused (132): an extension that is present must authenticate.
+#[test]
+fn deregistration_through_an_associated_foreign_agent() {
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let req = Msg::from_mn(1800, FA_COA, h.next_id(), MN_KEY).auth(FA_HA, FA_SPI, FA_KEY);
+    h.relay(FA_COA, &req.0);
+    assert!(h.ha.bindings().get(HOME).is_some());
+    let _ = h.ha.poll_event();
+
+    let bad = Msg::from_mn(0, FA_COA, h.next_id(), MN_KEY).auth(FA_HA, FA_SPI, b"wrong");
+    let got = h.relay(FA_COA, &bad.0);
+    assert_eq!(
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        ReplyCode::HaForeignAgentFailedAuth
+    );
+    assert!(h.ha.bindings().get(HOME).is_some());
+
+    let id = h.next_id();
+    let dereg = Msg::from_mn(0, FA_COA, id, MN_KEY);
+    let got = h.relay(FA_COA, &dereg.0);
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    assert_eq!(
+        (r.code, r.lifetime, r.identification),
+        (ReplyCode::Accepted, 0, id)
+    );
+    assert!(h.ha.bindings().is_empty());
+    assert!(matches!(
+        h.ha.poll_event(),
+        Some(HaEvent::BindingRemoved {
+            reason: RemovalReason::Deregistered,
+            ..
+        })
+    ));
+    let s = h.ha.stats();
+    assert_eq!((s.deregistered, s.denied_fa_auth), (1, 1));
+}
+
+/// A registration relayed by an associated foreign agent for a care-of address that is not
+/// the relay's source (a co-located one, 'D'): §3.5.4 forbids the agent to add an FA-HA
+/// extension, so none is required; the reply carries one all the same (§3.8.1).
+#[test]
+fn co_located_registration_relayed_by_an_associated_foreign_agent() {
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let id = h.next_id();
+    let mut req = Msg::from_mn(1800, colocated, id, MN_KEY);
+    req.0[1] |= RequestFlags::D;
+    let at = req.0.len() - 22;
+    auth::sign(&mut req.0, at, &Key::new(MN_KEY.to_vec()));
+    let got = h.relay(FA_COA, &req.0);
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    assert_eq!(r.code, ReplyCode::Accepted);
+    assert_eq!(h.ha.bindings().get(HOME).unwrap().care_of_addr, colocated);
 }
