@@ -30,7 +30,6 @@ pub struct AgentLink {
     mac: [u8; 6],
     socket: Arc<LinkSocket>,
     pub discovery: AgentDiscovery,
-    frames: mpsc::Receiver<Vec<u8>>,
     rtnl: Option<rtnetlink::Handle>,
     ip_id: u16,
 }
@@ -38,14 +37,28 @@ pub struct AgentLink {
 /// What the daemon should do after an advertisement or a timer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AgentAction {
-    /// Register through this foreign agent with this care-of address.
-    RegisterVia(ViaAgent, Ipv4Addr),
+    /// Register through this foreign agent with this care-of address; `required`: it set R
+    /// (§2.4.1: register through it even with a co-located address).
+    RegisterVia {
+        via: ViaAgent,
+        care_of_addr: Ipv4Addr,
+        required: bool,
+    },
+    /// The agent we used is gone (its advertisements' lifetime ran out, §2.4.2.1).
+    Lost,
     /// Our home agent advertises here: we are at home (§2.4.3).
     AtHome,
 }
 
 impl AgentLink {
-    pub fn open(name: &str, home_agent: Ipv4Addr, now: Now) -> io::Result<AgentLink> {
+    /// Opens the link socket of interface `name`; its frames go to `frames`, tagged with the
+    /// interface index.
+    pub fn open(
+        name: &str,
+        home_agent: Ipv4Addr,
+        now: Now,
+        frames: mpsc::Sender<(u32, Vec<u8>)>,
+    ) -> io::Result<AgentLink> {
         let ifindex = crate::dataplane::ifindex(name).map_err(io::Error::other)?;
         let mac = crate::dataplane::mac_address(name).map_err(io::Error::other)?;
         let socket = Arc::new(LinkSocket::open(ifindex, LinkFilter::MobileNode)?);
@@ -55,7 +68,7 @@ impl AgentLink {
             u64::from(ifindex) ^ now.unix.as_nanos() as u64,
         )
         .map_err(io::Error::other)?;
-        let (tx, frames) = mpsc::channel(256);
+        let tx = frames;
         let reader = Arc::clone(&socket);
         let ifname = name.to_owned();
         tokio::spawn(async move {
@@ -63,7 +76,7 @@ impl AgentLink {
             loop {
                 match reader.recv(&mut buf).await {
                     Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).await.is_err() {
+                        if tx.send((ifindex, buf[..n].to_vec())).await.is_err() {
                             return;
                         }
                     }
@@ -91,15 +104,9 @@ impl AgentLink {
             mac,
             socket,
             discovery,
-            frames,
             rtnl,
             ip_id: 1,
         })
-    }
-
-    /// The next frame from the link.
-    pub async fn next_frame(&mut self) -> Option<Vec<u8>> {
-        self.frames.recv().await
     }
 
     /// An advertisement (the link filter passes nothing else).
@@ -126,16 +133,22 @@ impl AgentLink {
                     out.push(AgentAction::AtHome);
                     continue;
                 }
-                DiscoveryEvent::AgentLost { .. } => continue,
+                DiscoveryEvent::AgentLost { .. } => {
+                    if self.discovery.current().is_none() {
+                        out.push(AgentAction::Lost);
+                    }
+                    continue;
+                }
             };
             match (agent.care_of(), agent.mac, agent.busy()) {
-                (Some(coa), Some(mac), false) => out.push(AgentAction::RegisterVia(
-                    ViaAgent {
+                (Some(coa), Some(mac), false) => out.push(AgentAction::RegisterVia {
+                    via: ViaAgent {
                         addr: agent.addr,
                         mac,
                     },
-                    coa,
-                )),
+                    care_of_addr: coa,
+                    required: agent.registration_required(),
+                }),
                 (Some(_), _, true) => {
                     info!(agent = %agent.addr, "foreign agent busy (B): not registering")
                 }
@@ -198,7 +211,15 @@ impl AgentLink {
     /// §5.1).
     pub async fn route_home_via(&self, home: Ipv4Addr, agent: Ipv4Addr) {
         let Some(rtnl) = &self.rtnl else { return };
-        match crate::net::route::route_home_via_agent(rtnl, home, self.ifindex, agent).await {
+        match crate::net::route::route_home_via_agent(
+            rtnl,
+            crate::net::route::INTERNAL_HOME,
+            home,
+            self.ifindex,
+            agent,
+        )
+        .await
+        {
             Ok(()) => {
                 info!(%home, %agent, interface = %self.name, "home address routed to the foreign agent")
             }

@@ -16,7 +16,9 @@ pub use fa::{Advertise, FaInterface, FaSettings, ReverseTunnel};
 
 use crate::auth::{Key, ReplayProtection, SecurityAssociation};
 use crate::proto::detect::{DEFAULT_T_MONITOR, DetectConfig};
-use crate::proto::ha::{HaConfig, HomeAddrs, MobileNodeEntry, Subnet, UdpTunnelPolicy};
+use crate::proto::ha::{
+    ForeignAgentEntry, HaConfig, HomeAddrs, MobileNodeEntry, Subnet, UdpTunnelPolicy,
+};
 use crate::proto::mn::{MnConfig, NatTraversal, NatTraversalMode};
 
 /// Where `mipd` listens for `mipctl` unless configured otherwise.
@@ -169,6 +171,9 @@ struct RawHa {
     port: u16,
     #[serde(default)]
     mobile_node: Vec<RawMobileNode>,
+    /// RFC 5944 §3.8.1: foreign agents sharing a security association with us.
+    #[serde(default)]
+    foreign_agent: Vec<RawForeignAgent>,
     #[serde(default)]
     udp_tunnel: RawUdpTunnel,
     /// RFC 5265 §4.3: present, this is an internal home agent (i-HA) answering only these
@@ -213,6 +218,23 @@ struct RawMobileNode {
     home_prefix: Option<String>,
     spi: u32,
     key_file: PathBuf,
+    #[serde(default = "default_tolerance")]
+    replay_tolerance_secs: u64,
+}
+
+/// `[[ha.foreign_agent]]`: a mobility security association with a foreign agent, for the
+/// Foreign-Home Authentication Extension (RFC 5944 §3.5.4, §3.8.1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForeignAgent {
+    /// The source address of the agent's relays, i.e. the care-of address it advertises
+    /// (§3.5.4 selects the association by it and the SPI; §3.7.2.2 sets it).
+    address: Ipv4Addr,
+    spi: u32,
+    key_file: PathBuf,
+    /// Validated like the mobile nodes' for a uniform association table, but not consulted:
+    /// replay protection of a relay is the mobile node's Identification (§5.7), checked with
+    /// the mobile node's association and covered by the Foreign-Home authenticator.
     #[serde(default = "default_tolerance")]
     replay_tolerance_secs: u64,
 }
@@ -281,6 +303,11 @@ struct RawRfc5265 {
     external_key_file: Option<PathBuf>,
     /// The VPN (required in mode mc; without it in mode cvc, outside passes only signalling).
     vpn: Option<RawVpn>,
+    /// Listen for agent advertisements on every interface and register through a foreign
+    /// agent that requires it (R) or where there is no co-located address: modes f inside and
+    /// fvc outside (RFC 5265 §2.2, §2.4).
+    #[serde(default)]
+    agent_discovery: bool,
     #[serde(default = "default_t_monitor")]
     t_monitor_secs: u64,
     #[serde(default = "default_grace")]
@@ -472,6 +499,8 @@ pub struct MnSettings {
 #[derive(Debug, Clone)]
 pub struct Rfc5265Settings {
     pub interfaces: Vec<String>,
+    /// Modes f and fvc: discover foreign agents on the interfaces.
+    pub agent_discovery: bool,
     pub mode: OutsideMode,
     pub vpn: Option<VpnSettings>,
     /// `internal` is the `[mn]` registration, `external` the x-HA's.
@@ -525,6 +554,38 @@ impl Config {
                         .map_err(|(name, msg)| field_err(f(name), msg))?;
                     mobile_nodes.push(MobileNodeEntry { home_addrs, sa });
                 }
+                let mut foreign_agents: Vec<ForeignAgentEntry> = Vec::new();
+                for (i, entry) in ha.foreign_agent.iter().enumerate() {
+                    let f = |name: &str| format!("ha.foreign_agent[{i}].{name}");
+                    let a = entry.address;
+                    if a.is_unspecified()
+                        || a.is_broadcast()
+                        || a.is_multicast()
+                        || a.is_loopback()
+                        || a == ha.address
+                    {
+                        return Err(field_err(
+                            f("address"),
+                            format!("{a} cannot be a foreign agent's care-of address"),
+                        ));
+                    }
+                    let key = read_key(&base.join(&entry.key_file))
+                        .map_err(|msg| field_err(f("key_file"), msg))?;
+                    let sa = security_association(entry.spi, key, entry.replay_tolerance_secs)
+                        .map_err(|(name, msg)| field_err(f(name), msg))?;
+                    // §3.5.4: source address and SPI select the association, so that pair
+                    // must be unique (one address may hold several SPIs, for a key rollover).
+                    if foreign_agents
+                        .iter()
+                        .any(|e| e.address == a && e.sa.spi == sa.spi)
+                    {
+                        return Err(field_err(
+                            f("spi"),
+                            format!("{a} already has an association with SPI {}", sa.spi),
+                        ));
+                    }
+                    foreign_agents.push(ForeignAgentEntry { address: a, sa });
+                }
                 if ha.max_lifetime == 0 {
                     return Err(field_err("ha.max_lifetime", "must be at least 1 second"));
                 }
@@ -558,6 +619,7 @@ impl Config {
                             address: ha.address,
                             max_lifetime: ha.max_lifetime,
                             mobile_nodes,
+                            foreign_agents,
                             udp_tunnel: UdpTunnelPolicy {
                                 enabled: ha.udp_tunnel.enabled,
                                 allow_forced: ha.udp_tunnel.allow_forced,
@@ -789,9 +851,16 @@ fn rfc5265_settings(
         }
     };
     let vpn = r.vpn.as_ref().map(|v| vpn_settings(v, base)).transpose()?;
+    if r.agent_discovery && r.mode == OutsideMode::Mc {
+        return Err(field_err(
+            f("agent_discovery"),
+            "foreign agents are used in modes f and fvc; mode \"mc\" registers no x-MIP layer to carry through one",
+        ));
+    }
     Ok(Rfc5265Settings {
         interfaces: r.interfaces.clone(),
         mode: r.mode,
+        agent_discovery: r.agent_discovery,
         vpn,
         detect: DetectConfig {
             // Filled in by the caller with the `[mn]` registration.
@@ -1472,5 +1541,130 @@ inside = "keep"
             .unwrap_err()
             .to_string();
         assert!(e.contains("keepalive"), "{e}");
+    }
+
+    const HA_FA: &str = r#"
+[[ha.foreign_agent]]
+address = "198.51.100.1"
+spi = 8193
+key_file = "mn.key"
+[[ha.foreign_agent]]
+address = "198.51.100.1"
+spi = 8194
+key_file = "mn.key"
+replay_tolerance_secs = 30
+"#;
+
+    /// `[[ha.foreign_agent]]`: FA-HA security associations (RFC 5944 §3.8.1), by the care-of
+    /// address the foreign agent relays from, several SPIs per address allowed.
+    #[test]
+    fn parses_ha_foreign_agents() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("ha.toml");
+        assert!(
+            Config::parse(HA, &path)
+                .unwrap()
+                .ha
+                .unwrap()
+                .core
+                .foreign_agents
+                .is_empty()
+        );
+        let ha = Config::parse(&format!("{HA}{HA_FA}"), &path)
+            .unwrap()
+            .ha
+            .unwrap();
+        let fas = &ha.core.foreign_agents;
+        assert_eq!(fas.len(), 2);
+        assert_eq!(fas[0].address, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!((fas[0].sa.spi, fas[1].sa.spi), (8193, 8194));
+        assert_eq!(
+            fas[1].sa.replay,
+            ReplayProtection::Timestamp {
+                tolerance: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(
+            fas[0].sa.key,
+            Key::new(vec![
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ])
+        );
+        // Secrets never reach logs, not even through a debug print of the settings.
+        let debug = format!("{ha:?}");
+        assert!(debug.contains("8193") && debug.contains("redacted"));
+        assert!(!debug.contains("[0, 17, 34") && !debug.contains("0011223344"));
+    }
+
+    /// Each broken `[[ha.foreign_agent]]` names its field; a loose key file is refused.
+    #[test]
+    fn ha_foreign_agent_errors_name_the_field() {
+        let d = dir();
+        key_file(&d.0, 0o600);
+        let path = d.0.join("ha.toml");
+        let cases = [
+            ("spi = 8193", "spi = 255", "ha.foreign_agent[0].spi"),
+            ("spi = 8194", "spi = 8193", "ha.foreign_agent[1].spi"),
+            (
+                "address = \"198.51.100.1\"\nspi = 8193",
+                "address = \"0.0.0.0\"\nspi = 8193",
+                "ha.foreign_agent[0].address",
+            ),
+            (
+                "address = \"198.51.100.1\"\nspi = 8194",
+                "address = \"10.1.0.1\"\nspi = 8194",
+                "ha.foreign_agent[1].address",
+            ),
+            (
+                "address = \"198.51.100.1\"\nspi = 8193",
+                "address = \"224.0.0.11\"\nspi = 8193",
+                "ha.foreign_agent[0].address",
+            ),
+            (
+                "replay_tolerance_secs = 30",
+                "replay_tolerance_secs = 0",
+                "ha.foreign_agent[1].replay_tolerance_secs",
+            ),
+            (
+                "spi = 8193\nkey_file = \"mn.key\"",
+                "spi = 8193\nkey_file = \"missing.key\"",
+                "ha.foreign_agent[0].key_file",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = format!("{HA}{}", HA_FA.replacen(from, to, 1));
+            assert_ne!(text, format!("{HA}{HA_FA}"), "{to}: the case edits nothing");
+            match Config::parse(&text, &path) {
+                Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field, "{to}"),
+                other => panic!("{to}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+        for (from, to, name) in [
+            (
+                "address = \"198.51.100.1\"\nspi = 8193",
+                "spi = 8193",
+                "address",
+            ),
+            ("spi = 8193", "spi = 8193\nkey = \"00\"", "key"),
+        ] {
+            let text = format!("{HA}{}", HA_FA.replacen(from, to, 1));
+            let e = Config::parse(&text, &path).unwrap_err().to_string();
+            assert!(e.contains(name), "{to}: {e}");
+        }
+        // A key file group members can read is refused, and the error does not echo the key.
+        let loose = d.0.join("fa.key");
+        std::fs::write(&loose, "00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let text = format!("{HA}{}", HA_FA.replacen("mn.key", "fa.key", 1));
+        match Config::parse(&text, &path) {
+            Err(ConfigError::Field { field, message }) => {
+                assert_eq!(field, "ha.foreign_agent[0].key_file");
+                assert!(message.contains("chmod 600"), "{message}");
+                assert!(!message.contains("0011223344"), "the key leaked: {message}");
+            }
+            other => panic!("expected a key file error, got {other:?}"),
+        }
     }
 }

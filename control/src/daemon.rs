@@ -55,6 +55,7 @@ struct Daemon {
     internal_log: Option<Instant>,
     /// Mobile node with `[mn.agent_discovery]`: the link where it looks for agents.
     agents: Option<crate::agent_link::AgentLink>,
+    agent_frames: Option<mpsc::Receiver<(u32, Vec<u8>)>>,
 }
 
 /// The loaded dataplane and what the daemon needs to drive it.
@@ -292,16 +293,19 @@ pub async fn run(mut config: Config) -> io::Result<()> {
         internal_ifindexes,
         internal_log: None,
         agents: None,
+        agent_frames: None,
     };
     if let Core::Mn { mn, settings } = &d.core
         && let Some(name) = &settings.agent_discovery
     {
         let now = d.now();
+        let (tx, rx) = mpsc::channel(256);
         d.agents = Some(
-            crate::agent_link::AgentLink::open(name, mn.config().home_agent, now).map_err(|e| {
-                io::Error::other(format!("mn.agent_discovery.interface: {name}: {e}"))
-            })?,
+            crate::agent_link::AgentLink::open(name, mn.config().home_agent, now, tx).map_err(
+                |e| io::Error::other(format!("mn.agent_discovery.interface: {name}: {e}")),
+            )?,
         );
+        d.agent_frames = Some(rx);
     }
     d.adopt_dataplane_state();
     d.startup();
@@ -348,7 +352,7 @@ pub async fn run(mut config: Config) -> io::Result<()> {
                     a.discovery.handle_timeout(now);
                 }
             }
-            Some(frame) = next_agent_frame(&mut d.agents) => {
+            Some((_, frame)) = next_agent_frame(&mut d.agent_frames) => {
                 let now = d.now();
                 if let Some(a) = &mut d.agents {
                     a.frame(now, &frame);
@@ -374,10 +378,12 @@ pub async fn run(mut config: Config) -> io::Result<()> {
     Ok(())
 }
 
-/// The next frame from the mobile node's agent-discovery link; never, without one.
-async fn next_agent_frame(agents: &mut Option<crate::agent_link::AgentLink>) -> Option<Vec<u8>> {
-    match agents {
-        Some(a) => a.next_frame().await,
+/// The next frame from the mobile node's agent-discovery links; never, without one.
+pub(crate) async fn next_agent_frame(
+    frames: &mut Option<mpsc::Receiver<(u32, Vec<u8>)>>,
+) -> Option<(u32, Vec<u8>)> {
+    match frames {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -573,12 +579,17 @@ impl Daemon {
         let home = mn.config().home_addr;
         for action in a.actions() {
             match action {
-                crate::agent_link::AgentAction::RegisterVia(via, coa) => {
+                crate::agent_link::AgentAction::RegisterVia {
+                    via,
+                    care_of_addr: coa,
+                    ..
+                } => {
                     // A new agent, a move, or the agent rebooted (§2.4.4): register again.
                     info!(agent = %via.addr, care_of = %coa, "registering through the foreign agent");
                     mn.register_via(now, via, coa);
                     a.route_home_via(home, via.addr).await;
                 }
+                crate::agent_link::AgentAction::Lost => {}
                 crate::agent_link::AgentAction::AtHome => {
                     info!(
                         "our home agent advertises here: at home, deregistering (RFC 5944 §2.4.3)"

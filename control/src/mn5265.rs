@@ -35,7 +35,7 @@ use crate::config::{Config, InsideVpn, MnSettings, OutsideMode, VpnSettings};
 use crate::daemon::{ApiCall, Dp, bind_api, error_chain, serve_api, setup_dataplane};
 use crate::proto::Now;
 use crate::proto::detect::{DetectEvent, DetectStatus, Detector, Gate, Location, Reason};
-use crate::proto::mn::{MnConfig, MnEvent, MobileNode};
+use crate::proto::mn::{MnConfig, MnEvent, MobileNode, ViaAgent};
 use crate::vpn::{VpnCommand, VpnReport, VpnSnapshot};
 
 /// The receive channel's interface index for the socket of the registration through the VPN.
@@ -50,6 +50,10 @@ struct Interface {
     /// What the last look at the interface found: if usable (up, with carrier, routed), its
     /// care-of address and default gateway.
     seen: Option<Attachment>,
+    /// With `agent_discovery`: advertisements heard and solicitations sent here.
+    agents: Option<crate::agent_link::AgentLink>,
+    /// The foreign agent heard here: (agent, its care-of address, R set).
+    offer: Option<(ViaAgent, Ipv4Addr, bool)>,
 }
 
 /// Where an interface is attached, as far as the kernel says: a change of either is a
@@ -118,8 +122,6 @@ struct VpnLayer {
     tia_sent: bool,
     /// The VPN device the tunnel programs are attached to.
     attached: Option<u32>,
-    /// The VPN device the home address is routed into, with its MTU.
-    routed: Option<(u32, u32)>,
     last_error: Option<String>,
 }
 
@@ -176,6 +178,44 @@ impl TiaEngine {
     }
 }
 
+/// Installs `route` for `home` in `table` (or removes the table's routing); whether it worked.
+async fn route_home(
+    handle: &rtnetlink::Handle,
+    table: crate::net::route::Table,
+    home: Ipv4Addr,
+    route: Option<HomeRoute>,
+) -> bool {
+    use crate::net::route;
+    let result = match route {
+        Some(HomeRoute::Vpn { ifindex, mtu }) => {
+            route::route_home_via(handle, home, ifindex, mtu).await
+        }
+        Some(HomeRoute::Agent { ifindex, agent }) => {
+            route::route_home_via_agent(handle, table, home, ifindex, agent).await
+        }
+        None => route::unroute(handle, table).await,
+    };
+    match result {
+        Ok(()) => {
+            info!(%home, ?route, "home address routing");
+            true
+        }
+        Err(e) => {
+            error!(%home, error = %e, "cannot route the home address");
+            false
+        }
+    }
+}
+
+fn now_since(start: Instant) -> Now {
+    Now {
+        mono: start.elapsed(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    }
+}
+
 /// An interface's MTU (1400 when unknown: kernel-libipsec's TUN default).
 fn device_mtu(name: &str) -> u32 {
     std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
@@ -202,6 +242,19 @@ struct Node {
     external: Option<MnConfig>,
     /// The x-HA's tunnel last written to the dataplane.
     outer_tunnel: MnTunnel,
+    /// Where the internal home address is routed by mipd's table, and the external one (mode
+    /// fvc).
+    internal_route: Option<HomeRoute>,
+    external_route: Option<HomeRoute>,
+}
+
+/// A route mipd installs for a home address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HomeRoute {
+    /// Into the VPN device, with the tunnel MTU (RFC 2003 §5.1).
+    Vpn { ifindex: u32, mtu: u32 },
+    /// To a foreign agent on the link (RFC 5944 §4.2.1, RFC 3024 §5.1).
+    Agent { ifindex: u32, agent: Ipv4Addr },
 }
 
 /// CLOCK_MONOTONIC now, nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
@@ -235,11 +288,55 @@ fn bind_to_device(socket: &UdpSocket, name: &str) -> io::Result<()> {
 
 impl Node {
     fn now(&self) -> Now {
-        Now {
-            mono: self.start.elapsed(),
-            unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
+        now_since(self.start)
+    }
+
+    /// What agent discovery found on each interface: RFC 5944 §2.4.1, a foreign agent that
+    /// sets R is used even with a co-located address, and one is used where there is no
+    /// co-located address; otherwise co-located (c, cvc). Each change of attachment starts
+    /// detection again (§3.2.2). Then the solicitations discovery queued go out.
+    async fn agent_actions(&mut self) {
+        use crate::agent_link::AgentAction;
+        let now = self.now();
+        let home = self.internal.home_addr;
+        let mut attached = false;
+        for i in &mut self.ifaces {
+            let Some(a) = &mut i.agents else { continue };
+            for action in a.actions() {
+                match action {
+                    AgentAction::RegisterVia {
+                        via,
+                        care_of_addr,
+                        required,
+                    } => i.offer = Some((via, care_of_addr, required)),
+                    AgentAction::Lost => i.offer = None,
+                    // On the i-HA's own link detection finds us inside anyway.
+                    AgentAction::AtHome => {}
+                }
+            }
+            a.send_solicitations(home).await;
+            let wanted = match i.offer {
+                Some((via, coa, required)) if required || i.seen.is_none() => {
+                    Some((coa, Some(via)))
+                }
+                _ => i.seen.map(|a| (a.care_of_addr, None)),
+            };
+            let current = i
+                .detector
+                .status(now)
+                .care_of_addr
+                .map(|c| (c, i.detector.agent()));
+            if wanted != current {
+                info!(interface = %i.name, ?wanted, "attachment (co-located or through a foreign agent)");
+                i.detector
+                    .attach(now, wanted.map(|w| w.0), wanted.and_then(|w| w.1));
+                attached = true;
+            }
+        }
+        if attached {
+            // Before the new registrations go out: the old attachment's tunnel must not
+            // encapsulate them (a request through the agent leaves as it is).
+            self.sync_dataplane_tunnels();
         }
     }
 
@@ -279,6 +376,7 @@ impl Node {
 
     /// Sends what every detector queued and applies their events.
     async fn flush(&mut self) {
+        self.agent_actions().await;
         let now = self.now();
         // The registration through the VPN first, so that a request it sends now is known
         // when a detector's event below says inside; and none at all once inside (the
@@ -322,6 +420,22 @@ impl Node {
         for i in 0..self.ifaces.len() {
             while let Some(mut t) = self.ifaces[i].detector.poll_transmit() {
                 t.dst.set_port(self.ha_port);
+                // Through a foreign agent: on the link, to its link-layer address.
+                let iface = &mut self.ifaces[i];
+                if let Some(via) = iface.detector.agent()
+                    && *t.dst.ip() == via.addr
+                    && let Some(a) = &mut iface.agents
+                {
+                    let port = iface.socket.local_addr().map_or(0, |l| l.port());
+                    match a.send_registration(&t, via, port).await {
+                        Ok(()) => self.stats.datagrams_sent += 1,
+                        Err(e) => {
+                            self.stats.send_errors += 1;
+                            debug!(interface = %iface.name, error = %e, "send to the foreign agent failed");
+                        }
+                    }
+                    continue;
+                }
                 match self.ifaces[i].socket.send_to(&t.payload, t.dst).await {
                     Ok(_) => self.stats.datagrams_sent += 1,
                     Err(e) => {
@@ -370,10 +484,13 @@ impl Node {
     /// The access mode through interface `i`, for `mipctl status`.
     fn iface_mode(&self, i: &Interface) -> &'static str {
         let via_vpn = self.tunnel.flags & MN_VIA_VPN != 0;
+        let fa = i.detector.agent().is_some();
         match i.detector.status(self.now()).location {
+            Location::Inside if fa => "f",
             Location::Inside => "c",
             Location::Outside | Location::Detecting if via_vpn => match self.mode {
                 OutsideMode::Mc => "mc",
+                OutsideMode::Cvc if fa => "fvc",
                 OutsideMode::Cvc => "cvc",
             },
             _ => "-",
@@ -437,10 +554,12 @@ impl Node {
         match (inside, v.settings.inside) {
             (true, InsideVpn::Teardown) => Some(VpnCommand::Down),
             (true, InsideVpn::Keep) => Some(VpnCommand::Up),
-            // Mode cvc: IKE goes through the x-HA's tunnel, so only once it exists (§2.3).
-            (false, _) if self.external.is_some() => {
-                (self.wanted_outer_tunnel().flags & MN_ACTIVE != 0).then_some(VpnCommand::Up)
-            }
+            // Mode cvc: IKE goes through the x-HA's tunnel, so only once it exists (§2.3);
+            // fvc: once the x-HA has bound the foreign agent's care-of address (§2.4).
+            (false, _) if self.external.is_some() => (self.wanted_outer_tunnel().flags & MN_ACTIVE
+                != 0
+                || self.outside_via_agent().is_some())
+            .then_some(VpnCommand::Up),
             (false, _) if away => Some(VpnCommand::Up),
             _ => None,
         }
@@ -591,6 +710,11 @@ impl Node {
         for i in &self.ifaces {
             let s = i.detector.status(now);
             if s.location == Location::Inside {
+                if i.detector.agent().is_some() {
+                    // Mode f: the foreign agent decapsulates and reverse-tunnels (RFC 5944
+                    // §4.2.2, RFC 3024); the home address is routed to it.
+                    return MnTunnel::default();
+                }
                 return match i.seen.map(|a| a.care_of_addr) {
                     // At home on the i-HA's link nothing is tunnelled.
                     Some(coa) if coa != home => MnTunnel {
@@ -618,6 +742,28 @@ impl Node {
         }
     }
 
+    /// Mode f: the interface inside through a foreign agent, and the agent.
+    fn inside_via_agent(&self) -> Option<(u32, Ipv4Addr)> {
+        let now = self.now();
+        self.ifaces.iter().find_map(|i| {
+            let agent = i.detector.agent()?;
+            (i.detector.status(now).location == Location::Inside).then_some((i.ifindex, agent.addr))
+        })
+    }
+
+    /// Mode fvc: the interface outside whose foreign agent's care-of address the x-HA has
+    /// bound, and the agent.
+    fn outside_via_agent(&self) -> Option<(u32, Ipv4Addr)> {
+        let now = self.now();
+        self.ifaces.iter().find_map(|i| {
+            let agent = i.detector.agent()?;
+            let (coa, _) = i.detector.external()?.registration(now)?;
+            let s = i.detector.status(now);
+            (s.location == Location::Outside && s.care_of_addr == Some(coa))
+                .then_some((i.ifindex, agent.addr))
+        })
+    }
+
     /// Mode cvc: the x-HA's tunnel through the first interface outside whose care-of address
     /// the x-HA has bound (RFC 5265 §2.3: the x-MIP layer under the VPN), IP-in-IP or, through
     /// a NAT, IP-in-UDP on the registration's ports (RFC 3519 §4.4).
@@ -630,6 +776,10 @@ impl Node {
             let Some(engine) = i.detector.external() else {
                 continue;
             };
+            // Mode fvc: the foreign agent is the x-HA tunnel's end (RFC 5265 §2.4).
+            if i.detector.agent().is_some() {
+                continue;
+            }
             let (Some((coa, _)), Some(seen)) = (engine.registration(now), i.seen) else {
                 continue;
             };
@@ -661,6 +811,12 @@ impl Node {
     }
 
     async fn sync_tunnel(&mut self, handle: &rtnetlink::Handle) {
+        let tunnel = self.sync_dataplane_tunnels();
+        self.sync_routes(handle, tunnel).await;
+    }
+
+    /// Writes the tunnels the detectors' state asks for into the dataplane; the MN tunnel.
+    fn sync_dataplane_tunnels(&mut self) -> MnTunnel {
         let outer = self.wanted_outer_tunnel();
         if outer != self.outer_tunnel {
             if let Some(dp) = &mut self.dataplane
@@ -695,31 +851,50 @@ impl Node {
                 self.tunnel = tunnel;
             }
         }
-        // The home address is routed into the VPN exactly while its tunnel runs there.
-        let Some(v) = &mut self.vpn else { return };
-        let route = if tunnel.flags & MN_VIA_VPN != 0 {
-            crate::dataplane::ifindex(&v.settings.device)
-                .ok()
-                .map(|ifindex| (ifindex, device_mtu(&v.settings.device).saturating_sub(20)))
+        tunnel
+    }
+
+    async fn sync_routes(&mut self, handle: &rtnetlink::Handle, tunnel: MnTunnel) {
+        // The internal home address is routed into the VPN exactly while its tunnel runs
+        // there, and to the foreign agent while inside through one (mode f); the external
+        // one to the foreign agent while outside through one (mode fvc).
+        let internal = if tunnel.flags & MN_VIA_VPN != 0 {
+            self.vpn.as_ref().and_then(|v| {
+                let ifindex = crate::dataplane::ifindex(&v.settings.device).ok()?;
+                Some(HomeRoute::Vpn {
+                    ifindex,
+                    mtu: device_mtu(&v.settings.device).saturating_sub(20),
+                })
+            })
         } else {
-            None
+            self.inside_via_agent()
+                .map(|(ifindex, agent)| HomeRoute::Agent { ifindex, agent })
         };
-        if route == v.routed {
-            return;
+        if internal != self.internal_route
+            && route_home(
+                handle,
+                crate::net::route::INTERNAL_HOME,
+                self.internal.home_addr,
+                internal,
+            )
+            .await
+        {
+            self.internal_route = internal;
         }
-        let result = match route {
-            Some((ifindex, mtu)) => {
-                crate::net::route::route_home_via(handle, self.internal.home_addr, ifindex, mtu)
-                    .await
-            }
-            None => crate::net::route::unroute_home(handle).await,
-        };
-        match result {
-            Ok(()) => {
-                info!(?route, "home address routing");
-                v.routed = route;
-            }
-            Err(e) => error!(error = %e, "cannot route the home address"),
+        let external = self
+            .outside_via_agent()
+            .map(|(ifindex, agent)| HomeRoute::Agent { ifindex, agent });
+        if let Some(x) = &self.external
+            && external != self.external_route
+            && route_home(
+                handle,
+                crate::net::route::EXTERNAL_HOME,
+                x.home_addr,
+                external,
+            )
+            .await
+        {
+            self.external_route = external;
         }
     }
 
@@ -816,6 +991,12 @@ impl Node {
             if seen != i.seen {
                 info!(interface = %i.name, from = ?i.seen, to = ?seen, "connection status changed");
                 i.seen = seen;
+                // A new link: the agents heard on the old one say nothing (RFC 5944 §2.4),
+                // and solicitations go out at the fast rate again.
+                if let Some(a) = &mut i.agents {
+                    a.discovery.link_changed(now);
+                    i.offer = None;
+                }
                 i.detector
                     .connection_changed(now, seen.map(|a| a.care_of_addr));
             }
@@ -868,7 +1049,14 @@ async fn default_gateway(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv
         .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
         .execute();
     while let Ok(Some(r)) = routes.try_next().await {
-        if r.header.destination_prefix_length != 0 {
+        // The main table's: the default routes mipd itself puts in its own tables (to a
+        // foreign agent) say nothing about where the interface is attached.
+        let main = r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
+            && !r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Table(t) if *t != 254));
+        if r.header.destination_prefix_length != 0 || !main {
             continue;
         }
         let through_us = r
@@ -920,6 +1108,9 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
     tokio::spawn(conn);
 
     let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddrV4, Vec<u8>)>(256);
+    let (frames_tx, frames_rx) = mpsc::channel::<(u32, Vec<u8>)>(256);
+    let mut agent_frames = rfc.agent_discovery.then_some(frames_rx);
+    let start = Instant::now();
     let mut ifaces = Vec::new();
     for (idx, name) in rfc.interfaces.iter().enumerate() {
         let ifindex = crate::dataplane::ifindex(name)
@@ -959,12 +1150,30 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 .map_err(|e| io::Error::other(error_chain(&e)))?;
         }
         info!(interface = %name, ifindex, local = %socket.local_addr()?, "tracking interface (RFC 5265)");
+        let agents = if rfc.agent_discovery {
+            let now = now_since(start);
+            Some(
+                crate::agent_link::AgentLink::open(
+                    name,
+                    settings.core.home_agent,
+                    now,
+                    frames_tx.clone(),
+                )
+                .map_err(|e| {
+                    io::Error::other(format!("mn.rfc5265.agent_discovery: {name}: {e}"))
+                })?,
+            )
+        } else {
+            None
+        };
         ifaces.push(Interface {
             name: name.clone(),
             ifindex,
             detector: Detector::new(rfc.detect.clone()),
             socket,
             seen: None,
+            agents,
+            offer: None,
         });
     }
     // Gates of interfaces an earlier configuration tracked and this one does not.
@@ -998,7 +1207,6 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 engine: None,
                 tia_sent: false,
                 attached: None,
-                routed: None,
                 last_error: None,
             };
             (Some(layer), Some(reports))
@@ -1012,7 +1220,7 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         }
     }
     let mut node = Node {
-        start: Instant::now(),
+        start,
         ifaces,
         dataplane,
         ha_port: settings.ha_port,
@@ -1031,10 +1239,17 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
             flags: u32::MAX,
             ..MnTunnel::default()
         },
+        internal_route: None,
+        external_route: None,
     };
     // A previous run's routing of the home address into the VPN.
-    if let Err(e) = crate::net::route::unroute_home(&handle).await {
-        warn!(error = %e, "cannot clear the home address's VPN routing");
+    for table in [
+        crate::net::route::INTERNAL_HOME,
+        crate::net::route::EXTERNAL_HOME,
+    ] {
+        if let Err(e) = crate::net::route::unroute(&handle, table).await {
+            warn!(error = %e, "cannot clear the home addresses' routing");
+        }
     }
     let listener = bind_api(&config.api_socket)?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
@@ -1056,6 +1271,11 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                     .and_then(|v| v.engine.as_ref())
                     .and_then(|e| e.mn.poll_timeout()),
             )
+            .chain(
+                node.ifaces
+                    .iter()
+                    .filter_map(|i| i.agents.as_ref()?.discovery.poll_timeout()),
+            )
             .min()
             .unwrap_or(now.mono + Duration::from_secs(3600))
             .max(now.mono);
@@ -1073,6 +1293,17 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 }
             }
             Some(report) = recv_report(&mut vpn_reports) => node.vpn_report(report),
+            Some((ifindex, frame)) = crate::daemon::next_agent_frame(&mut agent_frames) => {
+                let now = node.now();
+                if let Some(a) = node
+                    .ifaces
+                    .iter_mut()
+                    .find(|i| i.ifindex == ifindex)
+                    .and_then(|i| i.agents.as_mut())
+                {
+                    a.frame(now, &frame);
+                }
+            }
             Some(_) = messages.next() => {
                 // Coalesce a burst (an address change brings routes with it), then look.
                 while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), messages.next()).await {}
@@ -1082,6 +1313,9 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
                 let now = node.now();
                 for i in &mut node.ifaces {
                     i.detector.handle_timeout(now);
+                    if let Some(a) = &mut i.agents {
+                        a.discovery.handle_timeout(now);
+                    }
                 }
                 if let Some(e) = node.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
                     e.mn.handle_timeout(now);

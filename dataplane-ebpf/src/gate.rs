@@ -27,6 +27,10 @@ const MIP_REQUEST: u8 = 1;
 const MIP_REPLY: u8 = 3;
 /// RFC 3519 §3.3: MIP Tunnel Data message type.
 const MIP_TUNNEL_DATA: u8 = 4;
+/// ICMP Router Advertisement and Solicitation: Agent Advertisement and Solicitation (RFC 5944
+/// §2.1, §2.2).
+const ICMP_ROUTER_ADVERTISEMENT: u8 = 9;
+const ICMP_ROUTER_SOLICITATION: u8 = 10;
 
 /// The headers the gate classifies by, read by the caller (XDP: direct access; TC: loads).
 pub struct Headers {
@@ -41,8 +45,10 @@ pub struct Headers {
     /// IPv4 source and destination.
     pub src: [u8; 4],
     pub dst: [u8; 4],
+    pub ttl: u8,
     /// The first 4 bytes after the IPv4 header (ESP) or after the UDP header (UDP): the SPI of
-    /// ESP, or of ESP in UDP, where zero is the non-ESP marker of IKE (RFC 3948 §2.2).
+    /// ESP, or of ESP in UDP, where zero is the non-ESP marker of IKE (RFC 3948 §2.2). For
+    /// ICMP, the first 4 bytes of the message (type, code, checksum).
     pub spi: Option<[u8; 4]>,
 }
 
@@ -55,13 +61,14 @@ impl Headers {
         udp: None,
         src: [0; 4],
         dst: [0; 4],
+        ttl: 0,
         spi: None,
     };
 
     /// Fills in the transport fields from the first [`L4_PEEK`] bytes after the IPv4 header.
     #[inline(always)]
     pub fn fill_l4(&mut self, l4: &[u8; L4_PEEK]) {
-        if self.protocol == ipv4::PROTO_ESP {
+        if self.protocol == ipv4::PROTO_ESP || self.protocol == ipv4::PROTO_ICMP {
             self.spi = Some([l4[0], l4[1], l4[2], l4[3]]);
         } else if self.protocol == ipv4::PROTO_UDP {
             self.udp = Some((
@@ -162,11 +169,24 @@ fn is_outer_tunnel(h: &Headers, mip_port: u16, outer_home_agent: [u8; 4]) -> boo
     dport == mip_port && first == MIP_TUNNEL_DATA
 }
 
-/// What detection and registration need whatever the gate's state: ARP, DHCP, and Mobile IP
-/// Registration Requests and Replies. Everything else, IPv6 included, is user data.
+/// What detection and registration need whatever the gate's state: ARP, DHCP, Agent
+/// Advertisements and Solicitations, and Mobile IP Registration Requests and Replies.
+/// Everything else, IPv6 included, is user data.
 #[inline(always)]
 fn is_signalling(h: &Headers, mip_port: u16) -> bool {
     if h.ether_type == ETH_P_ARP {
+        return true;
+    }
+    // Agent discovery, which modes f and fvc find their foreign agent with: TTL 1, as RFC
+    // 5944 §2.1 and §2.2 require of both, so it never left the link it was sent on; an ICMP
+    // router message carries no user data.
+    if h.ether_type == ETH_P_IP
+        && h.protocol == ipv4::PROTO_ICMP
+        && h.ttl == 1
+        && !h.later_fragment
+        && let Some([t, ..]) = h.spi
+        && (t == ICMP_ROUTER_ADVERTISEMENT || t == ICMP_ROUTER_SOLICITATION)
+    {
         return true;
     }
     if h.ether_type != ETH_P_IP || h.protocol != ipv4::PROTO_UDP || h.later_fragment {

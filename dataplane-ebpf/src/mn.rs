@@ -94,7 +94,7 @@ fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
         return h;
     };
     // SAFETY: bounds-checked; alignment 1; copied field by field.
-    let (version_ihl, protocol, frag, src, dst) = unsafe {
+    let (version_ihl, protocol, frag, src, dst, ttl) = unsafe {
         let ip = &*ip;
         (
             ip.version_ihl,
@@ -102,9 +102,11 @@ fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
             ip.flags_frag(),
             ip.src_addr,
             ip.dst_addr,
+            ip.ttl,
         )
     };
     h.protocol = protocol;
+    h.ttl = ttl;
     h.src = src;
     h.dst = dst;
     h.later_fragment = frag & ipv4::OFFSET_MASK != 0;
@@ -113,7 +115,8 @@ fn xdp_headers(ctx: &XdpContext) -> gate::Headers {
             // SAFETY: bounds-checked; alignment 1.
             h.fill_l4(&unsafe { *l4 });
         } else if let Ok(spi) = ctx.ptr_at::<[u8; 4]>(gate::UDP_AT) {
-            // ESP of a short datagram: only its SPI matters.
+            // ESP of a short datagram: only its SPI matters (a short ICMP message, an 8-byte
+            // Agent Solicitation: its type).
             // SAFETY: bounds-checked; alignment 1.
             h.spi = Some(unsafe { *spi });
         }
@@ -136,6 +139,7 @@ fn tc_headers(ctx: &TcContext) -> gate::Headers {
         return h;
     };
     h.protocol = ip.protocol;
+    h.ttl = ip.ttl;
     h.src = ip.src_addr;
     h.dst = ip.dst_addr;
     h.later_fragment = ip.flags_frag() & ipv4::OFFSET_MASK != 0;
@@ -288,6 +292,12 @@ fn reverse_tunnel(ctx: &TcContext) -> Verdict {
     let Ok(ip) = ctx.load::<Ipv4Hdr>(ETH_HLEN) else {
         return (TC_ACT_SHOT, Counter::MalformedIpv4);
     };
+    // What stays on the link is never tunnelled: TTL 1 (agent solicitations, RFC 5944 §2.2)
+    // and link-layer multicast or broadcast destinations (RFC 5944 §4.3: broadcasts reach the
+    // home network only if the node asked its home agent for them, and we do not).
+    if ip.ttl <= 1 || ip.dst_addr[0] >= 224 || ip.dst_addr == [255; 4] {
+        return (TC_ACT_OK, Counter::Passed);
+    }
     let tunnel = match (home, outer) {
         (Some(t), _) if ip.src_addr == t.home_addr => t,
         (_, Some(t)) if ip.src_addr == t.home_addr => t,

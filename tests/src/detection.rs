@@ -759,11 +759,17 @@ impl DetectionTopology {
     /// Starts a foreign agent on `net`'s segment: a namespace `fa-<net>` whose `fa0` is on the
     /// segment's bridge with [`Net::fa_addr`] (its care-of address) and a default route via the
     /// segment's router, running `mipd --role fa` with `fa_toml` appended to its `[fa]` table
-    /// (advertisements, reverse tunnelling, ...) and a `[dataplane]` on `fa0`. One interface
+    /// (reverse tunnelling, limits, ...), `iface_toml` to its `[[fa.interface]]` (advertising,
+    /// `registration_required`, ...), and a `[dataplane]` on `fa0`. One interface
     /// serves both the visitors and the way to their home agents, as an agent on a shared
     /// access segment does; its XDP program transmits back out of `fa0`, so the bridge's end
     /// gets a pass program like the MN's.
-    pub fn start_foreign_agent(&mut self, net: Net, fa_toml: &str) -> Result<Mipd> {
+    pub fn start_foreign_agent(
+        &mut self,
+        net: Net,
+        fa_toml: &str,
+        iface_toml: &str,
+    ) -> Result<Mipd> {
         let name = format!("fa-{}", net.short());
         let tag = self
             .acc
@@ -804,7 +810,7 @@ impl DetectionTopology {
             &format!("{name}.toml"),
             &format!(
                 "role = \"fa\"\napi_socket = \"{sock}\"\n\n[fa]\n{fa_toml}\n\
-                 [[fa.interface]]\nname = \"fa0\"\ncare_of_addr = \"{coa}\"\n\n\
+                 [[fa.interface]]\nname = \"fa0\"\ncare_of_addr = \"{coa}\"\n{iface_toml}\n\
                  [dataplane]\ninterfaces = [\"fa0\"]\npin_dir = \"{pins}\"\n",
                 sock = self.dir.path(&format!("{name}.sock")).display(),
                 coa = net.fa_addr(),

@@ -773,6 +773,13 @@ fn fixtures() -> Vec<Fixture> {
         gated("mn_tc_dhcp_discover", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, Passed),
         gated("mn_tc_arp_passes", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, NotIpv4).named("gate_closed_passes_arp_out"),
         gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_CLOSED, false, true, TC_ACT_SHOT, Untouched, GateClosed),
+        // Agent discovery (modes f and fvc): router messages with TTL 1 pass any gate.
+        gated("mn_xdp_agent_advertisement_passes", MN_XDP, GATE_CLOSED, false, false, XDP_PASS, Untouched, Passed),
+        gated("mn_xdp_agent_advertisement_passes", MN_XDP, GATE_OUTSIDE, false, false, XDP_PASS, Untouched, Passed).named("gate_outside_passes_agent_advertisement"),
+        gated("mn_xdp_router_advertisement_ttl64", MN_XDP, GATE_OUTSIDE, false, false, XDP_DROP, Untouched, GateClosed),
+        gated("mn_tc_agent_solicitation_passes", MN_TC_EGRESS, GATE_CLOSED, false, false, TC_ACT_OK, Untouched, Passed),
+        gated("mn_tc_agent_solicitation_passes", MN_TC_EGRESS, GATE_OUTSIDE, false, false, TC_ACT_OK, Untouched, Passed).named("gate_outside_passes_agent_solicitation"),
+        gated("mn_tc_echo_ttl1_is_user_data", MN_TC_EGRESS, GATE_OUTSIDE, false, false, TC_ACT_SHOT, Untouched, GateClosed),
         gated("mn_tc_keepalive_is_user_data", MN_TC_EGRESS, GATE_INSIDE, false, true, TC_ACT_OK, Untouched, Passed).named("gate_inside_passes_keepalive"),
         // The gate and the VPN (RFC 5265 §2.3): IKE with the gateway and ESP with the VPN's SPIs
         // pass even when outside; anything else stays user data.

@@ -36,7 +36,7 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
     topo.move_mn(Net::Ext1, true)?;
     let file = topo.dir.path("ext1.pcap");
     let capture = topo.capture_external(&file)?;
-    let fa = topo.start_foreign_agent(Net::Ext1, "reverse_tunnel = \"offer\"\n")?;
+    let fa = topo.start_foreign_agent(Net::Ext1, "reverse_tunnel = \"offer\"\n", "")?;
     let _xha = topo.start_xha()?;
     let mn = topo.start_mn_with(&mn_toml(&topo), false)?;
 
@@ -173,4 +173,117 @@ fn ping_from_home(topo: &DetectionTopology) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+fn status(mn: &mipx_tests::daemon::Mipd) -> Result<serde_json::Value> {
+    Ok(mn.ctl_json(&["status"])?["status"].clone())
+}
+
+fn wait_mode(mn: &mipx_tests::daemon::Mipd, location: &str, mode: &str) -> Result<()> {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{location} in mode {mode}"),
+        || {
+            let s = status(mn)?;
+            let i = &s["interfaces"][0];
+            Ok((i["location"] == location && i["mode"] == mode).then_some(()))
+        },
+    )
+    .with_context(|| format!("MN log:\n{}", mn.log_text()))
+}
+
+/// RFC 5265 modes f and fvc (§2.2, §2.4; §4.1: the mobile node MUST support them) with
+/// foreign agents that require registration (R) on internal subnet 2 and external network 1:
+/// internal 1 (c) → internal 2 (f: the i-HA through the agent) → external 1 (fvc: the x-HA
+/// through the agent, the VPN from the x-HoA, the TIA registered with the i-HA) → internal 1
+/// (c). Both registrations of the parallel detection go through the same agent from the same
+/// link-layer address (§3.5). Pings from the internal home address to the correspondent get
+/// answers in every mode, and external 1 never carries them in plaintext.
+#[test]
+fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
+    use mipx_tests::detection::{CN_ADDR, INTERNAL_HOME_ADDR, Pinger, VPN_POOL};
+    require_root();
+    let mut topo = DetectionTopology::new("fa-fvc")?;
+    topo.start_vpn_gateway(VPN_POOL)?;
+    let charon = topo.start_mn_charon()?;
+    let _iha = topo.start_iha()?;
+    let _xha = topo.start_xha()?;
+    let fa_toml = "reverse_tunnel = \"offer\"\n";
+    // R on both: used even though the node also has a co-located address there (§2.4.1).
+    let required = "registration_required = true\n";
+    let fa_int2 = topo.start_foreign_agent(Net::Int2, fa_toml, required)?;
+    let fa_ext1 = topo.start_foreign_agent(Net::Ext1, fa_toml, required)?;
+    let toml = mipx_tests::rfc5265_lab::vpn_toml(&topo, &charon, "cvc", "teardown")?.replace(
+        "mode = \"cvc\"\n",
+        "mode = \"cvc\"\nagent_discovery = true\n",
+    );
+    let mn = topo.start_mn(&toml)?;
+    wait_mode(&mn, "inside", "c")?;
+    let pinger = Pinger::start(&topo, Duration::from_millis(50))?;
+    let answered_since = |t: f64, what: &str| -> Result<()> {
+        wait_for(Duration::from_secs(15), what, || {
+            Ok(pinger.first_reply_after(t))
+        })
+        .with_context(|| mn.log_text())
+        .map(drop)
+    };
+
+    // Internal 2: the agent there requires registration; inside through it, mode f.
+    let t = unix_now();
+    topo.move_mn(Net::Int2, true)?;
+    wait_mode(&mn, "inside", "f")?;
+    let v = fa_int2.ctl_json(&["visitors"])?;
+    ensure!(
+        v["visitors"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|r| r["home_addr"] == INTERNAL_HOME_ADDR.to_string())),
+        "the internal 2 agent does not list the i-HoA: {v}"
+    );
+    answered_since(t, "answers in mode f")?;
+    let c = fa_int2.dataplane_counters()?;
+    ensure!(c.get("fa_decap_tx").copied().unwrap_or(0) > 0, "{c:?}");
+
+    // External 1: outside through that network's agent, the VPN over the x-MIP layer: fvc.
+    let ext1_pcap = topo.dir.path("ext1.pcap");
+    let ext1 = topo.capture_external(&ext1_pcap)?;
+    let t = unix_now();
+    topo.move_mn(Net::Ext1, true)?;
+    wait_mode(&mn, "outside", "fvc")?;
+    answered_since(t, "answers in mode fvc")?;
+    let v = fa_ext1.ctl_json(&["visitors"])?;
+    ensure!(
+        v["visitors"]
+            .as_array()
+            .is_some_and(|a| a
+                .iter()
+                .any(|r| r["home_addr"] == EXTERNAL_HOME_ADDR.to_string()
+                    && r["reverse_tunnel"] == true)),
+        "the external 1 agent does not list the x-HoA: {v}"
+    );
+
+    // Back inside: mode c again.
+    let t = unix_now();
+    topo.move_mn(Net::Int1, true)?;
+    wait_mode(&mn, "inside", "c")?;
+    answered_since(t, "answers back in mode c")?;
+    let file = ext1.finish()?;
+    let plain = tshark_count(
+        &file,
+        &format!(
+            "icmp && (ip.src == {INTERNAL_HOME_ADDR} || ip.dst == {INTERNAL_HOME_ADDR}) && ip.addr == {CN_ADDR}"
+        ),
+    )?;
+    ensure!(plain == 0, "{plain} plaintext user packets on external 1");
+    ensure!(
+        tshark_count(&file, "esp || udp.port == 4500")? > 0,
+        "no ESP on external 1 in mode fvc"
+    );
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }

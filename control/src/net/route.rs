@@ -15,6 +15,26 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute};
 pub const HOME_TABLE: u32 = 4341;
 pub const HOME_RULE_PRIORITY: u32 = 100;
 
+/// A routing table mipd owns, with the priority of its rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Table {
+    pub id: u32,
+    pub priority: u32,
+}
+
+/// The internal home address's table: into the VPN (outside), or to a foreign agent inside
+/// (mode f).
+pub const INTERNAL_HOME: Table = Table {
+    id: HOME_TABLE,
+    priority: HOME_RULE_PRIORITY,
+};
+/// The external home address's table: to a foreign agent outside (mode fvc, RFC 5265 §2.4:
+/// the x-MIP layer's traffic, IKE and ESP from the x-HoA, goes through the FA).
+pub const EXTERNAL_HOME: Table = Table {
+    id: HOME_TABLE + 1,
+    priority: HOME_RULE_PRIORITY + 1,
+};
+
 /// `RTAX_MTU`: the lock bit of the MTU metric.
 const RTAX_MTU: u32 = 2;
 
@@ -35,14 +55,22 @@ pub async fn route_home_via(
         RouteMetric::Mtu(mtu),
     ]));
     handle.route().add(route).replace().execute().await?;
-    if !home_rule_exists(handle, home).await? {
+    ensure_rule(handle, INTERNAL_HOME, home).await
+}
+
+async fn ensure_rule(
+    handle: &rtnetlink::Handle,
+    table: Table,
+    home: Ipv4Addr,
+) -> Result<(), rtnetlink::Error> {
+    if !home_rule_exists(handle, table, home).await? {
         handle
             .rule()
             .add()
             .v4()
             .source_prefix(home, 32)
-            .table_id(HOME_TABLE)
-            .priority(HOME_RULE_PRIORITY)
+            .table_id(table.id)
+            .priority(table.priority)
             .action(RuleAction::ToTable)
             .execute()
             .await?;
@@ -56,38 +84,32 @@ pub async fn route_home_via(
 /// that link, the agent's address is reachable there all the same.
 pub async fn route_home_via_agent(
     handle: &rtnetlink::Handle,
+    table: Table,
     home: Ipv4Addr,
     ifindex: u32,
     agent: Ipv4Addr,
 ) -> Result<(), rtnetlink::Error> {
     let mut route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-        .table_id(HOME_TABLE)
+        .table_id(table.id)
         .output_interface(ifindex)
         .gateway(agent)
         .build();
     route.header.flags |= netlink_packet_route::route::RouteFlags::Onlink;
     handle.route().add(route).replace().execute().await?;
-    if !home_rule_exists(handle, home).await? {
-        handle
-            .rule()
-            .add()
-            .v4()
-            .source_prefix(home, 32)
-            .table_id(HOME_TABLE)
-            .priority(HOME_RULE_PRIORITY)
-            .action(RuleAction::ToTable)
-            .execute()
-            .await?;
-    }
-    Ok(())
+    ensure_rule(handle, table, home).await
 }
 
-/// Removes the rule (the home address is routed by the main table again) and the table.
+/// Removes the internal home address's rule (it is routed by the main table again) and table.
 pub async fn unroute_home(handle: &rtnetlink::Handle) -> Result<(), rtnetlink::Error> {
+    unroute(handle, INTERNAL_HOME).await
+}
+
+/// Removes `table`'s rule and routes.
+pub async fn unroute(handle: &rtnetlink::Handle, table: Table) -> Result<(), rtnetlink::Error> {
     let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();
     let mut ours = Vec::new();
     while let Some(rule) = rules.try_next().await? {
-        if is_ours(&rule) {
+        if is_ours(&rule, table) {
             ours.push(rule);
         }
     }
@@ -98,16 +120,13 @@ pub async fn unroute_home(handle: &rtnetlink::Handle) -> Result<(), rtnetlink::E
         .route()
         .get(
             rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-                .table_id(HOME_TABLE)
+                .table_id(table.id)
                 .build(),
         )
         .execute();
     let mut stale = Vec::new();
     while let Some(route) = routes.try_next().await? {
-        if route
-            .attributes
-            .contains(&RouteAttribute::Table(HOME_TABLE))
-        {
+        if route.attributes.contains(&RouteAttribute::Table(table.id)) {
             stale.push(route);
         }
     }
@@ -117,20 +136,21 @@ pub async fn unroute_home(handle: &rtnetlink::Handle) -> Result<(), rtnetlink::E
     Ok(())
 }
 
-fn is_ours(rule: &netlink_packet_route::rule::RuleMessage) -> bool {
-    rule.attributes.contains(&RuleAttribute::Table(HOME_TABLE))
+fn is_ours(rule: &netlink_packet_route::rule::RuleMessage, table: Table) -> bool {
+    rule.attributes.contains(&RuleAttribute::Table(table.id))
         && rule
             .attributes
-            .contains(&RuleAttribute::Priority(HOME_RULE_PRIORITY))
+            .contains(&RuleAttribute::Priority(table.priority))
 }
 
 async fn home_rule_exists(
     handle: &rtnetlink::Handle,
+    table: Table,
     home: Ipv4Addr,
 ) -> Result<bool, rtnetlink::Error> {
     let mut rules = handle.rule().get(rtnetlink::IpVersion::V4).execute();
     while let Some(rule) = rules.try_next().await? {
-        if is_ours(&rule)
+        if is_ours(&rule, table)
             && rule
                 .attributes
                 .contains(&RuleAttribute::Source(std::net::IpAddr::V4(home)))

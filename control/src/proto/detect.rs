@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::mn::{MnConfig, MnEvent, MobileNode};
+use super::mn::{MnConfig, MnEvent, MobileNode, ViaAgent};
 use super::{Now, Transmit};
 
 /// RFC 5265 §3.2.4: "The T_MONITOR parameter MUST be configurable, and have the default value
@@ -128,6 +128,9 @@ pub struct Detector {
     location: Location,
     reason: Reason,
     care_of_addr: Option<Ipv4Addr>,
+    /// The foreign agent both registrations go through (modes f and fvc, RFC 5265 §2.2,
+    /// §2.4); `care_of_addr` is then its care-of address. `None`: co-located (c, cvc).
+    agent: Option<ViaAgent>,
     /// Outside, tentatively: i-HA retransmissions continue until then.
     tentative_until: Option<Duration>,
     /// When the last successful i-HA registration was sent.
@@ -158,6 +161,7 @@ impl Detector {
             location: Location::Down,
             reason: Reason::NoAddress,
             care_of_addr: None,
+            agent: None,
             tentative_until: None,
             internal_ok: None,
             at_home_renew: None,
@@ -196,8 +200,22 @@ impl Detector {
     /// data at once and detect again through `care_of_addr` (§3.2.2); `None` when it has no
     /// usable address.
     pub fn connection_changed(&mut self, now: Now, care_of_addr: Option<Ipv4Addr>) {
+        self.attach(now, care_of_addr, None);
+    }
+
+    /// The attachment changed: a co-located care-of address (`agent` `None`), or the foreign
+    /// agent `agent` offering `care_of_addr`, through which both registrations go (RFC 5265
+    /// §3.5: "the MN sends two registration requests through the same FA"). Detection starts
+    /// again as for any connection change (§3.2.2).
+    pub fn attach(&mut self, now: Now, care_of_addr: Option<Ipv4Addr>, agent: Option<ViaAgent>) {
         self.care_of_addr = care_of_addr;
+        self.agent = agent.filter(|_| care_of_addr.is_some());
         self.restart(now, Reason::ConnectionChanged);
+    }
+
+    /// The foreign agent the registrations go through, if any.
+    pub fn agent(&self) -> Option<ViaAgent> {
+        self.agent
     }
 
     fn restart(&mut self, now: Now, reason: Reason) {
@@ -219,7 +237,7 @@ impl Detector {
             // §3.5: "it MUST assume that it is in the external network and bypass network
             // detection".
             if let Some(x) = &mut self.external {
-                x.register(now, coa);
+                register(x, now, coa, self.agent);
             }
             self.decide(Location::Outside, Reason::SameHomeAgents);
             self.set_gate(Gate::Outside);
@@ -229,16 +247,31 @@ impl Detector {
         // to the x-HA".
         // Mode mc: the shell sends the MOBIKE update (or starts IKE) at the same time
         // (draft-ietf-mip4-mobike-connectivity §3.4).
-        self.internal.register(now, coa);
+        register(&mut self.internal, now, coa, self.agent);
         if let Some(x) = &mut self.external {
-            x.register(now, coa);
+            register(x, now, coa, self.agent);
         }
         self.decide(Location::Detecting, reason);
     }
 
     /// A datagram from a home agent (the shell's socket for this interface).
     pub fn handle_datagram(&mut self, now: Now, from: SocketAddrV4, bytes: &[u8]) {
-        if *from.ip() == self.internal.config().home_agent && !self.same_home_agents() {
+        if let Some(agent) = self.agent
+            && *from.ip() == agent.addr
+        {
+            // Both replies come from the foreign agent: the Home Address field tells whose
+            // (RFC 5944 §3.4); the i-HoA and x-HoA differ.
+            let home = mipx_common::wire::ReplyPacket::new_checked(bytes)
+                .ok()
+                .map(|p| p.home_addr());
+            if home == Some(self.internal.config().home_addr) {
+                self.internal.handle_datagram(now, from, bytes);
+            } else if let Some(x) = &mut self.external
+                && home == Some(x.config().home_addr)
+            {
+                x.handle_datagram(now, from, bytes);
+            }
+        } else if *from.ip() == self.internal.config().home_agent && !self.same_home_agents() {
             self.internal.handle_datagram(now, from, bytes);
         } else if let Some(x) = &mut self.external
             && *from.ip() == x.config().home_agent
@@ -268,7 +301,7 @@ impl Detector {
             && let Some(coa) = self.care_of_addr
         {
             self.at_home_renew = None;
-            self.internal.register(now, coa);
+            register(&mut self.internal, now, coa, self.agent);
         }
         if self.location == Location::Inside
             && let Some(ok) = self.internal_ok
@@ -369,7 +402,7 @@ impl Detector {
             && let Some(coa) = self.care_of_addr
             && !self.same_home_agents()
         {
-            self.internal.register(now, coa);
+            register(&mut self.internal, now, coa, self.agent);
         }
     }
 
@@ -414,5 +447,13 @@ impl Detector {
             self.gate = gate;
             self.events.push_back(DetectEvent::Gate(gate));
         }
+    }
+}
+
+/// Registers `coa` co-located, or through the foreign agent `agent`.
+fn register(mn: &mut MobileNode, now: Now, coa: Ipv4Addr, agent: Option<ViaAgent>) {
+    match agent {
+        Some(a) => mn.register_via(now, a, coa),
+        None => mn.register(now, coa),
     }
 }
