@@ -79,6 +79,11 @@ struct Fa {
     /// its advertisements' sequence numbers at 0, which tells the mobile nodes to register
     /// again (RFC 5944 §2.3.2, §2.4.4).
     adopted: BTreeMap<Ipv4Addr, u64>,
+    /// Visitors registered now, and how many we serve at most: at the limit, advertisements
+    /// carry B (RFC 5944 §2.1.1: "will not accept registrations from additional mobile
+    /// nodes").
+    visitor_count: usize,
+    max_visitors: usize,
 }
 
 /// The engine's configuration from `[fa]` and the links as found on the host.
@@ -289,6 +294,9 @@ pub async fn run(config: Config) -> io::Result<()> {
             ..FaDataplaneConfig::default()
         },
         adopted: BTreeMap::new(),
+        visitor_count: 0,
+        max_visitors: (settings.max_visitors as usize)
+            .min(mipx_common::maps::MAX_VISITORS as usize),
     };
     fa.setup_fast_path(&settings);
     let mut epoch_tick = tokio::time::interval(Duration::from_millis(NEXTHOP_EPOCH_MS));
@@ -398,8 +406,20 @@ impl Fa {
                 }
             }
         }
+        let before = self.visitor_count;
         while let Some(e) = self.engine.poll_event() {
             self.apply(e);
+        }
+        if self.visitor_count != before {
+            let busy = self.visitor_count >= self.max_visitors;
+            for l in &mut self.links {
+                if let Some(a) = &mut l.advertiser
+                    && a.busy() != busy
+                {
+                    a.set_busy(busy);
+                    info!(interface = %l.name, busy, visitors = self.visitor_count, "advertising B (busy)");
+                }
+            }
         }
         // Agent advertisements (§2.1): TTL 1, from our address on the link, to the
         // soliciting node's link-layer address or the group's.
@@ -472,6 +492,7 @@ impl Fa {
     fn apply(&mut self, e: FaEvent) {
         match e {
             FaEvent::VisitorAdded(v) => {
+                self.visitor_count += 1;
                 info!(home = %v.home_addr, ha = %v.home_agent, mac = %mac_str(v.mac), care_of = %v.care_of_addr, reverse = v.reverse_tunnel, lifetime = v.lifetime, "visitor added");
                 self.mirror(&v);
             }
@@ -483,6 +504,7 @@ impl Fa {
                 self.mirror(&new);
             }
             FaEvent::VisitorRemoved { visitor, reason } => {
+                self.visitor_count = self.visitor_count.saturating_sub(1);
                 info!(home = %visitor.home_addr, ?reason, "visitor removed");
                 self.unmirror(&visitor);
             }

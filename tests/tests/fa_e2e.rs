@@ -36,7 +36,12 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
     topo.move_mn(Net::Ext1, true)?;
     let file = topo.dir.path("ext1.pcap");
     let capture = topo.capture_external(&file)?;
-    let fa = topo.start_foreign_agent(Net::Ext1, "reverse_tunnel = \"offer\"\n", "")?;
+    // One visitor at most: with it registered, the agent advertises B (RFC 5944 §2.1.1).
+    let fa = topo.start_foreign_agent(
+        Net::Ext1,
+        "reverse_tunnel = \"offer\"\nmax_visitors = 1\n",
+        "",
+    )?;
     let _xha = topo.start_xha()?;
     let mn = topo.start_mn_with(&mn_toml(&topo), false)?;
 
@@ -95,6 +100,10 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
         );
     }
 
+    // Advertisements go out at most 1.5 s apart (the default interval): two of them while
+    // the agent is full, for the capture to show B.
+    std::thread::sleep(Duration::from_secs(3));
+
     // Deregistration on shutdown removes the visitor.
     mn.stop()?;
     wait_for(Duration::from_secs(5), "the visitor's removal", || {
@@ -111,6 +120,24 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
     let file = capture.finish()?;
     let adverts = tshark_count(&file, "icmp.type == 9 && icmp.mip.flags")?;
     ensure!(adverts >= 2, "{adverts} agent advertisements");
+    let care_of = Net::Ext1.fa_addr();
+    ensure!(
+        tshark_count(
+            &file,
+            &format!(
+                "icmp.type == 9 && icmp.mip.f == 1 && icmp.mip.rt == 1 && icmp.mip.coa == {care_of} && ip.ttl == 1"
+            )
+        )? >= 2,
+        "no advertisement with F, T and the care-of address, TTL 1"
+    );
+    ensure!(
+        tshark_count(&file, "icmp.type == 9 && icmp.mip.b == 1")? >= 1,
+        "the full agent never advertised B"
+    );
+    ensure!(
+        tshark_count(&file, "icmp.type == 9 && icmp.mip.b == 0")? >= 1,
+        "the agent advertised B before it was full"
+    );
     ensure!(
         tshark_count(&file, "icmp.type == 10 && ip.ttl == 1")? >= 1,
         "no agent solicitation"
