@@ -162,19 +162,8 @@ impl AgentLink {
     pub async fn send_solicitations(&mut self, home_addr: Ipv4Addr) {
         while let Some(t) = self.discovery.poll_transmit() {
             self.ip_id = self.ip_id.wrapping_add(1);
-            let frame = link::icmp_frame(
-                FrameAddrs {
-                    src_mac: self.mac,
-                    dst_mac: t
-                        .dst_mac
-                        .or_else(|| link::group_mac(t.dst_ip))
-                        .unwrap_or([0xff; 6]),
-                    src: home_addr,
-                    dst: t.dst_ip,
-                    ttl: mipx_common::wire::agent::AGENT_DISCOVERY_TTL,
-                },
-                self.ip_id,
-                &t.payload,
+            let frame = link::agent_discovery_frame(
+                self.mac, home_addr, t.dst_ip, t.dst_mac, self.ip_id, &t.payload,
             );
             if let Err(e) = self.socket.send(&frame).await {
                 warn!(interface = %self.name, error = %e, "solicitation not sent");

@@ -72,6 +72,24 @@ pub(crate) struct Dp {
     pub(crate) errors: u64,
 }
 
+impl Dp {
+    /// `mipctl stats`: the per-verdict counters by name, if there is a dataplane.
+    pub(crate) fn counters(dp: Option<&Dp>) -> Option<std::collections::BTreeMap<String, u64>> {
+        dp.and_then(|dp| dp.dp.counters().ok())
+            .map(|c| dataplane::counters_by_name(&c))
+    }
+
+    /// `mipctl dataplane`.
+    pub(crate) fn info_response(dp: Option<&Dp>) -> Response {
+        match dp {
+            Some(dp) => Response::Dataplane(dp.dp.info()),
+            None => Response::Error {
+                message: "no dataplane: the configuration has no [dataplane] table".into(),
+            },
+        }
+    }
+}
+
 /// Loads the object, re-opening pinned maps, and attaches the role's programs, taking over
 /// links a previous `mipd` pinned so forwarding never stops (DESIGN.md §4).
 pub(crate) fn setup_dataplane(
@@ -866,19 +884,9 @@ impl Daemon {
                     _ => None,
                 },
                 daemon: self.stats.clone(),
-                dataplane: self.dataplane.as_ref().and_then(|dp| {
-                    dp.dp
-                        .counters()
-                        .ok()
-                        .map(|c| dataplane::counters_by_name(&c))
-                }),
+                dataplane: Dp::counters(self.dataplane.as_ref()),
             }),
-            (Request::Dataplane, _) => match &self.dataplane {
-                Some(dp) => Response::Dataplane(dp.dp.info()),
-                None => Response::Error {
-                    message: "no dataplane: the configuration has no [dataplane] table".into(),
-                },
-            },
+            (Request::Dataplane, _) => Dp::info_response(self.dataplane.as_ref()),
             (Request::Register { care_of_addr }, Core::Mn { mn, .. }) => {
                 let Some(coa) = care_of_addr.or(mn.registration(now).map(|(c, _)| c)) else {
                     return Response::Error {

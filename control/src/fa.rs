@@ -427,19 +427,8 @@ impl Fa {
             let Some(a) = &mut l.advertiser else { continue };
             while let Some(t) = a.poll_transmit() {
                 self.ip_id = self.ip_id.wrapping_add(1);
-                let frame = link::icmp_frame(
-                    FrameAddrs {
-                        src_mac: l.mac,
-                        dst_mac: t
-                            .dst_mac
-                            .or_else(|| link::group_mac(t.dst_ip))
-                            .unwrap_or([0xff; 6]),
-                        src: l.address,
-                        dst: t.dst_ip,
-                        ttl: mipx_common::wire::agent::AGENT_DISCOVERY_TTL,
-                    },
-                    self.ip_id,
-                    &t.payload,
+                let frame = link::agent_discovery_frame(
+                    l.mac, l.address, t.dst_ip, t.dst_mac, self.ip_id, &t.payload,
                 );
                 match l.socket.send(&frame).await {
                     Ok(()) => self.stats.datagrams_sent += 1,
@@ -657,19 +646,9 @@ impl Fa {
                 mn: None,
                 fa: Some(Box::new(self.engine.stats().clone())),
                 daemon: self.stats.clone(),
-                dataplane: self.dataplane.as_ref().and_then(|dp| {
-                    dp.dp
-                        .counters()
-                        .ok()
-                        .map(|c| crate::dataplane::counters_by_name(&c))
-                }),
+                dataplane: Dp::counters(self.dataplane.as_ref()),
             }),
-            Request::Dataplane => match &self.dataplane {
-                Some(dp) => Response::Dataplane(dp.dp.info()),
-                None => Response::Error {
-                    message: "no dataplane: the configuration has no [dataplane] table".into(),
-                },
-            },
+            Request::Dataplane => Dp::info_response(self.dataplane.as_ref()),
             Request::Bindings | Request::Register { .. } | Request::Deregister => Response::Error {
                 message: "not available on a foreign agent; see `mipctl visitors`".into(),
             },

@@ -945,19 +945,9 @@ impl Node {
                 ha: None,
                 mn: None,
                 daemon: self.stats.clone(),
-                dataplane: self.dataplane.as_ref().and_then(|dp| {
-                    dp.dp
-                        .counters()
-                        .ok()
-                        .map(|c| crate::dataplane::counters_by_name(&c))
-                }),
+                dataplane: Dp::counters(self.dataplane.as_ref()),
             }),
-            Request::Dataplane => match &self.dataplane {
-                Some(dp) => Response::Dataplane(dp.dp.info()),
-                None => Response::Error {
-                    message: "no dataplane: the configuration has no [dataplane] table".into(),
-                },
-            },
+            Request::Dataplane => Dp::info_response(self.dataplane.as_ref()),
             Request::Register { .. } => {
                 // A manual trigger: treat it as a connection status change on every interface.
                 let now = self.now();

@@ -256,9 +256,11 @@ fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
     };
 
     // Internal 2: the agent there requires registration; inside through it, mode f.
-    let t = unix_now();
     topo.move_mn(Net::Int2, true)?;
+    // Replies may first come co-located (mode c) until the agent's advertisement arrives:
+    // count only those after mode f is in place.
     wait_mode(&mn, "inside", "f")?;
+    let t = unix_now();
     let v = fa_int2.ctl_json(&["visitors"])?;
     ensure!(
         v["visitors"].as_array().is_some_and(|a| a
@@ -267,15 +269,23 @@ fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
         "the internal 2 agent does not list the i-HoA: {v}"
     );
     answered_since(t, "answers in mode f")?;
-    let c = fa_int2.dataplane_counters()?;
-    ensure!(c.get("fa_decap_tx").copied().unwrap_or(0) > 0, "{c:?}");
+    wait_for(
+        Duration::from_secs(5),
+        "the agent's fast path delivering",
+        || {
+            let c = fa_int2.dataplane_counters()?;
+            Ok((c.get("fa_decap_tx").copied().unwrap_or(0) > 0
+                && c.get("fa_encap_tx").copied().unwrap_or(0) > 0)
+                .then_some(()))
+        },
+    )?;
 
     // External 1: outside through that network's agent, the VPN over the x-MIP layer: fvc.
     let ext1_pcap = topo.dir.path("ext1.pcap");
     let ext1 = topo.capture_external(&ext1_pcap)?;
-    let t = unix_now();
     topo.move_mn(Net::Ext1, true)?;
     wait_mode(&mn, "outside", "fvc")?;
+    let t = unix_now();
     answered_since(t, "answers in mode fvc")?;
     let v = fa_ext1.ctl_json(&["visitors"])?;
     ensure!(
@@ -289,9 +299,9 @@ fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
     );
 
     // Back inside: mode c again.
-    let t = unix_now();
     topo.move_mn(Net::Int1, true)?;
     wait_mode(&mn, "inside", "c")?;
+    let t = unix_now();
     answered_since(t, "answers back in mode c")?;
     let file = ext1.finish()?;
     let plain = tshark_count(

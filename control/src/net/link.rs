@@ -402,6 +402,30 @@ pub fn icmp_frame(a: FrameAddrs, id: u16, icmp: &[u8]) -> Vec<u8> {
     ip_frame(a, id, IPPROTO_ICMP, icmp)
 }
 
+/// An Agent Advertisement or Solicitation `icmp` to `dst` (RFC 5944 §2.1-2.2: TTL 1), from
+/// `src_mac`/`src`, to `dst_mac` or, without one, the group's address (the limited broadcast
+/// for a unicast destination whose address we do not know).
+pub fn agent_discovery_frame(
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    dst_mac: Option<[u8; 6]>,
+    id: u16,
+    icmp: &[u8],
+) -> Vec<u8> {
+    icmp_frame(
+        FrameAddrs {
+            src_mac,
+            dst_mac: dst_mac.or_else(|| group_mac(dst)).unwrap_or([0xff; 6]),
+            src,
+            dst,
+            ttl: mipx_common::wire::agent::AGENT_DISCOVERY_TTL,
+        },
+        id,
+        icmp,
+    )
+}
+
 fn ip_frame(a: FrameAddrs, id: u16, protocol: u8, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(ETH_LEN + 20 + body.len());
     f.extend_from_slice(&a.dst_mac);
