@@ -158,12 +158,14 @@ impl AgentLink {
         out
     }
 
-    /// Sends the solicitations discovery queued: TTL 1 (§2.2), from the home address.
-    pub async fn send_solicitations(&mut self, home_addr: Ipv4Addr) {
+    /// Sends the solicitations discovery queued: TTL 1 (§2.2), from `src`: the interface's
+    /// own address, or 0.0.0.0 (ICMP Router Discovery allows either). Never the home address:
+    /// an RFC 5265 node would show its internal home address on every external network.
+    pub async fn send_solicitations(&mut self, src: Ipv4Addr) {
         while let Some(t) = self.discovery.poll_transmit() {
             self.ip_id = self.ip_id.wrapping_add(1);
             let frame = link::agent_discovery_frame(
-                self.mac, home_addr, t.dst_ip, t.dst_mac, self.ip_id, &t.payload,
+                self.mac, src, t.dst_ip, t.dst_mac, self.ip_id, &t.payload,
             );
             if let Err(e) = self.socket.send(&frame).await {
                 warn!(interface = %self.name, error = %e, "solicitation not sent");

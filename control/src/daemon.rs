@@ -617,7 +617,7 @@ impl Daemon {
                 }
             }
         }
-        a.send_solicitations(home).await;
+        a.send_solicitations(Ipv4Addr::UNSPECIFIED).await;
     }
 
     fn startup(&mut self) {

@@ -298,7 +298,6 @@ impl Node {
     async fn agent_actions(&mut self) {
         use crate::agent_link::AgentAction;
         let now = self.now();
-        let home = self.internal.home_addr;
         let mut attached = false;
         for i in &mut self.ifaces {
             let Some(a) = &mut i.agents else { continue };
@@ -314,7 +313,8 @@ impl Node {
                     AgentAction::AtHome => {}
                 }
             }
-            a.send_solicitations(home).await;
+            a.send_solicitations(i.seen.map_or(Ipv4Addr::UNSPECIFIED, |s| s.care_of_addr))
+                .await;
             let wanted = match i.offer {
                 Some((via, coa, required)) if required || i.seen.is_none() => {
                     Some((coa, Some(via)))

@@ -1,9 +1,10 @@
 //! Parts of the RFC 5265 lab (`cargo xtask lab --scenario rfc5265`,
 //! tests/src/bin/mipx-lab-rfc5265.rs) that a namespace test can reuse: the mobile node's
-//! configuration in modes cvc and mc, one byte-checked TCP session from the internal home
-//! address to the correspondent, and the per-packet overhead an access mode should add on the
-//! wire, computed from the ESP suite strongSwan negotiated (RFC 5265 §5.2's method, with this
-//! suite's figures instead of the RFC's HMAC-96 and 64-bit block cipher).
+//! configuration in modes cvc, mc and fvc (cvc with foreign agent discovery, so f inside and fvc
+//! outside wherever an agent requires registration), one byte-checked TCP session from the
+//! internal home address to the correspondent, and the per-packet overhead an access mode should
+//! add on the access link, computed from the ESP suite strongSwan negotiated (RFC 5265 §5.2's
+//! method, with this suite's figures instead of the RFC's HMAC-96 and 64-bit block cipher).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
@@ -44,8 +45,10 @@ pub fn unix_now() -> f64 {
 }
 
 /// The MN's `[mn]`, `[mn.rfc5265]` and `[mn.rfc5265.vpn]` text in `mode` ("cvc": the x-HA and
-/// the VPN from the x-HoA; "mc": no x-HA, the VPN from the care-of address with MOBIKE), its
-/// VPN driven through `charon`'s VICI socket, `inside` = "teardown" or "keep". Detection as in
+/// the VPN from the x-HoA; "mc": no x-HA, the VPN from the care-of address with MOBIKE; "fvc":
+/// cvc with `agent_discovery`, so that where a foreign agent requires registration the node
+/// registers through it, mode f inside and fvc outside, RFC 5265 §2.2, §2.4), its VPN driven
+/// through `charon`'s VICI socket, `inside` = "teardown" or "keep". Detection as in
 /// tests/tests/vpn_e2e.rs: T_MONITOR 10 s, grace 3 s, a detection period of 1 s.
 pub fn vpn_toml(
     topo: &DetectionTopology,
@@ -56,12 +59,16 @@ pub fn vpn_toml(
     let psk = topo.dir.write("vpn.psk", VPN_PSK, 0o600)?;
     let detection = match mode {
         "cvc" => format!("{}mode = \"cvc\"\n", topo.rfc5265_mn_toml(10, 3, 1000)),
+        "fvc" => format!(
+            "{}mode = \"cvc\"\nagent_discovery = true\n",
+            topo.rfc5265_mn_toml(10, 3, 1000)
+        ),
         "mc" => format!(
             "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nmode = \"mc\"\nt_monitor_secs = 10\n\
              grace_secs = 3\ndetection_period_ms = 1000\n",
             topo.plain_mn_toml()
         ),
-        other => bail!("unknown access mode {other}: cvc or mc"),
+        other => bail!("unknown access mode {other}: cvc, mc or fvc"),
     };
     Ok(format!(
         "{detection}\n[mn.rfc5265.vpn]\n\
@@ -547,16 +554,25 @@ impl EspSuite {
     }
 }
 
-/// The layers an access mode puts around a user packet of `inner` octets on an access
-/// network, innermost first, with their sizes: what the outer IPv4 packet's length should
-/// exceed the user packet's by. `esp` is needed outside; `x_udp` says whether the x-HA's
-/// tunnel is RFC 3519 IP-in-UDP (behind a NAT) rather than IP-in-IP.
+/// The layers an access mode puts around a user packet of `inner` octets on the access link
+/// (between the mobile node and the next hop), innermost first, with their sizes: what the
+/// outer IPv4 packet's length should exceed the user packet's by. `esp` is needed outside;
+/// `x_udp` says whether the x-HA's tunnel is RFC 3519 IP-in-UDP (behind a NAT) rather than
+/// IP-in-IP. Through a foreign agent (f, fvc) the agent's tunnel to the home agent starts and
+/// ends at the agent (RFC 5944 §4.2, RFC 3024's reverse tunnel), so it is not on the access
+/// link: f adds nothing there, fvc only the i-MIP and the ESP around it (the layering of mc).
 pub fn expected_overhead(
     mode: &str,
     inner: usize,
     esp: Option<&EspSuite>,
     x_udp: bool,
 ) -> Result<Vec<(&'static str, usize)>> {
+    if mode == "f" {
+        return Ok(vec![(
+            "none: the i-MIP tunnel ends at the foreign agent",
+            0,
+        )]);
+    }
     let mut parts = vec![("i-MIP IP-in-IP (RFC 2003)", 20)];
     if mode == "c" {
         return Ok(parts);
@@ -564,7 +580,8 @@ pub fn expected_overhead(
     let esp = esp.context("outside, the overhead depends on the ESP suite")?;
     parts.extend(esp.overhead(inner + 20));
     match (mode, x_udp) {
-        ("mc", _) => {}
+        // fvc: the x-MIP IP-in-IP runs between the foreign agent and the x-HA.
+        ("mc" | "fvc", _) => {}
         ("cvc", false) => parts.push(("x-MIP IP-in-IP (RFC 2003)", 20)),
         ("cvc", true) => parts.push(("x-MIP IP-in-UDP (RFC 3519: IP 20, UDP 8, tunnel 4)", 32)),
         (other, _) => bail!("unknown access mode {other}"),
@@ -572,15 +589,17 @@ pub fn expected_overhead(
     Ok(parts)
 }
 
-/// RFC 5265 §5.2's figures: the maximum overhead of each access mode for its reference ESP
-/// (64-bit block cipher, HMAC-96: 57 octets), and what NAT traversal adds (8 for IPsec's,
-/// 12 for Mobile IP's). mc is not an RFC 5265 mode (draft-ietf-mip4-mobike-connectivity); its
+/// RFC 5265 §5.2's figures: the maximum overhead of each access mode on the access link for
+/// its reference ESP (64-bit block cipher, HMAC-96: 57 octets), and what NAT traversal adds (8
+/// for IPsec's, 12 for Mobile IP's). mc is not an RFC 5265 mode (draft-ietf-mip4-mobike-connectivity); its
 /// layering is the RFC's fvc without the foreign agent: i-MIP inside the VPN, nothing below.
 pub mod rfc5265_5_2 {
     pub const IPIP: usize = 20;
     pub const ESP: usize = 57;
     pub const IPSEC_NAT_T: usize = 8;
     pub const MIP_NAT_T: usize = 12;
+    /// The foreign agent decapsulates: nothing on the access link.
+    pub const F: usize = 0;
     pub const C: usize = IPIP;
     pub const FVC: usize = IPIP + ESP;
     pub const CVC: usize = IPIP + ESP + IPIP;
@@ -621,6 +640,9 @@ mod tests {
         assert_eq!(total("mc", 1028, false), 84);
         assert_eq!(total("cvc", 1028, false), 104);
         assert_eq!(total("cvc", 1028, true), 116);
+        // Through a foreign agent: nothing in f; in fvc the x-MIP tunnel is the agent's.
+        assert_eq!(total("f", 1028, false), 0);
+        assert_eq!(total("fvc", 1028, false), 84);
     }
 
     #[test]

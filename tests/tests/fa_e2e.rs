@@ -236,7 +236,8 @@ fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
     let _iha = topo.start_iha()?;
     let _xha = topo.start_xha()?;
     let fa_toml = "reverse_tunnel = \"offer\"\n";
-    // R on both: used even though the node also has a co-located address there (§2.4.1).
+    // R on both: used even though the node also has a co-located address there (RFC 5944
+    // §2.4.1).
     let required = "registration_required = true\n";
     let fa_int2 = topo.start_foreign_agent(Net::Int2, fa_toml, required)?;
     let fa_ext1 = topo.start_foreign_agent(Net::Ext1, fa_toml, required)?;

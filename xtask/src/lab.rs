@@ -15,9 +15,10 @@ pub(crate) struct Options {
     #[arg(long)]
     no_setup: bool,
     /// Which lab: `rfc5265` (the default: the full RFC 5265 walk internal 1 → internal 2 →
-    /// external 1 → external 2 behind a NAT → internal 1 in access modes cvc and mc, with the
-    /// strongSwan VPN, one TCP session throughout, handover times, per-mode packet overhead
-    /// against RFC 5265 §5.2, and no plaintext on the external segments), `mobility` (plain
+    /// external 1 → external 2 behind a NAT → internal 1 in access modes cvc and mc, and
+    /// through foreign agents on internal 2 (f) and external 1 (fvc), with the strongSwan VPN,
+    /// one TCP session throughout, handover times, per-mode packet overhead against RFC 5265
+    /// §5.2, and no plaintext on the external segments), `mobility` (plain
     /// Mobile IPv4 moves under a TCP stream) or `detection` (RFC 5265 inside/outside detection
     /// and the plaintext gate, checked on a capture).
     #[arg(long, default_value = "rfc5265")]
@@ -26,7 +27,9 @@ pub(crate) struct Options {
     /// node gets an RFC 3519 UDP tunnel there.
     #[arg(long)]
     nat: bool,
-    /// rfc5265: which access modes to walk: `cvc`, `mc` or `both` (the default).
+    /// rfc5265: which walks: `cvc`, `mc`, `fvc` (foreign agents on internal 2 and external 1:
+    /// c → f → fvc → cvc behind the NAT → c), `both` (cvc and mc) or `all` (the default: cvc,
+    /// mc and fvc).
     #[arg(long)]
     mode: Option<String>,
     /// detection, rfc5265: also write the results as JSON to this file.

@@ -6,9 +6,19 @@
 //! x-HA (mode cvc) and as the mobile node, whose own charon it drives over VICI.
 //!
 //! The mobile node walks internal 1 → internal 2 → external 1 → external 2 (NAT) → internal 1,
-//! each move a link change, once in access mode cvc (RFC 5265 §2.3: the VPN from the external
-//! home address inside the x-HA's tunnel) and once in mode mc (the MOBIKE draft: the VPN from
-//! the care-of address), each on a fresh topology. Throughout a walk one TCP session runs from
+//! each move a link change, three times, each on a fresh topology:
+//!
+//! - `cvc`: access mode cvc outside (RFC 5265 §2.3: the VPN from the external home address
+//!   inside the x-HA's tunnel), c inside;
+//! - `mc`: mode mc outside (the MOBIKE draft: the VPN from the care-of address), c inside;
+//! - `fvc`: foreign agents (`mipd --role fa`) that require registration (R) on internal 2 and
+//!   external 1, and a mobile node with agent discovery: internal 1 (c) → internal 2 (f, RFC
+//!   5265 §2.2: the i-HA through the agent) → external 1 (fvc, §2.4: the x-HA through the
+//!   agent, the VPN from the x-HoA) → external 2 behind the NAT (cvc, co-located: no agent
+//!   there, and the agent does no RFC 3519 UDP tunnelling) → internal 1 (c). After the walk it
+//!   prints each agent's visitor list (`mipctl visitors`).
+//!
+//! Throughout a walk one TCP session runs from
 //! the internal home address to the correspondent: the MN writes a small chunk every 20 ms, the
 //! correspondent echoes it, the MN checks every byte. The MN announces MSS 1340
 //! ([`SESSION_MSS`]: path MTU discovery toward the MN does not work through the VPN here;
@@ -16,15 +26,22 @@
 //!
 //! For each move it prints the decision `mipctl status` shows (location/mode), the time from
 //! the move to it, the time to the session's first data after the move, and the longest gap in
-//! the session around the move. At each place it sends fixed-size pings from the home address
-//! and afterwards reads from the captures the outer packets' length against the user packet's
-//! (seen at the correspondent), next to RFC 5265 §5.2's figures and to what this ESP suite
-//! should add. It exits non-zero if the session broke (a wrong byte, a reset, or no data for
-//! more than 10 s) or if a plaintext user packet (ICMP or the session's TCP, to or from the
-//! internal home address) crossed external network 1 or 2, both captured for the whole walk.
+//! the session around the move. At internal 1 and at each place of another mode than c it sends
+//! fixed-size pings from the home address and afterwards reads from the captures of the
+//! segment the length of the packets to and from the MN's link-layer address (the access link:
+//! through a foreign agent, the agent's own tunnel packets on the same segment are not counted)
+//! against the user packet's (seen at the correspondent), next to RFC 5265 §5.2's figures and
+//! to what this ESP suite should add. It exits non-zero if the session broke (a wrong byte, a
+//! reset, or no data for more than 10 s) or if a plaintext user packet (ICMP or the session's
+//! TCP, to or from the internal home address) crossed external network 1 or 2, both captured
+//! for the whole walk. Mobile IP signalling is not user data and is counted apart: through a
+//! foreign agent the node registers from its home address (RFC 5944 §3.6.1.1), the i-HA's
+//! registration too (RFC 5265 §3.5), so the i-HoA is in those packets' IP headers.
 //!
-//! `--mode cvc|mc|both` (default both); `--json FILE` writes the results (`cargo xtask bench
-//! vpn` reads them). Namespaces, daemons, captures and pins are removed on every exit: errors
+//! `--mode cvc|mc|fvc|both|all`: one walk, `both` cvc and mc (as before the fvc walk
+//! existed), `all` (the default) cvc, mc and fvc. `--json FILE` writes the results (`cargo
+//! xtask bench vpn` reads them: `walks[].moves[]` with `mode` the walk's mode).
+//! Namespaces, daemons, captures and pins are removed on every exit: errors
 //! unwind through the topology's `Drop`, and Ctrl-C (SIGINT, SIGTERM, SIGHUP) only raises a
 //! flag that the waits check. With `MIPX_LAB_HOLD` set, a failed walk keeps its topology for
 //! two minutes for inspection; with `MIPX_LAB_KEEP=DIR`, each walk's daemon and charon logs and
@@ -41,7 +58,7 @@ use anyhow::{Context as _, Result, bail};
 use mipx_tests::daemon::{Capture, Mipd, tshark, tshark_count};
 use mipx_tests::detection::{
     CN_ADDR, DetectionTopology, EXTERNAL_HOME_ADDR, IHA_ADDR, INTERNAL_HOME_ADDR, NAT_PUBLIC_ADDR,
-    Net, VPN_GATEWAY_ADDR, VPN_POOL, XHA_ADDR, user_packets,
+    Net, VPN_GATEWAY_ADDR, VPN_POOL, XHA_ADDR,
 };
 use mipx_tests::require_root;
 use mipx_tests::rfc5265_lab::{
@@ -139,19 +156,52 @@ fn segment(net: Net) -> &'static str {
     }
 }
 
-/// Whether `s` shows the move to `to` decided in `mode`: the interface has `to`'s care-of
-/// address and is inside in mode c, or outside in `mode` with the i-HA binding through the
-/// VPN, the VPN (mc) or the x-HA's tunnel (cvc) following to the new address. Returns the
-/// decision as "location/mode".
-fn decided(s: &Value, mode: &str, to: Net) -> Option<String> {
+/// The networks with a foreign agent in the fvc walk (registration required, so the node
+/// uses them although it also has a co-located address there, RFC 5944 §2.4.1).
+const AGENT_NETS: [Net; 2] = [Net::Int2, Net::Ext1];
+
+/// Whether the walk in `walk` mode reaches `net` through a foreign agent.
+fn through_agent(walk: &str, net: Net) -> bool {
+    walk == "fvc" && AGENT_NETS.contains(&net)
+}
+
+/// The access mode the walk in `walk` mode should be in on `net`: c inside and the walk's
+/// mode outside, but in the fvc walk f inside and fvc outside where a foreign agent is, and
+/// cvc (co-located) behind the NAT, where there is none.
+fn place_mode(walk: &'static str, net: Net) -> &'static str {
+    match (walk, net.is_internal(), through_agent(walk, net)) {
+        (_, true, false) => "c",
+        (_, true, true) => "f",
+        ("fvc", false, false) => "cvc",
+        (_, false, _) => walk,
+    }
+}
+
+/// The care-of address the MN should register from `to`: the foreign agent's where the walk
+/// goes through one, else its co-located address there.
+fn expected_coa(walk: &str, to: Net) -> std::net::Ipv4Addr {
+    if through_agent(walk, to) {
+        to.fa_addr()
+    } else {
+        to.mn_addr()
+    }
+}
+
+/// Whether `s` shows the move to `to` decided as the walk in `walk` mode expects there
+/// ([`place_mode`]): the interface has the expected care-of address ([`expected_coa`]) and is
+/// inside in mode c or f, or outside in mode cvc, mc or fvc with the i-HA binding through the
+/// VPN, the VPN (mc) or the x-HA's binding (cvc, fvc) following to the new care-of address.
+/// Returns the decision as "location/mode".
+fn decided(s: &Value, walk: &'static str, to: Net) -> Option<String> {
     let i = &s["interfaces"][0];
-    let coa = to.mn_addr().to_string();
+    let coa = expected_coa(walk, to).to_string();
     if i["care_of_addr"] != coa.as_str() {
         return None;
     }
+    let mode = place_mode(walk, to);
     let (location, got) = (i["location"].as_str()?, i["mode"].as_str()?);
     let ok = if to.is_internal() {
-        location == "inside" && got == "c"
+        location == "inside" && got == mode
     } else {
         let vpn = &s["vpn"];
         location == "outside"
@@ -160,6 +210,14 @@ fn decided(s: &Value, mode: &str, to: Net) -> Option<String> {
             && vpn["internal_registered"] == true
             && match mode {
                 "mc" => vpn["local"] == coa.as_str(),
+                // The VPN from the x-HoA, which the x-HA has bound to the agent's care-of
+                // address (the agent's visitor list is checked after the decision). The node
+                // has no x-MIP tunnel of its own here: `external_care_of` is null.
+                "fvc" => {
+                    vpn["local"] == EXTERNAL_HOME_ADDR.to_string().as_str()
+                        && (vpn["external_care_of"].is_null()
+                            || vpn["external_care_of"] == coa.as_str())
+                }
                 // With a mipd that reports the x-HA tunnel's care-of address, wait for it too.
                 _ => {
                     vpn.get("external_care_of").is_none() || vpn["external_care_of"] == coa.as_str()
@@ -191,13 +249,18 @@ struct MoveReport {
     /// The i-HA's binding for the internal home address, each time it changed during the move
     /// (its care-of address, or "removed").
     iha_binding: Vec<String>,
+    /// The same for the x-HA's binding of the external home address (cvc, fvc walks).
+    xha_binding: Vec<String>,
 }
 
 /// Where a set of overhead probes went.
 struct ProbeRun {
+    /// The access mode at `net` ([`place_mode`]).
     mode: &'static str,
     net: Net,
     capture: PathBuf,
+    /// The MN's `mn0` link-layer address: the access link's frames are those from or to it.
+    mn_mac: String,
     /// (ICMP payload, Unix time before, after) per size.
     windows: Vec<(usize, f64, f64)>,
     x_udp: bool,
@@ -229,11 +292,32 @@ struct OverheadSize {
 #[derive(Default, serde::Serialize)]
 struct SegmentCheck {
     segment: &'static str,
-    /// ICMP to or from the internal home address in plaintext (`user_packets`).
+    /// ICMP to or from the internal home address in plaintext, but for agent discovery.
     plaintext_icmp: usize,
-    /// Any plaintext packet of the internal home address or of the session's port.
+    /// Any plaintext packet of the internal home address (ICMP included) or of the session's
+    /// port, but for Mobile IP signalling.
     plaintext_session: usize,
+    /// Mobile IP signalling with the internal home address in its IP header, which is not
+    /// user data: registrations through a foreign agent (RFC 5944 §3.6.1.1: from the home
+    /// address; RFC 5265 §3.5: the i-HA's too, through the same agent as the x-HA's), the
+    /// agent's replies, agent solicitations.
+    signalling: usize,
     esp_packets: usize,
+}
+
+/// Mobile IP signalling (RFC 5944 §2, §3): registration (UDP 434) and agent discovery
+/// (ICMP Agent Advertisements and Solicitations, types 9 and 10), as a display filter.
+const SIGNALLING: &str = "udp.port == 434 || icmp.type == 9 || icmp.type == 10";
+
+/// A foreign agent's visitor list after the walk (fvc).
+#[derive(serde::Serialize)]
+struct AgentVisitors {
+    segment: &'static str,
+    care_of_addr: String,
+    /// `mipctl visitors` as printed.
+    text: String,
+    /// `mipctl visitors --json`'s rows.
+    visitors: Value,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -247,6 +331,8 @@ struct WalkReport {
     moves: Vec<MoveReport>,
     segments: Vec<SegmentCheck>,
     overhead: Vec<OverheadRow>,
+    /// fvc: each foreign agent's visitors after the walk.
+    agents: Vec<AgentVisitors>,
 }
 
 /// Sends `PROBES_PER_SIZE` pings of each [`PROBE_PAYLOADS`] size from the internal home
@@ -290,9 +376,18 @@ fn probe(topo: &DetectionTopology) -> Result<Vec<(usize, f64, f64)>> {
     Ok(windows)
 }
 
-/// (Unix time, first source, first IPv4 length) of the frames in `file` whose outermost IPv4
-/// packet is at least `min` octets.
-fn frames(file: &Path, min: usize, filter: &str) -> Result<Vec<(f64, String, usize)>> {
+/// One captured frame: Unix time, Ethernet source and destination, outermost IPv4 source and
+/// length.
+struct Frame {
+    t: f64,
+    eth_src: String,
+    eth_dst: String,
+    src: String,
+    len: usize,
+}
+
+/// The frames in `file` whose outermost IPv4 packet is at least `min` octets.
+fn frames(file: &Path, min: usize, filter: &str) -> Result<Vec<Frame>> {
     let out = tshark(
         file,
         &[
@@ -305,6 +400,10 @@ fn frames(file: &Path, min: usize, filter: &str) -> Result<Vec<(f64, String, usi
             "-e",
             "frame.time_epoch",
             "-e",
+            "eth.src",
+            "-e",
+            "eth.dst",
+            "-e",
             "ip.src",
             "-e",
             "ip.len",
@@ -313,31 +412,36 @@ fn frames(file: &Path, min: usize, filter: &str) -> Result<Vec<(f64, String, usi
     Ok(out
         .lines()
         .filter_map(|l| {
-            let mut f = l.split('\t');
-            let t = f.next()?.trim().parse().ok()?;
-            let src = f.next()?.trim().to_owned();
-            let len = f.next()?.trim().parse().ok()?;
-            Some((t, src, len))
+            let mut f = l.split('\t').map(str::trim);
+            Some(Frame {
+                t: f.next()?.parse().ok()?,
+                eth_src: f.next()?.to_ascii_lowercase(),
+                eth_dst: f.next()?.to_ascii_lowercase(),
+                src: f.next()?.to_owned(),
+                len: f.next()?.parse().ok()?,
+            })
         })
-        .filter(|(_, _, len)| *len >= min)
+        .filter(|f| f.len >= min)
         .collect())
 }
 
 /// Reads one probe run's packets from the captures: the user packets' length at the
-/// correspondent (`cn`) and the outer length on the access segment, per size.
+/// correspondent (`cn`) and the outer length on the access link (the frames from and to the
+/// MN's link-layer address on the segment: a foreign agent's tunnel packets to and from the
+/// home agent cross the same bridge but not the MN's link), per size.
 fn overhead_row(run: &ProbeRun, cn: &Path, esp: Option<&EspSuite>) -> Result<OverheadRow> {
     let min = PROBE_PAYLOADS[0] + 28;
     let inner = frames(cn, min, " && icmp")?;
     let outer = frames(&run.capture, min, "")?;
-    let mn_addr = run.net.mn_addr().to_string();
+    let mn_mac = run.mn_mac.to_ascii_lowercase();
     let mut sizes = Vec::new();
     let mut parts = Vec::new();
     for &(payload, t0, t1) in &run.windows {
         let within = |t: f64| t >= t0 && t <= t1 + 0.01;
         let mut lens: Vec<usize> = inner
             .iter()
-            .filter(|(t, src, _)| within(*t) && src == &INTERNAL_HOME_ADDR.to_string())
-            .map(|f| f.2)
+            .filter(|f| within(f.t) && f.src == INTERNAL_HOME_ADDR.to_string())
+            .map(|f| f.len)
             .collect();
         lens.sort_unstable();
         lens.dedup();
@@ -357,10 +461,11 @@ fn overhead_row(run: &ProbeRun, cn: &Path, esp: Option<&EspSuite>) -> Result<Ove
         let pick = |from_mn: bool| {
             let mut v: Vec<usize> = outer
                 .iter()
-                .filter(|(t, src, len)| {
-                    within(*t) && (src == &mn_addr) == from_mn && *len >= inner_len
+                .filter(|f| {
+                    let mac = if from_mn { &f.eth_src } else { &f.eth_dst };
+                    within(f.t) && *mac == mn_mac && f.len >= inner_len
                 })
-                .map(|f| f.2)
+                .map(|f| f.len)
                 .collect();
             v.sort_unstable();
             v.dedup();
@@ -387,7 +492,12 @@ fn overhead_row(run: &ProbeRun, cn: &Path, esp: Option<&EspSuite>) -> Result<Ove
     });
     use rfc5265_5_2::*;
     let rfc = match (run.mode, run.net) {
+        ("f", _) => format!("{F}"),
         ("c", _) => format!("{C}"),
+        ("fvc", _) => format!(
+            "{FVC} (+ {IPSEC_NAT_T} IPsec NAT-T = {})",
+            FVC + IPSEC_NAT_T
+        ),
         ("mc", _) => format!(
             "— (fvc {FVC}; + {IPSEC_NAT_T} IPsec NAT-T = {})",
             FVC + IPSEC_NAT_T
@@ -411,13 +521,19 @@ fn overhead_row(run: &ProbeRun, cn: &Path, esp: Option<&EspSuite>) -> Result<Ove
     })
 }
 
-/// What one place's status says beyond the decision, for the move's line.
+/// What one place's status says beyond the decision, for the move's line; `mode` is the
+/// place's ([`place_mode`]).
 fn detail(s: &Value, before: &Value, mode: &str, to: Net) -> String {
     let vpn = &s["vpn"];
     let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     if to.is_internal() {
         return format!(
-            "registered with the i-HA from {}; VPN {}",
+            "registered with the i-HA {} {}; VPN {}",
+            if mode == "f" {
+                "through the foreign agent"
+            } else {
+                "from"
+            },
             text(&s["interfaces"][0]["care_of_addr"]),
             if vpn["state"] == "up" {
                 "still up".to_owned()
@@ -434,9 +550,13 @@ fn detail(s: &Value, before: &Value, mode: &str, to: Net) -> String {
         "new SPIs"
     };
     let tunnel = match mode {
-        "cvc" if vpn["external_udp"] == true => "; x-HA tunnel IP-in-UDP (RFC 3519)",
-        "cvc" if vpn["external_care_of"].is_string() => "; x-HA tunnel IP-in-IP",
-        _ => "",
+        "cvc" if vpn["external_udp"] == true => "; x-HA tunnel IP-in-UDP (RFC 3519)".to_owned(),
+        "cvc" if vpn["external_care_of"].is_string() => "; x-HA tunnel IP-in-IP".to_owned(),
+        "fvc" => format!(
+            "; x-HA binding through the foreign agent {}",
+            text(&s["interfaces"][0]["care_of_addr"])
+        ),
+        _ => String::new(),
     };
     format!(
         "VPN {} from {}, TIA {}, {spis}{tunnel}",
@@ -471,14 +591,15 @@ fn log_tail(mn: &Mipd, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The i-HA's binding changes for the internal home address logged after the first `*seen`
-/// (which is then advanced): the new care-of address of each, or "removed".
-fn iha_binding_changes(iha: &Mipd, seen: &mut usize) -> Vec<String> {
-    let plain = strip_ansi(&iha.log_text());
-    let home = format!("home={INTERNAL_HOME_ADDR} ");
+/// A home agent's binding changes for `home` logged (at INFO: the engine's events, not the
+/// daemon's DEBUG echo of them) after the first `*seen` (which is then advanced): the new
+/// care-of address of each, or "removed".
+fn binding_changes(ha: &Mipd, home: std::net::Ipv4Addr, seen: &mut usize) -> Vec<String> {
+    let plain = strip_ansi(&ha.log_text());
+    let home = format!("home={home} ");
     let changes: Vec<String> = plain
         .lines()
-        .filter(|l| l.contains(&home))
+        .filter(|l| l.contains(&home) && !l.contains(" DEBUG "))
         .filter_map(|l| {
             let coa = || {
                 l.split_whitespace()
@@ -516,27 +637,71 @@ fn signal_namespace(ns: &mipx_tests::Netns, signal: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-/// Everything that needs the topology alive; `report` keeps what was measured so far.
+/// The home address a foreign agent should list as its visitor when the node is in `mode`
+/// through it: the i-HoA in f, the x-HoA in fvc (the i-HA is reached through the VPN).
+fn visitor_home(mode: &str) -> std::net::Ipv4Addr {
+    if mode == "f" {
+        INTERNAL_HOME_ADDR
+    } else {
+        EXTERNAL_HOME_ADDR
+    }
+}
+
+/// Whether foreign agent `fa`'s visitor list has `home` with the reverse tunnel granted.
+fn lists_visitor(fa: &Mipd, home: std::net::Ipv4Addr) -> Result<bool> {
+    let v = fa.ctl_json(&["visitors"])?;
+    Ok(v["visitors"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|r| r["home_addr"] == home.to_string().as_str() && r["reverse_tunnel"] == true)
+    }))
+}
+
+/// Everything that needs the topology alive; `report` keeps what was measured so far. `xha`:
+/// the x-HA (cvc, fvc); `fas`: the walk's foreign agents (fvc) and their networks.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the walk's daemons and settings, each used throughout"
+)]
 fn walk_on(
     topo: &mut DetectionTopology,
     charon: &Charon,
     iha: &Mipd,
+    xha: Option<&Mipd>,
+    fas: &[(Net, Mipd)],
     mode: &'static str,
     mss: Option<u32>,
     report: &mut WalkReport,
 ) -> Result<()> {
     let file = |name: &str| topo.dir.path(name);
-    let (f_ext1, f_ext2, f_int1, f_cn) = (
+    let (f_ext1, f_ext2, f_int1, f_int2, f_cn) = (
         file("ext1.pcap"),
         file("ext2.pcap"),
         file("int1.pcap"),
+        file("int2.pcap"),
         file("cn.pcap"),
     );
     // External 1 and 2 for the whole walk (nothing plaintext may cross them); internal 1 for
-    // mode c's overhead; the correspondent's link for the user packets' own length.
+    // mode c's overhead, internal 2 for mode f's where the walk has it; the correspondent's
+    // link for the user packets' own length.
     let cap_ext1 = topo.capture_external(&f_ext1)?;
     let cap_ext2 = topo.capture_ext2(&f_ext2, "")?;
     let cap_int1 = Capture::start(&topo.acc, Net::Int1.bridge(), "", &f_int1)?;
+    let cap_int2 = if place_mode(mode, Net::Int2) == "c" {
+        None
+    } else {
+        Some(Capture::start(&topo.acc, Net::Int2.bridge(), "", &f_int2)?)
+    };
+    let capture_of = |net: Net| match net {
+        Net::Int1 => f_int1.clone(),
+        Net::Int2 => f_int2.clone(),
+        Net::Ext1 => f_ext1.clone(),
+        Net::Ext2 => f_ext2.clone(),
+    };
+    let mn_mac = topo
+        .mn
+        .exec(&["cat", "/sys/class/net/mn0/address"])?
+        .trim()
+        .to_ascii_lowercase();
     let cap_cn = Capture::start(
         &topo.irt,
         "irt-cn",
@@ -580,18 +745,24 @@ fn walk_on(
         mode: "c",
         net: Net::Int1,
         capture: f_int1.clone(),
+        mn_mac: mn_mac.clone(),
         windows: probe(topo)?,
         x_udp: false,
     }];
     stream.check()?;
 
     let mut iha_seen = 0;
-    iha_binding_changes(iha, &mut iha_seen);
+    binding_changes(iha, INTERNAL_HOME_ADDR, &mut iha_seen);
+    let mut xha_seen = 0;
+    if let Some(xha) = xha {
+        binding_changes(xha, EXTERNAL_HOME_ADDR, &mut xha_seen);
+    }
     let walk = [Net::Int2, Net::Ext1, Net::Ext2, Net::Int1];
     let mut last_attached = unix_now();
     for (k, to) in walk.into_iter().enumerate() {
         let from = topo.net();
         let name = format!("{} → {}", short(from), short(to));
+        let place = place_mode(mode, to);
         println!(
             "\n==> {mode} {}/{}: {} → {} (link change)",
             k + 1,
@@ -640,6 +811,7 @@ fn walk_on(
             gap_ms: 0.0,
             detail: String::new(),
             iha_binding: Vec::new(),
+            xha_binding: Vec::new(),
         };
         match &decision {
             Some((d, at, s)) => {
@@ -649,7 +821,21 @@ fn walk_on(
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                mv.detail = detail(s, &before, mode, to);
+                mv.detail = detail(s, &before, place, to);
+                if let Some((_, fa)) = fas.iter().find(|(n, _)| *n == to) {
+                    let home = visitor_home(place);
+                    if lists_visitor(fa, home)? {
+                        mv.detail
+                            .push_str(&format!("; the agent lists {home} as a visitor"));
+                    } else {
+                        report.failures.push(format!(
+                            "{mode} {name}: the foreign agent on {} does not list {home} as a \
+                             visitor with a reverse tunnel: {}",
+                            segment(to),
+                            fa.ctl(&["visitors"]).unwrap_or_default()
+                        ));
+                    }
+                }
                 println!(
                     "    decision   {d} after {:.0} ms ({}): {}",
                     (at - t_attached) * 1000.0,
@@ -693,7 +879,7 @@ fn walk_on(
         pause(Duration::from_secs_f64(
             (settled + DWELL.as_secs_f64() - unix_now()).max(0.0),
         ))?;
-        if !to.is_internal() {
+        if place != "c" {
             let x_udp = match status(&mn)?["vpn"].get("external_udp") {
                 Some(v) => v == true,
                 None => to == Net::Ext2,
@@ -705,28 +891,35 @@ fn walk_on(
                 PROBE_PAYLOADS[PROBE_PAYLOADS.len() - 1]
             );
             probes.push(ProbeRun {
-                mode,
+                mode: place,
                 net: to,
-                capture: if to == Net::Ext1 {
-                    f_ext1.clone()
-                } else {
-                    f_ext2.clone()
-                },
+                capture: capture_of(to),
+                mn_mac: mn_mac.clone(),
                 windows,
                 x_udp,
             });
         }
         stream.check()?;
         mv.gap_ms = stream.longest_gap(t_start, unix_now()) * 1000.0;
-        mv.iha_binding = iha_binding_changes(iha, &mut iha_seen);
-        println!(
-            "    session    longest gap {:.0} ms; i-HA binding {}",
-            mv.gap_ms,
-            if mv.iha_binding.is_empty() {
+        mv.iha_binding = binding_changes(iha, INTERNAL_HOME_ADDR, &mut iha_seen);
+        let changes = |c: &[String]| {
+            if c.is_empty() {
                 "unchanged".to_owned()
             } else {
-                format!("→ {}", mv.iha_binding.join(" → "))
+                format!("→ {}", c.join(" → "))
             }
+        };
+        let xha_line = match xha {
+            Some(xha) => {
+                mv.xha_binding = binding_changes(xha, EXTERNAL_HOME_ADDR, &mut xha_seen);
+                format!("; x-HA binding {}", changes(&mv.xha_binding))
+            }
+            None => String::new(),
+        };
+        println!(
+            "    session    longest gap {:.0} ms; i-HA binding {}{xha_line}",
+            mv.gap_ms,
+            changes(&mv.iha_binding)
         );
         if mv.gap_ms > GAP_LIMIT_SECS * 1000.0 {
             report.failures.push(format!(
@@ -750,10 +943,23 @@ fn walk_on(
             None => "still up 10 s after coming back inside".into(),
         }
     );
+    // The foreign agents' visitors, the node back in internal 1: a visit the node moved away
+    // from is not deregistered with the agent; the home agent may tell the old agent only if
+    // they share a security association, else "the foreign agent's visitor list will expire
+    // naturally when the original Lifetime expires" (RFC 5944 §3.8.2.2).
+    for (net, fa) in fas {
+        report.agents.push(AgentVisitors {
+            segment: segment(*net),
+            care_of_addr: net.fa_addr().to_string(),
+            text: fa.ctl(&["visitors"])?,
+            visitors: fa.ctl_json(&["visitors"])?["visitors"].clone(),
+        });
+    }
     let totals = stream.finish()?;
     drop(mn);
     for cap in [cap_ext1, cap_ext2, cap_int1, cap_cn]
         .into_iter()
+        .chain(cap_int2)
         .chain(extra.into_iter().flatten())
     {
         cap.finish()?;
@@ -763,10 +969,21 @@ fn walk_on(
     for (net, f) in [(Net::Ext1, &f_ext1), (Net::Ext2, &f_ext2)] {
         let check = SegmentCheck {
             segment: segment(net),
-            plaintext_icmp: user_packets(f)?.len(),
+            // `user_packets` (ICMP of the home address) without agent discovery.
+            plaintext_icmp: tshark_count(
+                f,
+                &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR} && !({SIGNALLING})"),
+            )?,
             plaintext_session: tshark_count(
                 f,
-                &format!("ip.addr == {INTERNAL_HOME_ADDR} || tcp.port == {SESSION_PORT}"),
+                &format!(
+                    "(ip.addr == {INTERNAL_HOME_ADDR} && !({SIGNALLING})) \
+                     || tcp.port == {SESSION_PORT}"
+                ),
+            )?,
+            signalling: tshark_count(
+                f,
+                &format!("ip.addr == {INTERNAL_HOME_ADDR} && ({SIGNALLING})"),
             )?,
             esp_packets: tshark_count(f, "esp")?,
         };
@@ -793,7 +1010,8 @@ fn walk_on(
     Ok(())
 }
 
-/// One walk on a fresh topology: cvc (with the x-HA) or mc.
+/// One walk on a fresh topology: cvc (with the x-HA), mc, or fvc (with the x-HA and foreign
+/// agents requiring registration on [`AGENT_NETS`]).
 fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
     let t0 = Instant::now();
     let mut report = WalkReport {
@@ -805,12 +1023,34 @@ fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
         topo.start_vpn_gateway(VPN_POOL)?;
         let charon = topo.start_mn_charon()?;
         let iha = topo.start_iha()?;
-        let _xha = if mode == "cvc" {
-            Some(topo.start_xha()?)
-        } else {
+        let xha = if mode == "mc" {
             None
+        } else {
+            Some(topo.start_xha()?)
         };
-        let r = walk_on(&mut topo, &charon, &iha, mode, mss, &mut report);
+        let mut fas = Vec::new();
+        if mode == "fvc" {
+            for net in AGENT_NETS {
+                // As tests/tests/fa_e2e.rs: reverse tunnels (RFC 3024) offered, and R set, so
+                // the node registers through the agent although it has a co-located address.
+                let fa = topo.start_foreign_agent(
+                    net,
+                    "reverse_tunnel = \"offer\"\n",
+                    "registration_required = true\n",
+                )?;
+                fas.push((net, fa));
+            }
+        }
+        let r = walk_on(
+            &mut topo,
+            &charon,
+            &iha,
+            xha.as_ref(),
+            &fas,
+            mode,
+            mss,
+            &mut report,
+        );
         if let Some(dir) = std::env::var_os("MIPX_LAB_KEEP") {
             keep_files(&topo, &Path::new(&dir).join(mode));
         }
@@ -886,11 +1126,30 @@ fn print_walk(w: &WalkReport) {
                 s.plaintext_icmp, s.plaintext_session
             )
         };
+        let signalling = if s.signalling > 0 {
+            format!(
+                " ({} Mobile IP signalling packet{} with {INTERNAL_HOME_ADDR}: registrations \
+                 through an agent, agent solicitations)",
+                s.signalling,
+                if s.signalling == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<17} {} ESP packets, {plain}",
+            "  {:<17} {} ESP packets, {plain}{signalling}",
             format!("{}:", s.segment),
             s.esp_packets
         );
+    }
+    for a in &w.agents {
+        println!(
+            "\n  foreign agent on {} ({}), `mipctl visitors` after the walk:",
+            a.segment, a.care_of_addr
+        );
+        for line in a.text.lines() {
+            println!("    {line}");
+        }
     }
 }
 
@@ -901,7 +1160,7 @@ fn print_overhead(walks: &[WalkReport]) {
     };
     let inner: Vec<usize> = first.sizes.iter().map(|s| s.inner_len).collect();
     println!(
-        "\n==> per-packet overhead: outer IPv4 length on the access segment − the user packet's \
+        "\n==> per-packet overhead: outer IPv4 length on the access link (frames from and to the MN) − the user packet's \
          (ICMP from {INTERNAL_HOME_ADDR}, {}–{} octets at the correspondent), both directions",
         inner.first().unwrap_or(&0),
         inner.last().unwrap_or(&0)
@@ -953,17 +1212,22 @@ fn print_overhead(walks: &[WalkReport]) {
         printed.push(key);
     }
     // The expected layers as a matrix: one column per distinct layering.
+    // Modes with the same layers on the access link (mc and fvc) share a column.
     let mut columns: Vec<(String, &Vec<(String, usize)>)> = Vec::new();
     for r in &rows {
-        if columns.iter().any(|(_, p)| *p == &r.parts) {
-            continue;
-        }
         let label = if r.mode == "cvc" && r.segment.contains("NAT") {
             "cvc NAT".to_owned()
         } else {
             r.mode.clone()
         };
-        columns.push((label, &r.parts));
+        match columns.iter_mut().find(|(_, p)| *p == &r.parts) {
+            Some((l, _)) => {
+                if !l.split('/').any(|x| x == label) {
+                    *l = format!("{l}/{label}");
+                }
+            }
+            None => columns.push((label, &r.parts)),
+        }
     }
     let mut layers: Vec<&str> = Vec::new();
     for (_, parts) in &columns {
@@ -1053,6 +1317,25 @@ fn print_overhead(walks: &[WalkReport]) {
     fvc (i-MIP inside ESP, {FVC}) without a foreign agent, and no Mobile IP NAT traversal."
         );
     }
+    if has("fvc") {
+        println!(
+            "  - fvc (external 1, through the foreign agent): the RFC's {FVC} is i-MIP {IPIP} + ESP {ESP};
+    here i-MIP {IPIP} + ESP {esp_min}–{esp_max}{udp}, on the access link exactly what mc carries. The
+    x-MIP's IP-in-IP ({IPIP}) is between the agent and the x-HA (RFC 3024's reverse tunnel one
+    way, the agent decapsulating to the node's link-layer address the other), not on the MN's
+    link, which is why §5.2 does not count it.",
+            udp = if s.udp_encap { " + UDP 8" } else { "" },
+        );
+    }
+    if has("f") {
+        println!(
+            "  - f (internal 2, through the foreign agent): {F} on the access link, as §5.2 says: the
+    node sends and receives its user packets as they are, from and to its home address; the
+    i-MIP's IP-in-IP ({IPIP}) runs between the agent and the i-HA. The agent's own tunnel
+    packets cross the same segment, so the lab counts only frames from and to the MN's
+    link-layer address."
+        );
+    }
     println!(
         "  - The figures are IPv4 lengths (the RFC's octets); each Ethernet frame adds 14 to both."
     );
@@ -1061,18 +1344,22 @@ fn print_overhead(walks: &[WalkReport]) {
 fn main() -> Result<()> {
     require_root();
     catch_signals();
-    let mut modes: Vec<&'static str> = vec!["cvc", "mc"];
+    let mut modes: Vec<&'static str> = vec!["cvc", "mc", "fvc"];
     let mut json = None;
     let mut mss = Some(SESSION_MSS);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mode" => {
-                modes = match args.next().context("--mode cvc|mc|both")?.as_str() {
+                modes = match args.next().context("--mode cvc|mc|fvc|both|all")?.as_str() {
                     "cvc" => vec!["cvc"],
                     "mc" => vec!["mc"],
+                    "fvc" => vec!["fvc"],
                     "both" => vec!["cvc", "mc"],
-                    other => bail!("--mode {other}: cvc, mc or both"),
+                    "all" => vec!["cvc", "mc", "fvc"],
+                    other => bail!(
+                        "--mode {other}: cvc, mc, fvc, both (cvc and mc) or all (the default)"
+                    ),
                 }
             }
             "--json" => json = Some(PathBuf::from(args.next().context("--json FILE")?)),
@@ -1080,7 +1367,9 @@ fn main() -> Result<()> {
             // segments the VPN drops for good (MIPX_LAB_STALL_IHA_MS=2 --mode cvc makes one).
             "--no-mss-clamp" => mss = None,
             other => {
-                bail!("unknown argument {other} (--mode cvc|mc|both, --json FILE, --no-mss-clamp)")
+                bail!(
+                    "unknown argument {other} (--mode cvc|mc|fvc|both|all, --json FILE, --no-mss-clamp)"
+                )
             }
         }
     }
@@ -1092,16 +1381,24 @@ fn main() -> Result<()> {
      intranet   i-HA {IHA_ADDR} (home link 10.10.0.0/24), correspondent {CN_ADDR},
                 internal subnets 1 and 2 (10.20.1.0/24, 10.20.2.0/24)
      firewall   nftables: nothing from outside in but the VPN's UDP 434 and IP-in-IP to the i-HA
-     DMZ        x-HA {XHA_ADDR} (cvc only), strongSwan VPN gateway {VPN_GATEWAY_ADDR} (pool {VPN_POOL})
+     DMZ        x-HA {XHA_ADDR} (cvc and fvc walks), strongSwan VPN gateway {VPN_GATEWAY_ADDR} (pool {VPN_POOL})
      external 1 198.51.100.0/24; external 2 192.168.5.0/24 behind an nftables NAT ({NAT_PUBLIC_ADDR})
+     agents     fvc walk: foreign agents (mipd --role fa, registration required, reverse tunnels)
+                on internal 2 ({fa_int2}) and external 1 ({fa_ext1})
      MN         internal home address {INTERNAL_HOME_ADDR}, external home address {EXTERNAL_HOME_ADDR},
-                mipd + its own charon (kernel-libipsec); walk int1 → int2 → ext1 → ext2 → int1"
+                mipd + its own charon (kernel-libipsec); walk int1 → int2 → ext1 → ext2 → int1",
+        fa_int2 = Net::Int2.fa_addr(),
+        fa_ext1 = Net::Ext1.fa_addr(),
     );
     let mut walks = Vec::new();
     for mode in modes {
         println!(
             "\n==> mode {mode}: starting the topology, the VPN gateway, the MN's charon, the i-HA{}",
-            if mode == "cvc" { ", the x-HA" } else { "" }
+            match mode {
+                "cvc" => ", the x-HA",
+                "fvc" => ", the x-HA, the foreign agents on internal 2 and external 1",
+                _ => "",
+            }
         );
         let w = walk(mode, mss);
         print_walk(&w);
@@ -1122,7 +1419,8 @@ fn main() -> Result<()> {
             "session": { "chunk_bytes": CHUNK, "every_ms": EVERY.as_millis() as u64,
                          "gap_limit_secs": GAP_LIMIT_SECS, "mss": mss },
             "probe_payloads": PROBE_PAYLOADS,
-            "rfc5265_5_2": { "c": rfc5265_5_2::C, "fvc": rfc5265_5_2::FVC, "cvc": rfc5265_5_2::CVC,
+            "rfc5265_5_2": { "f": rfc5265_5_2::F, "c": rfc5265_5_2::C, "fvc": rfc5265_5_2::FVC,
+                             "cvc": rfc5265_5_2::CVC,
                              "ipsec_nat_t": rfc5265_5_2::IPSEC_NAT_T, "mip_nat_t": rfc5265_5_2::MIP_NAT_T },
             "walks": walks,
         });

@@ -19,7 +19,7 @@ pub(crate) struct Options {
     /// Seconds per transfer.
     #[arg(long, default_value_t = 3.0)]
     secs: f64,
-    /// Walks of the lab for the handover times (each walks both modes).
+    /// Walks of the lab for the handover times (each walks every mode: cvc, mc, fvc).
     #[arg(long, default_value_t = 5)]
     walks: usize,
     /// Print the results only; leave BENCHMARKS.md alone.
@@ -141,7 +141,7 @@ fn render(t: &Value, walks: &[Value], m: &Machine, o: &Options, secs: u64) -> Re
     }
     writeln!(
         out,
-        "\nHandover, from the lab's walks (`mipx-lab-rfc5265 --json`: internal 1 → internal 2 → external 1 → external 2 behind the NAT → internal 1 under one TCP session, each move a link change): time from the move to the decision in `mipctl status`, to the first data of the session after the move, and the longest gap in the session around the move. The baseline is the same walk's internal 1 → internal 2, a plain Mobile IPv4 move with no VPN (mode c on both sides). Median (min–max) over walks; ratios per walk.\n"
+        "\nHandover, from the lab's walks (`mipx-lab-rfc5265 --json`: internal 1 → internal 2 → external 1 → external 2 behind the NAT → internal 1 under one TCP session, each move a link change): time from the move to the decision in `mipctl status`, to the first data of the session after the move, and the longest gap in the session around the move. The baseline is the same walk's internal 1 → internal 2, a plain Mobile IPv4 move with no VPN (mode c to mode c; to mode f through the foreign agent in the fvc walk). Median (min–max) over walks; ratios per walk.\n"
     )?;
     writeln!(
         out,
