@@ -15,8 +15,8 @@
 //! itself (registrations above all).
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::generated::bpf_xdp_adjust_head,
     programs::XdpContext,
 };
 use mipx_common::{
@@ -192,7 +192,7 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
         let inner = &mut *inner;
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
-    (transmit(ctx, visitor.ifindex), Counter::FaDecapTx)
+    (xdp_ip::transmit(ctx, visitor.ifindex), Counter::FaDecapTx)
 }
 
 /// Handles a datagram whose source is a visitor's home address.
@@ -330,7 +330,7 @@ fn encapsulate(
         } => (ifindex, Some((smac, dmac))),
         Route::Unresolved => (0, None),
         Route::FragNeeded { mtu } => {
-            return frag_needed(
+            return xdp_ip::frag_needed(
                 ctx,
                 ip,
                 mtu.saturating_sub(IP_HLEN as u16),
@@ -359,7 +359,7 @@ fn encapsulate(
         // source is our own care-of address: mipd sets accept_local, as for the home agent).
         return (XDP_PASS, Counter::FaEncapToStack);
     }
-    (transmit(ctx, ifindex), Counter::FaEncapTx)
+    (xdp_ip::transmit(ctx, ifindex), Counter::FaEncapTx)
 }
 
 /// The front of a tunnel packet after the push: Ethernet, outer IPv4, inner IPv4.
@@ -401,71 +401,4 @@ fn push_header(
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
     Ok(())
-}
-
-/// Returns ICMP "Fragmentation Needed and DF set" to the visitor for a datagram too big for
-/// the reverse tunnel, carrying `tunnel_mtu`, the route MTU less the outer header (RFC 2003
-/// §5.1, RFC 1191 §4), from the care-of address (ours), back to the visitor's link-layer
-/// address; without DF the datagram is dropped, since XDP cannot fragment.
-#[inline(always)]
-fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, tunnel_mtu: u16, source: [u8; 4]) -> Verdict {
-    // Quoting "the internet header + 64 bits" has a fixed size only without options.
-    if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
-        return (XDP_DROP, Counter::TooBig);
-    }
-    const QUOTE: usize = IP_HLEN + 8;
-    const ICMP_AT: usize = ETH_HLEN + IP_HLEN;
-    const REPLY_LEN: usize = ICMP_AT + ipv4::ICMP_FRAG_NEEDED_LEN;
-    let Ok(base) = ctx.ptr_at::<[u8; REPLY_LEN]>(0) else {
-        return (XDP_DROP, Counter::TooBig);
-    };
-    let base = base.cast::<u8>();
-    // SAFETY: the quote and the Ethernet header lie in the checked range; copied out before
-    // the packet is rewritten.
-    let (eth_in, quote) = unsafe {
-        (
-            *base.cast::<EthHdr>(),
-            *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
-        )
-    };
-    let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
-    // RFC 1812 §4.3.2.5: precedence 6 (internetwork control) for ICMP errors, as ha.rs.
-    let header = ipv4::header(
-        0xc0,
-        (IP_HLEN + ipv4::ICMP_FRAG_NEEDED_LEN) as u16,
-        next_ip_id(),
-        0,
-        ipv4::PROTO_ICMP,
-        source,
-        ip.src_addr,
-    );
-    // SAFETY: all writes lie in the `REPLY_LEN` bytes checked above.
-    unsafe {
-        *base.cast::<EthHdr>() = EthHdr {
-            dst: eth_in.src,
-            src: eth_in.dst,
-            ether_type: ETH_P_IP.to_be_bytes(),
-        };
-        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = header;
-        *base.add(ICMP_AT).cast::<[u8; 8]>() = icmp;
-        *base.add(ICMP_AT + 8).cast::<[u8; QUOTE]>() = quote;
-    }
-    let shrink = REPLY_LEN as i64 - (ETH_HLEN as i64 + i64::from(ip.total_len()));
-    // SAFETY: shrinking only moves `data_end`; nothing is accessed afterwards.
-    if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink as i32) } != 0 {
-        return (XDP_DROP, Counter::TooBig);
-    }
-    // Back to the visitor, on the link it came from (its MAC was checked).
-    (XDP_TX, Counter::FragNeededSent)
-}
-
-/// Sends the rewritten frame out of `ifindex`: XDP_TX when that is where it came in.
-#[inline(always)]
-fn transmit(ctx: &XdpContext, ifindex: u32) -> u32 {
-    if ifindex == ctx.ingress_ifindex() as u32 {
-        XDP_TX
-    } else {
-        // SAFETY: a plain helper call; it returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
-        unsafe { bpf_redirect(ifindex, 0) as u32 }
-    }
 }

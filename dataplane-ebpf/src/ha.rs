@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::generated::bpf_xdp_adjust_head,
     programs::XdpContext,
 };
 use mipx_common::{
@@ -187,7 +187,13 @@ fn encapsulate(
         Route::Unresolved => (0, None),
         // RFC 3519 §4.8 wants fragmentation before UDP encapsulation, which is what the
         // sender does on our ICMP: the tunnel MTU is reported net of the overhead.
-        Route::FragNeeded { mtu } => return frag_needed(ctx, ip, mtu.saturating_sub(overhead)),
+        Route::FragNeeded { mtu } => {
+            // RFC 1812 §4.3.2.5: from the home agent, the router that could not forward.
+            let Some(cfg) = HA_CONFIG.get(0) else {
+                return (XDP_DROP, Counter::TooBig);
+            };
+            return xdp_ip::frag_needed(ctx, ip, mtu.saturating_sub(overhead), cfg.home_agent);
+        }
         // NotForwarded is also how the helper reports "no route at all"; a care-of address
         // that is local or broadcast is no better. Passing the tunnel packet up would not help:
         // the stack drops a packet arriving with our own address as source (martian source).
@@ -226,7 +232,7 @@ fn encapsulate(
     } else {
         Counter::HaEncapTx
     };
-    (transmit(ctx, ifindex), sent)
+    (xdp_ip::transmit(ctx, ifindex), sent)
 }
 
 /// Puts `outer` (the tunnel headers, `HLEN` bytes) between the Ethernet header and the
@@ -441,79 +447,5 @@ fn forward_inner<const HLEN: usize>(
         let inner = &mut *inner;
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
-    (transmit(ctx, ifindex), sent)
-}
-
-/// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for the
-/// tunnel, carrying `tunnel_mtu`, the route MTU minus the encapsulation headers (RFC 2003 §5.1,
-/// RFC 1191 §4), so its Path MTU Discovery converges; without DF the datagram is dropped,
-/// since XDP cannot fragment.
-#[inline(always)]
-fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, tunnel_mtu: u16) -> Verdict {
-    // Quoting "the internet header + 64 bits" has a fixed size only without options.
-    if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
-        return (XDP_DROP, Counter::TooBig);
-    }
-    let Some(cfg) = HA_CONFIG.get(0) else {
-        return (XDP_DROP, Counter::TooBig);
-    };
-    let home_agent = cfg.home_agent;
-    const QUOTE: usize = IP_HLEN + 8;
-    const ICMP_AT: usize = ETH_HLEN + IP_HLEN;
-    const REPLY_LEN: usize = ICMP_AT + ipv4::ICMP_FRAG_NEEDED_LEN;
-    let Ok(base) = ctx.ptr_at::<[u8; REPLY_LEN]>(0) else {
-        return (XDP_DROP, Counter::TooBig);
-    };
-    let base = base.cast::<u8>();
-    // SAFETY: the quote and the Ethernet header lie in the checked range; copied out before
-    // the packet is rewritten.
-    let (eth_in, quote) = unsafe {
-        (
-            *base.cast::<EthHdr>(),
-            *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
-        )
-    };
-    let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
-    // RFC 1812 §4.3.2.5: ICMP errors go out with precedence 6 (internetwork control), like
-    // Linux's; the source is the home agent, the router that could not forward.
-    let header = ipv4::header(
-        0xc0,
-        (IP_HLEN + ipv4::ICMP_FRAG_NEEDED_LEN) as u16,
-        next_ip_id(),
-        0,
-        ipv4::PROTO_ICMP,
-        home_agent,
-        ip.src_addr,
-    );
-    // SAFETY: all writes lie in the `REPLY_LEN` bytes checked above.
-    unsafe {
-        *base.cast::<EthHdr>() = EthHdr {
-            dst: eth_in.src,
-            src: eth_in.dst,
-            ether_type: ETH_P_IP.to_be_bytes(),
-        };
-        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = header;
-        *base.add(ICMP_AT).cast::<[u8; 8]>() = icmp;
-        *base.add(ICMP_AT + 8).cast::<[u8; QUOTE]>() = quote;
-    }
-    // The frame is longer than the reply (that is why it is too big); the packet length is
-    // the IP total length plus the Ethernet header, so no pointer subtraction is needed.
-    let shrink = REPLY_LEN as i64 - (ETH_HLEN as i64 + i64::from(ip.total_len()));
-    // SAFETY: shrinking only moves `data_end`; nothing is accessed afterwards.
-    if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink as i32) } != 0 {
-        return (XDP_DROP, Counter::TooBig);
-    }
-    // Back out of the interface it came in on, toward the previous hop.
-    (XDP_TX, Counter::FragNeededSent)
-}
-
-/// Sends the rewritten frame out of `ifindex`: XDP_TX when that is where it came in.
-#[inline(always)]
-fn transmit(ctx: &XdpContext, ifindex: u32) -> u32 {
-    if ifindex == ctx.ingress_ifindex() as u32 {
-        XDP_TX
-    } else {
-        // SAFETY: a plain helper call; it returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
-        unsafe { bpf_redirect(ifindex, 0) as u32 }
-    }
+    (xdp_ip::transmit(ctx, ifindex), sent)
 }

@@ -1,9 +1,19 @@
-//! IPv4 header validation shared by the XDP programs.
+//! IPv4 header validation and the replies and transmission shared by the XDP programs.
 
-use aya_ebpf::{bindings::xdp_action::XDP_DROP, programs::XdpContext};
-use mipx_common::counters::Counter;
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_TX},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use mipx_common::{
+    counters::Counter,
+    ipv4::{self, HEADER_LEN as IP_HLEN},
+};
 
-use crate::parse::{Aligned, ETH_HLEN, IPV4_MIN_IHL, Ipv4Hdr, Packet as _};
+use crate::{
+    maps::next_ip_id,
+    parse::{Aligned, ETH_HLEN, ETH_P_IP, EthHdr, IPV4_MIN_IHL, Ipv4Hdr, Packet as _},
+};
 
 /// A verdict and the counter that accounts for it.
 pub type Verdict = (u32, Counter);
@@ -53,4 +63,75 @@ pub fn checked_inner(ctx: &XdpContext, at: usize, room: u16) -> Result<Aligned<I
         return Err(malformed);
     }
     Ok(inner)
+}
+
+/// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for a
+/// tunnel, carrying `tunnel_mtu`, the route MTU minus the encapsulation headers (RFC 2003 §5.1,
+/// RFC 1191 §4), from `source` (the router that could not forward: the home agent, or the
+/// foreign agent's care-of address for a reverse tunnel), back out of the interface it came in
+/// on, to the previous hop's link-layer address; without DF the datagram is dropped, since XDP
+/// cannot fragment.
+#[inline(always)]
+pub fn frag_needed(ctx: &XdpContext, ip: &Ipv4Hdr, tunnel_mtu: u16, source: [u8; 4]) -> Verdict {
+    // Quoting "the internet header + 64 bits" has a fixed size only without options.
+    if ip.flags_frag() & ipv4::DF == 0 || ip.ihl() != 5 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    const QUOTE: usize = IP_HLEN + 8;
+    const ICMP_AT: usize = ETH_HLEN + IP_HLEN;
+    const REPLY_LEN: usize = ICMP_AT + ipv4::ICMP_FRAG_NEEDED_LEN;
+    let Ok(base) = ctx.ptr_at::<[u8; REPLY_LEN]>(0) else {
+        return (XDP_DROP, Counter::TooBig);
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: the quote and the Ethernet header lie in the checked range; copied out before
+    // the packet is rewritten.
+    let (eth_in, quote) = unsafe {
+        (
+            *base.cast::<EthHdr>(),
+            *base.add(ETH_HLEN).cast::<[u8; QUOTE]>(),
+        )
+    };
+    let icmp = ipv4::icmp_frag_needed(tunnel_mtu, &quote);
+    // RFC 1812 §4.3.2.5: ICMP errors go out with precedence 6 (internetwork control), like
+    // Linux's.
+    let header = ipv4::header(
+        0xc0,
+        (IP_HLEN + ipv4::ICMP_FRAG_NEEDED_LEN) as u16,
+        next_ip_id(),
+        0,
+        ipv4::PROTO_ICMP,
+        source,
+        ip.src_addr,
+    );
+    // SAFETY: all writes lie in the `REPLY_LEN` bytes checked above.
+    unsafe {
+        *base.cast::<EthHdr>() = EthHdr {
+            dst: eth_in.src,
+            src: eth_in.dst,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = header;
+        *base.add(ICMP_AT).cast::<[u8; 8]>() = icmp;
+        *base.add(ICMP_AT + 8).cast::<[u8; QUOTE]>() = quote;
+    }
+    // The frame is longer than the reply (that is why it is too big); the packet length is
+    // the IP total length plus the Ethernet header, so no pointer subtraction is needed.
+    let shrink = REPLY_LEN as i64 - (ETH_HLEN as i64 + i64::from(ip.total_len()));
+    // SAFETY: shrinking only moves `data_end`; nothing is accessed afterwards.
+    if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink as i32) } != 0 {
+        return (XDP_DROP, Counter::TooBig);
+    }
+    (XDP_TX, Counter::FragNeededSent)
+}
+
+/// Sends the rewritten frame out of `ifindex`: XDP_TX when that is where it came in.
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, ifindex: u32) -> u32 {
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        XDP_TX
+    } else {
+        // SAFETY: a plain helper call; it returns XDP_REDIRECT, or XDP_ABORTED on bad flags.
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
 }
