@@ -655,12 +655,22 @@ impl Node {
             }
             // The i-HA registration from the TIA (draft §3.3: again whenever the TIA or the
             // gateway changes), while no interface is inside.
-            // Not while the VPN is being torn down (its last snapshot still says up).
+            // Not while the VPN is being torn down (its last snapshot still says up), and in
+            // mode mc not before MOBIKE has moved the SA to an address the node has now: a
+            // request into an SA still bound to the last network's address is lost, and
+            // retransmitted only a second later (RFC 5944 §3.6.3).
+            let sa_here = self.mode != OutsideMode::Mc
+                || v.snapshot.local.is_some_and(|l| {
+                    self.ifaces
+                        .iter()
+                        .any(|i| i.seen.is_some_and(|a| a.care_of_addr == l))
+                });
             let target = match (v.snapshot.established, v.snapshot.tia, inside) {
                 (true, Some(tia), false) if v.want == VpnCommand::Up => Some(tia),
                 _ => None,
             };
-            if v.engine.as_ref().map(|e| e.tia) != target {
+            // A registration already made through the VPN stands while MOBIKE moves the SA.
+            if v.engine.as_ref().map(|e| e.tia) != target && (target.is_none() || sa_here) {
                 v.engine = None;
                 if let Some(tia) = target {
                     match TiaEngine::start(tia, internal, now, rx_tx).await {

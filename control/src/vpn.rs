@@ -110,6 +110,7 @@ pub fn spawn(
             want: VpnCommand::Down,
             backoff: Duration::ZERO,
             retry_at: None,
+            last: VpnSnapshot::default(),
         };
         driver.run(cmd_rx).await;
     });
@@ -123,6 +124,8 @@ struct Driver {
     want: VpnCommand,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// The IKE_SA as last read.
+    last: VpnSnapshot,
 }
 
 impl Driver {
@@ -221,6 +224,18 @@ impl Driver {
                         let started = initiating.take().expect("guarded").0;
                         let outcome = outcome.unwrap_or_else(|e| Err(VpnError::Failed { command: "initiate", message: e.to_string() }));
                         if self.initiated(&mut vici, started, outcome).await.is_err() { break }
+                        // A Down while the attempt ran may have found no SA to terminate yet
+                        // (charon names the IKE_SA only once it exists); whatever the attempt
+                        // left up goes now.
+                        if self.want == VpnCommand::Down
+                            && terminating.is_none()
+                            && (self.last.established || self.last.gateway.is_some())
+                        {
+                            let socket = self.settings.vici_socket.clone();
+                            terminating = Some(tokio::spawn(async move {
+                                Vici::connect(&socket).await?.terminate(CONNECTION, TERMINATE_TIMEOUT_MS).await
+                            }));
+                        }
                     }
                     outcome = async { terminating.as_mut().expect("guarded").await }, if terminating.is_some() => {
                         terminating = None;
@@ -280,6 +295,7 @@ impl Driver {
         if snapshot.established {
             self.backoff = Duration::ZERO;
         }
+        self.last = snapshot.clone();
         let _ = self.reports.send(VpnReport::State(snapshot.clone())).await;
         Ok(snapshot)
     }
