@@ -37,7 +37,7 @@ use crate::proto::advert::{AdvertisedRouter, Advertiser, AdvertiserConfig};
 use mipx_common::wire::AgentFlags;
 
 use crate::proto::fa::{
-    FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile, PeerSa,
+    FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile, IcmpUnreachable, PeerSa,
     ReverseTunnelPolicy, Visitor,
 };
 
@@ -59,6 +59,8 @@ enum Input {
     Frame(usize, Vec<u8>),
     /// A datagram on the registration socket of a care-of address.
     Datagram(SocketAddrV4, Vec<u8>),
+    /// An ICMP error about a relay we sent to this home agent, with the relayed request.
+    Unreachable(Ipv4Addr, IcmpUnreachable, Vec<u8>),
 }
 
 struct Fa {
@@ -204,6 +206,9 @@ pub async fn run(config: Config) -> io::Result<()> {
                     iface.care_of_addr, settings.port
                 ))
             })?;
+        // RFC 5944 §3.7.3: an ICMP error about a relay becomes a reply code (80-88) to the
+        // mobile node; IP_RECVERR queues such errors, with the datagram they are about.
+        enable_recverr(&socket)?;
         sockets.insert(iface.care_of_addr, Arc::new(socket));
     }
     let engine = ForeignAgent::new(engine_config(&settings, &links));
@@ -266,9 +271,14 @@ pub async fn run(config: Config) -> io::Result<()> {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        // An ICMP error for an earlier send shows up here on Linux; the
-                        // engine's registration timeout (78) covers the request.
+                        // With IP_RECVERR an ICMP error about an earlier send fails the next
+                        // receive once; the error queue says which relay it was about.
                         debug!(error = %e, "registration socket");
+                        for (ha, kind, quoted) in read_error_queue(&socket) {
+                            if tx.send(Input::Unreachable(ha, kind, quoted)).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }
@@ -383,6 +393,10 @@ impl Fa {
                         }
                     }
                 }
+            }
+            Input::Unreachable(ha, kind, quoted) => {
+                info!(%ha, ?kind, "ICMP error about a relayed registration");
+                self.engine.handle_icmp_unreachable(now, ha, kind, &quoted);
             }
             Input::Datagram(from, bytes) => {
                 // Requests sent to the care-of address are read from the link socket.
@@ -654,6 +668,92 @@ impl Fa {
             },
         }
     }
+}
+
+fn enable_recverr(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a live c_int of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_RECVERR,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drains the socket's error queue (MSG_ERRQUEUE): for each ICMP Destination Unreachable, the
+/// home agent the datagram was sent to, what the ICMP code says, and the datagram (our relay).
+/// Other errors are skipped.
+fn read_error_queue(socket: &UdpSocket) -> Vec<(Ipv4Addr, IcmpUnreachable, Vec<u8>)> {
+    use std::os::fd::AsRawFd as _;
+    /// `SO_EE_ORIGIN_ICMP` (linux/errqueue.h).
+    const ORIGIN_ICMP: u8 = 2;
+    const DEST_UNREACHABLE: u8 = 3;
+    #[repr(C, align(8))]
+    struct Control([u8; 256]);
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        let mut data = [0u8; 2048];
+        let mut control = Control([0; 256]);
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr; the pointers are set to live buffers below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&raw mut name).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len();
+        // SAFETY: `msg` points at buffers that outlive the call, with their lengths.
+        let n = unsafe {
+            libc::recvmsg(
+                socket.as_raw_fd(),
+                &raw mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            break;
+        }
+        let mut err: Option<libc::sock_extended_err> = None;
+        // SAFETY: walking the control buffer the kernel filled, with the CMSG macros.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_RECVERR {
+                    err = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c).cast::<libc::sock_extended_err>(),
+                    ));
+                }
+                c = libc::CMSG_NXTHDR(&raw const msg, c);
+            }
+        }
+        let Some(e) = err else { continue };
+        if e.ee_origin != ORIGIN_ICMP {
+            continue;
+        }
+        let kind = if e.ee_type == DEST_UNREACHABLE {
+            IcmpUnreachable::from_unreachable_code(e.ee_code)
+        } else {
+            IcmpUnreachable::Other
+        };
+        let ha = Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr));
+        out.push((ha, kind, data[..n as usize].to_vec()));
+    }
+    out
 }
 
 fn now_since(start: Instant) -> Now {

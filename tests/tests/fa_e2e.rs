@@ -325,3 +325,45 @@ fn unix_now() -> f64 {
         .unwrap_or_default()
         .as_secs_f64()
 }
+
+/// RFC 5944 §3.7.3: an ICMP error about a relayed request becomes a reply code to the mobile
+/// node. The home agent's host is there but no `mipd` listens on it, so its kernel answers the
+/// relay with ICMP port unreachable: the agent denies the registration with 82 ("home agent
+/// port unreachable") instead of waiting for its registration timeout (78).
+#[test]
+fn an_unreachable_home_agent_port_is_reported_as_82() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("fa-icmp")?;
+    topo.move_mn(Net::Ext1, true)?;
+    let fa = topo.start_foreign_agent(Net::Ext1, "reverse_tunnel = \"offer\"\n", "")?;
+    // No x-HA daemon: its namespace's kernel refuses UDP 434.
+    let mn = topo.start_mn_with(&mn_toml(&topo), false)?;
+    wait_for(Duration::from_secs(10), "a denial with code 82", || {
+        let v = fa.ctl_json(&["stats"])?;
+        Ok((v["stats"]["fa"]["denied"]["82"].as_u64().unwrap_or(0) > 0).then_some(()))
+    })
+    .with_context(|| format!("fa log:\n{}\nmn log:\n{}", fa.log_text(), mn.log_text()))?;
+    let v = fa.ctl_json(&["stats"])?;
+    ensure!(
+        v["stats"]["fa"]["denied"]["78"].is_null(),
+        "the agent timed the relay out as well: {v}"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the node hearing the denial",
+        || Ok((mn.stat(&["mn", "denied"])? > 0).then_some(())),
+    )
+    .with_context(|| mn.log_text())?;
+    ensure!(
+        mn.log_text().contains("82 (home agent port unreachable)"),
+        "the node's log does not name code 82"
+    );
+    let visitors = fa.ctl_json(&["visitors"])?;
+    ensure!(
+        visitors["visitors"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "a denied node became a visitor: {visitors}"
+    );
+    Ok(())
+}
