@@ -406,6 +406,17 @@ pub(crate) async fn next_agent_frame(
     }
 }
 
+/// The time for the sans-IO cores, on a daemon started at `start`: the shell reads the clocks,
+/// the cores never do (DESIGN.md §1.3).
+pub(crate) fn now_since(start: Instant) -> Now {
+    Now {
+        mono: start.elapsed(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    }
+}
+
 /// `error: cause: cause` on one line, for logs.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -463,12 +474,7 @@ pub(crate) async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
 
 impl Daemon {
     fn now(&self) -> Now {
-        Now {
-            mono: self.start.elapsed(),
-            unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        }
+        now_since(self.start)
     }
 
     fn deadline(&self) -> tokio::time::Instant {

@@ -30,7 +30,7 @@ use mipx_common::maps::{FaDataplaneConfig, FaVisitor, NEXTHOP_EPOCH_MS, VISITOR_
 use crate::api::{self, DaemonStats, Request, Response, VisitorInfo};
 use crate::config::Advertise;
 use crate::config::{Config, FaSettings, ReverseTunnel, Role};
-use crate::daemon::{ApiCall, Dp, bind_api, error_chain, serve_api, setup_dataplane};
+use crate::daemon::{ApiCall, Dp, bind_api, error_chain, now_since, serve_api, setup_dataplane};
 use crate::net::link::{self, FrameAddrs, LinkFilter, LinkSocket, Payload};
 use crate::proto::Now;
 use crate::proto::advert::{AdvertisedRouter, Advertiser, AdvertiserConfig};
@@ -754,15 +754,6 @@ fn read_error_queue(socket: &UdpSocket) -> Vec<(Ipv4Addr, IcmpUnreachable, Vec<u
         out.push((ha, kind, data[..n as usize].to_vec()));
     }
     out
-}
-
-fn now_since(start: Instant) -> Now {
-    Now {
-        mono: start.elapsed(),
-        unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    }
 }
 
 /// The prefix length of `addr` on interface `name`, if it has that address.

@@ -15,7 +15,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use mipx_common::maps::{
@@ -32,7 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::{self, Request, Response};
 use crate::config::{Config, InsideVpn, MnSettings, OutsideMode, VpnSettings};
-use crate::daemon::{ApiCall, Dp, bind_api, error_chain, serve_api, setup_dataplane};
+use crate::daemon::{ApiCall, Dp, bind_api, error_chain, now_since, serve_api, setup_dataplane};
 use crate::proto::Now;
 use crate::proto::detect::{DetectEvent, DetectStatus, Detector, Gate, Location, Reason};
 use crate::proto::mn::{MnConfig, MnEvent, MobileNode, ViaAgent};
@@ -204,15 +204,6 @@ async fn route_home(
             error!(%home, error = %e, "cannot route the home address");
             false
         }
-    }
-}
-
-fn now_since(start: Instant) -> Now {
-    Now {
-        mono: start.elapsed(),
-        unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
     }
 }
 

@@ -108,18 +108,7 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
 /// registration, and neither we nor the kernel ever resolve the home address).
 #[inline(always)]
 fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
-    // XDP cannot reassemble; a tunnel endpoint that cannot decapsulate a fragment drops it
-    // (the home agent sets DF only when the inner datagram has it, RFC 2003 §3.1).
-    if outer.is_fragment() {
-        return (XDP_DROP, Counter::TunnelFragment);
-    }
-    // Options would put the inner header at a variable offset. A home agent adds none (RFC
-    // 2003 §3.1 "Options": not copied), so this is no tunnel we set up.
-    if outer.ihl() != 5 {
-        return (XDP_DROP, Counter::TunnelOptions);
-    }
-    let room = outer.total_len().saturating_sub(IP_HLEN as u16);
-    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + IP_HLEN, room) {
+    let inner = match xdp_ip::ipip_inner(ctx, outer) {
         Ok(inner) => inner,
         Err(verdict) => return verdict,
     };

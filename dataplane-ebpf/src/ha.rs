@@ -284,14 +284,7 @@ struct Region<const HLEN: usize> {
 /// was granted reverse tunnelling; the home agent then forwards it like any router.
 #[inline(always)]
 fn decapsulate_ipip(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
-    if outer.is_fragment() {
-        return (XDP_DROP, Counter::TunnelFragment);
-    }
-    if outer.ihl() != 5 {
-        return (XDP_DROP, Counter::TunnelOptions);
-    }
-    let room = outer.total_len().saturating_sub(IP_HLEN as u16);
-    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + IP_HLEN, room) {
+    let inner = match xdp_ip::ipip_inner(ctx, outer) {
         Ok(inner) => inner,
         Err(verdict) => return verdict,
     };

@@ -65,6 +65,23 @@ pub fn checked_inner(ctx: &XdpContext, at: usize, room: u16) -> Result<Aligned<I
     Ok(inner)
 }
 
+/// The inner header of an IP-in-IP packet whose `outer` header ends at `ETH_HLEN + IP_HLEN`,
+/// checked as [`checked_inner`] does. XDP cannot reassemble, and a tunnel endpoint that cannot
+/// decapsulate a fragment drops it (the encapsulator sets DF only when the inner datagram has
+/// it, RFC 2003 §3.1); options would put the inner header at a variable offset, and the
+/// tunnels we terminate carry none (RFC 2003 §3.1 "Options": not copied).
+#[inline(always)]
+pub fn ipip_inner(ctx: &XdpContext, outer: &Ipv4Hdr) -> Result<Aligned<Ipv4Hdr>, Verdict> {
+    if outer.is_fragment() {
+        return Err((XDP_DROP, Counter::TunnelFragment));
+    }
+    if outer.ihl() != 5 {
+        return Err((XDP_DROP, Counter::TunnelOptions));
+    }
+    let room = outer.total_len().saturating_sub(IP_HLEN as u16);
+    checked_inner(ctx, ETH_HLEN + IP_HLEN, room)
+}
+
 /// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for a
 /// tunnel, carrying `tunnel_mtu`, the route MTU minus the encapsulation headers (RFC 2003 §5.1,
 /// RFC 1191 §4), from `source` (the router that could not forward: the home agent, or the
