@@ -113,9 +113,11 @@ counters! {
     /// FA: IP-in-IP to one of our care-of addresses whose inner destination is in no visitor
     /// entry: silently discarded, no ICMP (RFC 5944 §4.2.2; dropped).
     FaUnknownVisitor = 32 => "fa_unknown_visitor",
-    /// FA: IP-in-IP for a visitor that is not the tunnel it registered: outer source not its
-    /// home agent (RFC 2003 §6.2), outer destination not its care-of address, or a visitor
-    /// with UDP tunnelling (dropped).
+    /// FA: a tunnel packet for a visitor that is not the tunnel it registered: outer source
+    /// not its home agent (RFC 2003 §6.2, RFC 3519 §4.3), outer destination not its care-of
+    /// address, or the other tunnelling mode (IP-in-IP for a visitor with UDP tunnelling or
+    /// the reverse, RFC 3519 §4.7); or a MIP tunnel data message whose Next Header is not 4
+    /// (RFC 3519 §3.3) (dropped).
     FaTunnelRejected = 33 => "fa_tunnel_rejected",
     /// FA: a tunnelled datagram for a visitor whose inner TTL is 0 (RFC 2003 §3.1: MUST
     /// discard) or 1 (forwarding it to the visitor would take it to 0); no ICMP (dropped).
@@ -139,6 +141,17 @@ counters! {
     /// FA: the visitor's interface is not in `MIPX_IFACES`, so its link-layer source is
     /// unknown: `mipd` has not configured that interface (dropped).
     FaNoIface = 40 => "fa_no_iface",
+    /// FA: IP-in-UDP (RFC 3519 §4.3) from a visitor's home agent, port 434, to its care-of
+    /// address and our registration port, decapsulated and delivered on the visitor's link to
+    /// its link-layer address as [`FaDecapTx`](Counter::FaDecapTx) (XDP_TX/redirect).
+    FaUdpDecapTx = 41 => "fa_udp_decap_tx",
+    /// FA: a datagram from a visitor with reverse tunnelling and UDP tunnelling, encapsulated
+    /// IP-in-UDP from its care-of address and our registration port to its home agent's port
+    /// 434 (RFC 3519 §4.2, §4.7) and sent (XDP_TX/redirect).
+    FaUdpEncapTx = 42 => "fa_udp_encap_tx",
+    /// FA: a UDP-tunnelled ICMP datagram to the care-of address itself: the home agent's
+    /// answer to the foreign agent's keepalive (RFC 3519 §4.9), passed up to `mipd`.
+    FaKeepalive = 43 => "fa_keepalive",
 }
 
 #[cfg(test)]

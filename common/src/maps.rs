@@ -283,9 +283,13 @@ pub const MAX_FA_CARE_OF: u32 = 64;
 /// tunnelled IP-in-IP from the care-of address to the home agent (§5.1, Direct Delivery Style).
 /// Without it, what the visitor sends is routed by the kernel (triangle routing).
 pub const VISITOR_REVERSE_TUNNEL: u32 = 1 << 0;
-/// [`FaVisitor::flags`]: reserved for RFC 3519 UDP tunnelling between the foreign agent and the
-/// home agent. Not implemented by the fast path: such a visitor's IP-in-IP is refused (§4.7:
-/// a UDP-tunnelled binding carries all its data in UDP) and what it sends goes to the kernel.
+/// [`FaVisitor::flags`]: RFC 3519 UDP tunnelling between the foreign agent and the home agent,
+/// set when the foreign agent sits behind a NAT and the home agent assented to it for the
+/// registration we relayed (§4.5). The tunnel runs between the care-of address at our
+/// registration port ([`FaDataplaneConfig::udp_port`]) and the home agent's port 434. All of
+/// the visitor's data goes through it (§4.7): the home agent's IP-in-UDP is delivered and its
+/// IP-in-IP refused, and with [`VISITOR_REVERSE_TUNNEL`] what the visitor sends is tunnelled
+/// IP-in-UDP.
 pub const VISITOR_UDP_TUNNEL: u32 = 1 << 1;
 
 /// One visitor in [`FA_VISITORS_MAP`], keyed by its home address.

@@ -104,6 +104,9 @@ pub struct VisitorInfo {
     pub interface: String,
     /// Reverse tunnelling granted (RFC 3024, the T bit).
     pub reverse_tunnel: bool,
+    /// The tunnel with the home agent is IP-in-UDP (RFC 3519 §4.5: the agent is behind a NAT).
+    #[serde(default)]
+    pub udp_tunnel: bool,
     pub lifetime: u16,
     pub remaining_secs: u64,
 }

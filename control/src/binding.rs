@@ -22,6 +22,11 @@ pub struct Binding {
     /// tunnel, which is where the registration came from (the NAT's address and port, "the
     /// effective care-of address", §4.6). `None`: plain IP-in-IP to `care_of_addr`.
     pub udp_tunnel: Option<SocketAddrV4>,
+    /// RFC 3519 §4.11: UDP tunnelling assented for a co-located care-of address registered
+    /// through a foreign agent ('R' in the UDP Tunnel Request). `source` is then the agent's
+    /// (NAT's) address and port, and `udp_tunnel` is learnt from the mobile node's keepalives
+    /// from that address: `None` until the first, so nothing is tunnelled yet.
+    pub half_bound: bool,
     /// SPI of the security association that authenticated it.
     pub spi: u32,
     pub identification: u64,
@@ -121,6 +126,7 @@ mod tests {
             source: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, last), 434),
             flags: RequestFlags::default(),
             udp_tunnel: None,
+            half_bound: false,
             spi: 256,
             identification: 1,
             lifetime: 10,

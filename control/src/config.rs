@@ -1130,6 +1130,7 @@ key_file = "mn.key"
             (FA.replace("address = \"10.1.0.1\"", "home_addr = \"10.1.0.1\""), "fa.home_agent[0].address"),
             (FA.replace("registration_required = true", "registration_required = true\nadvertise = \"off\""), "fa.interface[0].registration_required"),
             (FA.replace("[fa]", "[fa]\nrequire_mn_fa_auth = true").replace("[[fa.mobile_node]]\nhome_addr = \"10.1.0.10\"\nspi = 8194\nkey_file = \"mn.key\"\n", ""), "fa.require_mn_fa_auth"),
+            (FA.replace("[fa]", "[fa]\nbehind_nat = true\nkeepalive_secs = 5"), "fa.keepalive_secs"),
             ("role = \"fa\"\n".to_string(), "fa"),
         ];
         for (text, field) in cases {

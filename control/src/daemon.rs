@@ -524,6 +524,7 @@ impl Daemon {
                         source,
                         flags: RequestFlags(b.request_flags),
                         udp_tunnel: (b.tunnel_flags & TUNNEL_UDP != 0).then_some(source),
+                        half_bound: false,
                         spi: b.spi,
                         identification: b.identification,
                         lifetime: b.lifetime,
@@ -720,6 +721,14 @@ impl Daemon {
                         continue;
                     };
                     let result = match &e {
+                        // RFC 3519 §4.11: a half-bound tunnel has no far end until the mobile
+                        // node's first keepalive; tunnelling to the registration's source would
+                        // reach the foreign agent, not the node.
+                        HaEvent::BindingAdded(b) | HaEvent::BindingUpdated { new: b, .. }
+                            if b.half_bound && b.udp_tunnel.is_none() =>
+                        {
+                            dp.dp.remove_binding(b.home_addr)
+                        }
                         HaEvent::BindingAdded(b) => {
                             // §4.6: a new binding (the MN was assumed at home) MUST be
                             // announced with a gratuitous ARP on the home link.

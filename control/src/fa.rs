@@ -25,7 +25,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use mipx_common::maps::{FaDataplaneConfig, FaVisitor, NEXTHOP_EPOCH_MS, VISITOR_REVERSE_TUNNEL};
+use mipx_common::maps::{
+    FaDataplaneConfig, FaVisitor, NEXTHOP_EPOCH_MS, VISITOR_REVERSE_TUNNEL, VISITOR_UDP_TUNNEL,
+};
 
 use crate::api::{self, DaemonStats, Request, Response, VisitorInfo};
 use crate::config::Advertise;
@@ -38,7 +40,7 @@ use mipx_common::wire::AgentFlags;
 
 use crate::proto::fa::{
     FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile, IcmpUnreachable, PeerSa,
-    ReverseTunnelPolicy, Visitor,
+    ReverseTunnelPolicy, UdpTunnelling, Visitor,
 };
 
 /// A link the foreign agent serves.
@@ -128,6 +130,9 @@ fn engine_config(s: &FaSettings, links: &[Link]) -> FaConfig {
                 sa: sa.clone(),
             })
             .collect(),
+        udp_tunnel: s
+            .behind_nat
+            .map(|max_keepalive| UdpTunnelling { max_keepalive }),
         ..FaConfig::default()
     }
 }
@@ -170,7 +175,9 @@ pub async fn run(config: Config) -> io::Result<()> {
                 c.flags = c
                     .flags
                     .with(AgentFlags::T, settings.reverse_tunnel != ReverseTunnel::Off)
-                    .with(AgentFlags::R, iface.registration_required);
+                    .with(AgentFlags::R, iface.registration_required)
+                    // RFC 3519 §3.4: SHOULD behind a NAT, MUST NOT otherwise.
+                    .with(AgentFlags::U, settings.behind_nat.is_some());
                 c.lifetime = iface.advertisement_lifetime;
                 // RFC 1256 §5.1's MinAdvertisementInterval default: three quarters of the
                 // maximum, so that the randomised intervals never bunch up.
@@ -596,6 +603,10 @@ impl Fa {
                 VISITOR_REVERSE_TUNNEL
             } else {
                 0
+            } | if v.udp_keepalive.is_some() {
+                VISITOR_UDP_TUNNEL
+            } else {
+                0
             },
             mac: v.mac,
             lifetime: v.lifetime,
@@ -648,6 +659,7 @@ impl Fa {
                             .find(|l| l.ifindex == r.iface)
                             .map_or_else(|| r.iface.to_string(), |l| l.name.clone()),
                         reverse_tunnel: r.reverse_tunnel,
+                        udp_tunnel: r.udp_tunnel,
                         lifetime: r.lifetime,
                         remaining_secs: r.remaining_secs.unwrap_or(u64::MAX),
                     })

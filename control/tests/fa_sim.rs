@@ -11,13 +11,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, ExtensionIter, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
-    RequestPacket, RequestRepr,
+    Extension, ExtensionIter, ICMP_ECHO_REQUEST, KeepaliveRepr, MIP_PORT, ReplyCode, ReplyPacket,
+    ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
 };
 use mipx_control::auth::{self, Key, ReplayProtection, SecurityAssociation};
 use mipx_control::proto::fa::{
     DeliveryStyle, FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile,
-    IcmpUnreachable, LinkTarget, PeerSa, ReverseTunnelPolicy, VisitorRow,
+    IcmpUnreachable, LinkTarget, PeerSa, ReverseTunnelPolicy, UdpTunnelling, VisitorRow,
 };
 use mipx_control::proto::ha::{
     ForeignAgentEntry, HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
@@ -224,6 +224,9 @@ struct World {
     fa_events: Vec<FaEvent>,
     ha_events: Vec<HaEvent>,
     last_id: u64,
+    /// A NAT in front of the foreign agent (RFC 3519 §4.5): what its care-of address and
+    /// port 434 become on the way to the home agents.
+    nat: Option<SocketAddrV4>,
 }
 
 impl World {
@@ -246,6 +249,7 @@ impl World {
             fa_events: vec![],
             ha_events: vec![],
             last_id: 0,
+            nat: None,
         }
     }
 
@@ -313,7 +317,8 @@ impl World {
         let Some((_, ha)) = self.has.iter_mut().find(|(a, _)| a == t.dst.ip()) else {
             return;
         };
-        ha.handle_datagram(now, SocketAddrV4::new(t.src, 434), *t.dst.ip(), &t.payload);
+        let source = self.nat.unwrap_or(SocketAddrV4::new(t.src, 434));
+        ha.handle_datagram(now, source, *t.dst.ip(), &t.payload);
         let mut replies = vec![];
         while let Some(r) = ha.poll_transmit() {
             replies.push(r);
@@ -321,8 +326,9 @@ impl World {
         self.ha_events
             .extend(std::iter::from_fn(|| ha.poll_event()));
         for r in replies {
-            // §3.8.3.1: to the relay's source, which is our care-of address.
-            assert_eq!(r.dst, SocketAddrV4::new(t.src, 434));
+            // §3.8.3.1: to the relay's source, which is our care-of address (or the NAT's
+            // mapping of it, which takes it back to us).
+            assert_eq!(r.dst, source);
             self.ha_replies.push(r.clone());
             let mut bytes = r.payload;
             if self.reply_path != ReplyPath::Intact {
@@ -460,6 +466,7 @@ fn accepted_registration_end_to_end() {
             lifetime: 600,
             remaining_secs: Some(500),
             reverse_tunnel: true,
+            udp_tunnel: false,
             delivery: DeliveryStyle::Encapsulating,
         }]
     );
@@ -1299,8 +1306,8 @@ fn mobile_foreign_authentication_required() {
     );
 }
 
-/// RFC 3519: this foreign agent does not do UDP tunnelling and never advertises 'U' (§3.4),
-/// so a mobile node must not send a UDP Tunnel Request through it (§4.4), with our care-of
+/// RFC 3519: a foreign agent that is not behind a NAT never advertises 'U' (§3.4), so a
+/// mobile node must not send a UDP Tunnel Request through it (§4.4), with our care-of
 /// address or a co-located one; relaying it would make the home agent tunnel in UDP to us
 /// (§4.11). The request is poorly formed here: 70, and the home agent never sees it. An
 /// extension whose Reserved 3 is set is "not understood and silently skipped" (§3.1.3), so
@@ -1610,4 +1617,289 @@ fn bad_input_never_creates_a_visitor() {
         let _ = parse_reply(t);
     }
     assert!(w.fa.visitors(w.now).len() <= 1);
+}
+
+/// The NAT in front of the agent in the tests below, and an agent configured behind it.
+const NAT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 200), 61_000);
+const UDP_TUNNEL_REPLY: u8 = 44; // RFC 3519 §3.2
+
+fn fa_behind_nat() -> FaConfig {
+    FaConfig {
+        udp_tunnel: Some(UdpTunnelling {
+            max_keepalive: Duration::from_secs(30),
+        }),
+        ..fa_config()
+    }
+}
+
+/// The extensions of a message, as (offset, type, data).
+fn extensions(msg: &[u8], fixed_len: usize) -> Vec<(usize, u8, Vec<u8>)> {
+    let mut out = vec![];
+    let mut at = fixed_len;
+    while at + 2 <= msg.len() {
+        let len = usize::from(msg[at + 1]);
+        out.push((at, msg[at], msg[at + 2..at + 2 + len].to_vec()));
+        at += 2 + len;
+    }
+    out
+}
+
+/// RFC 3519 §4.5-4.6, §4.9: behind a NAT the agent adds its UDP Tunnel Request after the
+/// mobile node's authenticator (and before its own FA-HA one); the home agent sees the NAT
+/// (source ≠ care-of address), binds the NAT's address and port, and answers after the
+/// mobile node's authenticator; the agent removes that answer before the reply goes to the
+/// mobile node, marks the visitor UDP-tunnelled, and keeps the mapping open with keepalives
+/// the home agent answers. A relay postpones the keepalive (it is a packet to the HA).
+#[test]
+fn behind_a_nat_the_agent_asks_for_udp_tunnelling() {
+    let mut w = World::new(fa_behind_nat());
+    // The home agent knows the agent by the address its relays come from: the NAT's.
+    let fa_at_home = vec![ForeignAgentEntry {
+        address: *NAT.ip(),
+        sa: sa(FA_HA_SPI, FA_HA_KEY),
+    }];
+    w.has = vec![(HA, home_agent_with_fas(HA, HOME, KEY, fa_at_home))];
+    w.fa = ForeignAgent::new(FaConfig {
+        home_agents: vec![PeerSa {
+            addr: HA,
+            sa: sa(FA_HA_SPI, FA_HA_KEY),
+        }],
+        ..fa_behind_nat()
+    });
+    w.nat = Some(NAT);
+    let req = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+
+    // The relay: the mobile node's part untouched, then 144, then FA-HA over all of it.
+    let relay = &w.relayed[0].payload;
+    assert_eq!(&relay[..req.len()], &req[..]);
+    let exts = extensions(relay, RequestRepr::LEN);
+    let kinds: Vec<u8> = exts.iter().map(|e| e.1).collect();
+    assert_eq!(kinds, [MN_NAI, MN_HA, UDP_TUNNEL_REQUEST, FA_HA]);
+    assert_eq!(
+        exts[2].2,
+        [0, 0, 0, 4, 0, 0],
+        "sub-type 0, no F, no R, IP-in-UDP"
+    );
+
+    // The home agent: UDP tunnel to the NAT's mapping, our care-of address kept.
+    let b = w.ha(HA).bindings().get(HOME).unwrap().clone();
+    assert_eq!(
+        (b.care_of_addr, b.udp_tunnel, b.half_bound),
+        (COA, Some(NAT), false)
+    );
+    // Its reply: 44 after MN-HA, before FA-HA; the mobile node's copy ends at MN-HA.
+    let ha_reply = &w.ha_replies[0].payload;
+    let kinds: Vec<u8> = extensions(ha_reply, ReplyRepr::LEN)
+        .iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds, [MN_NAI, MN_HA, UDP_TUNNEL_REPLY, FA_HA]);
+    let kinds: Vec<u8> = extensions(&got[0].payload, ReplyRepr::LEN)
+        .iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(kinds, [MN_NAI, MN_HA]);
+
+    // The visitor: UDP, with our 30 s cap under the home agent's 110 s.
+    let v = w.fa.visitor(HOME).unwrap();
+    assert_eq!(v.udp_keepalive, Some(Duration::from_secs(30)));
+    assert!(w.fa.visitors(w.now)[0].udp_tunnel);
+    assert_eq!(
+        (
+            w.fa.stats().udp_tunnel_requests,
+            w.fa.stats().udp_tunnels_assented
+        ),
+        (1, 1)
+    );
+
+    // §4.9: first keepalive K after the registration, answered through the NAT.
+    let t0 = w.now.mono;
+    let relays = w.relayed.len();
+    w.run_until(t0 + Duration::from_secs(29));
+    assert_eq!(w.relayed.len(), relays, "nothing before K");
+    w.run_until(t0 + Duration::from_secs(30));
+    assert_eq!(w.relayed.len(), relays + 1);
+    let ka = w.relayed.last().unwrap().clone();
+    assert_eq!((ka.src, ka.dst), (COA, SocketAddrV4::new(HA, MIP_PORT)));
+    let k = KeepaliveRepr::parse(&ka.payload).unwrap();
+    assert_eq!((k.src, k.dst, k.icmp_type), (COA, HA, ICMP_ECHO_REQUEST));
+    assert_eq!(w.ha(HA).stats().keepalives, 1);
+    assert_eq!(w.fa.stats().keepalive_replies, 1);
+
+    // A re-registration at 45 s is a packet to the home agent: the next keepalive waits
+    // until 75 s, not 60 s.
+    w.run_until(t0 + Duration::from_secs(45));
+    let req = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    w.exchange(&req);
+    let relays = w.relayed.len();
+    w.run_until(t0 + Duration::from_secs(74));
+    assert_eq!(w.relayed.len(), relays);
+    w.run_until(t0 + Duration::from_secs(75));
+    assert_eq!(w.relayed.len(), relays + 1);
+    assert_eq!(w.fa.stats().keepalives_sent, 2);
+    assert_eq!(w.fa.stats().keepalive_replies, 2);
+
+    // An echo reply that is not for us (someone else's identifier), and junk tunnel data:
+    // counted, dropped, no effect.
+    w.fa.handle_from_home_agent(w.now, SocketAddrV4::new(HA, MIP_PORT), &[4, 4, 0, 0, 1]);
+    assert_eq!(w.fa.stats().dropped_tunnel_data, 1);
+
+    // After deregistration no more keepalives.
+    let req = w.request(RequestFlags::T, 0).auth(MN_HA, SPI, KEY).bytes();
+    w.exchange(&req);
+    assert!(w.fa.visitor(HOME).is_none());
+    let relays = w.relayed.len();
+    w.run_until(t0 + Duration::from_secs(400));
+    assert_eq!(w.relayed.len(), relays, "no keepalive for an unused tunnel");
+}
+
+/// RFC 3519 §4.6: without a NAT on the path (source = care-of address) the home agent
+/// declines; the agent then tunnels IP-in-IP (§3.1.1: "MUST NOT use MIP UDP tunnelling")
+/// and sends no keepalives. A deregistration carries no request.
+#[test]
+fn without_a_nat_the_home_agent_declines() {
+    let mut w = World::new(fa_behind_nat());
+    let req = w
+        .request(RequestFlags::T, 600)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    assert_eq!(only_reply(&got, HOME, MAC).code, ReplyCode::Accepted);
+    let b = w.ha(HA).bindings().get(HOME).unwrap().clone();
+    assert_eq!(b.udp_tunnel, None);
+    assert_eq!(w.fa.visitor(HOME).unwrap().udp_keepalive, None);
+    assert_eq!(w.fa.stats().udp_tunnels_refused, 1);
+    let relays = w.relayed.len();
+    w.run_until(w.now.mono + Duration::from_secs(300));
+    assert_eq!(w.relayed.len(), relays);
+
+    let req = w.request(RequestFlags::T, 0).auth(MN_HA, SPI, KEY).bytes();
+    w.exchange(&req);
+    let last = &w.relayed.last().unwrap().payload;
+    assert!(
+        extensions(last, RequestRepr::LEN)
+            .iter()
+            .all(|e| e.1 != UDP_TUNNEL_REQUEST)
+    );
+}
+
+/// RFC 3519 §4.4, §4.6, §4.11: behind a NAT, a co-located registration through us carries
+/// the mobile node's own request with 'R': relayed untouched (we add none); the home agent
+/// assents, and the tunnel stays half bound until the mobile node's first keepalive from
+/// the registration's source address (any port) binds it; a keepalive from another address
+/// does not. Without 'R' the request is still 70 here; a foreign agent's request with 'D'
+/// is 134 at the home agent (§4.6.1).
+#[test]
+fn co_located_through_an_agent_behind_a_nat() {
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let mut w = World::new(fa_behind_nat());
+    w.nat = Some(NAT);
+    let req = Msg::request(
+        RequestFlags::D | RequestFlags::T,
+        600,
+        HOME,
+        HA,
+        colocated,
+        w.next_id(),
+    )
+    .ext(UDP_TUNNEL_REQUEST, &[0, 0, 0x40, 4, 0, 0])
+    .auth(MN_HA, SPI, KEY)
+    .bytes();
+    let before = w.to_mobile.len();
+    w.send(from_mn(MAC, colocated, 64), &req);
+    assert_eq!(w.relayed[0].payload, req, "relayed as it is");
+    assert_eq!(
+        only_reply(&w.to_mobile[before..], HOME, MAC).code,
+        ReplyCode::Accepted
+    );
+    let kinds: Vec<u8> = extensions(&w.to_mobile[before].payload, ReplyRepr::LEN)
+        .iter()
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(
+        kinds,
+        [UDP_TUNNEL_REPLY, MN_HA],
+        "the mobile node's answer, authenticated"
+    );
+    let b = w.ha(HA).bindings().get(HOME).unwrap().clone();
+    assert_eq!((b.half_bound, b.udp_tunnel), (true, None));
+    assert!(w.fa.visitor(HOME).unwrap().co_located);
+
+    let keepalive = |src: Ipv4Addr| {
+        let k = KeepaliveRepr {
+            src,
+            dst: HA,
+            ip_id: 7,
+            icmp_type: ICMP_ECHO_REQUEST,
+            echo: &[0, 1, 0, 1],
+        };
+        let mut b = vec![0u8; k.buffer_len()];
+        k.emit(&mut b).unwrap();
+        b
+    };
+    let now = w.now;
+    let ha = &mut w.has.iter_mut().find(|(a, _)| *a == HA).unwrap().1;
+    // Another address: not the NAT the registration came through.
+    let stranger = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 201), 40_000);
+    ha.handle_datagram(now, stranger, HA, &keepalive(HOME));
+    assert!(ha.poll_transmit().is_none());
+    assert_eq!(ha.bindings().get(HOME).unwrap().udp_tunnel, None);
+    // The NAT's address, the mobile node's own mapping (another port): bound, answered.
+    let mn_mapping = SocketAddrV4::new(*NAT.ip(), 61_001);
+    ha.handle_datagram(now, mn_mapping, HA, &keepalive(HOME));
+    let answer = ha.poll_transmit().expect("the keepalive is answered");
+    assert_eq!(answer.dst, mn_mapping);
+    assert_eq!(
+        ha.bindings().get(HOME).unwrap().udp_tunnel,
+        Some(mn_mapping)
+    );
+    assert!(
+        matches!(ha.poll_event(), Some(HaEvent::BindingUpdated { new, .. }) if new.udp_tunnel == Some(mn_mapping))
+    );
+    assert_eq!(ha.stats().half_bound_tunnels_bound, 1);
+
+    // Without 'R', through us: 70, never relayed.
+    let (r, _) = denied(fa_behind_nat(), 255, |w| {
+        Msg::request(
+            RequestFlags::D | RequestFlags::T,
+            600,
+            HOME,
+            HA,
+            colocated,
+            w.next_id(),
+        )
+        .ext(UDP_TUNNEL_REQUEST, &[0, 0, 0, 4, 0, 0])
+        .auth(MN_HA, SPI, KEY)
+        .bytes()
+    });
+    assert_eq!(r.code, ReplyCode::FaPoorlyFormedRequest);
+
+    // A foreign agent's extension (after MN-HA) on a co-located request: 134.
+    let mut ha = home_agent(HA, HOME, KEY);
+    let id = w.next_id();
+    let bad = Msg::request(
+        RequestFlags::D | RequestFlags::T,
+        600,
+        HOME,
+        HA,
+        colocated,
+        id,
+    )
+    .auth(MN_HA, SPI, KEY)
+    .ext(UDP_TUNNEL_REQUEST, &[0, 0, 0, 4, 0, 0])
+    .bytes();
+    ha.handle_datagram(w.now, NAT, HA, &bad);
+    let t = ha.poll_transmit().unwrap();
+    let code = ReplyRepr::parse(&ReplyPacket::new_checked(&t.payload[..]).unwrap())
+        .unwrap()
+        .code;
+    assert_eq!(code, ReplyCode::HaPoorlyFormedRequest);
 }

@@ -1,18 +1,22 @@
-//! The foreign agent's XDP program: delivery of the home agents' IP-in-IP tunnels to visiting
-//! mobile nodes (RFC 5944 §4.2.2, RFC 2003) and reverse tunnelling of what they send (RFC 3024
-//! §5.1, Direct Delivery Style).
+//! The foreign agent's XDP program: delivery of the home agents' tunnels to visiting mobile
+//! nodes (RFC 5944 §4.2.2, RFC 2003) and reverse tunnelling of what they send (RFC 3024 §5.1,
+//! Direct Delivery Style). The tunnels are IP-in-IP, or IP-in-UDP (RFC 3519) for visitors whose
+//! home agent assented to UDP tunnelling because the foreign agent sits behind a NAT (§4.5).
 //!
 //! A packet is the foreign agent's business in two cases only:
 //!
-//! - IP-in-IP whose outer destination is one of its care-of addresses (`MIPX_FA_CARE_OF`): a
-//!   tunnel ending here. Delivered when the inner destination is a visitor that registered
-//!   that care-of address with the outer source as its home agent; dropped otherwise.
+//! - a tunnel ending here: IP-in-IP, or a MIP Tunnel Data message from port 434 to our
+//!   registration port, whose outer destination is one of the care-of addresses
+//!   (`MIPX_FA_CARE_OF`). Delivered when the inner destination is a visitor that registered
+//!   that care-of address with the outer source as its home agent, in that visitor's
+//!   tunnelling mode; dropped otherwise. The home agent's answer to our own UDP keepalive
+//!   (§4.9) goes up to `mipd`.
 //! - IPv4 from a visitor's home address arriving on the visitor's link: reverse-tunnelled to
 //!   its home agent when that was granted, after checking it comes from the visitor's
 //!   link-layer address.
 //!
 //! Everything else passes untouched, and so does what a visitor sends to the foreign agent
-//! itself (registrations above all).
+//! itself (registrations above all), and registration replies on the tunnel's ports.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -21,15 +25,16 @@ use aya_ebpf::{
 };
 use mipx_common::{
     counters::Counter,
-    ipv4::{self, HEADER_LEN as IP_HLEN},
+    ipv4::{self, HEADER_LEN as IP_HLEN, UDP_TUNNEL_LEN},
     maps::{FaDataplaneConfig, FaVisitor, VISITOR_REVERSE_TUNNEL, VISITOR_UDP_TUNNEL},
+    wire::MIP_PORT,
 };
 
 use crate::{
     fib::Route,
     maps::{FA_CARE_OF, FA_CONFIG, FA_VISITORS, IFACES, next_ip_id},
     nexthop,
-    parse::{Aligned, ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
+    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
     xdp_ip::{self, Verdict},
 };
 
@@ -89,9 +94,30 @@ pub fn ingress(ctx: &XdpContext) -> Verdict {
         Err(verdict) => return verdict,
     };
     // §4.2.2: "Upon receipt of an encapsulated datagram sent to its advertised care-of
-    // address". IP-in-IP to any other address is transit, not ours.
-    if ip.protocol == ipv4::PROTO_IPIP && FA_CARE_OF.get_ptr(&ip.dst_addr).is_some() {
-        return decapsulate(ctx, &ip);
+    // address". A tunnel to any other address is transit, not ours.
+    let tunnel_proto = ip.protocol == ipv4::PROTO_IPIP || ip.protocol == ipv4::PROTO_UDP;
+    if tunnel_proto && FA_CARE_OF.get_ptr(&ip.dst_addr).is_some() {
+        if ip.protocol == ipv4::PROTO_IPIP {
+            return decapsulate(ctx, &ip);
+        }
+        // RFC 3519: the UDP tunnel runs between the ports of the registration it was set up
+        // with (§4.9: "the same ports that have already been used for the registration
+        // request / reply exchange"), which we relayed from our registration port to the home
+        // agent's port 434 (§4.5). A NAT in front of us translates our side only, so what
+        // arrives is addressed to the care-of address and our port again. Anything else on
+        // these addresses, registration replies above all, is not tunnel data and is
+        // classified like any other datagram below (it reaches mipd's socket).
+        match xdp_ip::udp_tunnel_inner(
+            ctx,
+            &ip,
+            Some(MIP_PORT.to_be_bytes()),
+            cfg.udp_port,
+            Counter::FaTunnelRejected,
+        ) {
+            Ok((_, inner)) => return decapsulate_udp(ctx, &ip, &inner),
+            Err((XDP_PASS, _)) => {}
+            Err(verdict) => return verdict,
+        }
     }
     if let Some(visitor) = FA_VISITORS.get_ptr(&ip.src_addr) {
         // SAFETY: a live map value.
@@ -129,14 +155,60 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
     // trusted source": the home agent named in the visitor's authenticated registration
     // reply, toward the care-of address the visitor registered. Anyone else could inject
     // datagrams onto the visitor's link through us; the same silent discard as above applies
-    // (§4.2.2: no ICMP Destination Unreachable). A visitor with (reserved, unimplemented) UDP
-    // tunnelling carries all its data in UDP (RFC 3519 §4.7), never in plain IP-in-IP.
+    // (§4.2.2: no ICMP Destination Unreachable). A visitor with UDP tunnelling carries all its
+    // data in UDP (RFC 3519 §4.7), never in plain IP-in-IP.
     if visitor.home_agent != outer.src_addr
         || visitor.care_of_addr != outer.dst_addr
         || visitor.flags & VISITOR_UDP_TUNNEL != 0
     {
         return (XDP_DROP, Counter::FaTunnelRejected);
     }
+    deliver::<IP_HLEN>(ctx, &inner, &visitor, Counter::FaDecapTx)
+}
+
+/// Strips the home agent's IP-in-UDP headers (RFC 3519 §4.3: outer IP, UDP and MIP Tunnel Data
+/// header, 32 bytes) from a datagram for a visitor and delivers it as [`decapsulate`] does;
+/// `inner` is the checked inner header. The home agent's answer to a keepalive of ours goes up
+/// to `mipd`.
+#[inline(always)]
+fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, inner: &Ipv4Hdr) -> Verdict {
+    let Some(visitor) = FA_VISITORS.get_ptr(&inner.dst_addr) else {
+        // §4.9: as the non-HA end of the tunnel, mipd sends UDP-encapsulated ICMP echo
+        // requests from the care-of address to the home agent, which answers through the same
+        // tunnel: an ICMP datagram to the care-of address itself. mipd reads it, still
+        // encapsulated, on its registration socket and matches it with what it sent.
+        if inner.dst_addr == outer.dst_addr && inner.protocol == ipv4::PROTO_ICMP {
+            return (XDP_PASS, Counter::FaKeepalive);
+        }
+        // RFC 5944 §4.2.2: tunnelled to us for no visitor, so silently discarded, as in
+        // `decapsulate` (mipd's socket, where XDP_PASS would take it, has no use for it).
+        return (XDP_DROP, Counter::FaUnknownVisitor);
+    };
+    // SAFETY: a live map value.
+    let visitor = unsafe { Visitor::read(visitor) };
+    // RFC 3519 §4.3: "the decapsulating node MUST verify that the outer IP addresses and UDP
+    // port numbers exactly match the values used for the tunnel": the ports were checked on
+    // the way here, the addresses are the visitor's home agent and care-of address. Only a
+    // visitor whose binding was set up with UDP tunnelling has such a tunnel (§4.7).
+    if visitor.home_agent != outer.src_addr
+        || visitor.care_of_addr != outer.dst_addr
+        || visitor.flags & VISITOR_UDP_TUNNEL == 0
+    {
+        return (XDP_DROP, Counter::FaTunnelRejected);
+    }
+    deliver::<UDP_TUNNEL_LEN>(ctx, inner, &visitor, Counter::FaUdpDecapTx)
+}
+
+/// Sends the inner datagram of an accepted tunnel packet, behind `HLEN` bytes of tunnel
+/// headers, on the visitor's link to its link-layer address, counted as `sent`. RFC 3519 §4.2
+/// keeps every provision of RFC 2003 for IP-in-UDP, so the TTL rules are the same for both.
+#[inline(always)]
+fn deliver<const HLEN: usize>(
+    ctx: &XdpContext,
+    inner: &Ipv4Hdr,
+    visitor: &Visitor,
+    sent: Counter,
+) -> Verdict {
     // RFC 2003 §3.1: "The TTL in the inner IP header is not changed when decapsulating. If,
     // after decapsulation, the inner datagram has TTL = 0, the decapsulator MUST discard the
     // datagram. If, after decapsulation, the decapsulator forwards the datagram ... it will
@@ -156,21 +228,21 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
     // SAFETY: a live map value; one field copied out.
     let agent_mac = unsafe { (*iface).mac };
     // Write the new Ethernet header right before the inner header (it overwrites the end of
-    // the outer IPv4 header, which is no longer needed), then drop the rest of the outer one.
-    let Ok(base) = ctx.ptr_at::<Front<IP_HLEN>>(0) else {
+    // the tunnel headers, which are no longer needed), then drop the rest of them.
+    let Ok(base) = ctx.ptr_at::<Front<HLEN>>(0) else {
         return (XDP_DROP, Counter::MalformedIpv4);
     };
     let base = base.cast::<u8>();
-    // SAFETY: offsets IP_HLEN..IP_HLEN + ETH_HLEN lie inside the checked `Front`.
+    // SAFETY: offsets HLEN..HLEN + ETH_HLEN lie inside the checked `Front`.
     unsafe {
-        *base.add(IP_HLEN).cast::<EthHdr>() = EthHdr {
+        *base.add(HLEN).cast::<EthHdr>() = EthHdr {
             dst: visitor.mac,
             src: agent_mac,
             ether_type: ETH_P_IP.to_be_bytes(),
         };
     }
     // SAFETY: the helper only moves `data`; pointers are re-derived below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_HLEN as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, HLEN as i32) } != 0 {
         return (XDP_DROP, Counter::MalformedIpv4);
     }
     let Ok(inner) = ctx.ptr_at::<Ipv4Hdr>(ETH_HLEN) else {
@@ -181,7 +253,7 @@ fn decapsulate(ctx: &XdpContext, outer: &Ipv4Hdr) -> Verdict {
         let inner = &mut *inner;
         ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
     }
-    (xdp_ip::transmit(ctx, visitor.ifindex), Counter::FaDecapTx)
+    (xdp_ip::transmit(ctx, visitor.ifindex), sent)
 }
 
 /// Handles a datagram whose source is a visitor's home address.
@@ -215,11 +287,6 @@ fn from_visitor(
     // behalf: dropped, counted.
     if mac_bits(source_mac) != mac_bits(visitor.mac) {
         return (XDP_DROP, Counter::FaVisitorMacMismatch);
-    }
-    // RFC 3519 tunnelling between foreign agent and home agent is reserved, not done here:
-    // the kernel (and mipd) get the datagram.
-    if visitor.flags & VISITOR_UDP_TUNNEL != 0 {
-        return (XDP_PASS, Counter::Passed);
     }
     // No reverse tunnel granted: §4.2.2 "The foreign agent MUST route datagrams it receives
     // from registered mobile nodes": the kernel does (TTL, checksum, default router), and the
@@ -281,11 +348,14 @@ fn mac_bits(mac: [u8; 6]) -> u64 {
         | u64::from(u16::from_ne_bytes([mac[4], mac[5]])) << 32
 }
 
-/// Reverse-tunnels a visitor's datagram: IP-in-IP from the care-of address to the home agent
-/// (RFC 3024 §5.1.2: outer source "Copied from the Care-of Address field within the
-/// Registration Request", destination "Copied from the Home Agent field within the most recent
-/// successful Registration Reply", protocol 4), the outer header as RFC 2003 §3.1 asks (TOS
-/// and DF copied, fresh Identification, TTL 64), sent where the FIB says.
+/// Reverse-tunnels a visitor's datagram from the care-of address to the home agent (RFC 3024
+/// §5.1.2: outer source "Copied from the Care-of Address field within the Registration
+/// Request", destination "Copied from the Home Agent field within the most recent successful
+/// Registration Reply"), the outer header as RFC 2003 §3.1 asks (TOS and DF copied, fresh
+/// Identification, TTL 64), sent where the FIB says: IP-in-IP (protocol 4), or for a visitor
+/// with UDP tunnelling IP-in-UDP from our registration port to the home agent's port 434, the
+/// ports the registration went between (RFC 3519 §4.2, §4.7: all of such a binding's data,
+/// the reverse tunnel included, is UDP-tunnelled).
 #[inline(always)]
 fn encapsulate(
     ctx: &XdpContext,
@@ -293,6 +363,7 @@ fn encapsulate(
     visitor: &Visitor,
     cfg: &FaDataplaneConfig,
 ) -> Verdict {
+    let udp = visitor.flags & VISITOR_UDP_TUNNEL != 0;
     // RFC 2003 §3.1: tunnelling is part of forwarding here (RFC 5944 §4.2.2: "decrement the IP
     // Time To Live"), so the inner TTL drops by one, and a datagram whose TTL would reach 0 is
     // not tunnelled. The kernel forwards it no further and returns Time Exceeded to the
@@ -300,7 +371,8 @@ fn encapsulate(
     if ip.ttl <= 1 {
         return (XDP_PASS, Counter::TtlExceeded);
     }
-    let Some(outer_len) = ip.total_len().checked_add(IP_HLEN as u16) else {
+    let overhead = if udp { UDP_TUNNEL_LEN } else { IP_HLEN } as u16;
+    let Some(outer_len) = ip.total_len().checked_add(overhead) else {
         return (XDP_DROP, Counter::TooBig);
     };
     let route = nexthop::lookup(
@@ -318,11 +390,15 @@ fn encapsulate(
             dmac,
         } => (ifindex, Some((smac, dmac))),
         Route::Unresolved => (0, None),
+        // The tunnel MTU is reported net of the overhead. For the UDP tunnel that is also
+        // what RFC 3519 §4.8 requires: the foreign agent "MUST" fragment before encapsulating
+        // (a NAT cannot translate later fragments), and XDP cannot fragment, so the visitor
+        // does it on our ICMP.
         Route::FragNeeded { mtu } => {
             return xdp_ip::frag_needed(
                 ctx,
                 ip,
-                mtu.saturating_sub(IP_HLEN as u16),
+                mtu.saturating_sub(overhead),
                 visitor.care_of_addr,
             );
         }
@@ -332,15 +408,30 @@ fn encapsulate(
         Route::NoRoute | Route::NotForwarded => return (XDP_DROP, Counter::NoRoute),
     };
     // The Identification is drawn only for a header that is built (RFC 6864 §4.1, as ha.rs).
-    let Some(outer) = ipv4::ipip_header(
-        ip.as_inner(),
-        next_ip_id(),
-        visitor.care_of_addr,
-        visitor.home_agent,
-    ) else {
-        return (XDP_DROP, Counter::TooBig);
+    let pushed = if udp {
+        match ipv4::udp_tunnel_header(
+            ip.as_inner(),
+            next_ip_id(),
+            visitor.care_of_addr,
+            visitor.home_agent,
+            u16::from_be_bytes(cfg.udp_port),
+            MIP_PORT,
+        ) {
+            Some(outer) => xdp_ip::push_header(ctx, &outer, macs),
+            None => Err((XDP_DROP, Counter::TooBig)),
+        }
+    } else {
+        match ipv4::ipip_header(
+            ip.as_inner(),
+            next_ip_id(),
+            visitor.care_of_addr,
+            visitor.home_agent,
+        ) {
+            Some(outer) => xdp_ip::push_header(ctx, &outer, macs),
+            None => Err((XDP_DROP, Counter::TooBig)),
+        }
     };
-    if let Err(verdict) = push_header(ctx, &outer, macs) {
+    if let Err(verdict) = pushed {
         return verdict;
     }
     if macs.is_none() {
@@ -348,46 +439,10 @@ fn encapsulate(
         // source is our own care-of address: mipd sets accept_local, as for the home agent).
         return (XDP_PASS, Counter::FaEncapToStack);
     }
-    (xdp_ip::transmit(ctx, ifindex), Counter::FaEncapTx)
-}
-
-/// The front of a tunnel packet after the push: Ethernet, outer IPv4, inner IPv4.
-#[repr(C)]
-struct Region {
-    _eth: [u8; ETH_HLEN],
-    _outer: [u8; IP_HLEN],
-    _inner: [u8; IP_HLEN],
-}
-
-/// Puts `outer` between the Ethernet header and the datagram, readdresses the frame to `macs`
-/// (source, destination) when known, and decrements the inner TTL (the caller checked > 1).
-#[inline(always)]
-fn push_header(
-    ctx: &XdpContext,
-    outer: &[u8; IP_HLEN],
-    macs: Option<([u8; 6], [u8; 6])>,
-) -> Result<(), Verdict> {
-    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP_HLEN as i32)) } != 0 {
-        return Err((XDP_DROP, Counter::TooBig));
-    }
-    // New layout: [new Ethernet 14][outer 20][inner ...]; the old Ethernet header now sits at
-    // offset 20, overlapping the new one's place: read it out before writing.
-    let Ok(base) = ctx.ptr_at::<Region>(0) else {
-        return Err((XDP_DROP, Counter::MalformedIpv4));
+    let sent = if udp {
+        Counter::FaUdpEncapTx
+    } else {
+        Counter::FaEncapTx
     };
-    let base = base.cast::<u8>();
-    // SAFETY: every access below lies inside the `Region` checked above.
-    unsafe {
-        let mut eth = Aligned(*base.add(IP_HLEN).cast::<EthHdr>());
-        if let Some((smac, dmac)) = macs {
-            eth.src = smac;
-            eth.dst = dmac;
-        }
-        *base.cast::<EthHdr>() = *eth;
-        *base.add(ETH_HLEN).cast::<[u8; IP_HLEN]>() = *outer;
-        let inner = &mut *base.add(ETH_HLEN + IP_HLEN).cast::<Ipv4Hdr>();
-        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
-    }
-    Ok(())
+    (xdp_ip::transmit(ctx, ifindex), sent)
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use mipx_common::{
     counters::Counter,
-    ipv4::{self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, UDP_HLEN, UDP_TUNNEL_LEN},
+    ipv4::{self, HEADER_LEN as IP_HLEN, UDP_TUNNEL_LEN},
     maps::{HaBinding, HaDataplaneConfig, IFACE_HOME_LINK, TUNNEL_REVERSE, TUNNEL_UDP},
 };
 
@@ -18,10 +18,7 @@ use crate::{
     fib::Route,
     maps::{BINDINGS, HA_CONFIG, IFACES, next_ip_id},
     nexthop,
-    parse::{
-        Aligned, ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _,
-        UdpTunnelHdr,
-    },
+    parse::{ArpHdr, ETH_HLEN, ETH_P_ARP, ETH_P_IP, EthHdr, Front, Ipv4Hdr, Packet as _},
     xdp_ip,
 };
 
@@ -211,12 +208,12 @@ fn encapsulate(
             u16::from_be_bytes(cfg.udp_port),
             u16::from_be_bytes(tunnel.peer_port),
         ) {
-            Some(outer) => push_header(ctx, &outer, macs),
+            Some(outer) => xdp_ip::push_header(ctx, &outer, macs),
             None => Err((XDP_DROP, Counter::TooBig)),
         }
     } else {
         match ipv4::ipip_header(ip.as_inner(), next_ip_id(), tunnel.home_agent, far_end) {
-            Some(outer) => push_header(ctx, &outer, macs),
+            Some(outer) => xdp_ip::push_header(ctx, &outer, macs),
             None => Err((XDP_DROP, Counter::TooBig)),
         }
     };
@@ -233,50 +230,6 @@ fn encapsulate(
         Counter::HaEncapTx
     };
     (xdp_ip::transmit(ctx, ifindex), sent)
-}
-
-/// Puts `outer` (the tunnel headers, `HLEN` bytes) between the Ethernet header and the
-/// datagram, readdresses the frame to `macs` (source, destination) when known, and decrements
-/// the inner TTL (RFC 2003 §3.1: the encapsulator forwards).
-#[inline(always)]
-fn push_header<const HLEN: usize>(
-    ctx: &XdpContext,
-    outer: &[u8; HLEN],
-    macs: Option<([u8; 6], [u8; 6])>,
-) -> Result<(), Verdict> {
-    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(HLEN as i32)) } != 0 {
-        return Err((XDP_DROP, Counter::TooBig));
-    }
-    // New layout: [new Ethernet 14][outer HLEN][inner ...]; the old Ethernet header now sits at
-    // offset HLEN, where it may overlap the new one. One bounds check covers all of it, and
-    // every pointer is derived from that one (the verifier tracks the range per register).
-    let Ok(base) = ctx.ptr_at::<Region<HLEN>>(0) else {
-        return Err((XDP_DROP, Counter::MalformedIpv4));
-    };
-    let base = base.cast::<u8>();
-    // SAFETY: every access below lies inside the `Region` checked above.
-    unsafe {
-        let mut eth = Aligned(*base.add(HLEN).cast::<EthHdr>());
-        if let Some((smac, dmac)) = macs {
-            eth.src = smac;
-            eth.dst = dmac;
-        }
-        *base.cast::<EthHdr>() = *eth;
-        *base.add(ETH_HLEN).cast::<[u8; HLEN]>() = *outer;
-        let inner = &mut *base.add(ETH_HLEN + HLEN).cast::<Ipv4Hdr>();
-        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
-    }
-    Ok(())
-}
-
-/// The front of a tunnel packet: Ethernet, `HLEN` bytes of tunnel headers, the inner IPv4
-/// header.
-#[repr(C)]
-struct Region<const HLEN: usize> {
-    _eth: [u8; ETH_HLEN],
-    _outer: [u8; HLEN],
-    _inner: [u8; IP_HLEN],
 }
 
 /// Decapsulates a reverse-tunnelled IP-in-IP datagram (RFC 3024 §4.2): accepted only if its
@@ -309,42 +262,28 @@ fn decapsulate_ipip(ctx: &XdpContext, outer: &Ipv4Hdr, epoch: u32) -> Verdict {
 /// (registration requests above all) goes up to `mipd`.
 #[inline(always)]
 fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, cfg: &HaDataplaneConfig) -> Verdict {
-    // Without a fixed-size outer header the UDP header cannot be found here, and a fragment
-    // may be a fragmented registration: the stack reassembles and `mipd` decides. (Tunnel
-    // data must not be fragmented after encapsulation, §4.8.)
-    if outer.is_fragment() || outer.ihl() != 5 {
-        return (XDP_PASS, Counter::Passed);
-    }
-    let Ok(hdr) = ctx.ptr_at::<UdpTunnelHdr>(ETH_HLEN + IP_HLEN) else {
-        return (XDP_PASS, Counter::Passed);
-    };
-    // SAFETY: bounds-checked above; alignment 1; copied out field by field.
-    let (sport, dport, len, kind, next_header) = unsafe {
-        let h = &*hdr;
-        (h.sport, h.dport, h.len, h.kind, h.next_header)
-    };
-    // A datagram too short to hold the Tunnel Data header is not tunnel data, whatever
-    // Ethernet padding follows it.
-    let udp_len = u16::from_be_bytes(len);
-    if dport != cfg.udp_port
-        || usize::from(udp_len) < UDP_HLEN + ipv4::MIP_TUNNEL_HLEN
-        || kind != MIP_TUNNEL_DATA
-    {
-        return (XDP_PASS, Counter::Passed);
-    }
-    // §3.3: "MUST check that the Next Header value matches the tunnelling mode established
-    // for the mobility binding": IP-in-UDP is the only one we establish.
-    if next_header != ipv4::PROTO_IPIP {
-        return (XDP_DROP, Counter::UdpTunnelRejected);
-    }
-    if udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16) {
-        return (XDP_DROP, Counter::MalformedIpv4);
-    }
-    let room = udp_len - (UDP_HLEN + ipv4::MIP_TUNNEL_HLEN) as u16;
-    let inner = match xdp_ip::checked_inner(ctx, ETH_HLEN + UDP_TUNNEL_LEN, room) {
-        Ok(inner) => inner,
+    // Any source port: it is the binding's (the NAT's), checked below.
+    let (sport, inner) = match xdp_ip::udp_tunnel_inner(
+        ctx,
+        outer,
+        None,
+        cfg.udp_port,
+        Counter::UdpTunnelRejected,
+    ) {
+        Ok(tunnel) => tunnel,
         Err(verdict) => return verdict,
     };
+    // §4.9: a keepalive is a UDP-encapsulated ICMP echo request to us; mipd answers it through
+    // the same tunnel. It is handed up before any binding is looked at, because not every
+    // keepalive matches one in the map: a foreign agent behind a NAT sends them from its
+    // care-of address, which is no home address (§4.5, §4.9), and a mobile node registered
+    // with a co-located address through a foreign agent with the R flag keeps its tunnel
+    // "half bound" until its first keepalive, from which the home agent learns the port
+    // (§4.6, §4.11). mipd authenticates every keepalive against its bindings, so the fast path
+    // hands all of them up.
+    if inner.dst_addr == cfg.home_agent && inner.protocol == ipv4::PROTO_ICMP {
+        return (XDP_PASS, Counter::UdpKeepalive);
+    }
     let Some(binding) = BINDINGS.get_ptr(&inner.src_addr) else {
         return (XDP_DROP, Counter::UdpTunnelRejected);
     };
@@ -359,11 +298,6 @@ fn decapsulate_udp(ctx: &XdpContext, outer: &Ipv4Hdr, cfg: &HaDataplaneConfig) -
         || tunnel.home_agent != outer.dst_addr
     {
         return (XDP_DROP, Counter::UdpTunnelRejected);
-    }
-    // §4.9: a keepalive is an ICMP echo request from the home address to us, tunnelled; mipd
-    // answers it through the same tunnel.
-    if inner.dst_addr == cfg.home_agent && inner.protocol == ipv4::PROTO_ICMP {
-        return (XDP_PASS, Counter::UdpKeepalive);
     }
     if tunnel.flags & TUNNEL_REVERSE == 0 {
         return (XDP_DROP, Counter::ReverseTunnelRejected);

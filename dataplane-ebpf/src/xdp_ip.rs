@@ -1,18 +1,23 @@
-//! IPv4 header validation and the replies and transmission shared by the XDP programs.
+//! IPv4 header validation, the tunnel header handling and the replies and transmission shared
+//! by the XDP programs.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_TX},
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_tail},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use mipx_common::{
     counters::Counter,
-    ipv4::{self, HEADER_LEN as IP_HLEN},
+    ipv4::{
+        self, HEADER_LEN as IP_HLEN, MIP_TUNNEL_DATA, MIP_TUNNEL_HLEN, UDP_HLEN, UDP_TUNNEL_LEN,
+    },
 };
 
 use crate::{
     maps::next_ip_id,
-    parse::{Aligned, ETH_HLEN, ETH_P_IP, EthHdr, IPV4_MIN_IHL, Ipv4Hdr, Packet as _},
+    parse::{
+        Aligned, ETH_HLEN, ETH_P_IP, EthHdr, IPV4_MIN_IHL, Ipv4Hdr, Packet as _, UdpTunnelHdr,
+    },
 };
 
 /// A verdict and the counter that accounts for it.
@@ -80,6 +85,110 @@ pub fn ipip_inner(ctx: &XdpContext, outer: &Ipv4Hdr) -> Result<Aligned<Ipv4Hdr>,
     }
     let room = outer.total_len().saturating_sub(IP_HLEN as u16);
     checked_inner(ctx, ETH_HLEN + IP_HLEN, room)
+}
+
+/// Reads an RFC 3519 MIP Tunnel Data message (§3.3) behind the option-less `outer` header and
+/// checks its inner datagram as [`checked_inner`] does; returns the UDP source port and the
+/// inner header. Used by both ends of a UDP tunnel that are XDP programs (home agent, foreign
+/// agent).
+///
+/// Not tunnel data, so `Err((XDP_PASS, Counter::Passed))` for the stack and `mipd` to have:
+///
+/// - an outer fragment or an outer header with options: the UDP header cannot be found at a
+///   fixed offset, and a fragment may be part of a fragmented registration message, which the
+///   stack reassembles (tunnel data is never fragmented after encapsulation, §4.8);
+/// - a destination port other than `dport`, or a source port other than `sport` when one is
+///   given: not the tunnel's endpoints (§4.3);
+/// - a datagram too short to hold the Tunnel Data header, whatever Ethernet padding follows
+///   it, and any other message type: registration requests and replies share the ports and
+///   are never tunnelled (§4.2, §4.7).
+///
+/// Tunnel data that cannot be decapsulated is dropped: a Next Header other than 4, the only
+/// tunnelling mode we establish (§3.3: "If a discrepancy is detected, the packet MUST be
+/// dropped"), counted as `rejected`; a UDP length that disagrees with the outer header, or a
+/// bad inner header, as malformed.
+#[inline(always)]
+pub fn udp_tunnel_inner(
+    ctx: &XdpContext,
+    outer: &Ipv4Hdr,
+    sport: Option<[u8; 2]>,
+    dport: [u8; 2],
+    rejected: Counter,
+) -> Result<([u8; 2], Aligned<Ipv4Hdr>), Verdict> {
+    let not_ours = (XDP_PASS, Counter::Passed);
+    if outer.is_fragment() || outer.ihl() != 5 {
+        return Err(not_ours);
+    }
+    let Ok(hdr) = ctx.ptr_at::<UdpTunnelHdr>(ETH_HLEN + IP_HLEN) else {
+        return Err(not_ours);
+    };
+    // SAFETY: bounds-checked above; alignment 1; copied out field by field.
+    let (source, dest, len, kind, next_header) = unsafe {
+        let h = &*hdr;
+        (h.sport, h.dport, h.len, h.kind, h.next_header)
+    };
+    let udp_len = u16::from_be_bytes(len);
+    if dest != dport
+        || sport.is_some_and(|sport| source != sport)
+        || usize::from(udp_len) < UDP_HLEN + MIP_TUNNEL_HLEN
+        || kind != MIP_TUNNEL_DATA
+    {
+        return Err(not_ours);
+    }
+    if next_header != ipv4::PROTO_IPIP {
+        return Err((XDP_DROP, rejected));
+    }
+    if udp_len != outer.total_len().wrapping_sub(IP_HLEN as u16) {
+        return Err((XDP_DROP, Counter::MalformedIpv4));
+    }
+    let room = udp_len - (UDP_HLEN + MIP_TUNNEL_HLEN) as u16;
+    let inner = checked_inner(ctx, ETH_HLEN + UDP_TUNNEL_LEN, room)?;
+    Ok((source, inner))
+}
+
+/// The front of a tunnel packet: Ethernet, `HLEN` bytes of tunnel headers, the inner IPv4
+/// header.
+#[repr(C)]
+struct Region<const HLEN: usize> {
+    _eth: [u8; ETH_HLEN],
+    _outer: [u8; HLEN],
+    _inner: [u8; IP_HLEN],
+}
+
+/// Puts `outer` (the tunnel headers, `HLEN` bytes: IP-in-IP's 20 or IP-in-UDP's 32) between
+/// the Ethernet header and the datagram, readdresses the frame to `macs` (source, destination)
+/// when known, and decrements the inner TTL (RFC 2003 §3.1: the encapsulator forwards; the
+/// caller checked it is > 1).
+#[inline(always)]
+pub fn push_header<const HLEN: usize>(
+    ctx: &XdpContext,
+    outer: &[u8; HLEN],
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Result<(), Verdict> {
+    // SAFETY: the helper only moves `data`; every pointer is re-derived and re-checked below.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(HLEN as i32)) } != 0 {
+        return Err((XDP_DROP, Counter::TooBig));
+    }
+    // New layout: [new Ethernet 14][outer HLEN][inner ...]; the old Ethernet header now sits at
+    // offset HLEN, where it may overlap the new one. One bounds check covers all of it, and
+    // every pointer is derived from that one (the verifier tracks the range per register).
+    let Ok(base) = ctx.ptr_at::<Region<HLEN>>(0) else {
+        return Err((XDP_DROP, Counter::MalformedIpv4));
+    };
+    let base = base.cast::<u8>();
+    // SAFETY: every access below lies inside the `Region` checked above.
+    unsafe {
+        let mut eth = Aligned(*base.add(HLEN).cast::<EthHdr>());
+        if let Some((smac, dmac)) = macs {
+            eth.src = smac;
+            eth.dst = dmac;
+        }
+        *base.cast::<EthHdr>() = *eth;
+        *base.add(ETH_HLEN).cast::<[u8; HLEN]>() = *outer;
+        let inner = &mut *base.add(ETH_HLEN + HLEN).cast::<Ipv4Hdr>();
+        ipv4::decrement_ttl(&mut inner.ttl, &mut inner.checksum);
+    }
+    Ok(())
 }
 
 /// Returns ICMP "Fragmentation Needed and DF set" to the sender of a datagram too big for a

@@ -230,14 +230,18 @@ struct Visiting {
 /// The visitor list: one visitor per line (hence no rustfmt). MACs are `FA_V_*_MAC` in the
 /// generator.
 #[rustfmt::skip]
-const VISITORS: [Visiting; 9] = [
+const VISITORS: [Visiting; 12] = [
     Visiting { home_addr: HOME, link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x05], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
     Visiting { home_addr: [10, 1, 0, 6], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x06], home_agent: HA, care_of_addr: FA_COA, flags: 0 },
     Visiting { home_addr: [10, 1, 0, 7], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x07], home_agent: FA_HA_MTU, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
     Visiting { home_addr: [10, 1, 0, 8], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x08], home_agent: FA_HA_UNRESOLVED, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
     Visiting { home_addr: [10, 1, 0, 9], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x09], home_agent: FA_HA_UNREACHABLE, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
-    // Reserved RFC 3519 UDP tunnelling, which the fast path leaves alone.
+    // RFC 3519 UDP tunnelling (the FA behind a NAT, §4.5): with reverse tunnelling, without,
+    // toward the home agent behind `mtu lock 1400`, and on fa-up.
     Visiting { home_addr: [10, 1, 0, 12], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x0c], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL | VISITOR_UDP_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 13], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x0d], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_UDP_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 14], link: Some(FA_LINK), mac: [2, 0, 0, 0, 6, 0x0e], home_agent: FA_HA_MTU, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL | VISITOR_UDP_TUNNEL },
+    Visiting { home_addr: [10, 1, 0, 23], link: Some(FA_UP), mac: [2, 0, 0, 0, 5, 0x17], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL | VISITOR_UDP_TUNNEL },
     // On fa-up: a one-armed foreign agent.
     Visiting { home_addr: [10, 1, 0, 20], link: Some(FA_UP), mac: [2, 0, 0, 0, 5, 0x14], home_agent: HA, care_of_addr: FA_COA, flags: VISITOR_REVERSE_TUNNEL },
     // Registered the second care-of address.
@@ -674,6 +678,9 @@ fn fixtures() -> Vec<Fixture> {
         ha("ha_udp_decap_ttl0_drops", XDP_DROP, Untouched, TtlExceeded),
         ha("ha_udp_keepalive_passes", XDP_PASS, Untouched, UdpKeepalive),
         ha("ha_udp_keepalive_no_reverse_passes", XDP_PASS, Untouched, UdpKeepalive),
+        // Keepalives go up before any binding is looked up (§4.5, §4.11): mipd authenticates.
+        ha("ha_udp_keepalive_from_fa_passes", XDP_PASS, Untouched, UdpKeepalive),
+        ha("ha_udp_keepalive_wrong_sport_passes", XDP_PASS, Untouched, UdpKeepalive),
         ha("ha_udp_decap_no_reverse_flag_drops", XDP_DROP, Untouched, ReverseTunnelRejected),
         ha("ha_udp_registration_passes", XDP_PASS, Untouched, Passed),
         ha("ha_udp_other_port_passes", XDP_PASS, Untouched, Passed),
@@ -926,13 +933,39 @@ fn fixtures() -> Vec<Fixture> {
         fa_in("fa_encap_other_iface_passes", XDP_PASS, Untouched, Passed),
         fa_out("fa_no_reverse_passes", XDP_PASS, Untouched, FaTriangle),
         fa_out("fa_no_reverse_wrong_mac_drops", XDP_DROP, Untouched, FaVisitorMacMismatch),
-        fa_out("fa_udp_visitor_passes", XDP_PASS, Untouched, Passed),
+        fa_out("fa_udp_no_reverse_passes", XDP_PASS, Untouched, FaTriangle),
         fa_out("fa_non_visitor_passes", XDP_PASS, Untouched, Passed),
         fa_out("fa_encap_unresolved_to_stack", XDP_PASS, Rewritten, FaEncapToStack),
         fa_out("fa_encap_unreachable_drops", XDP_DROP, Untouched, NoRoute),
         fa_out("fa_encap_fits_route_mtu", XDP_REDIRECT, Rewritten, FaEncapTx),
         fa_out("fa_encap_frag_needed", XDP_TX, Rewritten, FragNeededSent),
         fa_out("fa_encap_too_big_no_df_drops", XDP_DROP, Untouched, TooBig),
+        // fa_xdp: RFC 3519 UDP tunnels with the home agent (the FA behind a NAT, §4.5): the
+        // home agent's IP-in-UDP delivered (§4.3), its keepalive answers passed up (§4.9),
+        // and the visitors' packets reverse-tunnelled IP-in-UDP (§4.2, §4.7, §4.8).
+        fa_in("fa_udp_decap_redirect", XDP_REDIRECT, Rewritten, FaUdpDecapTx),
+        fa_in("fa_udp_decap_tx", XDP_TX, Rewritten, FaUdpDecapTx),
+        fa_in("fa_udp_decap_no_reverse", XDP_REDIRECT, Rewritten, FaUdpDecapTx),
+        fa_in("fa_udp_decap_reserved_ignored", XDP_REDIRECT, Rewritten, FaUdpDecapTx),
+        fa_in("fa_udp_keepalive_reply_passes", XDP_PASS, Untouched, FaKeepalive),
+        fa_in("fa_udp_ttl1_drops", XDP_DROP, Untouched, FaTtlExpired),
+        fa_in("fa_udp_unknown_visitor_drops", XDP_DROP, Untouched, FaUnknownVisitor),
+        fa_in("fa_udp_wrong_outer_src_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_udp_other_coa_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_udp_not_udp_visitor_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_udp_next_header_drops", XDP_DROP, Untouched, FaTunnelRejected),
+        fa_in("fa_udp_len_mismatch_drops", XDP_DROP, Untouched, MalformedIpv4),
+        fa_in("fa_udp_wrong_sport_passes", XDP_PASS, Untouched, Passed),
+        fa_in("fa_udp_other_port_passes", XDP_PASS, Untouched, Passed),
+        fa_in("fa_udp_registration_reply_passes", XDP_PASS, Untouched, Passed),
+        fa_in("fa_udp_outer_mf_passes", XDP_PASS, Untouched, Passed),
+        fa_out("fa_udp_encap_redirect", XDP_REDIRECT, Rewritten, FaUdpEncapTx),
+        fa_in("fa_udp_encap_tx", XDP_TX, Rewritten, FaUdpEncapTx),
+        fa_out("fa_udp_encap_ttl1_passes", XDP_PASS, Untouched, TtlExceeded),
+        fa_out("fa_udp_encap_wrong_mac_drops", XDP_DROP, Untouched, FaVisitorMacMismatch),
+        fa_out("fa_udp_encap_fits_route_mtu", XDP_REDIRECT, Rewritten, FaUdpEncapTx),
+        fa_out("fa_udp_encap_frag_needed", XDP_TX, Rewritten, FragNeededSent),
+        fa_out("fa_udp_encap_too_big_no_df_drops", XDP_DROP, Untouched, TooBig),
         // fa_xdp: what a visitor sends to the foreign agent itself always reaches the kernel.
         fa_out("fa_registration_request_passes", XDP_PASS, Untouched, FaToAgent),
         fa_out("fa_registration_broadcast_passes", XDP_PASS, Untouched, FaToAgent),

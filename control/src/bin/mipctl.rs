@@ -184,12 +184,13 @@ fn render(resp: &Response) -> String {
         Response::Visitors(visitors) => {
             let _ = writeln!(
                 out,
-                "{:<16} {:<16} {:<16} {:<17} {:<10} {:<7} {:>8} {:>9}",
+                "{:<16} {:<16} {:<16} {:<17} {:<10} {:<9} {:<7} {:>8} {:>9}",
                 "HOME ADDRESS",
                 "HOME AGENT",
                 "CARE-OF ADDRESS",
                 "LINK-LAYER",
                 "INTERFACE",
+                "TUNNEL",
                 "REVERSE",
                 "LIFETIME",
                 "REMAINING"
@@ -197,12 +198,18 @@ fn render(resp: &Response) -> String {
             for v in visitors {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<16} {:<16} {:<17} {:<10} {:<7} {:>7}s {:>8}s",
+                    "{:<16} {:<16} {:<16} {:<17} {:<10} {:<9} {:<7} {:>7}s {:>8}s",
                     v.home_addr,
                     v.home_agent,
                     v.care_of_addr,
                     v.mac,
                     v.interface,
+                    // RFC 3519 §4.5 behind a NAT, RFC 2003 otherwise.
+                    if v.udp_tunnel {
+                        "ip-in-udp"
+                    } else {
+                        "ip-in-ip"
+                    },
                     if v.reverse_tunnel { "yes" } else { "no" },
                     v.lifetime,
                     v.remaining_secs
@@ -257,6 +264,7 @@ fn render(resp: &Response) -> String {
                     ("udp_tunnels", ha.udp_tunnels),
                     ("udp_tunnels_declined", ha.udp_tunnels_declined),
                     ("keepalives", ha.keepalives),
+                    ("half_bound_tunnels_bound", ha.half_bound_tunnels_bound),
                     ("dropped_tunnel_data", ha.dropped_tunnel_data),
                 ];
                 for (k, v) in rows {

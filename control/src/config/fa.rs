@@ -10,6 +10,8 @@
 //! max_visitors = 1000            # beyond: code 66, and the B bit in advertisements
 //! reverse_tunnel = "offer"       # "off" (code 74 to T), "offer", "require" (code 75 without T)
 //! registration_timeout_ms = 7000 # a request the HA has not answered: code 78 to the MN
+//! behind_nat = false             # RFC 3519 §4.5: advertise U, ask home agents for UDP tunnels
+//! keepalive_secs = 110           # behind_nat: the longest keepalive interval (§4.9-4.10)
 //! [[fa.interface]]
 //! name = "eth1"
 //! care_of_addr = "198.51.100.1"  # advertised, and the tunnel endpoint
@@ -52,6 +54,11 @@ pub(super) struct RawFa {
     /// Requests without a valid MN-FA authenticator are refused (code 67), §3.7.2.1.
     #[serde(default)]
     require_mn_fa_auth: bool,
+    /// RFC 3519 §4.5: this agent's care-of addresses are behind a NAT.
+    #[serde(default)]
+    behind_nat: bool,
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u64,
     #[serde(default)]
     interface: Vec<RawFaInterface>,
     #[serde(default)]
@@ -123,6 +130,8 @@ pub struct FaSettings {
     pub reverse_tunnel: ReverseTunnel,
     pub registration_timeout: Duration,
     pub require_mn_fa_auth: bool,
+    /// RFC 3519 §4.5 (`behind_nat`): the longest keepalive interval; `None`: not behind a NAT.
+    pub behind_nat: Option<Duration>,
     pub interfaces: Vec<FaInterface>,
     /// FA-HA security associations, by home agent address.
     pub home_agents: Vec<(Ipv4Addr, SecurityAssociation)>,
@@ -154,6 +163,14 @@ pub(super) fn fa_settings(raw: RawFa, base: &Path) -> Result<FaSettings, ConfigE
         return Err(field_err(
             "fa.registration_timeout_ms",
             "must be between 1000 and 60000",
+        ));
+    }
+    // RFC 3519 §4.10: never below 10 seconds; and a NAT keeps an idle UDP mapping for "a
+    // couple of minutes" (§4.9), so more than an hour would never be right.
+    if !(10..=3600).contains(&raw.keepalive_secs) {
+        return Err(field_err(
+            "fa.keepalive_secs",
+            "must be between 10 (RFC 3519 §4.10) and 3600",
         ));
     }
     if raw.interface.is_empty() {
@@ -265,10 +282,17 @@ pub(super) fn fa_settings(raw: RawFa, base: &Path) -> Result<FaSettings, ConfigE
         reverse_tunnel: raw.reverse_tunnel,
         registration_timeout: Duration::from_millis(raw.registration_timeout_ms),
         require_mn_fa_auth: raw.require_mn_fa_auth,
+        behind_nat: raw
+            .behind_nat
+            .then(|| Duration::from_secs(raw.keepalive_secs)),
         interfaces,
         home_agents,
         mobile_nodes,
     })
+}
+
+fn default_keepalive() -> u64 {
+    110
 }
 
 fn default_port() -> u16 {

@@ -18,6 +18,13 @@
 //! (66). A request we deny is answered at most once a second per mobile node (§3.7.2, RFC 3024
 //! §4.2.1); the rest are counted.
 //!
+//! Behind a NAT (RFC 3519 §4.5, `FaConfig::udp_tunnel`) we advertise 'U', add a UDP Tunnel
+//! Request to the registrations of our care-of address we relay, and when the home agent
+//! assents the visitor's tunnel is IP-in-UDP between our care-of address and registration
+//! port and the home agent's port 434 (the fast path does it), kept open by keepalives we send
+//! from that port (§4.9). A co-located registration through us carries the mobile node's own
+//! request with 'R', which we relay untouched (§4.11).
+//!
 //! Visitors are keyed by home address, never by link-layer address alone: RFC 5265 §3.5 has one
 //! interface register an internal and an external home address, through the same foreign
 //! agent, at the same time.
@@ -26,10 +33,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use mipx_common::ipv4;
 use mipx_common::wire::{
     AuthExtension, Error as WireError, Extension, ExtensionIter, ExtensionType, ExtensionWriter,
-    LIFETIME_INFINITE, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
-    RequestRepr,
+    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, KeepaliveRepr, LIFETIME_INFINITE, MIP_PORT, MessageType,
+    ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr, UdpTunnelReply,
+    UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -52,6 +61,17 @@ const ENCAPSULATING_DELIVERY_STYLE: u8 = 130;
 /// RFC 3024 §4.1.1 / §6.1: a mobile node asking for a reverse tunnel sends its request with
 /// TTL 255, so that nobody more than one hop away can pose as it.
 pub const DEFAULT_MIN_TTL: u8 = 255;
+
+/// RFC 3519 §4.9: the keepalive interval K when the home agent leaves it to us (0 in its UDP
+/// Tunnel Reply).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(110);
+/// RFC 3519 §4.10's floor for a mobile node's keepalive interval; we keep to it too.
+pub const MIN_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Keepalives in a row without an answer after which the tunnel is reported as probably
+/// broken (§4.9: two-way keepalives are what lets the sender notice).
+const KEEPALIVES_UNANSWERED_WARN: u32 = 3;
+/// ICMP identifier of our keepalives (any fixed value: the home agent echoes it).
+const KEEPALIVE_ICMP_ID: u16 = 0x4641;
 
 /// RFC 5944 §3.7.1: a pending request "MAY be deleted ... after ... more than 7 seconds".
 pub const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(7);
@@ -136,6 +156,17 @@ pub struct FaConfig {
     /// Home agents we share a security association with: relayed registrations carry a
     /// Foreign-Home Authentication Extension, and their replies must (§3.7.1, §3.7.3.1: 68).
     pub home_agents: Vec<PeerSa>,
+    /// RFC 3519 NAT traversal, for an agent behind a NAT (§4.5); `None`: not offered.
+    pub udp_tunnel: Option<UdpTunnelling>,
+}
+
+/// RFC 3519 as a foreign agent behind a NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpTunnelling {
+    /// The longest keepalive interval we use, whatever the home agent suggests: below the
+    /// NAT's mapping lifetime (§4.10: "permanently configuring the FA to use a keepalive
+    /// interval which is lower than the NAT mapping lifetime").
+    pub max_keepalive: Duration,
 }
 
 impl Default for FaConfig {
@@ -151,6 +182,7 @@ impl Default for FaConfig {
             min_ttl: DEFAULT_MIN_TTL,
             mobile_nodes: Vec::new(),
             home_agents: Vec::new(),
+            udp_tunnel: None,
         }
     }
 }
@@ -209,6 +241,10 @@ pub struct Visitor {
     /// Reverse tunnel granted (RFC 3024 §4.2.2): 'T' with our care-of address, accepted by
     /// the home agent.
     pub reverse_tunnel: bool,
+    /// RFC 3519 §4.5: the home agent assented to UDP tunnelling (we are behind a NAT), with
+    /// this keepalive interval: both tunnel directions are IP-in-UDP between our care-of
+    /// address and registration port and the home agent's port 434.
+    pub udp_keepalive: Option<Duration>,
     pub delivery: DeliveryStyle,
     pub identification: u64,
     /// Granted lifetime, seconds (0xffff: infinite).
@@ -256,6 +292,9 @@ pub struct VisitorRow {
     pub remaining_secs: Option<u64>,
     /// 'T' granted (RFC 3024).
     pub reverse_tunnel: bool,
+    /// The tunnel with the home agent is IP-in-UDP (RFC 3519 §4.5).
+    #[serde(default)]
+    pub udp_tunnel: bool,
     pub delivery: DeliveryStyle,
 }
 
@@ -336,6 +375,17 @@ pub struct FaStats {
     pub dropped_reply_unknown_extension: u64,
     /// ICMP errors that matched no pending request.
     pub dropped_icmp_no_pending: u64,
+    /// RFC 3519 (behind a NAT): UDP Tunnel Requests we added to relays, and the home agents'
+    /// answers: assents, and accepted registrations without one (declined or not understood:
+    /// the visitor's tunnel stays IP-in-IP, which the NAT may not pass).
+    pub udp_tunnel_requests: u64,
+    pub udp_tunnels_assented: u64,
+    pub udp_tunnels_refused: u64,
+    /// Keepalives sent to home agents (§4.9) and their answers; answers matching no tunnel of
+    /// ours, and other tunnel data reaching the daemon, are dropped and counted.
+    pub keepalives_sent: u64,
+    pub keepalive_replies: u64,
+    pub dropped_tunnel_data: u64,
 }
 
 /// A request relayed to a home agent and waiting for its reply (§3.7.1).
@@ -347,6 +397,8 @@ struct Pending {
     delivery: DeliveryStyle,
     /// We appended a Foreign-Home Authentication Extension: the reply must carry one.
     fa_ha_added: bool,
+    /// We appended a UDP Tunnel Request (RFC 3519 §4.5).
+    udp_asked: bool,
     deadline: Duration,
 }
 
@@ -368,6 +420,8 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Visitor(Ipv4Addr),
+    /// The keepalive of the UDP tunnel from care-of address to home agent.
+    Keepalive(Ipv4Addr, Ipv4Addr),
     /// Home address and low 32 bits of the Identification.
     Pending(Ipv4Addr, u32),
 }
@@ -378,7 +432,7 @@ struct RequestScan<'a> {
     /// End of the Mobile-Home Authentication Extension: what we relay unchanged (§3.7.2.2).
     mn_ha_end: Option<usize>,
     nai: Option<&'a [u8]>,
-    udp_tunnel_request: bool,
+    udp_tunnel_request: Option<UdpTunnelRequest>,
     encapsulating_delivery: bool,
     /// Why the request is poorly formed (70), if it is.
     poorly_formed: Option<&'static str>,
@@ -402,6 +456,20 @@ struct ReplyScan<'a> {
     nai: bool,
     fa_ha_count: usize,
     fa_ha: Option<(usize, AuthExtension<'a>)>,
+    /// The UDP Tunnel Reply to our request: after the Mobile-Home authenticator, before the
+    /// Foreign-Home one (RFC 3519 §4.5's placement, mirrored).
+    udp_reply: Option<UdpTunnelReply>,
+}
+
+/// The UDP tunnel from one care-of address of ours to one home agent (RFC 3519 §4.9): one
+/// NAT mapping, shared by every visitor of that home agent, so one keepalive keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Keepalive {
+    interval: Duration,
+    due: Duration,
+    seq: u16,
+    /// Keepalives sent since the last answer.
+    unanswered: u32,
 }
 
 /// The foreign agent.
@@ -415,6 +483,8 @@ pub struct ForeignAgent {
     transmits: VecDeque<FaTransmit>,
     events: VecDeque<FaEvent>,
     stats: FaStats,
+    keepalives: BTreeMap<(Ipv4Addr, Ipv4Addr), Keepalive>,
+    next_ip_id: u16,
 }
 
 /// Prune the denial rate limiter when it holds more entries than this.
@@ -430,6 +500,8 @@ impl ForeignAgent {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: FaStats::default(),
+            keepalives: BTreeMap::new(),
+            next_ip_id: 0,
         }
     }
 
@@ -467,6 +539,7 @@ impl ForeignAgent {
                 lifetime: v.lifetime,
                 remaining_secs: v.remaining(now.mono).map(|d| d.as_secs()),
                 reverse_tunnel: v.reverse_tunnel,
+                udp_tunnel: v.udp_keepalive.is_some(),
                 delivery: v.delivery,
             })
             .collect();
@@ -565,18 +638,21 @@ impl ForeignAgent {
             self.deny(now, &from, &req, ReplyCode::FaPoorlyFormedRequest, nai);
             return;
         }
-        // RFC 3519: we do not offer UDP tunnelling, so we never set 'U' in an advertisement
-        // (§3.4). A mobile node therefore MUST NOT send the extension to us, neither with our
-        // care-of address (§4.4: "SHALL NOT be used ... with a foreign agent care-of
-        // address") nor with a co-located one (§4.4: "MUST NOT include" when 'U' is clear).
-        // We cannot strip it (it sits under the Mobile-Home authenticator, RFC 5944
-        // §3.7.2.2), and relaying it would make the home agent see our care-of address as a
-        // NAT and tunnel in UDP to us instead of to the mobile node (§4.11), or deny it (134,
-        // §4.6.1, 'D' clear). So the request is poorly formed for this agent: 70.
-        if scan.udp_tunnel_request {
-            info!(src = %from.src, home = %req.home_addr, "denied: UDP Tunnel Request through a foreign agent without UDP tunnelling (RFC 3519 §4.4)");
-            self.deny(now, &from, &req, ReplyCode::FaPoorlyFormedRequest, nai);
-            return;
+        // RFC 3519 §4.4: a mobile node's UDP Tunnel Request "SHALL NOT be used ... with a
+        // foreign agent care-of address", and with a co-located one only through an agent
+        // that advertises 'U' (we do behind a NAT), with 'R' set (§4.11). We cannot strip it
+        // (it sits under the Mobile-Home authenticator, RFC 5944 §3.7.2.2), and relaying
+        // any other would make the home agent tunnel in UDP to us instead of to the mobile
+        // node (§4.11) or deny it (134, §4.6.1). So it is poorly formed for us: 70.
+        if let Some(ask) = scan.udp_tunnel_request {
+            let allowed = self.config.udp_tunnel.is_some()
+                && req.flags.contains(RequestFlags::D)
+                && ask.reg_through_fa;
+            if !allowed {
+                info!(src = %from.src, home = %req.home_addr, "denied: a UDP Tunnel Request this foreign agent cannot relay (RFC 3519 §4.4: only co-located, with 'R', through an agent advertising 'U')");
+                self.deny(now, &from, &req, ReplyCode::FaPoorlyFormedRequest, nai);
+                return;
+            }
         }
         if req.home_addr.is_unspecified() {
             self.deny(
@@ -667,6 +743,24 @@ impl ForeignAgent {
             return;
         };
         let mut payload = covered.to_vec();
+        // RFC 3519 §4.5: behind a NAT, a registration of our care-of address asks for UDP
+        // tunnelling, after the Mobile-Home authenticator and before our Foreign-Home one;
+        // never a co-located one (the tunnel would come to us, not to the mobile node).
+        let udp_asked = self.config.udp_tunnel.is_some() && registration && !co_located;
+        if udp_asked {
+            let ext = Extension::UdpTunnelRequest(UdpTunnelRequest {
+                force: false,
+                reg_through_fa: false,
+                encapsulation: ipv4::PROTO_IPIP,
+            });
+            let at = payload.len();
+            payload.resize(at + ext.buffer_len(), 0);
+            if ExtensionWriter::new(&mut payload, at).push(&ext).is_err() {
+                // Cannot happen: sized for it.
+                payload.truncate(at);
+            }
+            self.stats.udp_tunnel_requests += 1;
+        }
         let fa_ha = match self.fa_ha_sa(ha) {
             Some(sa) if registration && !co_located => {
                 payload = append_auth(payload, ExtensionType::FaHaAuth, sa);
@@ -700,9 +794,17 @@ impl ForeignAgent {
             nai: nai.map(<[u8]>::to_vec),
             delivery,
             fa_ha_added: fa_ha,
+            udp_asked,
             deadline: now.mono + wait,
         };
         self.insert_pending(pending);
+        // §4.9: a keepalive is due K after the last packet to the home agent through the
+        // mapping, and a relay is one.
+        if let Some(k) = self.keepalives.get_mut(&(src, ha)) {
+            self.deadlines.remove(&(k.due, Timer::Keepalive(src, ha)));
+            k.due = now.mono + k.interval;
+            self.deadlines.insert((k.due, Timer::Keepalive(src, ha)));
+        }
         self.stats.relayed_requests += 1;
         debug!(home = %req.home_addr, ha = %ha, coa = %req.care_of_addr, lifetime = req.lifetime, fa_ha, "request relayed");
         self.transmits.push_back(FaTransmit {
@@ -758,6 +860,10 @@ impl ForeignAgent {
     /// Processes a datagram from a home agent (arriving on UDP port 434 at a care-of address).
     pub fn handle_from_home_agent(&mut self, now: Now, from: SocketAddrV4, bytes: &[u8]) {
         self.handle_timeout(now);
+        if bytes.first().map(|&t| MessageType::from(t)) == Some(MessageType::TunnelData) {
+            self.handle_tunnel_data(from, bytes);
+            return;
+        }
         self.stats.replies += 1;
         let Ok(packet) = ReplyPacket::new_checked(bytes) else {
             self.stats.dropped_malformed_reply += 1;
@@ -888,6 +994,26 @@ impl ForeignAgent {
             return;
         }
         let co_located = pending.req.flags.contains(RequestFlags::D);
+        // RFC 3519 §3.2.1: codes below 64 assent. Without an assenting reply the tunnel is
+        // IP-in-IP (§3.1.1: "MUST NOT use MIP UDP tunnelling"), which the NAT in front of us
+        // may well not pass: said once per registration.
+        let udp_keepalive = match (pending.udp_asked, scan.udp_reply, self.config.udp_tunnel) {
+            (true, Some(r), Some(cfg)) if r.reply_code < 64 => {
+                self.stats.udp_tunnels_assented += 1;
+                let suggested = match r.keepalive_interval {
+                    0 => DEFAULT_KEEPALIVE,
+                    k => Duration::from_secs(k.into()),
+                };
+                Some(suggested.min(cfg.max_keepalive).max(MIN_KEEPALIVE))
+            }
+            (true, reply, _) => {
+                self.stats.udp_tunnels_refused += 1;
+                warn!(home = %pending.req.home_addr, ha = %from, code = ?reply.map(|r| r.reply_code),
+                    "the home agent did not assent to UDP tunnelling (RFC 3519 §4.5): its IP-in-IP tunnel may not pass our NAT");
+                None
+            }
+            _ => None,
+        };
         let visitor = Visitor {
             home_addr: reply.home_addr,
             home_agent: reply.home_agent,
@@ -897,6 +1023,7 @@ impl ForeignAgent {
             source: pending.from.src,
             co_located,
             reverse_tunnel: !co_located && pending.req.flags.contains(RequestFlags::T),
+            udp_keepalive,
             delivery: pending.delivery,
             identification: pending.req.identification,
             lifetime,
@@ -907,7 +1034,104 @@ impl ForeignAgent {
                 .then(|| now.mono + Duration::from_secs(lifetime.into())),
         };
         self.stats.accepted += 1;
+        if let Some(interval) = udp_keepalive {
+            self.keep_alive(now, visitor.care_of_addr, visitor.home_agent, interval);
+        }
         self.set_visitor(visitor);
+    }
+
+    /// Keeps the UDP tunnel from `coa` to `home_agent` open (RFC 3519 §4.9): the first
+    /// keepalive K after the registration, the shortest K any of its visitors was given.
+    fn keep_alive(&mut self, now: Now, coa: Ipv4Addr, home_agent: Ipv4Addr, interval: Duration) {
+        let key = (coa, home_agent);
+        let k = self.keepalives.entry(key).or_insert(Keepalive {
+            interval,
+            due: now.mono + interval,
+            seq: 0,
+            unanswered: 0,
+        });
+        if interval < k.interval || k.due > now.mono + interval {
+            self.deadlines
+                .remove(&(k.due, Timer::Keepalive(coa, home_agent)));
+            k.interval = k.interval.min(interval);
+            k.due = k.due.min(now.mono + interval);
+        }
+        self.deadlines
+            .insert((k.due, Timer::Keepalive(coa, home_agent)));
+    }
+
+    /// A keepalive is due: sent if a visitor still uses the tunnel, else the tunnel is
+    /// forgotten (the NAT mapping may lapse).
+    fn send_keepalive(&mut self, now: Now, coa: Ipv4Addr, home_agent: Ipv4Addr) {
+        let key = (coa, home_agent);
+        let in_use = self
+            .entries
+            .values()
+            .filter_map(|e| e.visitor.as_ref())
+            .any(|v| {
+                v.udp_keepalive.is_some() && v.care_of_addr == coa && v.home_agent == home_agent
+            });
+        if !in_use {
+            self.keepalives.remove(&key);
+            debug!(%coa, ha = %home_agent, "UDP tunnel unused: no more keepalives");
+            return;
+        }
+        let Some(k) = self.keepalives.get_mut(&key) else {
+            return;
+        };
+        if k.unanswered == KEEPALIVES_UNANSWERED_WARN {
+            warn!(%coa, ha = %home_agent, unanswered = k.unanswered,
+                "keepalives to the home agent go unanswered: the UDP tunnel through the NAT is probably broken (RFC 3519 §4.9)");
+        }
+        k.seq = k.seq.wrapping_add(1);
+        k.unanswered = k.unanswered.saturating_add(1);
+        k.due = now.mono + k.interval;
+        self.deadlines
+            .insert((k.due, Timer::Keepalive(coa, home_agent)));
+        let mut echo = [0u8; 4];
+        echo[..2].copy_from_slice(&KEEPALIVE_ICMP_ID.to_be_bytes());
+        echo[2..].copy_from_slice(&k.seq.to_be_bytes());
+        self.next_ip_id = self.next_ip_id.wrapping_add(1);
+        // §4.9: "a properly UDP encapsulated ICMP echo request directed to the home agent",
+        // from the care-of address (the tunnel's inner source on our side), sent from the port
+        // our relays use so that it keeps their mapping.
+        let keepalive = KeepaliveRepr {
+            src: coa,
+            dst: home_agent,
+            ip_id: self.next_ip_id,
+            icmp_type: ICMP_ECHO_REQUEST,
+            echo: &echo,
+        };
+        let mut payload = vec![0u8; keepalive.buffer_len()];
+        if keepalive.emit(&mut payload).is_err() {
+            return;
+        }
+        self.stats.keepalives_sent += 1;
+        self.transmits.push_back(FaTransmit {
+            src: coa,
+            dst: SocketAddrV4::new(home_agent, MIP_PORT),
+            link: None,
+            payload,
+        });
+    }
+
+    /// Tunnel data the fast path handed up: a home agent's answer to our keepalive.
+    fn handle_tunnel_data(&mut self, from: SocketAddrV4, bytes: &[u8]) {
+        let answer = KeepaliveRepr::parse(bytes)
+            .ok()
+            .filter(|k| k.icmp_type == ICMP_ECHO_REPLY && k.src == *from.ip())
+            .filter(|k| k.id_seq().is_some_and(|(id, _)| id == KEEPALIVE_ICMP_ID));
+        let tunnel = answer.and_then(|k| self.keepalives.get_mut(&(k.dst, k.src)));
+        match tunnel {
+            Some(t) => {
+                t.unanswered = 0;
+                self.stats.keepalive_replies += 1;
+            }
+            None => {
+                self.stats.dropped_tunnel_data += 1;
+                debug!(%from, len = bytes.len(), "dropped: tunnel data that is no answer to our keepalive");
+            }
+        }
     }
 
     fn set_visitor(&mut self, visitor: Visitor) {
@@ -1006,6 +1230,15 @@ impl ForeignAgent {
                     {
                         self.stats.expired += 1;
                         self.remove_visitor(home, RemovalReason::Expired);
+                    }
+                }
+                Timer::Keepalive(coa, home_agent) => {
+                    if self
+                        .keepalives
+                        .get(&(coa, home_agent))
+                        .is_some_and(|k| k.due == t)
+                    {
+                        self.send_keepalive(now, coa, home_agent);
                     }
                 }
                 Timer::Pending(home, id_low) => {
@@ -1174,7 +1407,15 @@ fn scan_request(bytes: &[u8], flags: RequestFlags) -> Result<RequestScan<'_>, Sc
         match ext {
             Extension::MnHaAuth(_) if before_auth => s.mn_ha_end = Some(at + ext.buffer_len()),
             Extension::MnNai(n) if before_auth => s.nai = Some(n),
-            Extension::UdpTunnelRequest(_) => s.udp_tunnel_request = true,
+            Extension::UdpTunnelRequest(r) => {
+                // One after the Mobile-Home authenticator is nobody's (we add ours there):
+                // poorly formed, as is any second one.
+                if !before_auth || s.udp_tunnel_request.is_some() {
+                    s.poorly_formed =
+                        Some("UDP Tunnel Request after the Mobile-Home authentication, or twice");
+                }
+                s.udp_tunnel_request = Some(r);
+            }
             Extension::MnFaAuth(a) => {
                 s.mn_fa_count += 1;
                 if s.mn_fa.is_none() {
@@ -1224,6 +1465,9 @@ fn scan_reply(bytes: &[u8]) -> Result<ReplyScan<'_>, ScanError> {
                 }
             }
             Extension::MnNai(_) if s.mn_ha_end.is_none() => s.nai = true,
+            Extension::UdpTunnelReply(r) if s.mn_ha_end.is_some() && s.fa_ha_count == 0 => {
+                s.udp_reply = Some(r);
+            }
             Extension::FaHaAuth(a) => {
                 s.fa_ha_count += 1;
                 if s.fa_ha.is_none() {

@@ -209,6 +209,9 @@ pub struct HaStats {
     pub udp_tunnels_declined: u64,
     /// Keepalives (RFC 3519 §4.9) answered.
     pub keepalives: u64,
+    /// Half-bound UDP tunnels (a co-located registration through a foreign agent, RFC 3519
+    /// §4.11) bound, or rebound to a new port, by a keepalive.
+    pub half_bound_tunnels_bound: u64,
     /// i-HA (RFC 5265 §4.3): silently discarded because the source is outside every trusted
     /// subnet.
     pub dropped_untrusted: u64,
@@ -248,20 +251,43 @@ enum Verdict {
         lifetime: u16,
         identification: u64,
         home_agent: Ipv4Addr,
-        /// The UDP Tunnel Reply extension to include (RFC 3519 §4.6).
-        udp_reply: Option<UdpTunnelReply>,
+        /// The UDP Tunnel Reply extension to include (RFC 3519 §4.6), and whose request it
+        /// answers: the foreign agent's goes after the Mobile-Home authenticator, where the
+        /// agent finds (and removes) it, as its request did (§4.5, RFC 5944 §3.7.3.2).
+        udp_reply: Option<(UdpTunnelReply, Asker)>,
     },
 }
 
-/// The mobile node's UDP Tunnel Request extension (RFC 3519 §3.1), as found before the
-/// Mobile-Home Authentication Extension.
+/// Who put a UDP Tunnel Request extension on a registration request (RFC 3519 §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asker {
+    /// Before the Mobile-Home Authentication Extension (§4.4).
+    MobileNode,
+    /// After it, before any Foreign-Home Authentication Extension: a foreign agent behind a
+    /// NAT (§4.5).
+    ForeignAgent,
+}
+
+/// A UDP Tunnel Request extension (RFC 3519 §3.1), as found: the mobile node's before the
+/// Mobile-Home Authentication Extension, a foreign agent's after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum UdpTunnelAsk {
     None,
-    Request(UdpTunnelRequest),
+    Request(UdpTunnelRequest, Asker),
     /// Sub-type 0 with a non-zero Reserved 3: §4.6.1 asks for 134 (while §3.1.3 would skip
     /// it as not understood; the home agent's rule is the more specific one).
     ReservedSet,
+}
+
+/// What a UDP Tunnel Request resolved to (RFC 3519 §4.6).
+#[derive(Clone, Copy, Debug, Default)]
+struct UdpDecision {
+    /// The UDP Tunnel Reply to send, and to whom.
+    reply: Option<(UdpTunnelReply, Asker)>,
+    /// The tunnel's far end, when UDP tunnelling starts now.
+    tunnel: Option<SocketAddrV4>,
+    /// UDP tunnelling assented with R: the far end comes with the first keepalive (§4.11).
+    half_bound: bool,
 }
 
 /// Reply code of a UDP Tunnel Reply that assents (RFC 3519 §3.2.1).
@@ -451,11 +477,24 @@ impl HomeAgent {
                         Extension::MnNai(n) if mn_ha.is_none() => nai = Some(n),
                         // RFC 3519 §4.4: the mobile node's goes before its authentication
                         // extension; one after it would be a foreign agent's (§4.5).
-                        Extension::UdpTunnelRequest(r) if mn_ha.is_none() => {
-                            udp = UdpTunnelAsk::Request(r);
+                        // §4.5: the foreign agent's goes after it, and before its Foreign-Home
+                        // authentication (one after that would be covered by nothing).
+                        Extension::UdpTunnelRequest(r) if fa_ha.count == 0 => {
+                            let asker = if mn_ha.is_none() {
+                                Asker::MobileNode
+                            } else {
+                                Asker::ForeignAgent
+                            };
+                            // One per request: a foreign agent cannot add its own to a mobile
+                            // node's (§4.5 forbids it for the co-located case, §4.4 forbids the
+                            // mobile node's with the agent's care-of address).
+                            udp = match udp {
+                                UdpTunnelAsk::None => UdpTunnelAsk::Request(r, asker),
+                                _ => UdpTunnelAsk::ReservedSet,
+                            };
                         }
                         Extension::Other { kind: 144, data }
-                            if mn_ha.is_none() && data.len() == 6 && data[0] == 0 =>
+                            if fa_ha.count == 0 && data.len() == 6 && data[0] == 0 =>
                         {
                             udp = UdpTunnelAsk::ReservedSet;
                         }
@@ -539,13 +578,30 @@ impl HomeAgent {
             .trusted_networks
             .is_some()
             .then_some(Extension::TrustedNetworksConfigured);
-        let extensions: Vec<Extension<'_>> = udp_reply
+        let (for_mn, for_fa) = match udp_reply {
+            Some((r, Asker::MobileNode)) => (Some(r), None),
+            Some((r, Asker::ForeignAgent)) => (None, Some(r)),
+            None => (None, None),
+        };
+        let extensions: Vec<Extension<'_>> = for_mn
             .map(Extension::UdpTunnelReply)
             .into_iter()
             .chain(nai.map(Extension::MnNai))
             .chain(tnc)
             .collect();
         let mut payload = signed_message(&fixed, &extensions, sa.spi, &sa.key);
+        // RFC 3519 §4.5: the foreign agent's answer follows the Mobile-Home authenticator (the
+        // mobile node never sees it: the agent removes what follows, RFC 5944 §3.7.3.2), and
+        // precedes the Foreign-Home one, which covers it.
+        if let Some(r) = for_fa {
+            let ext = Extension::UdpTunnelReply(r);
+            let at = payload.len();
+            payload.resize(at + ext.buffer_len(), 0);
+            if ExtensionWriter::new(&mut payload, at).push(&ext).is_err() {
+                // Cannot happen: sized for it. Never send a half-written extension.
+                payload.truncate(at);
+            }
+        }
         // §3.8.1: "when sending a Registration Reply to a foreign agent, if the home agent
         // shares a Mobility Security Association with the foreign agent, the home agent MUST
         // include a Foreign-Home Authentication Extension", last (§3.8.3.3 e), over the whole
@@ -664,7 +720,11 @@ impl HomeAgent {
         if duplicate {
             return reply(ReplyCode::HaPoorlyFormedRequest, 0, req.identification);
         }
-        let (udp_reply, udp_tunnel) = match self.udp_tunnel_decision(from, req, udp) {
+        let UdpDecision {
+            reply: udp_reply,
+            tunnel: udp_tunnel,
+            half_bound,
+        } = match self.udp_tunnel_decision(from, req, udp) {
             Ok(decision) => decision,
             Err(code) => {
                 info!(%from, home = %req.home_addr, coa = %req.care_of_addr, code = u8::from(code), "UDP tunnel request refused (RFC 3519 §4.6.1)");
@@ -679,6 +739,7 @@ impl HomeAgent {
             udp_reply,
         };
         if udp_tunnel.is_none()
+            && !half_bound
             && (req.flags.contains(RequestFlags::M) || req.flags.contains(RequestFlags::G))
         {
             // Only IP-in-IP (RFC 2003) is offered; minimal and GRE encapsulation are not.
@@ -700,13 +761,28 @@ impl HomeAgent {
         // §3.4: the HA MUST NOT increase the lifetime; it may shorten it. Infinity (0xffff)
         // is shortened to our maximum like any other value.
         let lifetime = req.lifetime.min(self.config.max_lifetime);
-        let binding_udp = udp_tunnel.is_some();
+        // §4.11: a half-bound tunnel keeps the far end its keepalives showed while the
+        // registrations keep coming through the same NAT address: the mobile node sends a
+        // keepalive after each, but its data must not wait for it.
+        let udp_tunnel = match self.bindings.get(req.home_addr) {
+            Some(old)
+                if half_bound
+                    && old.half_bound
+                    && old.care_of_addr == req.care_of_addr
+                    && old.source.ip() == from.ip() =>
+            {
+                old.udp_tunnel
+            }
+            _ => udp_tunnel,
+        };
+        let binding_udp = udp_tunnel.is_some() || half_bound;
         let binding = Binding {
             home_addr: req.home_addr,
             care_of_addr: req.care_of_addr,
             source: from,
             flags: req.flags,
             udp_tunnel,
+            half_bound,
             spi: sa.spi,
             identification: req.identification,
             lifetime,
@@ -782,25 +858,28 @@ impl HomeAgent {
         from: SocketAddrV4,
         req: &RequestRepr,
         udp: UdpTunnelAsk,
-    ) -> Result<(Option<UdpTunnelReply>, Option<SocketAddrV4>), ReplyCode> {
-        let ask = match udp {
-            UdpTunnelAsk::None => return Ok((None, None)),
+    ) -> Result<UdpDecision, ReplyCode> {
+        let (ask, asker) = match udp {
+            UdpTunnelAsk::None => return Ok(UdpDecision::default()),
             UdpTunnelAsk::ReservedSet => return Err(ReplyCode::HaPoorlyFormedRequest),
-            UdpTunnelAsk::Request(ask) => ask,
+            UdpTunnelAsk::Request(ask, asker) => (ask, asker),
         };
-        // §3.1.5: UDP tunnelling is only meaningful when the mobile node decapsulates (D).
-        if !req.flags.contains(RequestFlags::D) {
+        // §3.1.5: UDP tunnelling to a mobile node is only meaningful when it decapsulates
+        // (D); §4.6.1: a foreign agent's request with 'D' set is poorly formed (the tunnel
+        // would end at the agent, which does not decapsulate for a co-located address), and
+        // so is a foreign agent asking for the co-located case's 'R'.
+        let d = req.flags.contains(RequestFlags::D);
+        let well_formed = match asker {
+            Asker::MobileNode => d,
+            Asker::ForeignAgent => !d && !ask.reg_through_fa,
+        };
+        if !well_formed {
             return Err(ReplyCode::HaPoorlyFormedRequest);
         }
-        // §4.6/§4.11: with R the registration came through a foreign agent and the tunnel's
-        // port is only learnt from the first keepalive ("half bound"). We do not set up such
-        // tunnels yet, and assenting without would send the tunnel to the foreign agent.
-        if ask.reg_through_fa {
-            return Err(ReplyCode::HaAdminProhibited);
-        }
         // §4.6: "MUST use a mismatch between source IP address and care-of address ... as the
-        // indication that a mobile node may reside behind a NAT".
-        let nat = *from.ip() != req.care_of_addr;
+        // indication that a mobile node may reside behind a NAT". With R the request came
+        // through a foreign agent, so its source is the agent's (or its NAT's) anyway.
+        let nat = *from.ip() != req.care_of_addr || ask.reg_through_fa;
         if req.is_deregistration() || (!nat && !ask.force) {
             // §4.6: "SHOULD respond with ... a declining UDP Tunnel Reply" (and a
             // deregistration sets up no tunnel at all).
@@ -810,7 +889,10 @@ impl HomeAgent {
                 forced: false,
                 keepalive_interval: 0,
             };
-            return Ok((Some(decline), None));
+            return Ok(UdpDecision {
+                reply: Some((decline, asker)),
+                ..UdpDecision::default()
+            });
         }
         let policy = self.config.udp_tunnel;
         if !policy.enabled || (!nat && !policy.allow_forced) {
@@ -831,7 +913,14 @@ impl HomeAgent {
             forced: ask.force,
             keepalive_interval: policy.keepalive_interval,
         };
-        Ok((Some(assent), Some(from)))
+        // §4.6: the registration's source is the tunnel's far end ("the effective care-of
+        // address"), except with R: then it is the foreign agent's NAT mapping, and the
+        // mobile node's own is learnt from its first keepalive (§4.11, "half bound").
+        Ok(UdpDecision {
+            reply: Some((assent, asker)),
+            tunnel: (!ask.reg_through_fa).then_some(from),
+            half_bound: ask.reg_through_fa,
+        })
     }
 
     /// A MIP Tunnel Data message that reached the daemon: a keepalive (RFC 3519 §4.9) from a
@@ -847,16 +936,39 @@ impl HomeAgent {
             return;
         };
         let our = self.config.address;
-        let bound = self
-            .bindings
-            .get(echo.src)
-            .is_some_and(|b| b.udp_tunnel == Some(from));
+        if echo.dst != our || to != our {
+            self.stats.dropped_tunnel_data += 1;
+            debug!(%from, inner_dst = %echo.dst, "dropped: keepalive not to us");
+            return;
+        }
         // §4.3: the outer address and port must be exactly the tunnel's; a keepalive through
         // a new NAT mapping is not answered, so the mobile node notices and re-registers
-        // (§4.10) rather than us trusting an unauthenticated port.
-        if !bound || echo.dst != our || to != our {
+        // (§4.10) rather than us trusting an unauthenticated port. Three senders:
+        let known = match self.bindings.get(echo.src).cloned() {
+            // a mobile node, from its home address, through its tunnel;
+            Some(b) if b.udp_tunnel == Some(from) => true,
+            // a mobile node registered with R (§4.6, §4.11): its first keepalive (or one
+            // after its NAT moved it to another port) binds the tunnel, if it comes from the
+            // address the registration came from; only the port may differ;
+            Some(old) if old.half_bound && old.source.ip() == from.ip() => {
+                let mut new = old.clone();
+                new.udp_tunnel = Some(from);
+                info!(home = %new.home_addr, coa = %new.care_of_addr, from = ?old.udp_tunnel, to = %from, "half-bound UDP tunnel bound by a keepalive (RFC 3519 §4.11)");
+                self.stats.half_bound_tunnels_bound += 1;
+                self.bindings.insert(new.clone());
+                self.events.push_back(HaEvent::BindingUpdated { old, new });
+                true
+            }
+            // a foreign agent behind a NAT (§4.5), from its care-of address, through the
+            // tunnel of a binding it relayed.
+            _ => self
+                .bindings
+                .iter()
+                .any(|b| b.udp_tunnel == Some(from) && b.care_of_addr == echo.src),
+        };
+        if !known {
             self.stats.dropped_tunnel_data += 1;
-            debug!(%from, home = %echo.src, "dropped: keepalive not from the binding's UDP tunnel");
+            debug!(%from, src = %echo.src, "dropped: keepalive not from a binding's UDP tunnel");
             return;
         }
         self.next_ip_id = self.next_ip_id.wrapping_add(1);
