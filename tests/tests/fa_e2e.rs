@@ -180,6 +180,129 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
     Ok(())
 }
 
+/// RFC 3519 §4.5 end to end: the foreign agent on external network 2, behind the nftables
+/// NAT, advertises U, asks the home agent for UDP tunnelling on the node's behalf, and both
+/// tunnel directions run IP-in-UDP through the NAT (fa_xdp at the agent), kept open by the
+/// agent's keepalives (§4.9), which the home agent answers. On the NAT's public side there is
+/// no IP-in-IP at all: only UDP to and from port 434.
+#[test]
+fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
+    use mipx_tests::detection::NAT_PUBLIC_ADDR;
+    require_root();
+    let mut topo = DetectionTopology::new("fa-nat")?;
+    topo.move_mn(Net::Ext2, true)?;
+    let public = topo.dir.path("nat-public.pcap");
+    let capture = topo.capture_nat_public(&public, "")?;
+    let access = topo.dir.path("ext2.pcap");
+    let access_capture = topo.capture_ext2(&access, "")?;
+    // §4.5: behind a NAT that translates every address, reverse tunnelling is mandatory.
+    let fa = topo.start_foreign_agent(
+        Net::Ext2,
+        "reverse_tunnel = \"require\"\nbehind_nat = true\nkeepalive_secs = 10\n",
+        "",
+    )?;
+    let xha = topo.start_xha()?;
+    let mn = topo.start_mn_with(&mn_toml(&topo), false)?;
+
+    let visitor = wait_for(Duration::from_secs(10), "the visitor", || {
+        let v = fa.ctl_json(&["visitors"])?;
+        Ok(v["visitors"].as_array().and_then(|a| a.first()).cloned())
+    })
+    .with_context(|| {
+        format!(
+            "no visitor; fa log:\n{}\nmn log:\n{}",
+            fa.log_text(),
+            mn.log_text()
+        )
+    })?;
+    ensure!(
+        visitor["udp_tunnel"] == true,
+        "not UDP-tunnelled: {visitor}"
+    );
+    ensure!(visitor["reverse_tunnel"] == true, "{visitor}");
+    let text = fa.ctl(&["visitors"])?;
+    ensure!(text.contains("ip-in-udp"), "{text}");
+    // The home agent binds the agent's care-of address with the NAT's mapping as the tunnel's
+    // far end (§4.6: "the effective care-of address").
+    let bindings = xha.ctl_json(&["bindings"])?;
+    let b = bindings["bindings"]
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .with_context(|| format!("no binding at the home agent: {bindings}"))?;
+    ensure!(b["care_of_addr"] == Net::Ext2.fa_addr().to_string(), "{b}");
+    ensure!(
+        b["udp_tunnel"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{NAT_PUBLIC_ADDR}:"))),
+        "the home agent's tunnel does not go to the NAT: {b}"
+    );
+
+    ensure!(
+        ping_from_home(&topo)?,
+        "no answer through the agent behind the NAT; fa log:\n{}\nxha log:\n{}",
+        fa.log_text(),
+        xha.log_text()
+    );
+    let counters = fa.dataplane_counters()?;
+    for name in ["fa_udp_decap_tx", "fa_udp_encap_tx"] {
+        ensure!(
+            counters.get(name).copied().unwrap_or(0) > 0,
+            "{name} did not count: {counters:?}"
+        );
+    }
+    // §4.9: a keepalive 10 s after the registration, answered by the home agent through the
+    // same mapping.
+    wait_for(Duration::from_secs(20), "an answered keepalive", || {
+        let s = fa.ctl_json(&["stats"])?;
+        Ok((s["stats"]["fa"]["keepalive_replies"].as_u64().unwrap_or(0) > 0).then_some(()))
+    })
+    .with_context(|| format!("fa log:\n{}\nxha log:\n{}", fa.log_text(), xha.log_text()))?;
+
+    mn.stop()?;
+    let public = capture.finish()?;
+    let access = access_capture.finish()?;
+    ensure!(
+        tshark_count(&public, "ip.proto == 4")? == 0,
+        "IP-in-IP on the NAT's public side"
+    );
+    // Tunnel data: UDP between port 434 on both ends carrying the MIP Tunnel Data header
+    // (type 4, Next Header 4) and the ping inside.
+    let tunnelled = tshark_count(
+        &public,
+        &format!(
+            "udp.port == 434 && ip.addr == {XHA_ADDR} && ip.addr == {NAT_PUBLIC_ADDR} && icmp && ip.addr == {EXTERNAL_HOME_ADDR}"
+        ),
+    )?;
+    ensure!(
+        tunnelled >= 2,
+        "{tunnelled} tunnelled pings on the NAT's public side"
+    );
+    ensure!(
+        tshark_count(&access, "icmp.type == 9 && icmp.mip.u == 1")? >= 1,
+        "no advertisement with U on external network 2"
+    );
+    ensure!(
+        tshark_count(&public, "mip.type == 1 && mip.ext.type == 144")? >= 1,
+        "no relayed request with the agent's UDP Tunnel Request"
+    );
+    ensure!(
+        tshark_count(&public, "mip.type == 3 && mip.ext.type == 44")? >= 1,
+        "no reply with a UDP Tunnel Reply"
+    );
+    for file in [&public, &access] {
+        let malformed = tshark(
+            file,
+            &["-Y", "_ws.malformed || _ws.expert.severity >= error"],
+        )?;
+        ensure!(
+            malformed.trim().is_empty(),
+            "tshark flags frames as malformed:\n{malformed}"
+        );
+    }
+    Ok(())
+}
+
 fn ping_from_home(topo: &DetectionTopology) -> Result<bool> {
     for _ in 0..5 {
         if topo
