@@ -11,12 +11,12 @@
 //! - `cvc`: access mode cvc outside (RFC 5265 §2.3: the VPN from the external home address
 //!   inside the x-HA's tunnel), c inside;
 //! - `mc`: mode mc outside (the MOBIKE draft: the VPN from the care-of address), c inside;
-//! - `fvc`: foreign agents (`mipd --role fa`) that require registration (R) on internal 2 and
-//!   external 1, and a mobile node with agent discovery: internal 1 (c) → internal 2 (f, RFC
-//!   5265 §2.2: the i-HA through the agent) → external 1 (fvc, §2.4: the x-HA through the
-//!   agent, the VPN from the x-HoA) → external 2 behind the NAT (cvc, co-located: no agent
-//!   there, and the agent does no RFC 3519 UDP tunnelling) → internal 1 (c). After the walk it
-//!   prints each agent's visitor list (`mipctl visitors`).
+//! - `fvc`: foreign agents (`mipd --role fa`) that require registration (R) on internal 2,
+//!   external 1 and external 2, and a mobile node with agent discovery: internal 1 (c) →
+//!   internal 2 (f, RFC 5265 §2.2: the i-HA through the agent) → external 1 (fvc, §2.4: the
+//!   x-HA through the agent, the VPN from the x-HoA) → external 2 (fvc through an agent behind
+//!   the NAT: it advertises U and its tunnel with the x-HA is IP-in-UDP, RFC 3519 §4.5) →
+//!   internal 1 (c). After the walk it prints each agent's visitor list (`mipctl visitors`).
 //!
 //! Throughout a walk one TCP session runs from
 //! the internal home address to the correspondent: the MN writes a small chunk every 20 ms, the
@@ -157,8 +157,9 @@ fn segment(net: Net) -> &'static str {
 }
 
 /// The networks with a foreign agent in the fvc walk (registration required, so the node
-/// uses them although it also has a co-located address there, RFC 5944 §2.4.1).
-const AGENT_NETS: [Net; 2] = [Net::Int2, Net::Ext1];
+/// uses them although it also has a co-located address there, RFC 5944 §2.4.1). External 2's
+/// is behind the NAT (RFC 3519 §4.5).
+const AGENT_NETS: [Net; 3] = [Net::Int2, Net::Ext1, Net::Ext2];
 
 /// Whether the walk in `walk` mode reaches `net` through a foreign agent.
 fn through_agent(walk: &str, net: Net) -> bool {
@@ -647,12 +648,18 @@ fn visitor_home(mode: &str) -> std::net::Ipv4Addr {
     }
 }
 
-/// Whether foreign agent `fa`'s visitor list has `home` with the reverse tunnel granted.
-fn lists_visitor(fa: &Mipd, home: std::net::Ipv4Addr) -> Result<bool> {
+/// Foreign agent `fa`'s visitor row for `home` if it has the reverse tunnel granted, and, on
+/// `net` behind the NAT, UDP tunnelling with the home agent (RFC 3519 §4.5).
+fn listed_visitor(fa: &Mipd, net: Net, home: std::net::Ipv4Addr) -> Result<Option<Value>> {
     let v = fa.ctl_json(&["visitors"])?;
-    Ok(v["visitors"].as_array().is_some_and(|a| {
+    Ok(v["visitors"].as_array().and_then(|a| {
         a.iter()
-            .any(|r| r["home_addr"] == home.to_string().as_str() && r["reverse_tunnel"] == true)
+            .find(|r| {
+                r["home_addr"] == home.to_string().as_str()
+                    && r["reverse_tunnel"] == true
+                    && (net != Net::Ext2 || r["udp_tunnel"] == true)
+            })
+            .cloned()
     }))
 }
 
@@ -824,13 +831,18 @@ fn walk_on(
                 mv.detail = detail(s, &before, place, to);
                 if let Some((_, fa)) = fas.iter().find(|(n, _)| *n == to) {
                     let home = visitor_home(place);
-                    if lists_visitor(fa, home)? {
+                    if let Some(row) = listed_visitor(fa, to, home)? {
                         mv.detail
                             .push_str(&format!("; the agent lists {home} as a visitor"));
+                        if row["udp_tunnel"] == true {
+                            mv.detail.push_str(
+                                ", its tunnel with the home agent IP-in-UDP through the NAT (RFC 3519)",
+                            );
+                        }
                     } else {
                         report.failures.push(format!(
                             "{mode} {name}: the foreign agent on {} does not list {home} as a \
-                             visitor with a reverse tunnel: {}",
+                             visitor with a reverse tunnel (and UDP tunnelling behind the NAT): {}",
                             segment(to),
                             fa.ctl(&["visitors"]).unwrap_or_default()
                         ));
@@ -1033,11 +1045,15 @@ fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
             for net in AGENT_NETS {
                 // As tests/tests/fa_e2e.rs: reverse tunnels (RFC 3024) offered, and R set, so
                 // the node registers through the agent although it has a co-located address.
-                let fa = topo.start_foreign_agent(
-                    net,
-                    "reverse_tunnel = \"offer\"\n",
-                    "registration_required = true\n",
-                )?;
+                // Behind external 2's NAT (which translates every address): RFC 3519 §4.5's
+                // agent, reverse tunnels mandatory.
+                let fa_toml = if net == Net::Ext2 {
+                    "reverse_tunnel = \"require\"\nbehind_nat = true\n"
+                } else {
+                    "reverse_tunnel = \"offer\"\n"
+                };
+                let fa =
+                    topo.start_foreign_agent(net, fa_toml, "registration_required = true\n")?;
                 fas.push((net, fa));
             }
         }
@@ -1319,11 +1335,12 @@ fn print_overhead(walks: &[WalkReport]) {
     }
     if has("fvc") {
         println!(
-            "  - fvc (external 1, through the foreign agent): the RFC's {FVC} is i-MIP {IPIP} + ESP {ESP};
+            "  - fvc (external 1 and 2, through the foreign agent): the RFC's {FVC} is i-MIP {IPIP} + ESP {ESP};
     here i-MIP {IPIP} + ESP {esp_min}–{esp_max}{udp}, on the access link exactly what mc carries. The
     x-MIP's IP-in-IP ({IPIP}) is between the agent and the x-HA (RFC 3024's reverse tunnel one
     way, the agent decapsulating to the node's link-layer address the other), not on the MN's
-    link, which is why §5.2 does not count it.",
+    link, which is why §5.2 does not count it. Behind external 2's NAT that tunnel is the
+    agent's IP-in-UDP (RFC 3519 §4.5: 32 octets), again not on the MN's link.",
             udp = if s.udp_encap { " + UDP 8" } else { "" },
         );
     }
