@@ -19,6 +19,7 @@ use crate::net::link::{self, FrameAddrs, LinkFilter, LinkSocket, Payload};
 use crate::proto::discovery::{AgentDiscovery, DiscoveryConfig, DiscoveryEvent};
 use crate::proto::mn::ViaAgent;
 use crate::proto::{Now, Transmit};
+use mipx_common::wire::AgentFlags;
 
 /// RFC 3024 §4.1.1: "The mobile node MUST set the TTL field of the IP header to 255" in a
 /// request to a foreign agent, which checks it (code 76).
@@ -43,6 +44,8 @@ pub enum AgentAction {
         via: ViaAgent,
         care_of_addr: Ipv4Addr,
         required: bool,
+        /// It advertises U: behind a NAT, with RFC 3519 UDP tunnelling (§3.4).
+        udp: bool,
     },
     /// The agent we used is gone (its advertisements' lifetime ran out, §2.4.2.1).
     Lost,
@@ -148,6 +151,7 @@ impl AgentLink {
                     },
                     care_of_addr: coa,
                     required: agent.registration_required(),
+                    udp: agent.flags.contains(AgentFlags::U),
                 }),
                 (Some(_), _, true) => {
                     info!(agent = %agent.addr, "foreign agent busy (B): not registering")

@@ -598,12 +598,29 @@ impl Daemon {
     /// solicitations.
     async fn agent_actions(&mut self) {
         let now = self.now();
-        let (Core::Mn { mn, .. }, Some(a)) = (&mut self.core, &mut self.agents) else {
+        let (Core::Mn { mn, settings }, Some(a)) = (&mut self.core, &mut self.agents) else {
             return;
         };
         let home = mn.config().home_addr;
         for action in a.actions() {
             match action {
+                // RFC 5944 §2.4.1, §3.6.1.1: with a co-located care-of address of our own we
+                // register it directly, unless the agent requires registration through it
+                // (R); then through the agent, 'D' set (RFC 3519 §4.11 when it is behind a
+                // NAT). The home address is not routed to the agent: we tunnel ourselves.
+                crate::agent_link::AgentAction::RegisterVia {
+                    via, required, udp, ..
+                } if settings.care_of_addr.is_some() => {
+                    let Some(co_located) = settings.care_of_addr else {
+                        continue;
+                    };
+                    if required {
+                        info!(agent = %via.addr, care_of = %co_located, udp, "the foreign agent requires registration (R): registering the co-located care-of address through it");
+                        mn.register_co_located_via(now, via, co_located, udp);
+                    } else if mn.via().is_some() {
+                        mn.register(now, co_located);
+                    }
+                }
                 crate::agent_link::AgentAction::RegisterVia {
                     via,
                     care_of_addr: coa,
@@ -772,7 +789,7 @@ impl Daemon {
                                 care_of_addr,
                                 udp_tunnel,
                                 ..
-                            } if *care_of_addr != config.home_addr && mn.via().is_none() => {
+                            } if *care_of_addr != config.home_addr && !mn.agent_decapsulates() => {
                                 Some(MnTunnel {
                                     home_addr: config.home_addr.octets(),
                                     home_agent: config.home_agent.octets(),

@@ -298,6 +298,7 @@ impl Node {
                         via,
                         care_of_addr,
                         required,
+                        ..
                     } => i.offer = Some((via, care_of_addr, required)),
                     AgentAction::Lost => i.offer = None,
                     // On the i-HA's own link detection finds us inside anyway.

@@ -1903,3 +1903,95 @@ fn co_located_through_an_agent_behind_a_nat() {
         .code;
     assert_eq!(code, ReplyCode::HaPoorlyFormedRequest);
 }
+
+/// RFC 3519 §4.4, §4.11 with the real mobile node engine: a co-located care-of address
+/// registered through an agent that advertises 'U' carries the node's UDP Tunnel Request with
+/// 'R' and 'D', from the care-of address to the agent; once accepted the node sends its first
+/// keepalive at once, straight to the home agent, which binds the half-bound tunnel to the
+/// node's own NAT mapping. Through an agent without 'U' there is no UDP Tunnel Request at all.
+#[test]
+fn the_mobile_node_registers_co_located_through_an_agent_with_u() {
+    use mipx_control::proto::mn::{MnConfig, MobileNode, NatTraversal, ViaAgent};
+    let colocated = Ipv4Addr::new(192, 0, 2, 77);
+    let node = || {
+        MobileNode::new(MnConfig {
+            home_addr: HOME,
+            home_agent: HA,
+            sa: sa(SPI, KEY),
+            lifetime: 600,
+            reverse_tunnel: true,
+            initial_retransmit: Duration::from_secs(1),
+            max_retransmit: Duration::from_secs(8),
+            report_after_attempts: 3,
+            nai: None,
+            nat_traversal: NatTraversal::default(),
+            renew_every: None,
+        })
+    };
+    let agent = ViaAgent {
+        addr: FA_LINK,
+        mac: [2, 0, 0, 0, 0, 1],
+    };
+    let mut w = World::new(fa_behind_nat());
+    w.nat = Some(NAT);
+    let mut mn = node();
+    mn.register_co_located_via(w.now, agent, colocated, true);
+    let req = mn.poll_transmit().expect("a request");
+    assert_eq!(
+        (req.src, req.dst),
+        (Some(colocated), SocketAddrV4::new(FA_LINK, MIP_PORT))
+    );
+    let fixed = RequestRepr::parse(&RequestPacket::new_checked(&req.payload[..]).unwrap()).unwrap();
+    assert!(fixed.flags.contains(RequestFlags::D) && fixed.care_of_addr == colocated);
+    let exts = extensions(&req.payload, RequestRepr::LEN);
+    assert_eq!(exts[0].1, UDP_TUNNEL_REQUEST);
+    assert_eq!(exts[0].2[2] & 0x40, 0x40, "R set");
+
+    // Through the agent and the NAT to the home agent and back.
+    let before = w.to_mobile.len();
+    w.send(from_mn(MAC, colocated, 64), &req.payload);
+    let reply = w.to_mobile[before].clone();
+    mn.handle_datagram(w.now, SocketAddrV4::new(FA_LINK, MIP_PORT), &reply.payload);
+    assert!(mn.registration(w.now).is_some(), "registered");
+    assert!(mn.udp_tunnel().is_some(), "UDP tunnelling assented");
+    assert!(!mn.agent_decapsulates());
+    // The keepalive, at once, from the care-of address to the home agent.
+    let ka = mn
+        .poll_transmit()
+        .expect("a keepalive right after the reply");
+    assert_eq!(
+        (ka.src, ka.dst),
+        (Some(colocated), SocketAddrV4::new(HA, MIP_PORT))
+    );
+    let mapping = SocketAddrV4::new(*NAT.ip(), 61_234);
+    let now = w.now;
+    let ha = &mut w.has.iter_mut().find(|(a, _)| *a == HA).unwrap().1;
+    assert!(ha.bindings().get(HOME).unwrap().half_bound);
+    ha.handle_datagram(now, mapping, HA, &ka.payload);
+    assert_eq!(ha.bindings().get(HOME).unwrap().udp_tunnel, Some(mapping));
+    let answer = ha.poll_transmit().expect("answered");
+    mn.handle_datagram(now, SocketAddrV4::new(HA, MIP_PORT), &answer.payload);
+    assert_eq!(mn.stats().keepalive_replies, 1);
+
+    // An agent without 'U': 'D', through the agent, no UDP Tunnel Request (§4.4).
+    let mut mn = node();
+    mn.register_co_located_via(w.now, agent, colocated, false);
+    let req = mn.poll_transmit().unwrap();
+    assert!(
+        extensions(&req.payload, RequestRepr::LEN)
+            .iter()
+            .all(|e| e.1 != UDP_TUNNEL_REQUEST)
+    );
+    // With the agent's care-of address: from the home address, 'D' clear, none either.
+    let mut mn = node();
+    mn.register_via(w.now, agent, COA);
+    let req = mn.poll_transmit().unwrap();
+    assert_eq!(req.src, Some(HOME));
+    let fixed = RequestRepr::parse(&RequestPacket::new_checked(&req.payload[..]).unwrap()).unwrap();
+    assert!(!fixed.flags.contains(RequestFlags::D));
+    assert!(
+        extensions(&req.payload, RequestRepr::LEN)
+            .iter()
+            .all(|e| e.1 != UDP_TUNNEL_REQUEST)
+    );
+}

@@ -303,6 +303,98 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
     Ok(())
 }
 
+/// RFC 3519 §4.4, §4.6, §4.11 end to end: on external network 2 (behind the NAT) the agent
+/// advertises R and U; a node with a co-located care-of address there registers it through
+/// the agent ('D'), its UDP Tunnel Request carrying 'R'; the home agent assents but binds the
+/// tunnel only from the node's first keepalive, which arrives from the NAT's address through
+/// the node's own mapping (another port than the agent's); then the node's own IP-in-UDP
+/// carries its traffic both ways, and the agent's fast path does nothing for it.
+#[test]
+fn a_co_located_node_registers_through_an_agent_behind_a_nat() -> Result<()> {
+    use mipx_tests::detection::NAT_PUBLIC_ADDR;
+    require_root();
+    let mut topo = DetectionTopology::new("fa-natr")?;
+    topo.move_mn(Net::Ext2, true)?;
+    let fa = topo.start_foreign_agent(
+        Net::Ext2,
+        "reverse_tunnel = \"require\"\nbehind_nat = true\n",
+        "registration_required = true\n",
+    )?;
+    let xha = topo.start_xha()?;
+    let toml = mn_toml(&topo)
+        .replace("nat_traversal = \"off\"\n", "nat_traversal = \"auto\"\n")
+        .replace(
+            "lifetime = 600\n",
+            &format!(
+                "lifetime = 600\ncare_of_addr = \"{}\"\n",
+                Net::Ext2.mn_addr()
+            ),
+        );
+    let mn = topo.start_mn(&toml)?;
+    let context = || {
+        format!(
+            "mn log:\n{}\nfa log:\n{}\nxha log:\n{}",
+            mn.log_text(),
+            fa.log_text(),
+            xha.log_text()
+        )
+    };
+
+    // The agent lists the node, co-located; the home agent's tunnel goes to the node's own
+    // NAT mapping, learnt from its keepalive.
+    wait_for(Duration::from_secs(10), "the co-located visitor", || {
+        let v = fa.ctl_json(&["visitors"])?;
+        Ok(v["visitors"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["care_of_addr"] == Net::Ext2.mn_addr().to_string())
+            })
+            .then_some(()))
+    })
+    .with_context(context)?;
+    let bound = wait_for(
+        Duration::from_secs(10),
+        "the half-bound tunnel bound",
+        || {
+            let s = xha.ctl_json(&["stats"])?;
+            Ok((s["stats"]["ha"]["half_bound_tunnels_bound"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0)
+            .then_some(()))
+        },
+    );
+    bound.with_context(context)?;
+    let bindings = xha.ctl_json(&["bindings"])?;
+    let b = bindings["bindings"][0].clone();
+    ensure!(b["care_of_addr"] == Net::Ext2.mn_addr().to_string(), "{b}");
+    ensure!(
+        b["udp_tunnel"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{NAT_PUBLIC_ADDR}:"))),
+        "the home agent's tunnel does not go to the NAT: {b}"
+    );
+    ensure!(
+        ping_from_home(&topo)?,
+        "no answer through the node's own UDP tunnel; {}",
+        context()
+    );
+    let counters = fa.dataplane_counters()?;
+    for name in [
+        "fa_udp_decap_tx",
+        "fa_udp_encap_tx",
+        "fa_decap_tx",
+        "fa_encap_tx",
+    ] {
+        ensure!(
+            counters.get(name).copied().unwrap_or(0) == 0,
+            "the agent tunnelled for a co-located node ({name}): {counters:?}"
+        );
+    }
+    Ok(())
+}
+
 fn ping_from_home(topo: &DetectionTopology) -> Result<bool> {
     for _ in 0..5 {
         if topo

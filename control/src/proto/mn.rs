@@ -215,6 +215,9 @@ pub struct MobileNode {
     /// The foreign agent the current registration goes through; `None`: a co-located
     /// care-of address, registered directly.
     via: Option<ViaAgent>,
+    /// Through `via`, but a co-located care-of address ('D', the agent requires registration,
+    /// RFC 5944 §2.4.1), and whether the agent advertises 'U' (RFC 3519 §3.4).
+    via_co_located: Option<bool>,
 }
 
 impl MobileNode {
@@ -233,6 +236,7 @@ impl MobileNode {
             keepalive_seq: 0,
             ip_id: 0,
             via: None,
+            via_co_located: None,
         }
     }
 
@@ -269,6 +273,7 @@ impl MobileNode {
     /// agent. Registering the home address itself deregisters (§3.6.1.2).
     pub fn register(&mut self, now: Now, care_of_addr: Ipv4Addr) {
         self.via = None;
+        self.via_co_located = None;
         let lifetime = if care_of_addr == self.config.home_addr {
             0
         } else {
@@ -283,7 +288,33 @@ impl MobileNode {
     /// way until the next `register`.
     pub fn register_via(&mut self, now: Now, agent: ViaAgent, care_of_addr: Ipv4Addr) {
         self.via = Some(agent);
+        self.via_co_located = None;
         self.start(now, care_of_addr, self.config.lifetime);
+    }
+
+    /// Registers the co-located care-of address `care_of_addr` ('D' set) through `agent`,
+    /// because the agent requires registration (R, RFC 5944 §2.4.1, §3.6.1.1): from the
+    /// care-of address to the agent, which relays it. We decapsulate and reverse-tunnel
+    /// ourselves. With `agent_udp` (the agent advertises 'U': it is behind a NAT, RFC 3519
+    /// §3.4) the request carries our UDP Tunnel Request with 'R' (§4.4, §4.11), and once it is
+    /// accepted our first keepalive goes out at once: the home agent learns our own NAT
+    /// mapping from it. Without 'U' no UDP Tunnel Request (§4.4: MUST NOT).
+    pub fn register_co_located_via(
+        &mut self,
+        now: Now,
+        agent: ViaAgent,
+        care_of_addr: Ipv4Addr,
+        agent_udp: bool,
+    ) {
+        self.via = Some(agent);
+        self.via_co_located = Some(agent_udp);
+        self.start(now, care_of_addr, self.config.lifetime);
+    }
+
+    /// Whether a foreign agent decapsulates for us (its care-of address is registered), so we
+    /// tunnel nothing ourselves (RFC 5944 §4.2.2).
+    pub fn agent_decapsulates(&self) -> bool {
+        self.via.is_some() && self.via_co_located.is_none()
     }
 
     /// The foreign agent the current registration goes through.
@@ -360,7 +391,8 @@ impl MobileNode {
         p.sent_at = now.mono;
         p.attempts += 1;
         // 'D': we decapsulate ourselves, unless a foreign agent does (§3.3).
-        let mut flags = RequestFlags::default().with(RequestFlags::D, self.via.is_none());
+        let agent_decapsulates = self.via.is_some() && self.via_co_located.is_none();
+        let mut flags = RequestFlags::default().with(RequestFlags::D, !agent_decapsulates);
         flags = flags.with(
             RequestFlags::T,
             self.config.reverse_tunnel && p.lifetime != 0,
@@ -383,15 +415,17 @@ impl MobileNode {
             .map(|n| Extension::MnNai(n.as_bytes()));
         // RFC 3519 §4.4: with a co-located care-of address the UDP Tunnel Request goes before
         // the Mobile-Home Authentication Extension. A deregistration sets up no tunnel.
-        // Through a foreign agent, UDP tunnelling would be the agent's to ask for (RFC 3519
-        // §4.11), which ours does not: IP-in-IP only.
+        // With the agent's care-of address it "SHALL NOT be used" (the agent asks, §4.5); with
+        // a co-located one through an agent, only if the agent advertises 'U', and then with
+        // 'R' (§4.4, §4.11).
+        let through_agent = self.via.is_some();
         let udp = match self.config.nat_traversal.mode {
-            _ if self.via.is_some() => None,
+            _ if through_agent && self.via_co_located != Some(true) => None,
             NatTraversalMode::Off => None,
             _ if p.lifetime == 0 => None,
             mode => Some(Extension::UdpTunnelRequest(UdpTunnelRequest {
                 force: mode == NatTraversalMode::Force,
-                reg_through_fa: false,
+                reg_through_fa: through_agent,
                 // §4.1: IP-in-UDP, the one every implementation must support.
                 encapsulation: mipx_common::ipv4::PROTO_IPIP,
             })),
@@ -407,7 +441,11 @@ impl MobileNode {
         // the foreign agent.
         let (src, dst) = match self.via {
             Some(agent) => (
-                self.config.home_addr,
+                if agent_decapsulates {
+                    self.config.home_addr
+                } else {
+                    p.care_of_addr
+                },
                 SocketAddrV4::new(agent.addr, self.peer.port()),
             ),
             None => (p.care_of_addr, self.peer),
@@ -581,10 +619,17 @@ impl MobileNode {
                     0 => nat.keepalive,
                     k => Duration::from_secs(k.into()),
                 };
-                // §4.9: the first keepalive at the earliest K seconds after the request.
+                // §4.9: the first keepalive at the earliest K seconds after the request; but
+                // through an agent (R) at once (§4.4): the home agent's tunnel is half bound
+                // until it learns our own NAT mapping from it (§4.11).
+                let due = if self.via.is_some() {
+                    now.mono
+                } else {
+                    p.sent_at + keepalive
+                };
                 UdpTunnel {
                     keepalive,
-                    due: p.sent_at + keepalive,
+                    due,
                     outstanding: None,
                     cycle_start: p.sent_at,
                 }
@@ -606,6 +651,7 @@ impl MobileNode {
             trusted,
             requested_at: p.sent_at,
         });
+        self.keepalive(now);
     }
 
     /// Sends the keepalive that is due, again if unanswered, and re-registers when the NAT
