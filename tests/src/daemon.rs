@@ -273,6 +273,22 @@ pub fn tshark(file: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Fails if tshark's dissectors find a frame of the capture malformed or an expert error in it:
+/// what mipx puts on the wire must parse in an independent implementation.
+pub fn ensure_dissects_cleanly(file: &Path) -> Result<()> {
+    let flagged = tshark(
+        file,
+        &["-Y", "_ws.malformed || _ws.expert.severity >= error"],
+    )?;
+    if !flagged.trim().is_empty() {
+        bail!(
+            "tshark flags frames of {} as malformed:\n{flagged}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// Packets in a capture matching a tshark display filter.
 pub fn tshark_count(file: &Path, filter: &str) -> Result<usize> {
     Ok(

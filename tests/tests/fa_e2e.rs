@@ -5,10 +5,11 @@
 //! (dissected by tshark), on the agent's visitor list and on its fast-path counters.
 //! Privileged: fails, never skips, without root.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use mipx_tests::daemon::{tshark, tshark_count, wait_for};
+use mipx_tests::daemon::{ensure_dissects_cleanly, tshark_count, wait_for};
 use mipx_tests::detection::{DetectionTopology, EXTERNAL_HOME_ADDR, Net, XCN_ADDR, XHA_ADDR};
 use mipx_tests::require_root;
 
@@ -169,14 +170,7 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
         )? >= 1,
         "no relayed registration reply"
     );
-    let malformed = tshark(
-        &file,
-        &["-Y", "_ws.malformed || _ws.expert.severity >= error"],
-    )?;
-    ensure!(
-        malformed.trim().is_empty(),
-        "tshark flags frames as malformed:\n{malformed}"
-    );
+    ensure_dissects_cleanly(&file)?;
     Ok(())
 }
 
@@ -224,19 +218,7 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
     ensure!(text.contains("ip-in-udp"), "{text}");
     // The home agent binds the agent's care-of address with the NAT's mapping as the tunnel's
     // far end (§4.6: "the effective care-of address").
-    let bindings = xha.ctl_json(&["bindings"])?;
-    let b = bindings["bindings"]
-        .as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .with_context(|| format!("no binding at the home agent: {bindings}"))?;
-    ensure!(b["care_of_addr"] == Net::Ext2.fa_addr().to_string(), "{b}");
-    ensure!(
-        b["udp_tunnel"]
-            .as_str()
-            .is_some_and(|t| t.starts_with(&format!("{NAT_PUBLIC_ADDR}:"))),
-        "the home agent's tunnel does not go to the NAT: {b}"
-    );
+    ensure_tunnel_to_the_nat(&xha, Net::Ext2.fa_addr())?;
 
     ensure!(
         ping_from_home(&topo)?,
@@ -254,8 +236,7 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
     // §4.9: a keepalive 10 s after the registration, answered by the home agent through the
     // same mapping.
     wait_for(Duration::from_secs(20), "an answered keepalive", || {
-        let s = fa.ctl_json(&["stats"])?;
-        Ok((s["stats"]["fa"]["keepalive_replies"].as_u64().unwrap_or(0) > 0).then_some(()))
+        Ok((fa.stat(&["fa", "keepalive_replies"])? > 0).then_some(()))
     })
     .with_context(|| format!("fa log:\n{}\nxha log:\n{}", fa.log_text(), xha.log_text()))?;
 
@@ -290,16 +271,8 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
         tshark_count(&public, "mip.type == 3 && mip.ext.type == 44")? >= 1,
         "no reply with a UDP Tunnel Reply"
     );
-    for file in [&public, &access] {
-        let malformed = tshark(
-            file,
-            &["-Y", "_ws.malformed || _ws.expert.severity >= error"],
-        )?;
-        ensure!(
-            malformed.trim().is_empty(),
-            "tshark flags frames as malformed:\n{malformed}"
-        );
-    }
+    ensure_dissects_cleanly(&public)?;
+    ensure_dissects_cleanly(&access)?;
     Ok(())
 }
 
@@ -311,7 +284,6 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
 /// carries its traffic both ways, and the agent's fast path does nothing for it.
 #[test]
 fn a_co_located_node_registers_through_an_agent_behind_a_nat() -> Result<()> {
-    use mipx_tests::detection::NAT_PUBLIC_ADDR;
     require_root();
     let mut topo = DetectionTopology::new("fa-natr")?;
     topo.move_mn(Net::Ext2, true)?;
@@ -353,28 +325,13 @@ fn a_co_located_node_registers_through_an_agent_behind_a_nat() -> Result<()> {
             .then_some(()))
     })
     .with_context(context)?;
-    let bound = wait_for(
+    wait_for(
         Duration::from_secs(10),
         "the half-bound tunnel bound",
-        || {
-            let s = xha.ctl_json(&["stats"])?;
-            Ok((s["stats"]["ha"]["half_bound_tunnels_bound"]
-                .as_u64()
-                .unwrap_or(0)
-                > 0)
-            .then_some(()))
-        },
-    );
-    bound.with_context(context)?;
-    let bindings = xha.ctl_json(&["bindings"])?;
-    let b = bindings["bindings"][0].clone();
-    ensure!(b["care_of_addr"] == Net::Ext2.mn_addr().to_string(), "{b}");
-    ensure!(
-        b["udp_tunnel"]
-            .as_str()
-            .is_some_and(|t| t.starts_with(&format!("{NAT_PUBLIC_ADDR}:"))),
-        "the home agent's tunnel does not go to the NAT: {b}"
-    );
+        || Ok((xha.stat(&["ha", "half_bound_tunnels_bound"])? > 0).then_some(())),
+    )
+    .with_context(context)?;
+    ensure_tunnel_to_the_nat(&xha, Net::Ext2.mn_addr())?;
     ensure!(
         ping_from_home(&topo)?,
         "no answer through the node's own UDP tunnel; {}",
@@ -392,6 +349,25 @@ fn a_co_located_node_registers_through_an_agent_behind_a_nat() -> Result<()> {
             "the agent tunnelled for a co-located node ({name}): {counters:?}"
         );
     }
+    Ok(())
+}
+
+/// The home agent's one binding has `care_of_addr` and its UDP tunnel ends at the NAT's
+/// public address (RFC 3519 §4.6: "the effective care-of address").
+fn ensure_tunnel_to_the_nat(ha: &mipx_tests::daemon::Mipd, care_of_addr: Ipv4Addr) -> Result<()> {
+    use mipx_tests::detection::NAT_PUBLIC_ADDR;
+    let bindings = ha.ctl_json(&["bindings"])?;
+    let b = bindings["bindings"]
+        .as_array()
+        .and_then(|a| a.first())
+        .with_context(|| format!("no binding at the home agent: {bindings}"))?;
+    ensure!(b["care_of_addr"] == care_of_addr.to_string(), "{b}");
+    ensure!(
+        b["udp_tunnel"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{NAT_PUBLIC_ADDR}:"))),
+        "the home agent's tunnel does not go to the NAT: {b}"
+    );
     Ok(())
 }
 

@@ -31,13 +31,6 @@ fn binding(ha: &Mipd) -> Result<(String, Option<String>)> {
     ))
 }
 
-fn ha_stat(ha: &Mipd, name: &str) -> Result<u64> {
-    let v = ha.ctl_json(&["stats"])?;
-    v["stats"]["ha"][name]
-        .as_u64()
-        .with_context(|| format!("no ha.{name} in mipctl stats"))
-}
-
 fn mn_stat(mn: &Mipd, name: &str) -> Result<u64> {
     let v = mn.ctl_json(&["stats"])?;
     v["stats"]["mn"][name]
@@ -225,7 +218,7 @@ fn nat_rebinding_costs_one_keepalive_interval_not_the_session() -> Result<()> {
     let (_, before) = binding(&ha)?;
     let before = before.context("no UDP tunnel")?;
     let ha0 = ha.dataplane_counters()?;
-    let ha_dropped0 = ha_stat(&ha, "dropped_tunnel_data")?;
+    let ha_dropped0 = ha.stat(&["ha", "dropped_tunnel_data"])?;
 
     topo.flush_nat()?;
     let flushed = Instant::now();
@@ -246,7 +239,7 @@ fn nat_rebinding_costs_one_keepalive_interval_not_the_session() -> Result<()> {
     // path hands every tunnelled ICMP to the home agent up, which checks the port, §4.3).
     let ha1 = ha.dataplane_counters()?;
     let refused = grew(&ha0, &ha1, "udp_tunnel_rejected")
-        + (ha_stat(&ha, "dropped_tunnel_data")? - ha_dropped0);
+        + (ha.stat(&["ha", "dropped_tunnel_data"])? - ha_dropped0);
     ensure!(
         refused >= 1,
         "datagrams through the new mapping were not refused before the re-registration"
