@@ -239,6 +239,12 @@ fn an_agent_behind_a_nat_tunnels_in_udp() -> Result<()> {
         Ok((fa.stat(&["fa", "keepalive_replies"])? > 0).then_some(()))
     })
     .with_context(|| format!("fa log:\n{}\nxha log:\n{}", fa.log_text(), xha.log_text()))?;
+    // The answer came up through the fast path, recognised as the home agent's keepalive reply.
+    let counters = fa.dataplane_counters()?;
+    ensure!(
+        counters.get("fa_keepalive").copied().unwrap_or(0) > 0,
+        "fa_keepalive did not count: {counters:?}"
+    );
 
     mn.stop()?;
     let public = capture.finish()?;
