@@ -51,6 +51,10 @@ pub struct BindingCache {
     by_home: HashMap<Ipv4Addr, Binding>,
     // (deadline, home address): the earliest deadline first.
     deadlines: BTreeSet<(Duration, Ipv4Addr)>,
+    /// (UDP tunnel far end, care-of address) → bindings with both: what a foreign agent's
+    /// keepalive is checked against (RFC 3519 §4.5, §4.9) in one lookup, so that a flood of
+    /// forged keepalives costs no scan of the cache.
+    by_tunnel: HashMap<(SocketAddrV4, Ipv4Addr), usize>,
 }
 
 impl BindingCache {
@@ -62,8 +66,10 @@ impl BindingCache {
     pub fn insert(&mut self, binding: Binding) -> Option<Binding> {
         self.deadlines
             .insert((binding.expires_at, binding.home_addr));
+        self.index(&binding, true);
         let old = self.by_home.insert(binding.home_addr, binding);
         if let Some(old) = &old {
+            self.index(old, false);
             // A refresh with the same deadline must not drop the entry we just added.
             if self.by_home[&old.home_addr].expires_at != old.expires_at {
                 self.deadlines.remove(&(old.expires_at, old.home_addr));
@@ -75,7 +81,26 @@ impl BindingCache {
     pub fn remove(&mut self, home_addr: Ipv4Addr) -> Option<Binding> {
         let old = self.by_home.remove(&home_addr)?;
         self.deadlines.remove(&(old.expires_at, old.home_addr));
+        self.index(&old, false);
         Some(old)
+    }
+
+    /// Whether some binding has its UDP tunnel to `far_end` and care-of address `care_of`.
+    pub fn has_tunnel(&self, far_end: SocketAddrV4, care_of: Ipv4Addr) -> bool {
+        self.by_tunnel.contains_key(&(far_end, care_of))
+    }
+
+    fn index(&mut self, b: &Binding, add: bool) {
+        let Some(far_end) = b.udp_tunnel else { return };
+        let key = (far_end, b.care_of_addr);
+        if add {
+            *self.by_tunnel.entry(key).or_default() += 1;
+        } else if let Some(n) = self.by_tunnel.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_tunnel.remove(&key);
+            }
+        }
     }
 
     pub fn get(&self, home_addr: Ipv4Addr) -> Option<&Binding> {
@@ -108,6 +133,7 @@ impl BindingCache {
             }
             self.deadlines.pop_first();
             if let Some(b) = self.by_home.remove(&home) {
+                self.index(&b, false);
                 out.push(b);
             }
         }
@@ -149,5 +175,33 @@ mod tests {
         assert!(c.remove(Ipv4Addr::new(10, 0, 0, 1)).is_some());
         assert_eq!(c.next_expiry(), None);
         assert!(c.is_empty());
+    }
+
+    /// The foreign agents' tunnel index follows every insert, replacement, removal and
+    /// expiry, and counts two bindings through one agent's tunnel separately.
+    #[test]
+    fn tunnel_index_follows_the_cache() {
+        let nat = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 61_000);
+        let nat2 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 61_001);
+        let fa_coa = Ipv4Addr::new(192, 168, 5, 3);
+        let via = |last, far_end, expires| Binding {
+            care_of_addr: fa_coa,
+            udp_tunnel: Some(far_end),
+            ..binding(last, expires)
+        };
+        let mut c = BindingCache::new();
+        c.insert(via(1, nat, 30));
+        c.insert(via(2, nat, 40));
+        assert!(c.has_tunnel(nat, fa_coa));
+        assert!(
+            !c.has_tunnel(nat, Ipv4Addr::new(10, 0, 0, 1)),
+            "the care-of address counts"
+        );
+        c.insert(via(1, nat2, 30)); // the NAT moved one of them
+        assert!(c.has_tunnel(nat, fa_coa) && c.has_tunnel(nat2, fa_coa));
+        c.remove(Ipv4Addr::new(10, 0, 0, 2));
+        assert!(!c.has_tunnel(nat, fa_coa));
+        c.expire(Duration::from_secs(30));
+        assert!(!c.has_tunnel(nat2, fa_coa));
     }
 }

@@ -961,10 +961,7 @@ impl HomeAgent {
             }
             // a foreign agent behind a NAT (§4.5), from its care-of address, through the
             // tunnel of a binding it relayed.
-            _ => self
-                .bindings
-                .iter()
-                .any(|b| b.udp_tunnel == Some(from) && b.care_of_addr == echo.src),
+            _ => self.bindings.has_tunnel(from, echo.src),
         };
         if !known {
             self.stats.dropped_tunnel_data += 1;
