@@ -3,6 +3,7 @@
 //! instead of letting it pass by skipping.
 
 pub mod bpf;
+pub mod bpf_fixture_env;
 pub mod daemon;
 pub mod detection;
 pub mod mobility;

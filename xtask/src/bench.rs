@@ -4,6 +4,7 @@
 
 mod dataplane;
 mod detection;
+mod fa;
 mod loadgen;
 mod registration;
 mod vpn;
@@ -40,6 +41,11 @@ enum Which {
     /// tunnelling in the same round, and handover times per move and mode from the lab's walks
     /// (root; writes BENCHMARKS.md).
     Vpn(vpn::Options),
+    /// The foreign agent's XDP fast path (`fa_xdp`): ns per program run for IP-in-IP and
+    /// IP-in-UDP decapsulation and reverse tunnelling and triangle routing, against
+    /// `mipx_drop` on the same frame size, in the fixture table's namespaces (root; writes
+    /// BENCHMARKS.md).
+    Fa(fa::Options),
 }
 
 pub(crate) fn run(options: &Options) -> Result<()> {
@@ -51,6 +57,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         Which::Dataplane(o) => dataplane::run(o),
         Which::Detection(o) => detection::run(o),
         Which::Vpn(o) => vpn::run(o),
+        Which::Fa(o) => fa::run(o),
     }
 }
 
@@ -66,7 +73,7 @@ fn reexec_optimised() -> Result<()> {
             .args(["build", "--release", "-p", "xtask"])
             .current_dir(&root),
     )?;
-    let exe = root.join("target/release/xtask");
+    let exe = target_dir().join("release/xtask");
     let err = Command::new(&exe).args(std::env::args_os().skip(1)).exec();
     Err(err).with_context(|| format!("running {}", exe.display()))
 }
@@ -86,7 +93,16 @@ fn build_test_bin(bin: &str) -> Result<PathBuf> {
             .args(["build", "--release", "-p", "mipx-tests", "--bin", bin])
             .current_dir(&root),
     )?;
-    Ok(root.join("target/release").join(bin))
+    Ok(target_dir().join("release").join(bin))
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative to the workspace
+/// root, where xtask runs cargo), else `target/` in the workspace root.
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 /// The workspace root (xtask's parent directory).
