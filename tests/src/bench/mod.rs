@@ -9,7 +9,7 @@ pub mod topo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -60,4 +60,17 @@ pub fn check_interrupted() -> Result<()> {
 /// Pins the calling thread to `cpu`.
 pub fn pin_self(cpu: usize) -> Result<()> {
     topo::set_affinity(0, cpu)
+}
+
+/// Writes a bench's JSON report to `path` (what `cargo xtask bench` reads back), or prints it.
+pub fn write_report(path: Option<&std::path::Path>, report: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    match path {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("results written to {}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
 }

@@ -204,15 +204,7 @@ fn main() -> Result<()> {
         "e2e": e2e_records,
         "prog": prog_records,
     });
-    let text = serde_json::to_string_pretty(&report)?;
-    match &o.json {
-        Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("results written to {}", path.display());
-        }
-        None => println!("{text}"),
-    }
-    Ok(())
+    bench::write_report(o.json.as_deref(), &report)
 }
 
 fn print_e2e(case: &e2e::Case, r: &Value) {

@@ -218,14 +218,17 @@ fn measure(dataplane: &mut Dataplane, case: &Case, calls: u32, round: usize) -> 
     let mut out = vec![0u8; case.input.len() + 256];
     let label = format!("{} on {}", case.program, case.frame);
 
-    let first = program
-        .test_run(TestRunOptions {
-            data_in: Some(&case.input),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .with_context(|| format!("BPF_PROG_TEST_RUN {label}"))?;
+    let run = |out: &mut [u8]| {
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(&case.input),
+                data_out: Some(out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN {label}"))
+    };
+    let first = run(&mut out)?;
     let out_len = first.data_size_out as usize;
     ensure!(
         first.return_value == case.verdict,
@@ -246,14 +249,7 @@ fn measure(dataplane: &mut Dataplane, case: &Case, calls: u32, round: usize) -> 
         if call % 65_536 == 0 {
             bench::check_interrupted()?;
         }
-        let r = program
-            .test_run(TestRunOptions {
-                data_in: Some(&case.input),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::default()
-            })
-            .with_context(|| format!("BPF_PROG_TEST_RUN {label}"))?;
+        let r = run(&mut out)?;
         if r.return_value != first.return_value || r.data_size_out != first.data_size_out {
             bail!(
                 "{label}: run {call} returned {} with {} bytes, the first {} with {out_len}",
@@ -393,13 +389,5 @@ fn main() -> Result<()> {
         "cases": cases.iter().map(Case::describe).collect::<Vec<_>>(),
         "records": records,
     });
-    let text = serde_json::to_string_pretty(&report)?;
-    match &o.json {
-        Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("results written to {}", path.display());
-        }
-        None => println!("{text}"),
-    }
-    Ok(())
+    bench::write_report(o.json.as_deref(), &report)
 }
