@@ -76,6 +76,35 @@ pub type TcRun = XdpRun;
 ///
 /// No `ingress_ifindex`: the kernel runs it as if received on the loopback device of the calling
 /// thread's network namespace. See [`run_xdp_on`].
+/// Pins the calling thread to the CPU it runs on now. BPF_PROG_TEST_RUN runs a program on the
+/// calling thread's CPU, so per-CPU maps (the next-hop cache, `MIPX_NEXTHOPS`) carry state from
+/// one run to the next only while the thread stays on one CPU; the scheduler moves it freely
+/// otherwise (a spawned `ip` is enough), and a test of cached state would then see another
+/// CPU's empty slot.
+pub fn pin_to_current_cpu() -> Result<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    ensure!(
+        cpu >= 0,
+        "sched_getcpu: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpu = cpu as usize;
+    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set), valid for its size;
+    // pid 0 is the calling thread.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(
+        pinned == 0,
+        "pinning the test thread to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(cpu)
+}
+
 pub fn run_xdp(program: &Xdp, frame: &[u8]) -> Result<XdpRun> {
     run_xdp_with(program, frame, None)
 }

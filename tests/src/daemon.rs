@@ -3,24 +3,30 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::Netns;
 
+/// Set by `cargo xtask test` for the runs inside the Debian 12 VM: it built `mipd` and
+/// `mipctl` on the host just before, and the guest has no toolchain to build with.
+pub const PREBUILT_ENV: &str = "MIPX_PREBUILT_BINARIES";
+
 /// Paths of the `mipd` and `mipctl` binaries of this workspace, built on first use with the
 /// same profile as the running test, so a test never runs stale binaries.
 pub fn binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "mipx-control", "--bins"])
-            .status()
-            .expect("running cargo build for mipd/mipctl");
-        assert!(status.success(), "building mipd/mipctl failed");
+        if std::env::var_os(PREBUILT_ENV).is_none() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "mipx-control", "--bins"])
+                .status()
+                .expect("running cargo build for mipd/mipctl");
+            assert!(status.success(), "building mipd/mipctl failed");
+        }
         // A test runs from target/<profile>/deps/, xtask from target/<profile>/.
         let exe = std::env::current_exe().expect("current_exe");
         let mut dir = exe.parent().expect("target dir").to_path_buf();
@@ -107,11 +113,11 @@ impl Mipd {
             socket: socket.into(),
             log: log.into(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         while !socket.exists() {
             if Instant::now() > deadline {
                 bail!(
-                    "mipd did not open {} in 10 s; log:\n{}",
+                    "mipd did not open {} in time; log:\n{}",
                     socket.display(),
                     d.log_text()
                 );
@@ -171,7 +177,7 @@ impl Mipd {
     pub fn stop(mut self) -> Result<std::process::ExitStatus> {
         // SAFETY: kill(2) on our own child's pid; no memory is touched.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience(Duration::from_secs(10));
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
@@ -191,12 +197,14 @@ impl Drop for Mipd {
     }
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout` (scaled by
+/// [`patience`]).
 pub fn wait_for<T>(
     timeout: Duration,
     what: &str,
     mut f: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
+    let timeout = patience(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f()? {
@@ -209,16 +217,21 @@ pub fn wait_for<T>(
     }
 }
 
-/// A packet capture running in a namespace (tcpdump), stopped and flushed on [`Capture::finish`].
+/// A packet capture running in a namespace (tcpdump), drained and stopped on
+/// [`Capture::finish`].
 #[derive(Debug)]
 pub struct Capture {
     child: Child,
+    /// tcpdump's statistics lines (`N packets captured, N packets received by filter, N
+    /// packets dropped by kernel`), in the order it printed them, read from its stderr.
+    stats: Arc<Mutex<Vec<[u64; 3]>>>,
     pub file: PathBuf,
 }
 
 impl Capture {
     pub fn start(ns: &Netns, ifname: &str, filter: &str, file: &Path) -> Result<Self> {
-        let child = ns
+        use std::io::BufRead as _;
+        let mut child = ns
             .command("tcpdump")
             .args([
                 "-i",
@@ -236,26 +249,152 @@ impl Capture {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning tcpdump (is it installed? run `cargo xtask setup`)")?;
+        let stderr = child.stderr.take().context("tcpdump's stderr")?;
+        let stats = Arc::new(Mutex::new(Vec::new()));
+        let (listening_tx, listening) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&stats);
+        std::thread::spawn(move || {
+            let mut early = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("listening on") {
+                    let _ = listening_tx.send(Ok(()));
+                } else if let Some(counts) = parse_tcpdump_stats(&line)
+                    && let Ok(mut s) = sink.lock()
+                {
+                    s.push(counts);
+                } else {
+                    early.push_str(&line);
+                    early.push('\n');
+                }
+            }
+            // tcpdump exited: if it never listened, say why.
+            let _ = listening_tx.send(Err(early));
+        });
         let cap = Capture {
             child,
+            stats,
             file: file.into(),
         };
-        // tcpdump creates the file once it is listening.
-        wait_for(Duration::from_secs(10), "tcpdump to start", || {
-            Ok(file.exists().then_some(()))
-        })?;
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(cap)
+        // tcpdump says "listening on" once its socket is bound with the filter attached and the
+        // file is open, right before it starts reading: from then on nothing is missed.
+        match listening.recv_timeout(patience(Duration::from_secs(10))) {
+            Ok(Ok(())) => Ok(cap),
+            Ok(Err(why)) => bail!("tcpdump on {ifname} exited: {why}"),
+            Err(_) => bail!("tcpdump on {ifname} did not start listening"),
+        }
     }
 
-    /// Stops tcpdump (SIGINT flushes the file) and returns the capture's path.
+    /// Packets matching the display filter `filter` captured so far (the file is written per
+    /// packet, `-U`; a packet being written is not counted yet).
+    pub fn count(&self, filter: &str) -> Result<usize> {
+        Ok(tshark_lenient(
+            &self.file,
+            &["-Y", filter, "-T", "fields", "-e", "frame.number"],
+        )?
+        .lines()
+        .count())
+    }
+
+    /// Polls the running capture until at least `at_least` packets match the display filter
+    /// `filter`; returns the count then. For waits on traffic that must show up.
+    pub fn wait_count(&self, filter: &str, at_least: usize, timeout: Duration) -> Result<usize> {
+        wait_for(
+            timeout,
+            &format!("{at_least} packets matching `{filter}`"),
+            || {
+                let n = self.count(filter)?;
+                Ok((n >= at_least).then_some(n))
+            },
+        )
+    }
+
+    /// tcpdump's statistics, asked for with SIGUSR1: (captured, received by filter, dropped).
+    fn ask_stats(&self) -> Result<[u64; 3]> {
+        let before = self.stats.lock().map(|s| s.len()).unwrap_or(0);
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        wait_for(Duration::from_secs(10), "tcpdump's statistics", || {
+            let s = self.stats.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            Ok(s.get(before).copied())
+        })
+    }
+
+    /// Stops tcpdump once it has written every packet the kernel queued for it, and returns
+    /// the capture's path. SIGINT ends tcpdump's loop at once, dropping whatever still waits in
+    /// its socket; so first wait until tcpdump has taken everything: its count of packets
+    /// written plus the kernel's drops reaches the kernel's count of packets that passed the
+    /// filter, or (where libpcap discards some in user space, as the outgoing copies on `lo`)
+    /// two answers in a row show no change.
     pub fn finish(mut self) -> Result<PathBuf> {
-        std::thread::sleep(Duration::from_millis(200));
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
+        let mut last = None;
+        loop {
+            let now = self.ask_stats()?;
+            let [captured, received, dropped] = now;
+            if captured + dropped >= received || last == Some(now) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "tcpdump has written {captured} of {received} packets after {:?}",
+                    patience(Duration::from_secs(20))
+                );
+            }
+            last = Some(now);
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait()?;
         Ok(self.file.clone())
     }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // A capture abandoned by a failing test (finish already reaped it otherwise).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tcpdump: 10 packets captured, 20 packets received by filter, 0 packets dropped by kernel`
+/// (the line SIGUSR1 makes tcpdump print; "1 packet" in the singular, and `, N packets dropped
+/// by interface` after it where the driver counts drops).
+fn parse_tcpdump_stats(line: &str) -> Option<[u64; 3]> {
+    let rest = line.strip_prefix("tcpdump: ").unwrap_or(line);
+    let mut counts = [0; 3];
+    let mut parts = rest.split(", ");
+    for (i, what) in ["captured", "received by filter", "dropped by kernel"]
+        .into_iter()
+        .enumerate()
+    {
+        let (n, tail) = parts.next()?.split_once(' ')?;
+        let tail = tail
+            .strip_prefix("packets ")
+            .or_else(|| tail.strip_prefix("packet "))?;
+        if tail != what {
+            return None;
+        }
+        counts[i] = n.parse().ok()?;
+    }
+    Some(counts)
+}
+
+/// `d` scaled by `MIPX_TEST_PATIENCE` (a factor, default 1; `cargo xtask test` sets it for the
+/// runs in the emulated VM, about ten times slower). Only deadlines scale, never a bound the
+/// RFCs set: a wait that polls returns as soon as its condition holds, so a generous deadline
+/// costs nothing when things work.
+pub fn patience(d: Duration) -> Duration {
+    let factor = std::env::var("MIPX_TEST_PATIENCE")
+        .ok()
+        .and_then(|f| f.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * factor
 }
 
 /// Runs tshark over a capture and returns its stdout.
@@ -270,6 +409,19 @@ pub fn tshark(file: &Path, args: &[&str]) -> Result<String> {
     if !out.status.success() {
         bail!("tshark {args:?} failed");
     }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// tshark over a capture that may still be being written: its last packet may be cut short,
+/// which tshark reports with a failing status after printing everything before it.
+fn tshark_lenient(file: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .context("running tshark (is it installed? run `cargo xtask setup`)")?;
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -309,5 +461,27 @@ impl Mipd {
         }
         at.as_u64()
             .with_context(|| format!("no {} in mipctl stats: {v}", path.join(".")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tcpdump_stats;
+
+    #[test]
+    fn tcpdump_statistics_lines() {
+        assert_eq!(
+            parse_tcpdump_stats(
+                "tcpdump: 10 packets captured, 20 packets received by filter, 0 packets dropped by kernel"
+            ),
+            Some([10, 20, 0])
+        );
+        assert_eq!(
+            parse_tcpdump_stats(
+                "tcpdump: 1 packet captured, 1 packet received by filter, 0 packets dropped by kernel, 2 packets dropped by interface"
+            ),
+            Some([1, 1, 0])
+        );
+        assert_eq!(parse_tcpdump_stats("tcpdump: listening on lo"), None);
     }
 }

@@ -566,34 +566,11 @@ impl DetectionTopology {
     }
 
     /// External network 2's NAT: whatever leaves by the upstream leg is masqueraded to
-    /// [`NAT_PUBLIC_ADDR`], with a random port per new mapping (as [`crate::mobility`]'s NAT),
+    /// [`NAT_PUBLIC_ADDR`], with a random port per new mapping ([`crate::nft_masquerade`]),
     /// so the VPN gateway sees neither the MN's private address nor its ports: IKE must detect
     /// the NAT and float to UDP 4500 (RFC 7296 §2.23; RFC 5265 §2.5, §4.2).
     fn nat(&self) -> Result<()> {
-        let nat = &self.nat;
-        nat.exec(&["nft", "add", "table", "ip", "mipx_nat"])?;
-        nat.exec(&[
-            "nft",
-            "add",
-            "chain",
-            "ip",
-            "mipx_nat",
-            "postrouting",
-            "{ type nat hook postrouting priority srcnat; }",
-        ])?;
-        nat.exec(&[
-            "nft",
-            "add",
-            "rule",
-            "ip",
-            "mipx_nat",
-            "postrouting",
-            "oifname",
-            "nat-up",
-            "masquerade",
-            "random",
-        ])?;
-        Ok(())
+        crate::nft_masquerade(&self.nat, &["oifname", "nat-up"])
     }
 
     /// RFC 5265 §4.2's VPN security policy, in the gateway's forward chain: between the VPN
@@ -1368,7 +1345,7 @@ pub fn udp_probe(ns: &Netns, dst: SocketAddrV4, timeout: Duration) -> Result<Pro
         let _inside = crate::netns::enter_named(&name)?;
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         sock.connect(dst)?;
-        sock.set_read_timeout(Some(timeout))?;
+        sock.set_read_timeout(Some(crate::daemon::patience(timeout)))?;
         sock.send(b"mipx detection-topology probe")?;
         let mut buf = [0u8; 1500];
         match sock.recv(&mut buf) {
@@ -1484,4 +1461,34 @@ pub fn user_packets(file: &Path) -> Result<Vec<f64>> {
         ],
     )?;
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// When each user-data packet in `file` was sent (Unix seconds), as [`user_packets`] selects
+/// them: the time Linux's ping wrote into the echo's data just before sending it (tshark's
+/// `icmp.data_time`; a reply carries its request's). The gate passed a packet after that
+/// moment, so a send time past a bound proves the gate let something through past it, however
+/// late a busy machine delivered the packet to the capture.
+pub fn user_packet_send_times(file: &Path) -> Result<Vec<f64>> {
+    let out = crate::daemon::tshark(
+        file,
+        &[
+            "-Y",
+            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR} && icmp.data_time_relative"),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "icmp.data_time_relative",
+        ],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (at, age) = l.trim().split_once('\t')?;
+            // Inside IP-in-IP both ICMP headers' fields are listed; the inner one is the last.
+            let age = age.rsplit(',').next()?;
+            Some(at.parse::<f64>().ok()? - age.parse::<f64>().ok()?)
+        })
+        .collect())
 }

@@ -13,6 +13,49 @@ pub mod strongswan;
 
 pub use netns::{Netns, veth_pair};
 
+/// Ports a test NAT maps UDP and TCP sources to: Linux's own ephemeral range, as a home router
+/// would pick. Above every well-known port on purpose: tshark decodes a datagram by its lower
+/// port, so a mapping onto, say, 53 or 1812 would show Mobile IP (434) or NAT-T (4500) as DNS
+/// or RADIUS in the captures.
+pub const NAT_PORTS: &str = "32768-60999";
+
+/// A real nftables source NAT in `ns`: whatever matches the nft expression `matches` (e.g.
+/// `oifname "up"`) leaves masqueraded, with a random port from [`NAT_PORTS`] per new mapping
+/// (so a lost mapping comes back on another port, RFC 3519 §4.10); other protocols (ICMP,
+/// ESP) get the address only.
+pub fn nft_masquerade(ns: &Netns, matches: &[&str]) -> anyhow::Result<()> {
+    ns.exec(&["nft", "add", "table", "ip", "mipx_nat"])?;
+    ns.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "mipx_nat",
+        "postrouting",
+        "{ type nat hook postrouting priority srcnat; }",
+    ])?;
+    let rule = |tail: &[&str]| {
+        let mut args = vec!["nft", "add", "rule", "ip", "mipx_nat", "postrouting"];
+        args.extend_from_slice(matches);
+        args.extend_from_slice(tail);
+        ns.exec(&args).map(drop)
+    };
+    let ports = format!(":{NAT_PORTS}");
+    rule(&[
+        "meta",
+        "l4proto",
+        "{",
+        "tcp,",
+        "udp",
+        "}",
+        "masquerade",
+        "to",
+        &ports,
+        "random",
+    ])?;
+    rule(&["masquerade", "random"])
+}
+
 /// Capability numbers from `linux/capability.h`.
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;

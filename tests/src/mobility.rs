@@ -235,32 +235,10 @@ impl Topology {
         // Foreign C's NAT: everything from 192.168.4.0/24 that leaves by another interface is
         // masqueraded, with a random port per new mapping, so a lost mapping comes back on
         // another port (RFC 3519 §4.10).
-        rt.exec(&["nft", "add", "table", "ip", "mipx_nat"])?;
-        rt.exec(&[
-            "nft",
-            "add",
-            "chain",
-            "ip",
-            "mipx_nat",
-            "postrouting",
-            "{ type nat hook postrouting priority srcnat; }",
-        ])?;
-        rt.exec(&[
-            "nft",
-            "add",
-            "rule",
-            "ip",
-            "mipx_nat",
-            "postrouting",
-            "ip",
-            "saddr",
-            "192.168.4.0/24",
-            "oifname",
-            "!=",
-            "br-c",
-            "masquerade",
-            "random",
-        ])?;
+        crate::nft_masquerade(
+            rt,
+            &["ip", "saddr", "192.168.4.0/24", "oifname", "!=", "br-c"],
+        )?;
 
         veth_pair((ha, "ha0"), (rt, "rt-ha"))?;
         rt.ip(&["link", "set", "rt-ha", "master", "br-home"])?;
@@ -656,7 +634,7 @@ impl Stream {
             .expect("sender")
             .join()
             .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + crate::daemon::patience(Duration::from_secs(15));
         while self.received() < sent && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }

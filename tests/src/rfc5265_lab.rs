@@ -155,7 +155,8 @@ impl SessionStream {
                     };
                     listener.set_nonblocking(true)?;
                     let _ = ready_tx.send(());
-                    let deadline = Instant::now() + Duration::from_secs(15);
+                    let deadline =
+                        Instant::now() + crate::daemon::patience(Duration::from_secs(15));
                     let mut conn = loop {
                         match listener.accept() {
                             Ok((c, _)) => break c,
@@ -347,7 +348,7 @@ impl SessionStream {
             receiver: Some(receiver),
             echo: Some(echo),
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + crate::daemon::patience(Duration::from_secs(5));
         while s.received() == 0 {
             s.check()?;
             ensure!(

@@ -297,7 +297,7 @@ impl Charon {
             log,
             out,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::daemon::patience(Duration::from_secs(10));
         loop {
             if let Some(status) = charon.child.try_wait()? {
                 bail!(
@@ -417,7 +417,7 @@ impl Charon {
         }
         // SAFETY: kill(2) on our own, not yet reaped, child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + crate::daemon::patience(Duration::from_secs(5));
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
                 self.child.kill()?;

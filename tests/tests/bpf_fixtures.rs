@@ -905,6 +905,8 @@ fn check(
 #[test]
 fn fixture_table() {
     require_root();
+    // The warm pass reads the next-hop cache the first pass filled: on the same CPU only.
+    mipx_tests::bpf::pin_to_current_cpu().expect("pinning to one CPU");
     let topology = Topology::new().expect("building the fixture namespaces");
     let mut dataplane = Dataplane::load().expect("loading the embedded eBPF object");
     {
@@ -1089,6 +1091,9 @@ fn ha_xdp_attached_to_veth_counts_ping() -> Result<()> {
 #[test]
 fn next_hop_cache_follows_the_epoch() -> Result<()> {
     require_root();
+    // The cache is per CPU: every run here must be on one CPU, or a run elsewhere finds that
+    // CPU's slot empty and looks the neighbour up afresh.
+    mipx_tests::bpf::pin_to_current_cpu()?;
     let topology = Topology::new()?;
     let mut dataplane = Dataplane::load()?;
     let fixture = fixtures()

@@ -198,8 +198,18 @@ fn home_agent_sends_gratuitous_arp_on_registration_and_deregistration() -> Resul
     let capture = Capture::start(&topo.ha, "ha0", "arp", &file)?;
     topo.move_mn(Location::ForeignA, &ha, &mn)?;
     topo.move_mn(Location::Home, &ha, &mn)?;
-    // Three announcements each, 500 ms apart.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Three announcements each, 500 ms apart: wait until all six are on the wire.
+    let home = mipx_tests::mobility::HOME_ADDR.to_string();
+    for sha in [&ha_mac, &mn_mac] {
+        capture.wait_count(
+            &format!(
+                "arp.isgratuitous == 1 && eth.src == {ha_mac} && arp.src.hw_mac == {sha} \
+                 && arp.src.proto_ipv4 == {home}"
+            ),
+            3,
+            Duration::from_secs(10),
+        )?;
+    }
     let file = capture.finish()?;
     let fields = tshark(
         &file,
@@ -216,7 +226,6 @@ fn home_agent_sends_gratuitous_arp_on_registration_and_deregistration() -> Resul
             "arp.src.proto_ipv4",
         ],
     )?;
-    let home = mipx_tests::mobility::HOME_ADDR.to_string();
     let sent_by_ha = |sha: &str| {
         fields
             .lines()

@@ -101,9 +101,18 @@ fn a_mobile_node_registers_through_the_foreign_agent_and_its_traffic_flows() -> 
         );
     }
 
-    // Advertisements go out at most 1.5 s apart (the default interval): two of them while
-    // the agent is full, for the capture to show B.
-    std::thread::sleep(Duration::from_secs(3));
+    // Advertisements go out at most 1.5 s apart (the default interval): wait for one while
+    // the agent is full, for the capture to show B, and two in all.
+    capture.wait_count(
+        "icmp.type == 9 && icmp.mip.b == 1",
+        1,
+        Duration::from_secs(15),
+    )?;
+    capture.wait_count(
+        "icmp.type == 9 && icmp.mip.flags",
+        2,
+        Duration::from_secs(15),
+    )?;
 
     // Deregistration on shutdown removes the visitor.
     mn.stop()?;

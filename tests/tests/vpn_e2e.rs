@@ -70,20 +70,19 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Waits for the first reply after `since`, then checks replies still arrive a second later
-/// (a reply already in flight at a move proves nothing); returns the first one's delay.
+/// Waits for the first reply after `since`, then for one more than a second after that (a
+/// reply already in flight at a move proves nothing); returns the first one's delay.
 fn flowing(pinger: &Pinger, since: f64, what: &str, mn: &Mipd) -> Result<f64> {
     let first = wait_for(Duration::from_secs(15), what, || {
         Ok(pinger.first_reply_after(since))
     })
     .with_context(|| mn.log_text())?;
-    std::thread::sleep(Duration::from_secs(1));
-    let later = unix_now() - 0.3;
-    ensure!(
-        pinger.first_reply_after(later).is_some(),
-        "{what}: replies stopped again; MN log:\n{}",
-        mn.log_text()
-    );
+    wait_for(
+        Duration::from_secs(15),
+        &format!("{what}: replies a second later"),
+        || Ok(pinger.first_reply_after(first + 1.0)),
+    )
+    .with_context(|| format!("replies stopped again; MN log:\n{}", mn.log_text()))?;
     Ok(first - since)
 }
 
@@ -315,7 +314,11 @@ fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
     })
     .with_context(|| mn.log_text())?;
     let blocked_from = unix_now();
-    std::thread::sleep(Duration::from_secs(3));
+    // Pinging on (every 50 ms), the gate drops what the node sends: a second's worth at least.
+    let closed_before = mn.stat(&["dataplane", "gate_closed"])?;
+    wait_for(Duration::from_secs(15), "the gate to drop 20 pings", || {
+        Ok((mn.stat(&["dataplane", "gate_closed"])? >= closed_before + 20).then_some(()))
+    })?;
     ensure!(
         pinger.first_reply_after(blocked_from).is_none(),
         "user data flowed without a VPN"
@@ -323,8 +326,6 @@ fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
     let s = status(&mn)?;
     ensure!(s["interfaces"][0]["gate"] != "inside", "{s}");
     ensure!(s["interfaces"][0]["mode"] == "-", "{s}");
-    let closed = mn.stat(&["dataplane", "gate_closed"])?;
-    ensure!(closed > 20, "the gate dropped only {closed} packets");
 
     // 2. The gateway appears: mipd's retries bring the VPN up without any prompt.
     topo.start_vpn_gateway(VPN_POOL)?;
@@ -357,8 +358,12 @@ fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
     .with_context(|| mn.log_text())?;
     let down_at = unix_now();
 
-    // 4. It comes back with another pool: a new TIA, registered with the i-HA.
-    std::thread::sleep(Duration::from_secs(2));
+    // 4. It comes back with another pool: a new TIA, registered with the i-HA. Before that,
+    //    the pings go on into the closed gate for a second's worth at least.
+    let closed_before = mn.stat(&["dataplane", "gate_closed"])?;
+    wait_for(Duration::from_secs(15), "the gate to drop 20 pings", || {
+        Ok((mn.stat(&["dataplane", "gate_closed"])? >= closed_before + 20).then_some(()))
+    })?;
     ensure!(
         pinger.first_reply_after(down_at + 0.5).is_none(),
         "user data flowed while the VPN was down"
