@@ -20,7 +20,7 @@ use aya::{
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::{SchedClassifierLink, TcAttach},
+        tc::{self, SchedClassifierLink, TcAttach, TcError},
         xdp::XdpLink,
     },
 };
@@ -375,7 +375,8 @@ impl Dataplane {
         Ok(self.attachments.last().expect("just pushed"))
     }
 
-    /// Attaches TC program `name` to the egress of `interface` (a TCX link, kernel >= 6.6),
+    /// Attaches TC program `name` to the egress of `interface` (a TCX link on Linux >= 6.6, a
+    /// `clsact` filter before),
     /// taking over a pinned link as [`Dataplane::attach_xdp`] does.
     pub fn attach_tc_egress(
         &mut self,
@@ -402,6 +403,9 @@ impl Dataplane {
         hook: TcAttachType,
     ) -> Result<&Attachment, DataplaneError> {
         let index = ifindex(interface)?;
+        if !has_tcx() {
+            return self.attach_tc_netlink(name, interface, index, hook);
+        }
         let path = self.link_path(name, interface);
         let program_err = |source| DataplaneError::Program {
             name: name.to_owned(),
@@ -428,6 +432,55 @@ impl Dataplane {
                 pin(tc.take_link(id).map_err(program_err)?, path)?;
             }
         }
+        self.record_tc(name, interface, index, hook, path, adopted)
+    }
+
+    /// Attaches a TC program on a kernel without TCX (before 6.6): a `cls_bpf` filter under
+    /// the device's `clsact` qdisc, added if missing. Such a filter is not a BPF link and cannot
+    /// be pinned, so a filter of the same program left by a previous `mipd` (one that died
+    /// without detaching) is removed first: two copies of one program would both run.
+    fn attach_tc_netlink(
+        &mut self,
+        name: &str,
+        interface: &str,
+        index: u32,
+        hook: TcAttachType,
+    ) -> Result<&Attachment, DataplaneError> {
+        let program_err = |source| DataplaneError::Program {
+            name: name.to_owned(),
+            source,
+        };
+        let tc_err = |e: TcError| program_err(ProgramError::from(e));
+        match tc::qdisc_add_clsact(index) {
+            Ok(()) | Err(TcError::AlreadyAttached) => {}
+            // EEXIST: the device has its clsact already (ours from before, or tc(8)'s).
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(tc_err(e)),
+        }
+        match tc::qdisc_detach_program(index, hook.into(), name) {
+            Ok(()) => {}
+            Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(tc_err(e)),
+        }
+        let tc = self.tc(name)?;
+        let id = tc
+            .attach(index, TcAttach::Auto(hook))
+            .map_err(program_err)?;
+        // Kept attached for the life of the process (dropping the link would detach it); the
+        // kernel removes the filter with the device, and the next mipd replaces it.
+        std::mem::forget(tc.take_link(id).map_err(program_err)?);
+        self.record_tc(name, interface, index, hook, None, false)
+    }
+
+    fn record_tc(
+        &mut self,
+        name: &str,
+        interface: &str,
+        index: u32,
+        hook: TcAttachType,
+        pinned: Option<PathBuf>,
+        adopted: bool,
+    ) -> Result<&Attachment, DataplaneError> {
         // A device that was re-created (the VPN's, when charon restarts) is attached again.
         self.attachments
             .retain(|a| !(a.program == name && a.interface == interface));
@@ -435,11 +488,13 @@ impl Dataplane {
             program: name.to_owned(),
             interface: interface.to_owned(),
             ifindex: index,
-            hook: match hook {
-                TcAttachType::Ingress => "tc ingress".into(),
-                _ => "tc egress".into(),
+            hook: match (hook, pinned.is_some() || has_tcx()) {
+                (TcAttachType::Ingress, true) => "tc ingress".into(),
+                (_, true) => "tc egress".into(),
+                (TcAttachType::Ingress, false) => "tc ingress (clsact)".into(),
+                (_, false) => "tc egress (clsact)".into(),
             },
-            pinned: path,
+            pinned,
             adopted,
         });
         Ok(self.attachments.last().expect("just pushed"))
@@ -756,6 +811,13 @@ fn forget_dead_pin(path: &Path) -> Result<(), DataplaneError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Whether TC programs attach as TCX links (Linux 6.6), which can be pinned and taken over;
+/// before that, only as `cls_bpf` filters through netlink. The same test aya's `TcAttach::Auto`
+/// makes, so the two never disagree.
+fn has_tcx() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }
 
 /// Opens a pinned link, if the file exists.

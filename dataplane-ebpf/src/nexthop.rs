@@ -12,10 +12,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::BPF_FIB_LOOKUP_SKIP_NEIGH, helpers::generated::bpf_ktime_get_coarse_ns, macros::map,
-    maps::PerCpuArray,
-};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray};
 use mipx_common::maps::{NEXTHOP_CHECK_EVERY, NEXTHOP_MAP, NEXTHOP_SLOTS, NEXTHOP_TTL_NS, NextHop};
 
 use crate::{
@@ -79,8 +76,10 @@ pub fn lookup(
     } = route
     {
         // The answer says the length fits but not the route MTU; asking again with the
-        // largest length makes the helper report it (without a neighbour lookup).
-        let mtu = match fib::lookup(ctx, ifindex, src, dst, u16::MAX, BPF_FIB_LOOKUP_SKIP_NEIGH) {
+        // largest length makes the helper report it. No neighbour lookup is done for that: the
+        // helper checks the MTU first and returns FRAG_NEEDED. (BPF_FIB_LOOKUP_SKIP_NEIGH
+        // would say so explicitly but needs Linux 6.3, and 6.1 refuses unknown flags.)
+        let mtu = match fib::lookup(ctx, ifindex, src, dst, u16::MAX, 0) {
             Route::FragNeeded { mtu } => mtu,
             _ => u16::MAX,
         };

@@ -213,12 +213,16 @@ pub trait Packet {
 
     /// Whether `len` bytes starting `offset` bytes into the packet lie inside the packet.
     ///
-    /// Written as `data + offset + len <= data_end`, a packet pointer compared with the end
-    /// pointer, because that is the form the verifier understands; `data_end - data` (pointer
-    /// minus pointer) tells the verifier nothing about the range.
+    /// A yes/no answer only: it proves nothing to the verifier, so reads still go through
+    /// [`ptr_at`]. Compared as lengths (`data_end - data`, a scalar), not as a packet pointer
+    /// plus `len`, because `len` is usually a header field: LLVM loads it with a byte swap, and
+    /// the verifier of Linux 6.1 does not track bounds through `BPF_END`, so it refuses to add
+    /// the resulting unbounded scalar to a packet pointer ("math between pkt pointer and
+    /// register with unbounded min value"). Pointer minus pointer needs `CAP_PERFMON`, which
+    /// the loader (root) has.
     #[inline(always)]
     fn fits(&self, offset: usize, len: usize) -> bool {
-        self.data() + offset + len <= self.data_end()
+        offset + len <= self.data_end() - self.data()
     }
 }
 

@@ -10,6 +10,7 @@ mod fuzz;
 mod lab;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Test(test::Options),
     /// Benchmarks (BENCH-METHOD.md: ratios to a baseline measured in the same run).
     Bench(bench::Options),
+    /// Run a command as root in a VM booted with Debian 12's kernel (6.1), over this checkout:
+    /// `cargo xtask vm -- CMD ARGS...` (runs `setup`).
+    Vm(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Setup(options) => setup::run(&options),
         Command::Test(options) => test::run(&options),
         Command::Bench(options) => bench::run(&options),
+        Command::Vm(options) => vm::run(&options),
     };
     // Report the error chain in one line instead of returning it from `main`, which would add a
     // backtrace of xtask itself whenever RUST_BACKTRACE is set (it usually is in CI).

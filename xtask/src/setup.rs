@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: make a Debian 12 machine able to build and test mipx (DESIGN.md §8).
+//! `cargo xtask setup`: make a Debian 12 machine able to build and test mipx (DESIGN.md §8),
+//! on its own kernel and on Debian 12's in a VM (`vm.rs`).
 //!
 //! Idempotent and cheap when nothing is missing: each step probes first and only acts (and only
 //! then needs root) when something is absent, so CI can run it before every test run.
@@ -7,7 +8,10 @@ use std::{env, ffi::OsString, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd::{self, privileged, probe};
+use crate::{
+    cmd::{self, privileged, probe},
+    vm,
+};
 
 #[derive(Debug, Default, clap::Args)]
 pub(crate) struct Options {
@@ -46,6 +50,12 @@ const PACKAGES: &[&str] = &[
     "libcharon-extra-plugins",
     "libstrongswan-standard-plugins",
     "libstrongswan-extra-plugins",
+    // The VM with Debian 12's own kernel (`cargo xtask vm`): QEMU, modprobe for the guest,
+    // the busybox virtme-ng's init uses, and a virtualenv for virtme-ng itself.
+    "qemu-system-x86",
+    "kmod",
+    "busybox-static",
+    "python3-venv",
 ];
 
 /// bpf-linker release line built against LLVM 22.
@@ -58,6 +68,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     missing_anything |= packages(options.check)?;
     missing_anything |= bpf_linker(options.check)?;
     missing_anything |= bpffs(options.check)?;
+    missing_anything |= vm::prepare(options.check)?;
     if options.check && missing_anything {
         bail!("setup is incomplete; run `cargo xtask setup`");
     }
@@ -104,7 +115,7 @@ fn is_installed(package: &str) -> bool {
 
 /// `apt-get` that never prompts (DEBIAN_FRONTEND survives `sudo` because it is an argument of
 /// `env`, not inherited environment).
-fn apt() -> Command {
+pub(crate) fn apt() -> Command {
     let mut cmd = privileged("env");
     cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get", "-q"]);
     cmd
