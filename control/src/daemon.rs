@@ -96,6 +96,8 @@ pub(crate) fn setup_dataplane(
     settings: &DataplaneSettings,
     role: Role,
 ) -> Result<Dp, DataplaneError> {
+    let kernel = dataplane::probe_kernel()?;
+    info!(kernel = %kernel.release, tc = kernel.tc_attach(), "kernel probed");
     let mut dp = Dataplane::load_with(&LoadOptions {
         pin_dir: Some(settings.pin_dir.clone()),
         max_bindings: settings.max_bindings,

@@ -20,7 +20,7 @@ use aya::{
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::{self, SchedClassifierLink, TcAttach, TcError},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttach, TcError, TcHandle},
         xdp::XdpLink,
     },
 };
@@ -83,6 +83,17 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    /// The kernel's verifier refused the program: its last line says why (the whole log is
+    /// logged at debug level; it runs to thousands of lines).
+    #[error("eBPF program `{name}` refused by the verifier of Linux {kernel}: {last_line}")]
+    Refused {
+        name: String,
+        kernel: String,
+        last_line: String,
+    },
+    /// The running kernel lacks something the dataplane relies on.
+    #[error("Linux {kernel} lacks {missing}, which mipx's dataplane needs (Linux 6.1 or newer)")]
+    Unsupported { kernel: String, missing: String },
     /// The object has no map of that name.
     #[error("the eBPF object has no map named `{0}`")]
     NoSuchMap(&'static str),
@@ -179,6 +190,120 @@ fn link_err(path: &Path) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) ->
         path: path.clone(),
         source,
     }
+}
+
+/// A failed program load: a verifier rejection becomes [`DataplaneError::Refused`] (the
+/// program, the kernel, the verifier's verdict), with the whole log at debug level.
+fn load_err(name: &str, e: ProgramError) -> DataplaneError {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            tracing::debug!(program = name, "verifier log:\n{log}");
+            DataplaneError::Refused {
+                name: name.to_owned(),
+                kernel: kernel_release(),
+                last_line: verifier_verdict(&log).unwrap_or_else(|| io_error.to_string()),
+            }
+        }
+        source => DataplaneError::Program {
+            name: name.to_owned(),
+            source,
+        },
+    }
+}
+
+/// The line of a verifier log that says why the program was refused: the last one before the
+/// statistics the kernel appends ("processed N insns ...", "verification time ...").
+fn verifier_verdict(log: &str) -> Option<String> {
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .rfind(|l| {
+            !(l.starts_with("processed ")
+                || l.starts_with("verification time")
+                || l.starts_with("stack depth")
+                || l.starts_with("max_states_per_insn"))
+        })
+        .map(str::to_owned)
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_else(|_| "(unknown release)".to_owned())
+}
+
+/// What the running kernel offers the dataplane, probed once at start.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KernelSupport {
+    /// `uname -r`.
+    pub release: String,
+    /// TC programs attach as TCX links (Linux 6.6), pinned and taken over across restarts; else
+    /// as `cls_bpf` filters under `clsact`, swapped in place across restarts.
+    pub tcx: bool,
+}
+
+impl KernelSupport {
+    /// How TC programs are attached here, for logs and `mipctl dataplane`.
+    pub fn tc_attach(&self) -> &'static str {
+        if self.tcx {
+            "TCX links (pinned)"
+        } else {
+            "cls_bpf filters under clsact (no TCX before Linux 6.6)"
+        }
+    }
+}
+
+/// Probes the kernel for what the programs rely on, failing in one line that names the first
+/// thing missing: the helpers each program type calls (`bpf_check_mtu` is Linux 5.12, the
+/// newest), then TCX, which is optional (netlink filters stand in below 6.6). The verifier has
+/// the last word on everything else.
+pub fn probe_kernel() -> Result<KernelSupport, DataplaneError> {
+    use aya::{
+        programs::ProgramType,
+        sys::{BpfHelper as H, is_helper_supported},
+    };
+    let release = kernel_release();
+    let needed: [(ProgramType, &[(H, &str)]); 2] = [
+        (
+            ProgramType::Xdp,
+            &[
+                (H::BPF_FUNC_fib_lookup, "bpf_fib_lookup"),
+                (H::BPF_FUNC_redirect, "bpf_redirect"),
+                (H::BPF_FUNC_xdp_adjust_head, "bpf_xdp_adjust_head"),
+                (H::BPF_FUNC_xdp_adjust_tail, "bpf_xdp_adjust_tail"),
+                (H::BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
+            ],
+        ),
+        (
+            ProgramType::SchedClassifier,
+            &[
+                (H::BPF_FUNC_check_mtu, "bpf_check_mtu"),
+                (H::BPF_FUNC_redirect_neigh, "bpf_redirect_neigh"),
+                (H::BPF_FUNC_skb_adjust_room, "bpf_skb_adjust_room"),
+                (H::BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
+            ],
+        ),
+    ];
+    for (program_type, helpers) in needed {
+        for (helper, helper_name) in helpers {
+            // A probe that cannot tell (no permission, say) is left to the verifier.
+            if is_helper_supported(program_type, *helper).is_ok_and(|ok| !ok) {
+                return Err(DataplaneError::Unsupported {
+                    kernel: release,
+                    missing: format!("the helper {helper_name} for {program_type:?} programs"),
+                });
+            }
+        }
+    }
+    Ok(KernelSupport {
+        tcx: has_tcx(),
+        release,
+    })
 }
 
 /// The ifindex of `name` in the calling thread's network namespace.
@@ -292,7 +417,7 @@ impl Dataplane {
             .ok_or_else(|| DataplaneError::NoSuchProgram(name.to_owned()))?;
         let xdp: &mut Xdp = program.try_into().map_err(program_err)?;
         if xdp.fd().is_err() {
-            xdp.load().map_err(program_err)?;
+            xdp.load().map_err(|e| load_err(name, e))?;
         }
         Ok(xdp)
     }
@@ -309,7 +434,7 @@ impl Dataplane {
             .ok_or_else(|| DataplaneError::NoSuchProgram(name.to_owned()))?;
         let tc: &mut SchedClassifier = program.try_into().map_err(program_err)?;
         if tc.fd().is_err() {
-            tc.load().map_err(program_err)?;
+            tc.load().map_err(|e| load_err(name, e))?;
         }
         Ok(tc)
     }
@@ -437,8 +562,11 @@ impl Dataplane {
 
     /// Attaches a TC program on a kernel without TCX (before 6.6): a `cls_bpf` filter under
     /// the device's `clsact` qdisc, added if missing. Such a filter is not a BPF link and cannot
-    /// be pinned, so a filter of the same program left by a previous `mipd` (one that died
-    /// without detaching) is removed first: two copies of one program would both run.
+    /// be pinned; instead each program has a fixed place among the hook's filters
+    /// ([`netlink_priority`], handle 1), so a filter left by a previous `mipd` (even one killed
+    /// with -9) is found there and its program swapped for ours in one RTM_NEWTFILTER without
+    /// NLM_F_CREATE: cls_bpf replaces the program under RCU, so no packet meets the hook empty
+    /// or runs two copies. Only where there is no such filter is one created.
     fn attach_tc_netlink(
         &mut self,
         name: &str,
@@ -457,19 +585,31 @@ impl Dataplane {
             Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(tc_err(e)),
         }
-        match tc::qdisc_detach_program(index, hook.into(), name) {
-            Ok(()) => {}
-            Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(tc_err(e)),
-        }
+        let parent = TcHandle::from(hook);
+        let priority = netlink_priority(name);
+        let existing = SchedClassifierLink::attached(index, parent, priority, NETLINK_HANDLE, None)
+            .map_err(|e| program_err(ProgramError::IOError(e)))?;
         let tc = self.tc(name)?;
-        let id = tc
-            .attach(index, TcAttach::Auto(hook))
-            .map_err(program_err)?;
-        // Kept attached for the life of the process (dropping the link would detach it); the
-        // kernel removes the filter with the device, and the next mipd replaces it.
+        // The kernel answers ENOENT when there is nothing to replace at that place.
+        let (id, adopted) = match tc.attach_to_link(existing) {
+            Ok(id) => (id, true),
+            Err(_) => {
+                let options = NlOptions {
+                    priority,
+                    handle: NETLINK_HANDLE,
+                    classid: None,
+                };
+                let id = tc
+                    .attach(index, TcAttach::Netlink { parent, options })
+                    .map_err(program_err)?;
+                (id, false)
+            }
+        };
+        // Kept attached beyond this process (dropping the link would detach it): the kernel
+        // removes the filter with the device, `mipd --unload` ([`detach_tc_filters`]) or the
+        // next mipd's swap replace it.
         std::mem::forget(tc.take_link(id).map_err(program_err)?);
-        self.record_tc(name, interface, index, hook, None, false)
+        self.record_tc(name, interface, index, hook, None, adopted)
     }
 
     fn record_tc(
@@ -813,6 +953,51 @@ fn forget_dead_pin(path: &Path) -> Result<(), DataplaneError> {
     })
 }
 
+/// The handle of every `cls_bpf` filter mipd adds (kernels without TCX); the priority tells
+/// them apart.
+const NETLINK_HANDLE: TcHandle = TcHandle::new(0, 1);
+
+/// A TC program's fixed priority among a hook's `cls_bpf` filters (kernels without TCX): its
+/// place in [`programs::ALL_TC`] from 0x6d00 on, below tc(8)'s default of 49152, so mipd's
+/// filters run before filters added without a priority and each program always sits at the
+/// same place for the next `mipd` to find.
+fn netlink_priority(name: &str) -> u16 {
+    let index = programs::ALL_TC
+        .iter()
+        .position(|p| *p == name)
+        .unwrap_or(programs::ALL_TC.len());
+    0x6d00 + index as u16
+}
+
+/// Removes mipd's `cls_bpf` filters from `interface` (kernels without TCX, where nothing is
+/// pinned: `mipd --unload`). Returns how many were removed; a device without them, or
+/// without a clsact qdisc, is fine.
+pub fn detach_tc_filters(interface: &str) -> Result<usize, DataplaneError> {
+    if has_tcx() {
+        return Ok(0);
+    }
+    let index = ifindex(interface)?;
+    let mut removed = 0;
+    for name in programs::ALL_TC {
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            match tc::qdisc_detach_program(index, hook.into(), name) {
+                Ok(()) => removed += 1,
+                Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // No clsact qdisc on the device: no filters either.
+                Err(TcError::NetlinkError(e))
+                    if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+                Err(e) => {
+                    return Err(DataplaneError::Program {
+                        name: name.to_owned(),
+                        source: ProgramError::from(e),
+                    });
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Whether TC programs attach as TCX links (Linux 6.6), which can be pinned and taken over;
 /// before that, only as `cls_bpf` filters through netlink. The same test aya's `TcAttach::Auto`
 /// makes, so the two never disagree.
@@ -845,5 +1030,36 @@ fn absent(r: &Result<(), MapError>) -> bool {
         Ok(()) | Err(MapError::KeyNotFound) => true,
         Err(MapError::SyscallError(e)) => e.io_error.raw_os_error() == Some(libc::ENOENT),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_is_the_last_line_before_the_statistics() {
+        // The tail of 6.1's log for ha_xdp before the length was bounded.
+        let log = "; let start = self.data() + offset;\n\
+                   412: (0f) r3 += r1\n\
+                   math between pkt pointer and register with unbounded min value is not allowed\n\
+                   processed 1204 insns (limit 1000000) max_states_per_insn 4 total_states 83\n\
+                   \n";
+        assert_eq!(
+            verifier_verdict(log).as_deref(),
+            Some("math between pkt pointer and register with unbounded min value is not allowed")
+        );
+        assert_eq!(verifier_verdict("\n\n"), None);
+    }
+
+    #[test]
+    fn each_tc_program_has_its_own_netlink_priority() {
+        let priorities: std::collections::BTreeSet<u16> = programs::ALL_TC
+            .iter()
+            .map(|p| netlink_priority(p))
+            .collect();
+        assert_eq!(priorities.len(), programs::ALL_TC.len());
+        // Before tc(8)'s default, so ours run first.
+        assert!(priorities.iter().all(|p| *p < 49152));
     }
 }

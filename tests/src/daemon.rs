@@ -399,22 +399,21 @@ pub fn patience(d: Duration) -> Duration {
 
 /// Runs tshark over a capture and returns its stdout.
 pub fn tshark(file: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .context("running tshark (is it installed? run `cargo xtask setup`)")?;
-    if !out.status.success() {
+    let (ok, out) = run_tshark(file, args)?;
+    if !ok {
         bail!("tshark {args:?} failed");
     }
-    Ok(String::from_utf8(out.stdout)?)
+    Ok(out)
 }
 
 /// tshark over a capture that may still be being written: its last packet may be cut short,
 /// which tshark reports with a failing status after printing everything before it.
 fn tshark_lenient(file: &Path, args: &[&str]) -> Result<String> {
+    Ok(run_tshark(file, args)?.1)
+}
+
+/// tshark's success and stdout.
+fn run_tshark(file: &Path, args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(file)
@@ -422,7 +421,7 @@ fn tshark_lenient(file: &Path, args: &[&str]) -> Result<String> {
         .stderr(Stdio::null())
         .output()
         .context("running tshark (is it installed? run `cargo xtask setup`)")?;
-    Ok(String::from_utf8(out.stdout)?)
+    Ok((out.status.success(), String::from_utf8(out.stdout)?))
 }
 
 /// Fails if tshark's dissectors find a frame of the capture malformed or an expert error in it:

@@ -143,6 +143,95 @@ fn kill_9_of_the_home_agent_daemon_loses_no_session() -> Result<()> {
     Ok(())
 }
 
+/// The mobile node's side of the restart story: its TC egress program (the reverse tunnel)
+/// keeps running without `mipd`, and the next `mipd` takes it over in place: a pinned TCX link
+/// from Linux 6.6, a `cls_bpf` filter swapped in place before (one filter, not a second one
+/// beside it, which would tunnel every packet twice); `mipd --unload` removes it.
+#[test]
+fn kill_9_of_the_mobile_node_daemon_loses_no_session() -> Result<()> {
+    require_root();
+    let mut topo = Topology::new("e2e-kill-mn", 600)?;
+    let ha = topo.start_ha()?;
+    let mn = topo.start_mn()?;
+    topo.move_mn(Location::ForeignA, &ha, &mn)?;
+    let stream = Stream::start(&topo, 8192, Duration::from_millis(5))?;
+    stream.wait_flowing(Duration::from_secs(10))?;
+    let encap = |mn: &mipx_tests::daemon::Mipd| mn.stat(&["dataplane", "mn_encap"]);
+
+    mn.kill_hard()?;
+    // No daemon: the programs and maps keep reverse-tunnelling the stream's ACKs.
+    stream
+        .wait_flowing(Duration::from_secs(5))
+        .context("the stream stopped when the mobile node's mipd was killed")?;
+
+    let mn = topo.start_mn()?;
+    let dp = mn.ctl_json(&["dataplane"])?;
+    let attachments = dp["dataplane"]["attachments"]
+        .as_array()
+        .context("no attachments")?;
+    let tc = attachments
+        .iter()
+        .find(|a| a["program"] == "mn_tc_egress")
+        .with_context(|| format!("mn_tc_egress is not attached: {dp}"))?;
+    ensure!(
+        tc["adopted"] == true,
+        "the restarted mobile node did not take over its TC program: {dp}"
+    );
+    if tc["hook"].as_str().unwrap_or_default().contains("clsact") {
+        let filters = topo
+            .mn
+            .exec(&["tc", "filter", "show", "dev", "mn0", "egress"])?;
+        // One line per filter ("... handle 0x1 mn_tc_egress direct-action ... name
+        // mn_tc_egress ..."), after a line per priority.
+        let ours = filters
+            .lines()
+            .filter(|l| l.contains(" handle ") && l.contains("mn_tc_egress"))
+            .count();
+        ensure!(ours == 1, "{ours} mn_tc_egress filters on mn0:\n{filters}");
+    }
+    // A restarted mobile node starts from "not registered" (it resets its tunnel until it
+    // registers again, unlike the home agent, which adopts its bindings); once it has, the
+    // program it took over tunnels the stream again.
+    let before = encap(&mn)?;
+    topo.move_mn(Location::ForeignB, &ha, &mn)?;
+    stream.wait_flowing(Duration::from_secs(20))?;
+    wait_for(
+        Duration::from_secs(10),
+        "reverse tunnelling after the restart",
+        || Ok((encap(&mn)? > before).then_some(())),
+    )?;
+    stream.finish()?;
+
+    // `mipd --unload` takes everything off mn0, the netlink filters too.
+    mn.stop()?;
+    let (mipd, _) = mipx_tests::daemon::binaries();
+    let out = topo
+        .mn
+        .command(mipd)
+        .arg("--config")
+        .arg(&topo.mn_conf)
+        .arg("--unload")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "mipd --unload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let filters = topo
+        .mn
+        .exec(&["tc", "filter", "show", "dev", "mn0", "egress"])?;
+    ensure!(
+        !filters.contains("mn_tc_egress"),
+        "mn_tc_egress still on mn0 after --unload:\n{filters}"
+    );
+    let link = topo.mn.ip(&["link", "show", "dev", "mn0"])?;
+    ensure!(
+        !link.contains("xdp"),
+        "XDP still on mn0 after --unload:\n{link}"
+    );
+    Ok(())
+}
+
 #[test]
 fn an_expired_binding_leaves_the_map() -> Result<()> {
     require_root();

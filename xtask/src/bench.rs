@@ -98,7 +98,7 @@ fn build_test_bin(bin: &str) -> Result<PathBuf> {
 
 /// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative to the workspace
 /// root, where xtask runs cargo), else `target/` in the workspace root.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = workspace_root();
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
@@ -106,7 +106,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// The workspace root (xtask's parent directory).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")

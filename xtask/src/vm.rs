@@ -2,11 +2,10 @@
 //! (6.1, the oldest kernel mipx supports), over this checkout.
 //!
 //! The guest is virtme-ng over QEMU: it boots the kernel with the host's root file system
-//! (read-only, with writable overlays on /etc, /var and /tmp) and the checkout writable, so
-//! binaries built on the host run unchanged inside. The kernel comes from Debian's archive
-//! (`apt-get download`, unpacked with `dpkg-deb -x`) into [`CACHE`], outside the tree; its
-//! modules move to /lib/modules so the guest's `modprobe` finds them. `setup` prepares all of
-//! it ([`prepare`]).
+//! (with writable overlays; /var and /tmp start empty) and the checkout writable, so binaries
+//! built on the host run unchanged inside. The kernel comes from Debian's archive (`apt-get
+//! download`, unpacked with `dpkg-deb -x`) into [`CACHE`], outside the tree, its modules beside
+//! it, where virtme-ng finds them for the guest. `setup` prepares all of it ([`prepare`]).
 //!
 //! KVM: /dev/kvm exists on the machines we build on but guests hang at boot there, so the VM
 //! always runs under TCG (emulation). That is slow (about 15 s to boot, several times slower
@@ -24,8 +23,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{cmd, setup};
 
-/// Where the kernels and virtme-ng live: a machine-wide cache, never the checkout.
-pub(crate) const CACHE: &str = "/var/cache/mipx";
+/// Where the kernels and virtme-ng live: a machine-wide cache, never the checkout. Not under
+/// /var or /tmp: the guest gets fresh ones, and virtme-ng hands the guest the kernel's modules
+/// by their path on the host.
+pub(crate) const CACHE: &str = "/opt/mipx";
 /// virtme-ng, pinned: the version checked on these machines.
 const VIRTME_NG: &str = "virtme-ng==1.42";
 /// Debian 12's kernel packages: `linux-image-6.1.0-<abi>-amd64`.
@@ -82,15 +83,20 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     if !options.no_setup {
         setup::run(&setup::Options::default())?;
     }
-    run_in_vm(&options.command)
+    run_in_vm(&options.command, &[], None)
 }
 
-/// Boots Debian 12's kernel and runs `command` (in the checkout, as root) in it; fails if the
-/// command fails.
-pub(crate) fn run_in_vm(command: &[OsString]) -> Result<()> {
+/// Boots Debian 12's kernel and runs `command` (in the checkout, as root) in it, with `env`
+/// set there besides [`PASSED_ENV`]; fails if the command fails or, with `timeout`, if the
+/// whole run (boot included) takes longer.
+pub(crate) fn run_in_vm(
+    command: &[OsString],
+    env: &[(&str, String)],
+    timeout: Option<std::time::Duration>,
+) -> Result<()> {
     let kernel = debian12_cached()?
         .context("no Debian 12 kernel in /var/cache/mipx/kernels: run `cargo xtask setup` first")?;
-    let checkout = checkout()?;
+    let checkout = crate::bench::workspace_root();
     eprintln!("xtask vm: booting Debian 12's kernel {}", kernel.release);
     let mut guest = String::from("set -e\n");
     // The guest's /sys/fs/bpf is a fresh sysfs: the tests pin and look for bpffs there.
@@ -102,6 +108,9 @@ pub(crate) fn run_in_vm(command: &[OsString]) -> Result<()> {
         if let Some(value) = std::env::var_os(name) {
             let _ = writeln!(guest, "export {name}={}", quote(&value));
         }
+    }
+    for (name, value) in env {
+        let _ = writeln!(guest, "export {name}={}", quote(value.as_ref()));
     }
     let _ = writeln!(guest, "cd {}", quote(checkout.as_os_str()));
     guest.push_str("echo \"xtask vm: $(uname -r), $(nproc) CPUs\" >&2\n");
@@ -116,9 +125,22 @@ pub(crate) fn run_in_vm(command: &[OsString]) -> Result<()> {
     let script = checkout.join("target/xtask-vm/guest.sh");
     std::fs::create_dir_all(script.parent().context("script path")?)?;
     std::fs::write(&script, guest).with_context(|| format!("writing {}", script.display()))?;
+    // timeout(1) kills QEMU (and with it the guest) when the run overstays.
+    let mut qemu = match timeout {
+        Some(limit) => {
+            let mut c = Command::new("timeout");
+            c.arg(format!("{}", limit.as_secs())).arg(vng()?);
+            c
+        }
+        None => Command::new(vng()?),
+    };
+    // vng runs its sibling scripts (virtme-run) by name: the virtualenv's bin goes first.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![venv().join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    qemu.env("PATH", std::env::join_paths(dirs).context("PATH")?);
     cmd::run(
-        Command::new(vng()?)
-            .args(["--disable-kvm", "--force-9p", "--user", "root"])
+        qemu.args(["--disable-kvm", "--force-9p", "--user", "root"])
             .args(["--cpus", "2", "--memory", "4G"])
             .arg("--run")
             .arg(&kernel.vmlinuz)
@@ -129,15 +151,6 @@ pub(crate) fn run_in_vm(command: &[OsString]) -> Result<()> {
             .arg("--exec")
             .arg(format!("bash {}", quote(script.as_os_str()))),
     )
-}
-
-/// The workspace root (the checkout), which the guest sees writable at the same path.
-fn checkout() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask's manifest directory has no parent")
 }
 
 /// Single-quotes `arg` for the guest's shell.
@@ -160,7 +173,7 @@ fn vng() -> Result<PathBuf> {
     Ok(vng)
 }
 
-/// An unpacked Debian kernel package: its image in the cache, its modules in /lib/modules.
+/// An unpacked Debian kernel package in the cache: its image and its modules.
 pub(crate) struct CachedKernel {
     /// e.g. `6.1.0-57-amd64`
     pub release: String,
@@ -168,10 +181,10 @@ pub(crate) struct CachedKernel {
     pub modules: PathBuf,
 }
 
-/// Where the guest's `modprobe` looks. A real directory, not a link into [`CACHE`]: the guest
-/// sees /var through a fresh overlay, so a link into /var/cache dangles there.
-fn modules_dir(release: &str) -> PathBuf {
-    Path::new("/lib/modules").join(release)
+/// The kernel's modules, beside its image: virtme-ng builds the guest's initramfs from there
+/// (ROOT/boot/vmlinuz-R → ROOT/lib/modules/R) and links the guest's /lib/modules/R to it.
+fn modules_dir(root: &Path, release: &str) -> PathBuf {
+    root.join("lib/modules").join(release)
 }
 
 fn kernels_dir() -> PathBuf {
@@ -201,7 +214,7 @@ pub(crate) fn debian12_cached() -> Result<Option<CachedKernel>> {
         let root = entry.path();
         let kernel = CachedKernel {
             vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
-            modules: modules_dir(&release),
+            modules: modules_dir(&root, &release),
             release,
         };
         // `.complete` is written last: a download cut short is not a kernel.
@@ -217,8 +230,8 @@ pub(crate) fn debian12_cached() -> Result<Option<CachedKernel>> {
 }
 
 /// Makes the VM runnable: virtme-ng in its own virtualenv (Debian's Python refuses system-wide
-/// `pip install`, PEP 668), the newest Debian 12 kernel unpacked, and its modules where the
-/// guest's `modprobe` looks. The Debian packages (QEMU, kmod, busybox, python3-venv) are in
+/// `pip install`, PEP 668) and the newest Debian 12 kernel unpacked with its modules'
+/// index. The Debian packages (QEMU, kmod, busybox, python3-venv) are in
 /// setup's list. Returns whether anything was missing.
 pub(crate) fn prepare(check: bool) -> Result<bool> {
     let mut missing = false;
@@ -293,24 +306,9 @@ fn fetch_debian12() -> Result<CachedKernel> {
     if !vmlinuz.exists() {
         bail!("{package} has no {}", vmlinuz.display());
     }
-    // depmod -b BASE works on BASE/lib/modules/RELEASE: the unpacked tree itself. Its index
-    // names modules relative to that directory, so it stays right when the directory moves.
+    // depmod -b BASE works on BASE/lib/modules/RELEASE: the unpacked tree itself.
     cmd::run(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
-    let unpacked = root.join(format!("lib/modules/{release}"));
-    let modules = modules_dir(&release);
-    if modules.join("modules.dep").exists() {
-        // The package is installed (or an earlier run moved it): the same modules, leave them.
-        std::fs::remove_dir_all(&unpacked)?;
-    } else {
-        let _ = std::fs::remove_file(&modules);
-        let _ = std::fs::remove_dir_all(&modules);
-        std::fs::create_dir_all("/lib/modules").context("creating /lib/modules")?;
-        // Same file system on the machines we know; a copy where it is not.
-        if std::fs::rename(&unpacked, &modules).is_err() {
-            cmd::run(Command::new("cp").arg("-a").arg(&unpacked).arg(&modules))?;
-            std::fs::remove_dir_all(&unpacked)?;
-        }
-    }
+    let modules = modules_dir(&root, &release);
     std::fs::write(root.join(".complete"), &package)?;
     Ok(CachedKernel {
         release,

@@ -46,6 +46,16 @@ fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         };
+        // Unpinning detaches the XDP and TCX links; below Linux 6.6 the TC programs are
+        // netlink filters, which are not pinned and must be removed from each interface.
+        for name in &dataplane.interfaces {
+            match mipx_control::dataplane::detach_tc_filters(name) {
+                Ok(0) => {}
+                Ok(n) => println!("unloaded: removed {n} TC filters from {name}"),
+                // The interface may be gone (a VPN device, a moved link): nothing to detach.
+                Err(e) => eprintln!("{name}: {:#}", anyhow::Error::from(e)),
+            }
+        }
         mipx_control::dataplane::unpin_all(&dataplane.pin_dir)
             .with_context(|| format!("removing {}", dataplane.pin_dir.display()))?;
         println!("unloaded: removed {}", dataplane.pin_dir.display());
