@@ -238,7 +238,7 @@ pub fn kernel_release() -> String {
 }
 
 /// What the running kernel offers the dataplane, probed once at start.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSupport {
     /// `uname -r`.
     pub release: String,
@@ -248,7 +248,7 @@ pub struct KernelSupport {
 }
 
 impl KernelSupport {
-    /// How TC programs are attached here, for logs and `mipctl dataplane`.
+    /// How TC programs are attached here, for the log.
     pub fn tc_attach(&self) -> &'static str {
         if self.tcx {
             "TCX links (pinned)"
@@ -628,7 +628,7 @@ impl Dataplane {
             program: name.to_owned(),
             interface: interface.to_owned(),
             ifindex: index,
-            hook: match (hook, pinned.is_some() || has_tcx()) {
+            hook: match (hook, has_tcx()) {
                 (TcAttachType::Ingress, true) => "tc ingress".into(),
                 (_, true) => "tc egress".into(),
                 (TcAttachType::Ingress, false) => "tc ingress (clsact)".into(),

@@ -72,10 +72,6 @@ pub struct XdpRun {
 /// What a TC program did with one frame: its `TC_ACT_*` verdict and the frame it left.
 pub type TcRun = XdpRun;
 
-/// Runs `program` (already loaded) once on `frame` and returns its verdict and output frame.
-///
-/// No `ingress_ifindex`: the kernel runs it as if received on the loopback device of the calling
-/// thread's network namespace. See [`run_xdp_on`].
 /// Pins the calling thread to the CPU it runs on now. BPF_PROG_TEST_RUN runs a program on the
 /// calling thread's CPU, so per-CPU maps (the next-hop cache, `MIPX_NEXTHOPS`) carry state from
 /// one run to the next only while the thread stays on one CPU; the scheduler moves it freely
@@ -105,6 +101,10 @@ pub fn pin_to_current_cpu() -> Result<usize> {
     Ok(cpu)
 }
 
+/// Runs `program` (already loaded) once on `frame` and returns its verdict and output frame.
+///
+/// No `ingress_ifindex`: the kernel runs it as if received on the loopback device of the calling
+/// thread's network namespace. See [`run_xdp_on`].
 pub fn run_xdp(program: &Xdp, frame: &[u8]) -> Result<XdpRun> {
     run_xdp_with(program, frame, None)
 }

@@ -329,7 +329,8 @@ impl Capture {
     /// filter, or (where libpcap discards some in user space, as the outgoing copies on `lo`)
     /// two answers in a row show no change.
     pub fn finish(mut self) -> Result<PathBuf> {
-        let deadline = Instant::now() + patience(Duration::from_secs(20));
+        let limit = patience(Duration::from_secs(20));
+        let deadline = Instant::now() + limit;
         let mut last = None;
         loop {
             let now = self.ask_stats()?;
@@ -338,10 +339,7 @@ impl Capture {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "tcpdump has written {captured} of {received} packets after {:?}",
-                    patience(Duration::from_secs(20))
-                );
+                bail!("tcpdump has written {captured} of {received} packets after {limit:?}");
             }
             last = Some(now);
             std::thread::sleep(Duration::from_millis(50));

@@ -1453,7 +1453,7 @@ pub fn user_packets(file: &Path) -> Result<Vec<f64>> {
         file,
         &[
             "-Y",
-            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR}"),
+            &user_data_filter(),
             "-T",
             "fields",
             "-e",
@@ -1461,6 +1461,11 @@ pub fn user_packets(file: &Path) -> Result<Vec<f64>> {
         ],
     )?;
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// tshark's display filter for user data: ICMP to or from the internal home address.
+fn user_data_filter() -> String {
+    format!("icmp && ip.addr == {INTERNAL_HOME_ADDR}")
 }
 
 /// When each user-data packet in `file` was sent (Unix seconds), as [`user_packets`] selects
@@ -1473,7 +1478,7 @@ pub fn user_packet_send_times(file: &Path) -> Result<Vec<f64>> {
         file,
         &[
             "-Y",
-            &format!("icmp && ip.addr == {INTERNAL_HOME_ADDR} && icmp.data_time_relative"),
+            &format!("{} && icmp.data_time_relative", user_data_filter()),
             "-T",
             "fields",
             "-e",

@@ -204,19 +204,7 @@ fn kill_9_of_the_mobile_node_daemon_loses_no_session() -> Result<()> {
 
     // `mipd --unload` takes everything off mn0, the netlink filters too.
     mn.stop()?;
-    let (mipd, _) = mipx_tests::daemon::binaries();
-    let out = topo
-        .mn
-        .command(mipd)
-        .arg("--config")
-        .arg(&topo.mn_conf)
-        .arg("--unload")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "mipd --unload failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    unload(&topo.mn, &topo.mn_conf)?;
     let filters = topo
         .mn
         .exec(&["tc", "filter", "show", "dev", "mn0", "egress"])?;
@@ -260,6 +248,23 @@ fn an_expired_binding_leaves_the_map() -> Result<()> {
     ensure!(
         grew(&before, &after, "ha_encap_tx") + grew(&before, &after, "ha_encap_to_stack") == 0,
         "packets were still tunnelled after expiry"
+    );
+    Ok(())
+}
+
+/// `mipd --config CONFIG --unload` in `ns`, which must succeed.
+fn unload(ns: &mipx_tests::Netns, config: &std::path::Path) -> Result<()> {
+    let (mipd, _) = mipx_tests::daemon::binaries();
+    let out = ns
+        .command(mipd)
+        .arg("--config")
+        .arg(config)
+        .arg("--unload")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "mipd --unload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }
@@ -350,19 +355,7 @@ fn a_clean_stop_keeps_the_dataplane_and_unload_removes_it() -> Result<()> {
         "XDP left ha0 when mipd stopped:\n{link}"
     );
 
-    let (mipd, _) = mipx_tests::daemon::binaries();
-    let out = topo
-        .ha
-        .command(mipd)
-        .arg("--config")
-        .arg(&topo.ha_conf)
-        .arg("--unload")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "mipd --unload failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    unload(&topo.ha, &topo.ha_conf)?;
     let link = topo.ha.ip(&["link", "show", "dev", "ha0"])?;
     ensure!(
         !link.contains("xdp"),

@@ -81,13 +81,9 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         let exe = crate::bench::target_dir().join("debug").join(bin);
         let mut command = vec![exe.into_os_string()];
         command.extend(args);
-        let env = [
-            ("MIPX_PREBUILT_BINARIES", "1".to_owned()),
-            ("MIPX_TEST_PATIENCE", "10".to_owned()),
-        ];
         return vm::run_in_vm(
             &command,
-            &env,
+            &vm::test_env(),
             Some(std::time::Duration::from_secs(40 * 60)),
         );
     }

@@ -33,9 +33,6 @@ const VM_TESTS: &[&str] = &[
     "vpn_e2e",
 ];
 
-/// How much longer the tests may wait for things in the VM (TCG emulates every instruction,
-/// about ten times slower than this machine): `MIPX_TEST_PATIENCE` for `mipx_tests`.
-const VM_PATIENCE: &str = "10";
 /// One test binary in the VM; the slowest take about 5 minutes.
 const VM_TEST_TIMEOUT_SECS: u32 = 20 * 60;
 /// The whole VM run, boot included.
@@ -185,11 +182,8 @@ fn vm_tests() -> Result<(bool, Vec<String>)> {
         .with_context(|| format!("writing {}", script_path.display()))?;
     // The VM's output comes back on our stdout; collect the failed tests' names from it.
     let output_path = crate::bench::workspace_root().join("target/xtask-vm/tests.log");
-    let env = [
-        ("MIPX_PREBUILT_BINARIES", "1".to_owned()),
-        ("MIPX_TEST_PATIENCE", VM_PATIENCE.to_owned()),
-        ("RUST_TEST_THREADS", "2".to_owned()),
-    ];
+    let [prebuilt, patience] = vm::test_env();
+    let env = [prebuilt, patience, ("RUST_TEST_THREADS", "2".to_owned())];
     let command = [
         "bash".into(),
         "-c".into(),

@@ -46,6 +46,17 @@ const GUEST_MODULES: &[&str] = &[
     "nft_chain_nat",
     "nft_masq",
 ];
+/// What a test or lab binary of `tests/` needs in the guest: its `mipd` and `mipctl` built
+/// here (`MIPX_PREBUILT_BINARIES`, tests/src/daemon.rs: the guest has no toolchain), and
+/// deadlines ten times as long (`MIPX_TEST_PATIENCE`: TCG emulates every instruction, about
+/// ten times slower than this machine).
+pub(crate) fn test_env() -> [(&'static str, String); 2] {
+    [
+        ("MIPX_PREBUILT_BINARIES", "1".to_owned()),
+        ("MIPX_TEST_PATIENCE", "10".to_owned()),
+    ]
+}
+
 /// Environment the guest inherits from the caller (everything else is the guest's own).
 const PASSED_ENV: &[&str] = &[
     "RUST_BACKTRACE",
@@ -94,8 +105,12 @@ pub(crate) fn run_in_vm(
     env: &[(&str, String)],
     timeout: Option<std::time::Duration>,
 ) -> Result<()> {
-    let kernel = debian12_cached()?
-        .context("no Debian 12 kernel in /var/cache/mipx/kernels: run `cargo xtask setup` first")?;
+    let kernel = debian12_cached()?.with_context(|| {
+        format!(
+            "no Debian 12 kernel in {}: run `cargo xtask setup` first",
+            kernels_dir().display()
+        )
+    })?;
     let checkout = crate::bench::workspace_root();
     eprintln!("xtask vm: booting Debian 12's kernel {}", kernel.release);
     let mut guest = String::from("set -e\n");
