@@ -2,10 +2,15 @@
 //! over a Unix socket (root-only by its directory's permissions).
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::UnixStream;
 
+use crate::proto::detect::{Location, Reason};
 use crate::proto::ha::HaStats;
 use crate::proto::mn::{MnState, MnStats};
 
@@ -34,7 +39,7 @@ pub enum Response {
     Bindings(Vec<BindingInfo>),
     Visitors(Vec<VisitorInfo>),
     Stats(Stats),
-    Dataplane(crate::dataplane::DataplaneInfo),
+    Dataplane(DataplaneInfo),
     Ok { message: String },
     Error { message: String },
 }
@@ -48,10 +53,10 @@ pub struct Status {
     pub mn: Option<MnStatus>,
     /// RFC 5265 mobile node: each tracked interface's detection and gate.
     #[serde(default)]
-    pub interfaces: Option<Vec<crate::mn5265::InterfaceStatus>>,
+    pub interfaces: Option<Vec<InterfaceStatus>>,
     /// RFC 5265 mobile node with a VPN layer.
     #[serde(default)]
-    pub vpn: Option<crate::mn5265::VpnStatus>,
+    pub vpn: Option<VpnStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -134,4 +139,93 @@ pub struct DaemonStats {
     pub api_requests: u64,
     /// x-HA: datagrams dropped because they arrived on an internal interface (RFC 5265 §3.7).
     pub dropped_internal_interface: u64,
+}
+
+/// `mipctl status` for one interface.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub location: Location,
+    pub reason: Reason,
+    pub tentative: bool,
+    pub care_of_addr: Option<Ipv4Addr>,
+    pub since_internal_registration_secs: Option<f64>,
+    /// "closed", "inside", "expired" or "outside", as the dataplane enforces it now.
+    pub gate: String,
+    /// Inside: seconds of plaintext left before T_MONITOR runs out.
+    pub gate_open_secs: Option<f64>,
+    /// The access mode in use through this interface: "c" inside, "mc" or "cvc" outside once
+    /// the i-HA binding runs through the VPN, "-" otherwise.
+    #[serde(default)]
+    pub mode: String,
+}
+
+/// `mipctl status`: the VPN layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VpnStatus {
+    /// "down", "connecting", "up" or "failed".
+    pub state: String,
+    pub gateway: Ipv4Addr,
+    /// Our IKE address as the gateway knows it.
+    pub local: Option<Ipv4Addr>,
+    pub tia: Option<Ipv4Addr>,
+    /// "kernel-libipsec" or "xfrm", once charon said.
+    pub ipsec: Option<String>,
+    /// The i-HA binding through the VPN (the TIA as co-located care-of address): registered.
+    pub internal_registered: bool,
+    /// Mode cvc: the x-HA binding the VPN rides in: its care-of address, and whether the
+    /// tunnel is RFC 3519 IP-in-UDP (through a NAT).
+    #[serde(default)]
+    pub external_care_of: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub external_udp: bool,
+    pub spis: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// One program attached to one interface, as `mipctl dataplane` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub program: String,
+    pub interface: String,
+    pub ifindex: u32,
+    /// `xdp (driver)`, `xdp (generic)`, `tc egress`.
+    pub hook: String,
+    /// Where its link is pinned, if it is.
+    pub pinned: Option<PathBuf>,
+    /// Whether an existing pinned link from a previous `mipd` was taken over.
+    pub adopted: bool,
+}
+
+/// One map, as `mipctl dataplane` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapSummary {
+    pub name: String,
+    pub kind: String,
+    pub max_entries: u32,
+    /// Elements present (hash maps); `None` for arrays, which always hold `max_entries`.
+    pub entries: Option<u64>,
+}
+
+/// What `mipctl dataplane` prints.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DataplaneInfo {
+    pub pin_dir: Option<PathBuf>,
+    pub attachments: Vec<Attachment>,
+    pub maps: Vec<MapSummary>,
+}
+
+/// Sends one request to a running `mipd` and returns its response (`mipctl`).
+pub async fn call(socket: &Path, req: &Request) -> io::Result<Response> {
+    let stream = UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(req).map_err(io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| io::Error::other("mipd closed the connection"))?;
+    serde_json::from_str(&line).map_err(io::Error::other)
 }

@@ -1,18 +1,30 @@
-//! mipx control plane: the sans-IO registration engine ([`proto`]), the binding cache,
-//! mobility security associations, the configuration, the control API, and the tokio shell
-//! ([`daemon`]) that `mipd` runs. `mipctl` is a client of [`api`].
+//! mipx control plane.
+//!
+//! Layers, each importing only the ones below it (no two modules import each other):
+//! - [`shell`]: the tokio shells `mipd` runs, one per role over one driver; they move bytes
+//!   and apply the cores' decisions;
+//! - [`proto`] (sans-IO protocol engines), [`dataplane`] (the eBPF object and its maps),
+//!   [`net`] (sockets, netlink, XFRM, VICI, clocks), [`api`] (the `mipd` ⇄ `mipctl`
+//!   protocol) and [`config`];
+//! - [`auth`] and [`binding`], which the engines build on.
 
-pub mod agent_link;
 pub mod api;
 pub mod auth;
 pub mod binding;
 pub mod config;
-pub mod daemon;
 pub mod dataplane;
-pub mod fa;
-pub mod garp;
-pub mod mn5265;
 pub mod net;
-pub mod pktinfo;
 pub mod proto;
-pub mod vpn;
+pub mod shell;
+
+/// `error: cause: cause` on one line, for logs and API errors.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -735,7 +735,7 @@ impl DetectionTopology {
 
     /// Starts a foreign agent on `net`'s segment: a namespace `fa-<net>` whose `fa0` is on the
     /// segment's bridge with [`Net::fa_addr`] (its care-of address) and a default route via the
-    /// segment's router, running `mipd --role fa` with `fa_toml` appended to its `[fa]` table
+    /// segment's router, running `mipd` as a foreign agent (`role = "fa"`) with `fa_toml` appended to its `[fa]` table
     /// (reverse tunnelling, limits, ...), `iface_toml` to its `[[fa.interface]]` (advertising,
     /// `registration_required`, ...), and a `[dataplane]` on `fa0`. One interface
     /// serves both the visitors and the way to their home agents, as an agent on a shared

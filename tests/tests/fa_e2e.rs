@@ -1,7 +1,7 @@
-//! The foreign agent end to end (RFC 5944 §2-§4, RFC 3024): `mipd --role fa` on external
-//! network 1's segment with its XDP fast path, a `mipd` home agent in the DMZ (the x-HA of the
-//! RFC 5265 topology, here an ordinary home agent) and a plain `mipd` mobile node that finds the
-//! agent by its advertisements and registers through it. Checked on a capture of the segment
+//! The foreign agent end to end (RFC 5944 §2-§4, RFC 3024): `mipd` as a foreign agent
+//! (`role = "fa"`) on external network 1's segment with its XDP fast path, a `mipd` home agent
+//! in the DMZ (the x-HA of the RFC 5265 topology, here an ordinary home agent) and a plain
+//! `mipd` mobile node that finds the agent by its advertisements and registers through it. Checked on a capture of the segment
 //! (dissected by tshark), on the agent's visitor list and on its fast-path counters.
 //! Privileged: fails, never skips, without root.
 

@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let resp = rt
-        .block_on(mipx_control::daemon::call(&args.socket, &req))
+        .block_on(mipx_control::api::call(&args.socket, &req))
         .with_context(|| format!("cannot reach mipd at {}", args.socket.display()))?;
     if let Response::Error { message } = &resp {
         bail!("mipd: {message}");

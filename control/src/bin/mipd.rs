@@ -64,6 +64,6 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(mipx_control::daemon::run(config))?;
+    rt.block_on(mipx_control::shell::run(config))?;
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! - `cvc`: access mode cvc outside (RFC 5265 §2.3: the VPN from the external home address
 //!   inside the x-HA's tunnel), c inside;
 //! - `mc`: mode mc outside (the MOBIKE draft: the VPN from the care-of address), c inside;
-//! - `fvc`: foreign agents (`mipd --role fa`) that require registration (R) on internal 2,
+//! - `fvc`: foreign agents (`mipd` with `role = "fa"`) that require registration (R) on internal 2,
 //!   external 1 and external 2, and a mobile node with agent discovery: internal 1 (c) →
 //!   internal 2 (f, RFC 5265 §2.2: the i-HA through the agent) → external 1 (fvc, §2.4: the
 //!   x-HA through the agent, the VPN from the x-HoA) → external 2 (fvc through an agent behind
@@ -1400,7 +1400,7 @@ fn main() -> Result<()> {
      firewall   nftables: nothing from outside in but the VPN's UDP 434 and IP-in-IP to the i-HA
      DMZ        x-HA {XHA_ADDR} (cvc and fvc walks), strongSwan VPN gateway {VPN_GATEWAY_ADDR} (pool {VPN_POOL})
      external 1 198.51.100.0/24; external 2 192.168.5.0/24 behind an nftables NAT ({NAT_PUBLIC_ADDR})
-     agents     fvc walk: foreign agents (mipd --role fa, registration required, reverse tunnels)
+     agents     fvc walk: foreign agents (mipd in role fa: registration required, reverse tunnels)
                 on internal 2 ({fa_int2}) and external 1 ({fa_ext1})
      MN         internal home address {INTERNAL_HOME_ADDR}, external home address {EXTERNAL_HOME_ADDR},
                 mipd + its own charon (kernel-libipsec); walk int1 → int2 → ext1 → ext2 → int1",

@@ -1,5 +1,5 @@
 //! The mobile node's side of agent discovery and of registration through a foreign agent
-//! (RFC 5944 §2.4, §3.6.1.1), for `mipd --role mn` with `[mn.agent_discovery]`.
+//! (RFC 5944 §2.4, §3.6.1.1), for a mobile node (`role = "mn"`) with `[mn.agent_discovery]`.
 //!
 //! Advertisements are read and solicitations sent on the interface's link socket
 //! ([`crate::net::link`]); so are Registration Requests to a foreign agent: §3.6.1.1 wants them
@@ -24,6 +24,9 @@ use mipx_common::wire::AgentFlags;
 /// RFC 3024 §4.1.1: "The mobile node MUST set the TTL field of the IP header to 255" in a
 /// request to a foreign agent, which checks it (code 76).
 const REQUEST_TTL: u8 = 255;
+
+/// Frames the links' reader tasks hand to the shell: (ifindex, frame).
+pub type Frames = mpsc::Receiver<(u32, Vec<u8>)>;
 
 pub struct AgentLink {
     pub name: String,

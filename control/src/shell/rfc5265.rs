@@ -13,30 +13,33 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::StreamExt as _;
 use mipx_common::maps::{
-    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_REVERSE_TUNNEL, MN_UDP_TUNNEL,
-    MN_VIA_VPN, MnGate, MnTunnel,
+    GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_UDP_TUNNEL, MN_VIA_VPN, MnGate, MnTunnel,
 };
-use netlink_packet_route::link::LinkFlags;
 use rtnetlink::sys::AsyncSocket as _;
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, Request, Response};
-use crate::config::{Config, InsideVpn, MnSettings, OutsideMode, VpnSettings};
-use crate::daemon::{ApiCall, Dp, bind_api, error_chain, now_since, serve_api, setup_dataplane};
+use super::driver::{self, Shell};
+use super::vpn::{self, VpnCommand, VpnReport, VpnSnapshot};
+use crate::api::{self, DaemonStats, InterfaceStatus, Request, Response, VpnStatus};
+use crate::config::{Config, InsideVpn, MnSettings, OutsideMode, Role, VpnSettings};
+use crate::dataplane::setup::Dp;
+use crate::dataplane::sync::{self, TunnelSpec, mn_tunnel};
+use crate::error_chain;
+use crate::net::agent_link::{AgentAction, AgentLink, Frames};
+use crate::net::clock::{Clock, kernel_monotonic_ns};
+use crate::net::iface::{default_gateway, device_mtu, usable_address};
+use crate::net::route;
+use crate::net::sockopt::bind_to_device;
 use crate::proto::Now;
-use crate::proto::detect::{DetectEvent, DetectStatus, Detector, Gate, Location, Reason};
+use crate::proto::detect::{DetectEvent, DetectStatus, Detector, Gate, Location};
 use crate::proto::mn::{MnConfig, MnEvent, MobileNode, ViaAgent};
-use crate::vpn::{VpnCommand, VpnReport, VpnSnapshot};
 
 /// The receive channel's interface index for the socket of the registration through the VPN.
 const VPN_SOCKET: usize = usize::MAX;
@@ -51,7 +54,7 @@ struct Interface {
     /// care-of address and default gateway.
     seen: Option<Attachment>,
     /// With `agent_discovery`: advertisements heard and solicitations sent here.
-    agents: Option<crate::agent_link::AgentLink>,
+    agents: Option<AgentLink>,
     /// The foreign agent heard here: (agent, its care-of address, R set).
     offer: Option<(ViaAgent, Ipv4Addr, bool)>,
 }
@@ -63,48 +66,6 @@ struct Interface {
 struct Attachment {
     care_of_addr: Ipv4Addr,
     gateway: Option<Ipv4Addr>,
-}
-
-/// `mipctl status` for one interface.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct InterfaceStatus {
-    pub name: String,
-    pub location: Location,
-    pub reason: Reason,
-    pub tentative: bool,
-    pub care_of_addr: Option<Ipv4Addr>,
-    pub since_internal_registration_secs: Option<f64>,
-    /// "closed", "inside", "expired" or "outside", as the dataplane enforces it now.
-    pub gate: String,
-    /// Inside: seconds of plaintext left before T_MONITOR runs out.
-    pub gate_open_secs: Option<f64>,
-    /// The access mode in use through this interface: "c" inside, "mc" or "cvc" outside once
-    /// the i-HA binding runs through the VPN, "-" otherwise.
-    #[serde(default)]
-    pub mode: String,
-}
-
-/// `mipctl status`: the VPN layer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VpnStatus {
-    /// "down", "connecting", "up" or "failed".
-    pub state: String,
-    pub gateway: Ipv4Addr,
-    /// Our IKE address as the gateway knows it.
-    pub local: Option<Ipv4Addr>,
-    pub tia: Option<Ipv4Addr>,
-    /// "kernel-libipsec" or "xfrm", once charon said.
-    pub ipsec: Option<String>,
-    /// The i-HA binding through the VPN (the TIA as co-located care-of address): registered.
-    pub internal_registered: bool,
-    /// Mode cvc: the x-HA binding the VPN rides in: its care-of address, and whether the
-    /// tunnel is RFC 3519 IP-in-UDP (through a NAT).
-    #[serde(default)]
-    pub external_care_of: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub external_udp: bool,
-    pub spis: Vec<String>,
-    pub last_error: Option<String>,
 }
 
 /// The VPN layer's state in the daemon.
@@ -147,7 +108,7 @@ impl TiaEngine {
     async fn start(
         tia: Ipv4Addr,
         config: MnConfig,
-        now: crate::proto::Now,
+        now: Now,
         rx_tx: mpsc::Sender<(usize, SocketAddrV4, Vec<u8>)>,
     ) -> io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind(SocketAddrV4::new(tia, 0)).await?);
@@ -181,11 +142,10 @@ impl TiaEngine {
 /// Installs `route` for `home` in `table` (or removes the table's routing); whether it worked.
 async fn route_home(
     handle: &rtnetlink::Handle,
-    table: crate::net::route::Table,
+    table: route::Table,
     home: Ipv4Addr,
     route: Option<HomeRoute>,
 ) -> bool {
-    use crate::net::route;
     let result = match route {
         Some(HomeRoute::Vpn { ifindex, mtu }) => {
             route::route_home_via(handle, home, ifindex, mtu).await
@@ -207,20 +167,29 @@ async fn route_home(
     }
 }
 
-/// An interface's MTU (1400 when unknown: kernel-libipsec's TUN default).
-fn device_mtu(name: &str) -> u32 {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(1400)
+/// What the node's sources produce.
+enum Input {
+    /// A datagram on interface `usize`'s registration socket, or on the socket of the
+    /// registration through the VPN ([`VPN_SOCKET`]).
+    Datagram(usize, SocketAddrV4, Vec<u8>),
+    Vpn(VpnReport),
+    /// A link-layer frame from the agent-discovery link with this ifindex.
+    AgentFrame(u32, Vec<u8>),
+    /// A link, address or route changed (rtnetlink).
+    Netlink,
 }
 
 struct Node {
-    start: Instant,
+    clock: Clock,
+    handle: rtnetlink::Handle,
+    datagrams: mpsc::Receiver<(usize, SocketAddrV4, Vec<u8>)>,
+    vpn_reports: Option<mpsc::Receiver<VpnReport>>,
+    agent_frames: Option<Frames>,
+    netlink: mpsc::Receiver<()>,
     ifaces: Vec<Interface>,
     dataplane: Option<Dp>,
     ha_port: u16,
-    stats: api::DaemonStats,
+    stats: DaemonStats,
     mode: OutsideMode,
     /// The `[mn]` registration (i-HA), for the registration through the VPN.
     internal: MnConfig,
@@ -248,38 +217,9 @@ enum HomeRoute {
     Agent { ifindex: u32, agent: Ipv4Addr },
 }
 
-/// CLOCK_MONOTONIC now, nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
-fn kernel_monotonic_ns() -> u64 {
-    // SAFETY: all-zero is a valid timespec; clock_gettime writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and a pointer to a live timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Binds `socket` to interface `name` (SO_BINDTODEVICE): what it sends leaves there, whatever
-/// the routing table says, and it receives only what arrives there.
-fn bind_to_device(socket: &UdpSocket, name: &str) -> io::Result<()> {
-    // SAFETY: a valid socket fd and a byte buffer of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 impl Node {
     fn now(&self) -> Now {
-        now_since(self.start)
+        self.clock.now()
     }
 
     /// What agent discovery found on each interface: RFC 5944 §2.4.1, a foreign agent that
@@ -287,7 +227,6 @@ impl Node {
     /// co-located address; otherwise co-located (c, cvc). Each change of attachment starts
     /// detection again (§3.2.2). Then the solicitations discovery queued go out.
     async fn agent_actions(&mut self) {
-        use crate::agent_link::AgentAction;
         let now = self.now();
         let mut attached = false;
         for i in &mut self.ifaces {
@@ -367,7 +306,7 @@ impl Node {
     }
 
     /// Sends what every detector queued and applies their events.
-    async fn flush(&mut self) {
+    async fn send_and_apply(&mut self) {
         self.agent_actions().await;
         let now = self.now();
         // The registration through the VPN first, so that a request it sends now is known
@@ -489,7 +428,7 @@ impl Node {
         }
     }
 
-    fn vpn_status(&self) -> Option<crate::mn5265::VpnStatus> {
+    fn vpn_status(&self) -> Option<VpnStatus> {
         let v = self.vpn.as_ref()?;
         let state = if v.snapshot.established {
             "up"
@@ -601,7 +540,7 @@ impl Node {
 
     /// Brings the VPN, the gate's SPIs, the registration through the VPN, the tunnel and the
     /// home address's routing in line with the detectors and the VPN's state.
-    async fn sync(&mut self, handle: &rtnetlink::Handle) {
+    async fn sync(&mut self) {
         let want = self.vpn_wanted();
         let now = self.now();
         let inside = self
@@ -622,27 +561,10 @@ impl Node {
             }
             // The gate passes ESP only with the SAs' SPIs (both directions).
             if let Some(dp) = &mut self.dataplane {
-                for spi in &v.snapshot.spis {
-                    if !v.installed_spis.contains(spi) {
-                        match dp.dp.add_vpn_spi(*spi) {
-                            Ok(()) => v.installed_spis.push(*spi),
-                            Err(e) => {
-                                dp.errors += 1;
-                                error!(error = %error_chain(&e), "cannot add a VPN SPI to the gate");
-                            }
-                        }
-                    }
-                }
-                let stale: Vec<[u8; 4]> = v
-                    .installed_spis
-                    .iter()
-                    .filter(|s| !v.snapshot.spis.contains(s))
-                    .copied()
-                    .collect();
-                for spi in stale {
-                    if dp.dp.remove_vpn_spi(spi).is_ok() {
-                        v.installed_spis.retain(|s| *s != spi);
-                    }
+                let failed = sync::sync_spis(&mut dp.dp, &mut v.installed_spis, &v.snapshot.spis);
+                if failed > 0 {
+                    dp.errors += failed;
+                    error!(failed, "cannot add a VPN SPI to the gate");
                 }
             }
             // The i-HA registration from the TIA (draft §3.3: again whenever the TIA or the
@@ -696,7 +618,7 @@ impl Node {
                 }
             }
         }
-        self.sync_tunnel(handle).await;
+        self.sync_tunnel().await;
     }
 
     /// The tunnel the dataplane should use: mode c through the first interface inside (RFC
@@ -704,10 +626,15 @@ impl Node {
     fn wanted_tunnel(&self) -> MnTunnel {
         let now = self.now();
         let home = self.internal.home_addr;
-        let reverse = if self.internal.reverse_tunnel {
-            MN_REVERSE_TUNNEL
-        } else {
-            0
+        let spec = |care_of_addr, reverse, via_vpn| {
+            mn_tunnel(TunnelSpec {
+                home_addr: home,
+                home_agent: self.internal.home_agent,
+                care_of_addr,
+                reverse,
+                udp: None,
+                via_vpn,
+            })
         };
         for i in &self.ifaces {
             let s = i.detector.status(now);
@@ -719,27 +646,15 @@ impl Node {
                 }
                 return match i.seen.map(|a| a.care_of_addr) {
                     // At home on the i-HA's link nothing is tunnelled.
-                    Some(coa) if coa != home => MnTunnel {
-                        home_addr: home.octets(),
-                        home_agent: self.internal.home_agent.octets(),
-                        care_of_addr: coa.octets(),
-                        flags: MN_ACTIVE | reverse,
-                        ..MnTunnel::default()
-                    },
+                    Some(coa) if coa != home => spec(coa, self.internal.reverse_tunnel, false),
                     _ => MnTunnel::default(),
                 };
             }
         }
         match self.vpn.as_ref().and_then(|v| v.engine.as_ref()) {
-            Some(e) if e.registered => MnTunnel {
-                home_addr: home.octets(),
-                home_agent: self.internal.home_agent.octets(),
-                care_of_addr: e.tia.octets(),
-                // RFC 5265 §2.3: the T bit SHOULD be set; the VPN gateway passes only what
-                // comes from the TIA (§4.2).
-                flags: MN_ACTIVE | MN_REVERSE_TUNNEL | MN_VIA_VPN,
-                ..MnTunnel::default()
-            },
+            // RFC 5265 §2.3: the T bit SHOULD be set; the VPN gateway passes only what comes
+            // from the TIA (§4.2).
+            Some(e) if e.registered => spec(e.tia, true, true),
             _ => MnTunnel::default(),
         }
     }
@@ -788,33 +703,22 @@ impl Node {
             if coa != seen.care_of_addr || i.detector.status(now).location != Location::Outside {
                 continue;
             }
-            let udp = engine.udp_tunnel().is_some();
             let mn_port = i.socket.local_addr().map_or(0, |a| a.port());
-            return MnTunnel {
-                home_addr: x.home_addr.octets(),
-                home_agent: x.home_agent.octets(),
-                care_of_addr: coa.octets(),
-                flags: MN_ACTIVE
-                    | if x.reverse_tunnel {
-                        MN_REVERSE_TUNNEL
-                    } else {
-                        0
-                    }
-                    | if udp { MN_UDP_TUNNEL } else { 0 },
-                mn_port: if udp { mn_port.to_be_bytes() } else { [0; 2] },
-                ha_port: if udp {
-                    self.ha_port.to_be_bytes()
-                } else {
-                    [0; 2]
-                },
-            };
+            return mn_tunnel(TunnelSpec {
+                home_addr: x.home_addr,
+                home_agent: x.home_agent,
+                care_of_addr: coa,
+                reverse: x.reverse_tunnel,
+                udp: engine.udp_tunnel().map(|_| (mn_port, self.ha_port)),
+                via_vpn: false,
+            });
         }
         MnTunnel::default()
     }
 
-    async fn sync_tunnel(&mut self, handle: &rtnetlink::Handle) {
+    async fn sync_tunnel(&mut self) {
         let tunnel = self.sync_dataplane_tunnels();
-        self.sync_routes(handle, tunnel).await;
+        self.sync_routes(tunnel).await;
     }
 
     /// Writes the tunnels the detectors' state asks for into the dataplane; the MN tunnel.
@@ -856,7 +760,7 @@ impl Node {
         tunnel
     }
 
-    async fn sync_routes(&mut self, handle: &rtnetlink::Handle, tunnel: MnTunnel) {
+    async fn sync_routes(&mut self, tunnel: MnTunnel) {
         // The internal home address is routed into the VPN exactly while its tunnel runs
         // there, and to the foreign agent while inside through one (mode f); the external
         // one to the foreign agent while outside through one (mode fvc).
@@ -874,8 +778,8 @@ impl Node {
         };
         if internal != self.internal_route
             && route_home(
-                handle,
-                crate::net::route::INTERNAL_HOME,
+                &self.handle,
+                route::INTERNAL_HOME,
                 self.internal.home_addr,
                 internal,
             )
@@ -888,13 +792,7 @@ impl Node {
             .map(|(ifindex, agent)| HomeRoute::Agent { ifindex, agent });
         if let Some(x) = &self.external
             && external != self.external_route
-            && route_home(
-                handle,
-                crate::net::route::EXTERNAL_HOME,
-                x.home_addr,
-                external,
-            )
-            .await
+            && route_home(&self.handle, route::EXTERNAL_HOME, x.home_addr, external).await
         {
             self.external_route = external;
         }
@@ -931,25 +829,15 @@ impl Node {
             .collect()
     }
 
-    fn api(&mut self, req: Request) -> Response {
+    fn api_request(&mut self, req: Request) -> Response {
         match req {
             Request::Status => Response::Status(api::Status {
-                role: "mn".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                uptime_secs: self.start.elapsed().as_secs(),
-                ha: None,
-                mn: None,
                 interfaces: Some(self.status()),
                 vpn: self.vpn_status(),
+                ..driver::status("mn", self.clock)
             }),
-            Request::Stats => Response::Stats(api::Stats {
-                fa: None,
-                ha: None,
-                mn: None,
-                daemon: self.stats.clone(),
-                dataplane: Dp::counters(self.dataplane.as_ref()),
-            }),
-            Request::Dataplane => Dp::info_response(self.dataplane.as_ref()),
+            Request::Stats => Response::Stats(driver::stats(&self.stats, self.dataplane.as_ref())),
+            Request::Dataplane => driver::dataplane_info(self.dataplane.as_ref()),
             Request::Register { .. } => {
                 // A manual trigger: treat it as a connection status change on every interface.
                 let now = self.now();
@@ -969,14 +857,14 @@ impl Node {
 
     /// Looks at every interface again (a netlink event arrived): a change of carrier or of its
     /// IPv4 address is a connection status change (§3.2.2).
-    async fn refresh(&mut self, handle: &rtnetlink::Handle) {
+    async fn refresh(&mut self) {
         let now = self.now();
         for i in &mut self.ifaces {
             let toward = i.detector.internal().config().home_agent;
-            let seen = match usable_address(handle, i.ifindex, &i.name, toward).await {
+            let seen = match usable_address(&self.handle, i.ifindex, &i.name, toward).await {
                 Some(care_of_addr) => Some(Attachment {
                     care_of_addr,
-                    gateway: default_gateway(handle, i.ifindex).await,
+                    gateway: default_gateway(&self.handle, i.ifindex).await,
                 }),
                 None => None,
             };
@@ -996,99 +884,128 @@ impl Node {
     }
 }
 
-/// The care-of address of interface `name` if it is up with carrier: the source address the
-/// kernel would pick for a datagram to `toward` leaving through it (a connected, device-bound
-/// UDP socket; nothing is sent). While addresses are being swapped the interface may hold an
-/// old and a new one; this picks the one its routes now use, and `None` when there is no route.
-async fn usable_address(
-    handle: &rtnetlink::Handle,
-    ifindex: u32,
-    name: &str,
-    toward: Ipv4Addr,
-) -> Option<Ipv4Addr> {
-    let link = handle
-        .link()
-        .get()
-        .match_index(ifindex)
-        .execute()
-        .try_next()
-        .await
-        .ok()
-        .flatten()?;
-    let flags = link.header.flags;
-    if !flags.contains(LinkFlags::Up) || !flags.contains(LinkFlags::LowerUp) {
-        return None;
-    }
-    let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-        .await
-        .ok()?;
-    bind_to_device(&probe, name).ok()?;
-    probe
-        .connect(SocketAddrV4::new(toward, mipx_common::wire::MIP_PORT))
-        .await
-        .ok()?;
-    match probe.local_addr().ok()? {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
-        _ => None,
-    }
-}
+impl Shell for Node {
+    type Input = Input;
 
-/// The gateway of the main table's IPv4 default route through `ifindex`, if any.
-async fn default_gateway(handle: &rtnetlink::Handle, ifindex: u32) -> Option<Ipv4Addr> {
-    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-    let mut routes = handle
-        .route()
-        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
-    while let Ok(Some(r)) = routes.try_next().await {
-        // The main table's: the default routes mipd itself puts in its own tables (to a
-        // foreign agent) say nothing about where the interface is attached.
-        let main = r.header.table == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
-            && !r
-                .attributes
-                .iter()
-                .any(|a| matches!(a, RouteAttribute::Table(t) if *t != 254));
-        if r.header.destination_prefix_length != 0 || !main {
-            continue;
+    fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn stats(&mut self) -> &mut DaemonStats {
+        &mut self.stats
+    }
+
+    async fn input(&mut self) -> Input {
+        let reports = async {
+            match &mut self.vpn_reports {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let frames = async {
+            match &mut self.agent_frames {
+                Some(f) => f.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((idx, from, bytes)) = self.datagrams.recv() => Input::Datagram(idx, from, bytes),
+            Some(report) = reports => Input::Vpn(report),
+            Some((ifindex, frame)) = frames => Input::AgentFrame(ifindex, frame),
+            Some(()) = self.netlink.recv() => Input::Netlink,
         }
-        let through_us = r
-            .attributes
+    }
+
+    async fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Datagram(idx, from, bytes) => {
+                self.stats.datagrams_received += 1;
+                if idx == VPN_SOCKET {
+                    if let Some(e) = self.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+                        e.mn.handle_datagram(now, from, &bytes);
+                    }
+                } else if let Some(i) = self.ifaces.get_mut(idx) {
+                    i.detector.handle_datagram(now, from, &bytes);
+                }
+            }
+            Input::Vpn(report) => self.vpn_report(report),
+            Input::AgentFrame(ifindex, frame) => {
+                if let Some(a) = self
+                    .ifaces
+                    .iter_mut()
+                    .find(|i| i.ifindex == ifindex)
+                    .and_then(|i| i.agents.as_mut())
+                {
+                    a.frame(now, &frame);
+                }
+            }
+            Input::Netlink => {
+                // Coalesce a burst (an address change brings routes with it), then look.
+                while let Ok(Some(())) =
+                    tokio::time::timeout(Duration::from_millis(5), self.netlink.recv()).await
+                {
+                }
+                self.refresh().await;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.ifaces
             .iter()
-            .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == ifindex));
-        let gateway = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet(gw)) => Some(*gw),
-            _ => None,
-        });
-        if through_us && gateway.is_some() {
-            return gateway;
+            .filter_map(|i| i.detector.poll_timeout())
+            .chain(
+                self.vpn
+                    .as_ref()
+                    .and_then(|v| v.engine.as_ref())
+                    .and_then(|e| e.mn.poll_timeout()),
+            )
+            .chain(
+                self.ifaces
+                    .iter()
+                    .filter_map(|i| i.agents.as_ref()?.discovery.poll_timeout()),
+            )
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        for i in &mut self.ifaces {
+            i.detector.handle_timeout(now);
+            if let Some(a) = &mut i.agents {
+                a.discovery.handle_timeout(now);
+            }
+        }
+        if let Some(e) = self.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
+            e.mn.handle_timeout(now);
         }
     }
-    None
-}
 
-/// The next report of the VPN task, if there is one.
-async fn recv_report(reports: &mut Option<mpsc::Receiver<VpnReport>>) -> Option<VpnReport> {
-    match reports {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
+    fn api(&mut self, req: Request) -> Response {
+        self.api_request(req)
+    }
+
+    async fn flush(&mut self) {
+        self.send_and_apply().await;
+        self.sync().await;
+        self.send_and_apply().await;
+    }
+
+    async fn shutdown(&mut self) {
+        info!("the gates stay as they are and close on their own clocks");
     }
 }
 
 /// Runs an RFC 5265 mobile node until SIGINT or SIGTERM.
-pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
+pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
     let Some(rfc) = settings.rfc5265 else {
         return Err(io::Error::other("no [mn.rfc5265] table"));
     };
-    let mut dataplane = match &config.dataplane {
-        Some(dp) => Some(
-            setup_dataplane(dp, crate::config::Role::Mn)
-                .map_err(|e| io::Error::other(format!("dataplane: {}", error_chain(&e))))?,
-        ),
-        None => {
-            warn!("no [dataplane] table: nothing enforces the plaintext gate");
-            None
-        }
-    };
+    let mut dataplane = driver::load_dataplane(
+        config.dataplane.as_ref(),
+        Role::Mn,
+        "nothing enforces the plaintext gate",
+    )?;
     let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
     // Link, IPv4 address and IPv4 route changes: what `ip monitor` shows.
     let groups = rtnetlink::constants::RTMGRP_LINK
@@ -1098,11 +1015,21 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         .socket_mut()
         .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
     tokio::spawn(conn);
+    // One wake-up per burst: a pending one already makes the node look again.
+    let (netlink_tx, netlink) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            if netlink_tx.is_closed() {
+                break;
+            }
+            let _ = netlink_tx.try_send(());
+        }
+    });
 
-    let (rx_tx, mut rx) = mpsc::channel::<(usize, SocketAddrV4, Vec<u8>)>(256);
+    let (rx_tx, rx) = mpsc::channel::<(usize, SocketAddrV4, Vec<u8>)>(256);
     let (frames_tx, frames_rx) = mpsc::channel::<(u32, Vec<u8>)>(256);
-    let mut agent_frames = rfc.agent_discovery.then_some(frames_rx);
-    let start = Instant::now();
+    let agent_frames = rfc.agent_discovery.then_some(frames_rx);
+    let clock = Clock::start();
     let mut ifaces = Vec::new();
     for (idx, name) in rfc.interfaces.iter().enumerate() {
         let ifindex = crate::dataplane::ifindex(name)
@@ -1143,17 +1070,11 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         }
         info!(interface = %name, ifindex, local = %socket.local_addr()?, "tracking interface (RFC 5265)");
         let agents = if rfc.agent_discovery {
-            let now = now_since(start);
+            let now = clock.now();
             Some(
-                crate::agent_link::AgentLink::open(
-                    name,
-                    settings.core.home_agent,
-                    now,
-                    frames_tx.clone(),
-                )
-                .map_err(|e| {
-                    io::Error::other(format!("mn.rfc5265.agent_discovery: {name}: {e}"))
-                })?,
+                AgentLink::open(name, settings.core.home_agent, now, frames_tx.clone()).map_err(
+                    |e| io::Error::other(format!("mn.rfc5265.agent_discovery: {name}: {e}")),
+                )?,
             )
         } else {
             None
@@ -1181,14 +1102,14 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         }
     }
     // The VPN layer (mode mc; cvc's comes with the x-HA layer).
-    let (vpn, mut vpn_reports) = match &rfc.vpn {
+    let (vpn, vpn_reports) = match &rfc.vpn {
         Some(v) => {
             // RFC 5265 §4.2: the CHILD_SA need only carry Mobile IP to and from the i-HA.
             let remote_ts = vec![format!("{}/32", settings.core.home_agent)];
             // Mode cvc: IKE and IPsec from the x-HoA, "so the SA never sees care-of address
             // changes" (§2.3); mode mc: from the care-of address, moved by MOBIKE.
             let local = rfc.detect.external.as_ref().map(|x| x.home_addr);
-            let (commands, reports) = crate::vpn::spawn(v.clone(), remote_ts, local);
+            let (commands, reports) = vpn::spawn(v.clone(), remote_ts, local);
             let layer = VpnLayer {
                 settings: v.clone(),
                 commands,
@@ -1212,11 +1133,16 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         }
     }
     let mut node = Node {
-        start,
+        clock,
+        handle: handle.clone(),
+        datagrams: rx,
+        vpn_reports,
+        agent_frames,
+        netlink,
         ifaces,
         dataplane,
         ha_port: settings.ha_port,
-        stats: api::DaemonStats::default(),
+        stats: DaemonStats::default(),
         mode: rfc.mode,
         internal: settings.core.clone(),
         vpn,
@@ -1235,100 +1161,13 @@ pub async fn run(config: Config, settings: MnSettings) -> io::Result<()> {
         external_route: None,
     };
     // A previous run's routing of the home address into the VPN.
-    for table in [
-        crate::net::route::INTERNAL_HOME,
-        crate::net::route::EXTERNAL_HOME,
-    ] {
-        if let Err(e) = crate::net::route::unroute(&handle, table).await {
+    for table in [route::INTERNAL_HOME, route::EXTERNAL_HOME] {
+        if let Err(e) = route::unroute(&handle, table).await {
             warn!(error = %e, "cannot clear the home addresses' routing");
         }
     }
-    let listener = bind_api(&config.api_socket)?;
-    let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
-    node.refresh(&handle).await;
-    node.flush().await;
-    node.sync(&handle).await;
-
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    loop {
-        let now = node.now();
-        let next = node
-            .ifaces
-            .iter()
-            .filter_map(|i| i.detector.poll_timeout())
-            .chain(
-                node.vpn
-                    .as_ref()
-                    .and_then(|v| v.engine.as_ref())
-                    .and_then(|e| e.mn.poll_timeout()),
-            )
-            .chain(
-                node.ifaces
-                    .iter()
-                    .filter_map(|i| i.agents.as_ref()?.discovery.poll_timeout()),
-            )
-            .min()
-            .unwrap_or(now.mono + Duration::from_secs(3600))
-            .max(now.mono);
-        let deadline = tokio::time::Instant::from_std(node.start + next);
-        tokio::select! {
-            Some((idx, from, bytes)) = rx.recv() => {
-                node.stats.datagrams_received += 1;
-                let now = node.now();
-                if idx == VPN_SOCKET {
-                    if let Some(e) = node.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
-                        e.mn.handle_datagram(now, from, &bytes);
-                    }
-                } else if let Some(i) = node.ifaces.get_mut(idx) {
-                    i.detector.handle_datagram(now, from, &bytes);
-                }
-            }
-            Some(report) = recv_report(&mut vpn_reports) => node.vpn_report(report),
-            Some((ifindex, frame)) = crate::daemon::next_agent_frame(&mut agent_frames) => {
-                let now = node.now();
-                if let Some(a) = node
-                    .ifaces
-                    .iter_mut()
-                    .find(|i| i.ifindex == ifindex)
-                    .and_then(|i| i.agents.as_mut())
-                {
-                    a.frame(now, &frame);
-                }
-            }
-            Some(_) = messages.next() => {
-                // Coalesce a burst (an address change brings routes with it), then look.
-                while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(5), messages.next()).await {}
-                node.refresh(&handle).await;
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let now = node.now();
-                for i in &mut node.ifaces {
-                    i.detector.handle_timeout(now);
-                    if let Some(a) = &mut i.agents {
-                        a.discovery.handle_timeout(now);
-                    }
-                }
-                if let Some(e) = node.vpn.as_mut().and_then(|v| v.engine.as_mut()) {
-                    e.mn.handle_timeout(now);
-                }
-            }
-            conn = listener.accept() => match conn {
-                Ok((stream, _)) => { tokio::spawn(serve_api(stream, api_tx.clone())); }
-                Err(e) => warn!(error = %e, "API accept failed"),
-            },
-            Some((req, reply)) = api_rx.recv() => {
-                node.stats.api_requests += 1;
-                let _ = reply.send(node.api(req));
-            }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
-        node.flush().await;
-        node.sync(&handle).await;
-        node.flush().await;
-    }
-    info!("shutting down; the gates stay as they are and close on their own clocks");
-    let _ = std::fs::remove_file(&config.api_socket);
-    Ok(())
+    node.refresh().await;
+    node.send_and_apply().await;
+    node.sync().await;
+    driver::run(&mut node, &config.api_socket).await
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::VpnSettings;
-use crate::daemon::error_chain;
+use crate::error_chain;
 use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).

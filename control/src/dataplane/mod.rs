@@ -33,7 +33,11 @@ use mipx_common::{
         MN_VPN_SPIS_MAP, MnGate, MnTunnel, NEXTHOP_MAP, NEXTHOP_SLOTS, NextHop,
     },
 };
-use serde::{Deserialize, Serialize};
+
+use crate::api::{Attachment, DataplaneInfo, MapSummary};
+
+pub mod setup;
+pub mod sync;
 
 /// The eBPF object (`dataplane-ebpf`, bin `mipx`), built by `build.rs` for `bpfel-unknown-none`.
 /// Aligned because aya parses the ELF in place and ELF64 headers want 8-byte alignment.
@@ -130,38 +134,6 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Capacity of the binding map; 0 means [`DEFAULT_MAX_BINDINGS`].
     pub max_bindings: u32,
-}
-
-/// One program attached to one interface, as `mipctl dataplane` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Attachment {
-    pub program: String,
-    pub interface: String,
-    pub ifindex: u32,
-    /// `xdp (driver)`, `xdp (generic)`, `tc egress`.
-    pub hook: String,
-    /// Where its link is pinned, if it is.
-    pub pinned: Option<PathBuf>,
-    /// Whether an existing pinned link from a previous `mipd` was taken over.
-    pub adopted: bool,
-}
-
-/// One map, as `mipctl dataplane` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MapSummary {
-    pub name: String,
-    pub kind: String,
-    pub max_entries: u32,
-    /// Elements present (hash maps); `None` for arrays, which always hold `max_entries`.
-    pub entries: Option<u64>,
-}
-
-/// What `mipctl dataplane` prints.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DataplaneInfo {
-    pub pin_dir: Option<PathBuf>,
-    pub attachments: Vec<Attachment>,
-    pub maps: Vec<MapSummary>,
 }
 
 /// The loaded eBPF object. Dropping it detaches what is not pinned.

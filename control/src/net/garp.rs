@@ -6,6 +6,9 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::FromRawFd as _;
+use std::time::Duration;
+
+use tracing::{debug, warn};
 
 /// Length of an ARP packet for IPv4 over Ethernet, with its Ethernet header.
 pub const FRAME_LEN: usize = 42;
@@ -92,6 +95,41 @@ fn parse_arp_table(table: &str, addr: Ipv4Addr, ifname: &str) -> Option<[u8; 6]>
         }
         Some(out)
     })
+}
+
+/// Broadcasts a gratuitous ARP now and twice more, 500 ms apart (RFC 5944 §4.6: "SHOULD be
+/// retransmitted a small number of times"), without holding up the caller.
+pub fn announce(ifindex: u32, own_mac: [u8; 6], mac: [u8; 6], addr: Ipv4Addr) {
+    tokio::spawn(async move {
+        for i in 0..3 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Err(e) = send(ifindex, own_mac, mac, addr) {
+                warn!(%addr, ifindex, error = %e, "gratuitous ARP failed");
+                return;
+            }
+        }
+        debug!(%addr, ifindex, "gratuitous ARP sent");
+    });
+}
+
+/// RFC 5944 §4.6: when the HA accepts a deregistration from a mobile node back home, it MUST
+/// also broadcast a gratuitous ARP mapping the home address to the MN's own link-layer address
+/// (its radio range may differ from the MN's). We learn that address the way the kernel does:
+/// the reply to the MN makes the kernel resolve it, so wait for a complete entry (up to 2 s),
+/// then announce it three times.
+pub fn announce_returned(ifindex: u32, own_mac: [u8; 6], ifname: String, home_addr: Ipv4Addr) {
+    tokio::spawn(async move {
+        for _ in 0..40 {
+            if let Some(mac) = resolved_mac(home_addr, &ifname) {
+                announce(ifindex, own_mac, mac, home_addr);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        debug!(home = %home_addr, "mobile node's MAC not resolved; no gratuitous ARP on its behalf");
+    });
 }
 
 #[cfg(test)]

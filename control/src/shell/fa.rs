@@ -1,6 +1,7 @@
-//! `mipd --role fa`: the tokio shell around the foreign agent's sans-IO engines
-//! ([`crate::proto::fa`] for registration, [`crate::proto::advert`] for agent advertisements),
-//! in the manner of [`crate::daemon`]: it moves bytes and applies events, and decides nothing.
+//! `mipd` as a foreign agent (`role = "fa"`): the tokio shell around the foreign agent's
+//! sans-IO engines ([`crate::proto::fa`] for registration, [`crate::proto::advert`] for agent
+//! advertisements), over the [`super::driver`]: it moves bytes and applies events, and decides
+//! nothing.
 //!
 //! Sockets, and why (RFC 5944 §3.7):
 //! - one [`LinkSocket`] per served link: Registration Requests arrive with the link-layer
@@ -18,22 +19,24 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use mipx_common::maps::{
-    FaDataplaneConfig, FaVisitor, NEXTHOP_EPOCH_MS, VISITOR_REVERSE_TUNNEL, VISITOR_UDP_TUNNEL,
-};
+use mipx_common::maps::FaDataplaneConfig;
 
+use super::driver::{self, Shell};
 use crate::api::{self, DaemonStats, Request, Response, VisitorInfo};
-use crate::config::Advertise;
-use crate::config::{Config, FaSettings, ReverseTunnel, Role};
-use crate::daemon::{ApiCall, Dp, bind_api, error_chain, now_since, serve_api, setup_dataplane};
+use crate::config::{Advertise, Config, FaSettings, ReverseTunnel, Role};
+use crate::dataplane::setup::Dp;
+use crate::dataplane::sync;
+use crate::error_chain;
+use crate::net::clock::{Clock, unix_ms};
+use crate::net::iface::ipv4_prefix_len;
 use crate::net::link::{self, FrameAddrs, LinkFilter, LinkSocket, Payload};
+use crate::net::sockopt::{enable_recverr, read_error_queue};
 use crate::proto::Now;
 use crate::proto::advert::{AdvertisedRouter, Advertiser, AdvertiserConfig};
 use mipx_common::wire::AgentFlags;
@@ -71,8 +74,9 @@ struct Fa {
     /// Care-of address → its registration socket.
     sockets: BTreeMap<Ipv4Addr, Arc<UdpSocket>>,
     port: u16,
-    start: Instant,
+    clock: Clock,
     stats: DaemonStats,
+    inputs: mpsc::Receiver<Input>,
     /// Identification for the IPv4 headers we build.
     ip_id: u16,
     dataplane: Option<Dp>,
@@ -142,8 +146,7 @@ pub async fn run(config: Config) -> io::Result<()> {
     let settings = config
         .fa
         .ok_or_else(|| io::Error::other("role = \"fa\" needs an [fa] table"))?;
-    let start = Instant::now();
-    let now_for_setup = || now_since(start);
+    let clock = Clock::start();
     let mut links = Vec::new();
     for (i, iface) in settings.interfaces.iter().enumerate() {
         let field = |e: &dyn std::fmt::Display| {
@@ -185,7 +188,7 @@ pub async fn run(config: Config) -> io::Result<()> {
                 c.min_interval = (iface.advertisement_interval * 3 / 4).max(Duration::from_secs(1));
                 c.solicited_only = mode == Advertise::Solicited;
                 Some(
-                    Advertiser::new(c, now_for_setup(), u64::from(ifindex) ^ unix_ms()).map_err(
+                    Advertiser::new(c, clock.now(), u64::from(ifindex) ^ unix_ms()).map_err(
                         |e| io::Error::other(format!("fa.interface[{i}]: advertisements: {e}")),
                     )?,
                 )
@@ -213,32 +216,20 @@ pub async fn run(config: Config) -> io::Result<()> {
                     iface.care_of_addr, settings.port
                 ))
             })?;
-        // RFC 5944 §3.7.3: an ICMP error about a relay becomes a reply code (80-88) to the
-        // mobile node; IP_RECVERR queues such errors, with the datagram they are about.
         enable_recverr(&socket)?;
         sockets.insert(iface.care_of_addr, Arc::new(socket));
     }
     let engine = ForeignAgent::new(engine_config(&settings, &links));
-    let dataplane = match &config.dataplane {
-        Some(d) => Some(setup_dataplane(d, Role::Fa).map_err(|e| {
-            io::Error::other(format!(
-                "dataplane (pinned under {}): {}",
-                d.pin_dir.display(),
-                error_chain(&e)
-            ))
-        })?),
-        None => {
-            warn!(
-                "no [dataplane] table: registrations are relayed, but nothing is decapsulated or reverse-tunnelled"
-            );
-            None
-        }
-    };
+    let dataplane = driver::load_dataplane(
+        config.dataplane.as_ref(),
+        Role::Fa,
+        "registrations are relayed, but nothing is decapsulated or reverse-tunnelled",
+    )?;
     for (l, i) in links.iter().zip(&settings.interfaces) {
         info!(interface = %l.name, ifindex = l.ifindex, care_of = %i.care_of_addr, advertise = ?i.advertise, "serving as a foreign agent");
     }
 
-    let (in_tx, mut in_rx) = mpsc::channel::<Input>(1024);
+    let (in_tx, in_rx) = mpsc::channel::<Input>(1024);
     for (idx, l) in links.iter().enumerate() {
         let socket = Arc::clone(&l.socket);
         let tx = in_tx.clone();
@@ -293,16 +284,14 @@ pub async fn run(config: Config) -> io::Result<()> {
     }
     drop(in_tx);
 
-    let listener = bind_api(&config.api_socket)?;
-    info!(path = %config.api_socket.display(), "control API listening");
-    let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(64);
     let mut fa = Fa {
         engine,
         links,
         sockets,
         port: settings.port,
-        start,
+        clock,
         stats: DaemonStats::default(),
+        inputs: in_rx,
         ip_id: 1,
         dataplane,
         fa_config: FaDataplaneConfig {
@@ -316,55 +305,41 @@ pub async fn run(config: Config) -> io::Result<()> {
             .min(mipx_common::maps::MAX_VISITORS as usize),
     };
     fa.setup_fast_path(&settings);
-    let mut epoch_tick = tokio::time::interval(Duration::from_millis(NEXTHOP_EPOCH_MS));
-    epoch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    loop {
-        let deadline = fa.deadline();
-        tokio::select! {
-            Some(input) = in_rx.recv() => fa.input(input),
-            _ = tokio::time::sleep_until(deadline) => fa.handle_timeout(),
-            conn = listener.accept() => match conn {
-                Ok((stream, _)) => { tokio::spawn(serve_api(stream, api_tx.clone())); }
-                Err(e) => warn!(error = %e, "API accept failed"),
-            },
-            Some((req, reply)) = api_rx.recv() => {
-                fa.stats.api_requests += 1;
-                let _ = reply.send(fa.api(req));
-            }
-            _ = epoch_tick.tick(), if fa.dataplane.is_some() => fa.advance_epoch(),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
-        fa.flush().await;
-    }
-    info!("shutting down");
-    let _ = std::fs::remove_file(&config.api_socket);
-    Ok(())
+    driver::run(&mut fa, &config.api_socket).await
 }
 
-impl Fa {
-    fn now(&self) -> Now {
-        now_since(self.start)
+impl Shell for Fa {
+    type Input = Input;
+
+    fn clock(&self) -> Clock {
+        self.clock
     }
 
-    fn deadline(&self) -> tokio::time::Instant {
-        let base = tokio::time::Instant::from_std(self.start);
-        let next = self
-            .links
+    fn stats(&mut self) -> &mut DaemonStats {
+        &mut self.stats
+    }
+
+    async fn input(&mut self) -> Input {
+        match self.inputs.recv().await {
+            Some(input) => input,
+            // The readers run as long as their sockets; without any, only timers remain.
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn handle(&mut self, input: Input) {
+        self.input(input);
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.links
             .iter()
             .filter_map(|l| l.advertiser.as_ref()?.poll_timeout())
             .chain(self.engine.poll_timeout())
-            .min();
-        match next {
-            Some(at) => base + at,
-            None => tokio::time::Instant::now() + Duration::from_secs(3600),
-        }
+            .min()
     }
 
-    fn handle_timeout(&mut self) {
-        let now = self.now();
+    fn handle_timeout(&mut self, now: Now) {
         self.engine.handle_timeout(now);
         for l in &mut self.links {
             if let Some(a) = &mut l.advertiser {
@@ -373,8 +348,26 @@ impl Fa {
         }
     }
 
+    fn api(&mut self, req: Request) -> Response {
+        self.api_request(req)
+    }
+
+    async fn flush(&mut self) {
+        self.flush_engines().await;
+    }
+
+    fn has_epoch(&self) -> bool {
+        self.dataplane.is_some()
+    }
+
+    fn advance_epoch(&mut self) {
+        self.renew_fast_path();
+    }
+}
+
+impl Fa {
     fn input(&mut self, input: Input) {
-        let now = self.now();
+        let now = self.clock.now();
         match input {
             Input::Frame(idx, frame) => {
                 self.stats.datagrams_received += 1;
@@ -417,7 +410,7 @@ impl Fa {
     }
 
     /// Sends what the engine queued and applies its events.
-    async fn flush(&mut self) {
+    async fn flush_engines(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             match self.send(&t).await {
                 Ok(()) => self.stats.datagrams_sent += 1,
@@ -558,7 +551,7 @@ impl Fa {
     }
 
     /// Renews the fast path's cached FIB answers; drops adopted visitors whose lifetime ended.
-    fn advance_epoch(&mut self) {
+    fn renew_fast_path(&mut self) {
         let Some(dp) = &mut self.dataplane else {
             return;
         };
@@ -588,32 +581,8 @@ impl Fa {
         let Some(dp) = &mut self.dataplane else {
             return;
         };
-        if v.co_located {
+        let Some(entry) = sync::fa_visitor(v, self.clock.uptime(), unix_ms()) else {
             return;
-        }
-        let expires_unix_ms = match v.remaining(self.start.elapsed()) {
-            Some(left) => unix_ms() + left.as_millis() as u64,
-            None => u64::MAX,
-        };
-        let entry = FaVisitor {
-            care_of_addr: v.care_of_addr.octets(),
-            home_agent: v.home_agent.octets(),
-            ifindex: v.iface,
-            flags: if v.reverse_tunnel {
-                VISITOR_REVERSE_TUNNEL
-            } else {
-                0
-            } | if v.udp_keepalive.is_some() {
-                VISITOR_UDP_TUNNEL
-            } else {
-                0
-            },
-            mac: v.mac,
-            lifetime: v.lifetime,
-            source_port: v.source.port().to_be_bytes(),
-            identification: v.identification,
-            expires_unix_ms,
-            ..FaVisitor::default()
         };
         if let Err(e) = dp.dp.upsert_visitor(v.home_addr, entry) {
             dp.errors += 1;
@@ -631,18 +600,10 @@ impl Fa {
         }
     }
 
-    fn api(&mut self, req: Request) -> Response {
-        let now = self.now();
+    fn api_request(&mut self, req: Request) -> Response {
+        let now = self.clock.now();
         match req {
-            Request::Status => Response::Status(api::Status {
-                role: "fa".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                uptime_secs: self.start.elapsed().as_secs(),
-                ha: None,
-                mn: None,
-                interfaces: None,
-                vpn: None,
-            }),
+            Request::Status => Response::Status(driver::status("fa", self.clock)),
             Request::Visitors => {
                 let mut rows: Vec<VisitorInfo> = self
                     .engine
@@ -668,156 +629,15 @@ impl Fa {
                 Response::Visitors(rows)
             }
             Request::Stats => Response::Stats(api::Stats {
-                ha: None,
-                mn: None,
                 fa: Some(Box::new(self.engine.stats().clone())),
-                daemon: self.stats.clone(),
-                dataplane: Dp::counters(self.dataplane.as_ref()),
+                ..driver::stats(&self.stats, self.dataplane.as_ref())
             }),
-            Request::Dataplane => Dp::info_response(self.dataplane.as_ref()),
+            Request::Dataplane => driver::dataplane_info(self.dataplane.as_ref()),
             Request::Bindings | Request::Register { .. } | Request::Deregister => Response::Error {
                 message: "not available on a foreign agent; see `mipctl visitors`".into(),
             },
         }
     }
-}
-
-fn enable_recverr(socket: &UdpSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a live c_int of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_RECVERR,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Drains the socket's error queue (MSG_ERRQUEUE): for each ICMP Destination Unreachable, the
-/// home agent the datagram was sent to, what the ICMP code says, and the datagram (our relay).
-/// Other errors are skipped.
-fn read_error_queue(socket: &UdpSocket) -> Vec<(Ipv4Addr, IcmpUnreachable, Vec<u8>)> {
-    use std::os::fd::AsRawFd as _;
-    /// `SO_EE_ORIGIN_ICMP` (linux/errqueue.h).
-    const ORIGIN_ICMP: u8 = 2;
-    const DEST_UNREACHABLE: u8 = 3;
-    #[repr(C, align(8))]
-    struct Control([u8; 256]);
-    let mut out = Vec::new();
-    for _ in 0..64 {
-        let mut data = [0u8; 2048];
-        let mut control = Control([0; 256]);
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: all-zero is a valid msghdr; the pointers are set to live buffers below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = control.0.len();
-        // SAFETY: `msg` points at buffers that outlive the call, with their lengths.
-        let n = unsafe {
-            libc::recvmsg(
-                socket.as_raw_fd(),
-                &raw mut msg,
-                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            break;
-        }
-        let mut err: Option<libc::sock_extended_err> = None;
-        // SAFETY: walking the control buffer the kernel filled, with the CMSG macros.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_RECVERR {
-                    err = Some(std::ptr::read_unaligned(
-                        libc::CMSG_DATA(c).cast::<libc::sock_extended_err>(),
-                    ));
-                }
-                c = libc::CMSG_NXTHDR(&raw const msg, c);
-            }
-        }
-        let Some(e) = err else { continue };
-        if e.ee_origin != ORIGIN_ICMP {
-            continue;
-        }
-        let kind = if e.ee_type == DEST_UNREACHABLE {
-            IcmpUnreachable::from_unreachable_code(e.ee_code)
-        } else {
-            IcmpUnreachable::Other
-        };
-        let ha = Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr));
-        out.push((ha, kind, data[..n as usize].to_vec()));
-    }
-    out
-}
-
-/// The prefix length of `addr` on interface `name`, if it has that address.
-fn ipv4_prefix_len(name: &str, addr: Ipv4Addr) -> Option<u8> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut at = list;
-    while !at.is_null() {
-        // SAFETY: `at` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*at };
-        at = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string; ifa_addr a valid sockaddr.
-        let (ifname, family) = unsafe {
-            (
-                std::ffi::CStr::from_ptr(ifa.ifa_name),
-                (*ifa.ifa_addr).sa_family,
-            )
-        };
-        if family != libc::AF_INET as u16 || ifname.to_bytes() != name.as_bytes() {
-            continue;
-        }
-        // SAFETY: an AF_INET address and netmask are sockaddr_in.
-        let (a, m) = unsafe {
-            (
-                (*ifa.ifa_addr.cast::<libc::sockaddr_in>()).sin_addr.s_addr,
-                (*ifa.ifa_netmask.cast::<libc::sockaddr_in>())
-                    .sin_addr
-                    .s_addr,
-            )
-        };
-        if Ipv4Addr::from(u32::from_be(a)) == addr {
-            found = Some(u32::from_be(m).count_ones() as u8);
-            break;
-        }
-    }
-    // SAFETY: `list` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
-    found
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 fn mac_str(m: [u8; 6]) -> String {
