@@ -216,7 +216,7 @@ impl LoadGen {
             .with_context(|| format!("connecting to {server}"))?;
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
         // Replies must never be dropped at our end: a window of replies fits many times over.
-        super::registration::set_rcvbuf(&socket, 4 << 20)?;
+        set_rcvbuf(&socket, 4 << 20)?;
         let mac = <HmacMd5 as hmac::KeyInit>::new_from_slice(&pop.key)
             .expect("HMAC takes any key length");
         Ok(LoadGen {
@@ -494,4 +494,25 @@ pub(crate) fn thread_cpu_time() -> Duration {
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Sets SO_RCVBUF (the kernel caps it at `net.core.rmem_max` and doubles it). It lives with the
+/// generator, whose socket needs it, and `registration`'s echo baseline imports it from here:
+/// `registration` drives the generator, so the dependency runs one way only.
+pub(super) fn set_rcvbuf(socket: &UdpSocket, bytes: usize) -> Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, option value pointer and length for an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("SO_RCVBUF");
+    }
+    Ok(())
 }

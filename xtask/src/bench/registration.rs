@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use super::loadgen::{Failures, LoadGen, Peer, Phase, PhaseResult, Population, REQUEST_LEN};
+use super::loadgen::{
+    Failures, LoadGen, Peer, Phase, PhaseResult, Population, REQUEST_LEN, set_rcvbuf,
+};
 use super::{Machine, Spread, pin_to_cpu, thousands, update_benchmarks_md, workspace_root};
 use crate::cmd;
 
@@ -724,26 +726,6 @@ fn udp_socket_drops(port: u16) -> u64 {
         .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
         .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
         .sum()
-}
-
-/// Sets SO_RCVBUF (the kernel caps it at `net.core.rmem_max` and doubles it).
-pub(super) fn set_rcvbuf(socket: &UdpSocket, bytes: usize) -> Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket descriptor, option value pointer and length for an int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const size).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("SO_RCVBUF");
-    }
-    Ok(())
 }
 
 /// A UDP port on 127.0.0.1 that is free right now (the kernel picks it).
