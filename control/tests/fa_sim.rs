@@ -2,28 +2,34 @@
 //! nodes on a link, our `ForeignAgent` in front of real `HomeAgent`s, a virtual clock, in
 //! memory (DESIGN.md §6). No sockets, no sleeping.
 //!
-//! The mobile node's requests are built here by hand: the fixed part with the wire `Repr`s,
-//! extensions as raw type-length-value bytes from the RFC figures, authenticators with
-//! `auth::sign`. `proto::mn::MobileNode` only registers co-located care-of addresses directly
-//! with its home agent.
+//! The mobile node's requests are built here by hand with `util::Msg`: the fixed part with the
+//! wire `Repr`s, extensions as raw type-length-value bytes from the RFC figures, authenticators
+//! with `auth::sign`. `proto::mn::MobileNode` only registers co-located care-of addresses
+//! directly with its home agent.
+
+#[allow(
+    dead_code,
+    reason = "shared by the protocol simulations: what only the others use must not warn here"
+)]
+mod util;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, ExtensionIter, ICMP_ECHO_REQUEST, KeepaliveRepr, MIP_PORT, ReplyCode, ReplyPacket,
-    ReplyRepr, RequestFlags, RequestPacket, RequestRepr,
+    Extension, ExtensionIter, ICMP_ECHO_REQUEST, KeepaliveRepr, MIP_PORT, ReplyCode, ReplyRepr,
+    RequestFlags, RequestPacket, RequestRepr,
 };
-use mipx_control::auth::{self, Key, ReplayProtection, SecurityAssociation};
 use mipx_control::proto::fa::{
     DeliveryStyle, FaConfig, FaEvent, FaInterface, FaTransmit, ForeignAgent, FromMobile,
     IcmpUnreachable, LinkTarget, PeerSa, ReverseTunnelPolicy, UdpTunnelling, VisitorRow,
 };
-use mipx_control::proto::ha::{
-    ForeignAgentEntry, HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
-    UdpTunnelPolicy,
-};
+use mipx_control::proto::ha::{ForeignAgentEntry, HaConfig, HaEvent, HomeAgent, RemovalReason};
 use mipx_control::proto::{Now, Transmit, ntp_timestamp};
+use util::{
+    FA_HA, FA_HA_KEY, FA_HA_SPI, HA, HOME, KEY, MN_HA, MN_NAI, Msg, NAI, SPI, START, auth_exts,
+    ha_config, mn_config, parse_reply, sa, verifies,
+};
 
 /// The foreign agent's link: its address there, and the care-of addresses it offers.
 const IFACE: u32 = 3;
@@ -31,12 +37,8 @@ const FA_LINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const COA2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
-/// The internal home agent and the mobile node's home address there.
-const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
-const SPI: u32 = 0x1000;
-const KEY: &[u8] = b"shared secret";
-/// RFC 5265: the external home agent, and the same node's external home address.
+/// RFC 5265: the external home agent, and the same node's external home address (the internal
+/// ones are `util::HA` and `util::HOME`).
 const XHA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const XHOME: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
 const XKEY: &[u8] = b"external secret";
@@ -44,30 +46,14 @@ const XKEY: &[u8] = b"external secret";
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const MAC2: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const MN_PORT: u16 = 50_434;
-const NAI: &[u8] = b"mn1@example.org";
 
-/// Extension type numbers, from the RFC figures.
-const MN_HA: u8 = 32;
-const MN_FA: u8 = 33;
-const FA_HA: u8 = 34;
+/// Extension type numbers, from the RFC figures, beyond `util`'s.
+const MN_FA: u8 = 33; // RFC 5944 §3.5.3
 const EDS: u8 = 130; // RFC 3024 §3.3
-const MN_NAI: u8 = 131; // RFC 2794 §2
 const UDP_TUNNEL_REQUEST: u8 = 144; // RFC 3519 §3.1
 
-const FA_HA_SPI: u32 = 0x2000;
-const FA_HA_KEY: &[u8] = b"fa-ha secret";
 const MN_FA_SPI: u32 = 0x3000;
 const MN_FA_KEY: &[u8] = b"mn-fa secret";
-
-fn sa(spi: u32, key: &[u8]) -> SecurityAssociation {
-    SecurityAssociation {
-        spi,
-        key: Key::new(key.to_vec()),
-        replay: ReplayProtection::Timestamp {
-            tolerance: Duration::from_secs(7),
-        },
-    }
-}
 
 fn home_agent(address: Ipv4Addr, home: Ipv4Addr, key: &[u8]) -> HomeAgent {
     home_agent_with_fas(address, home, key, vec![])
@@ -81,15 +67,8 @@ fn home_agent_with_fas(
     foreign_agents: Vec<ForeignAgentEntry>,
 ) -> HomeAgent {
     HomeAgent::new(HaConfig {
-        address,
-        max_lifetime: 600,
-        mobile_nodes: vec![MobileNodeEntry {
-            home_addrs: HomeAddrs::Single(home),
-            sa: sa(SPI, key),
-        }],
         foreign_agents,
-        udp_tunnel: UdpTunnelPolicy::default(),
-        trusted_networks: None,
+        ..ha_config(address, home, sa(SPI, key))
     })
 }
 
@@ -105,87 +84,6 @@ fn fa_config() -> FaConfig {
         encapsulating_delivery: true,
         ..FaConfig::default()
     }
-}
-
-/// A registration message under construction: the fixed part from the wire `Repr`s, then
-/// extensions appended as raw bytes, authentication extensions signed over everything before
-/// them (RFC 5944 §3.5.1).
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn request(
-        flags: u8,
-        lifetime: u16,
-        home: Ipv4Addr,
-        ha: Ipv4Addr,
-        coa: Ipv4Addr,
-        id: u64,
-    ) -> Msg {
-        let mut b = vec![0u8; RequestRepr::LEN];
-        RequestRepr {
-            flags: RequestFlags(flags),
-            lifetime,
-            home_addr: home,
-            home_agent: ha,
-            care_of_addr: coa,
-            identification: id,
-        }
-        .emit(&mut RequestPacket::new_unchecked(&mut b[..]))
-        .unwrap();
-        Msg(b)
-    }
-
-    fn reply(code: u8, lifetime: u16, home: Ipv4Addr, ha: Ipv4Addr, id: u64) -> Msg {
-        let mut b = vec![0u8; ReplyRepr::LEN];
-        ReplyRepr {
-            code: ReplyCode::from(code),
-            lifetime,
-            home_addr: home,
-            home_agent: ha,
-            identification: id,
-        }
-        .emit(&mut ReplyPacket::new_unchecked(&mut b[..]))
-        .unwrap();
-        Msg(b)
-    }
-
-    fn ext(mut self, kind: u8, data: &[u8]) -> Msg {
-        self.0.push(kind);
-        self.0.push(data.len() as u8);
-        self.0.extend_from_slice(data);
-        self
-    }
-
-    /// Type, Length 20, SPI, a 16-byte HMAC-MD5 authenticator (§3.5.2-3.5.4).
-    fn auth(mut self, kind: u8, spi: u32, key: &[u8]) -> Msg {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[kind, 20]);
-        self.0.extend_from_slice(&spi.to_be_bytes());
-        self.0.extend_from_slice(&[0; 16]);
-        auth::sign(&mut self.0, at, &Key::new(key.to_vec()));
-        self
-    }
-
-    fn bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-/// The authentication extensions of a message: (offset, type, SPI, authenticator).
-fn auth_exts(msg: &[u8], fixed_len: usize) -> Vec<(usize, u8, u32, Vec<u8>)> {
-    ExtensionIter::new(msg, fixed_len)
-        .map(|e| e.expect("extensions parse"))
-        .filter_map(|(at, e)| {
-            e.auth()
-                .map(|a| (at, e.kind(), a.spi, a.authenticator.to_vec()))
-        })
-        .collect()
-}
-
-/// Checks the authenticator of the extension at `at` with `key`.
-fn verifies(msg: &[u8], at: usize, key: &[u8]) -> bool {
-    let auth = &msg[at + 6..at + 22];
-    auth::verify(msg, at, auth, &Key::new(key.to_vec()))
 }
 
 fn from_mn(mac: [u8; 6], src: Ipv4Addr, ttl: u8) -> FromMobile {
@@ -232,10 +130,7 @@ struct World {
 impl World {
     fn new(config: FaConfig) -> Self {
         World {
-            now: Now {
-                mono: Duration::from_secs(100),
-                unix: Duration::from_secs(1_795_000_000),
-            },
+            now: START,
             fa: ForeignAgent::new(config),
             has: vec![
                 (HA, home_agent(HA, HOME, KEY)),
@@ -333,7 +228,7 @@ impl World {
             let mut bytes = r.payload;
             if self.reply_path != ReplyPath::Intact {
                 let exts = auth_exts(&bytes, ReplyRepr::LEN);
-                let &(at, kind, _, _) = exts.last().expect("an authentication extension");
+                let &(at, kind, _) = exts.last().expect("an authentication extension");
                 assert_eq!(kind, FA_HA, "the home agent's reply ends with FA-HA");
                 if self.reply_path == ReplyPath::StripFaHa {
                     bytes.truncate(at);
@@ -377,10 +272,6 @@ impl World {
 /// Builds one request for a table of cases.
 type Build<'a> = Box<dyn Fn(&mut World) -> Vec<u8> + 'a>;
 
-fn parse_reply(t: &FaTransmit) -> ReplyRepr {
-    ReplyRepr::parse(&ReplyPacket::new_checked(&t.payload[..]).expect("a reply")).unwrap()
-}
-
 /// The one reply the mobile node got, checked for the addressing of §3.7.2.3.
 fn only_reply(got: &[FaTransmit], home: Ipv4Addr, mac: [u8; 6]) -> ReplyRepr {
     assert_eq!(got.len(), 1, "exactly one reply to the mobile node");
@@ -388,13 +279,13 @@ fn only_reply(got: &[FaTransmit], home: Ipv4Addr, mac: [u8; 6]) -> ReplyRepr {
     assert_eq!(t.link, Some(LinkTarget { iface: IFACE, mac }));
     assert_eq!(t.dst, SocketAddrV4::new(home, MN_PORT));
     assert_eq!(t.src, FA_LINK, "from the address the request was sent to");
-    parse_reply(t)
+    parse_reply(&t.payload)
 }
 
 /// End of the MN-HA extension of a message whose MN-HA extension is the first authentication
 /// extension.
 fn mn_ha_end(msg: &[u8], fixed_len: usize) -> usize {
-    let (at, kind, _, _) = auth_exts(msg, fixed_len)[0];
+    let (at, kind, _) = auth_exts(msg, fixed_len)[0];
     assert_eq!(kind, MN_HA);
     at + 22
 }
@@ -991,9 +882,9 @@ fn ha_reply_fa_ha(t: &Transmit, key: &[u8]) -> (ReplyCode, u16, bool) {
     let exts = auth_exts(r, ReplyRepr::LEN);
     let kinds: Vec<u8> = exts.iter().map(|e| e.1).collect();
     assert_eq!(kinds, [MN_HA, FA_HA], "MN-HA, then FA-HA");
-    let (at, _, spi, _) = exts[1];
+    let (at, _, spi) = exts[1];
     assert_eq!((spi, r.len()), (FA_HA_SPI, at + 22));
-    let fixed = ReplyRepr::parse(&ReplyPacket::new_checked(&r[..]).unwrap()).unwrap();
+    let fixed = parse_reply(r);
     (fixed.code, fixed.lifetime, verifies(r, at, key))
 }
 
@@ -1027,7 +918,7 @@ fn foreign_home_authentication() {
     assert_eq!(relay[..end], req[..end]);
     let exts = auth_exts(relay, RequestRepr::LEN);
     assert_eq!(exts.len(), 2);
-    let (at, kind, spi, _) = exts[1];
+    let (at, kind, spi) = exts[1];
     assert_eq!((at, kind, spi), (end, FA_HA, FA_HA_SPI));
     assert_eq!(relay.len(), end + 22, "the FA-HA extension ends the relay");
     assert!(verifies(relay, at, FA_HA_KEY));
@@ -1199,7 +1090,7 @@ fn fa_ha_extension_matches_the_fixture_generator() {
     });
     let now = Now {
         mono: Duration::from_secs(1),
-        unix: Duration::from_secs(1_795_000_000),
+        ..START
     };
     fa.handle_from_mobile(
         now,
@@ -1576,7 +1467,7 @@ fn bad_input_never_creates_a_visitor() {
     assert!(w.fa.stats().dropped_request_unknown_extension >= 1);
     assert!(w.fa.stats().denied.get(&70).is_some_and(|&n| n >= 1));
     for t in &w.to_mobile {
-        let _ = parse_reply(t);
+        let _ = parse_reply(&t.payload);
     }
     // Everything the home agent saw again was refused (a replayed Identification, 133, or a
     // broken authenticator, 131), so the one visitor is exactly as registered.
@@ -1614,7 +1505,7 @@ fn bad_input_never_creates_a_visitor() {
     w.fa.handle_from_home_agent(w.now, ha_from, &[3; 200]);
     w.pump();
     for t in &w.to_mobile {
-        let _ = parse_reply(t);
+        let _ = parse_reply(&t.payload);
     }
     assert!(w.fa.visitors(w.now).len() <= 1);
 }
@@ -1898,10 +1789,10 @@ fn co_located_through_an_agent_behind_a_nat() {
     .bytes();
     ha.handle_datagram(w.now, NAT, HA, &bad);
     let t = ha.poll_transmit().unwrap();
-    let code = ReplyRepr::parse(&ReplyPacket::new_checked(&t.payload[..]).unwrap())
-        .unwrap()
-        .code;
-    assert_eq!(code, ReplyCode::HaPoorlyFormedRequest);
+    assert_eq!(
+        parse_reply(&t.payload).code,
+        ReplyCode::HaPoorlyFormedRequest
+    );
 }
 
 /// RFC 3519 §4.4, §4.11 with the real mobile node engine: a co-located care-of address
@@ -1911,23 +1802,9 @@ fn co_located_through_an_agent_behind_a_nat() {
 /// node's own NAT mapping. Through an agent without 'U' there is no UDP Tunnel Request at all.
 #[test]
 fn the_mobile_node_registers_co_located_through_an_agent_with_u() {
-    use mipx_control::proto::mn::{MnConfig, MobileNode, NatTraversal, ViaAgent};
+    use mipx_control::proto::mn::{MobileNode, ViaAgent};
     let colocated = Ipv4Addr::new(192, 0, 2, 77);
-    let node = || {
-        MobileNode::new(MnConfig {
-            home_addr: HOME,
-            home_agent: HA,
-            sa: sa(SPI, KEY),
-            lifetime: 600,
-            reverse_tunnel: true,
-            initial_retransmit: Duration::from_secs(1),
-            max_retransmit: Duration::from_secs(8),
-            report_after_attempts: 3,
-            nai: None,
-            nat_traversal: NatTraversal::default(),
-            renew_every: None,
-        })
-    };
+    let node = || MobileNode::new(mn_config(HOME, HA, sa(SPI, KEY)));
     let agent = ViaAgent {
         addr: FA_LINK,
         mac: [2, 0, 0, 0, 0, 1],

@@ -1,66 +1,42 @@
 //! Protocol simulations: a mobile node and a home agent in memory, with a virtual clock,
 //! loss and clock skew (DESIGN.md §6). No sockets, no sleeping.
 
+#[expect(
+    dead_code,
+    reason = "this simulation builds requests only: `Msg::reply` and `Msg::bytes` stay unused"
+)]
+mod util;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, ExtensionIter, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
-    RequestPacket, RequestRepr, UdpTunnelReply,
+    Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
+    UdpTunnelReply,
 };
-use mipx_control::auth::{self, Key, ReplayProtection, SecurityAssociation};
+use mipx_control::auth::{self, Key};
 use mipx_control::proto::ha::{
-    ForeignAgentEntry, HaConfig, HaEvent, HomeAddrs, HomeAgent, MobileNodeEntry, RemovalReason,
-    Subnet, UdpTunnelPolicy,
+    ForeignAgentEntry, HaEvent, HomeAgent, RemovalReason, Subnet, UdpTunnelPolicy,
 };
-use mipx_control::proto::mn::{
-    MnConfig, MnEvent, MnState, MobileNode, NatTraversal, NatTraversalMode,
-};
+use mipx_control::proto::mn::{MnConfig, MnEvent, MnState, MobileNode, NatTraversalMode};
 use mipx_control::proto::{Now, Transmit, ntp_timestamp};
+use util::{
+    FA_HA, FA_HA_KEY, FA_HA_SPI, HA, HOME, KEY, MN_HA, MN_NAI, Msg, NAI, SPI, START, auth_exts,
+    ha_config, mn_config, parse_reply, sa, verifies,
+};
 
-const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 const COA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const COA2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const SPI: u32 = 0x1000;
-
-fn sa(key: &[u8]) -> SecurityAssociation {
-    SecurityAssociation {
-        spi: SPI,
-        key: Key::new(key.to_vec()),
-        replay: ReplayProtection::Timestamp {
-            tolerance: Duration::from_secs(7),
-        },
-    }
-}
 
 fn ha() -> HomeAgent {
-    HomeAgent::new(HaConfig {
-        address: HA,
-        max_lifetime: 600,
-        mobile_nodes: vec![MobileNodeEntry {
-            home_addrs: HomeAddrs::Single(HOME),
-            sa: sa(b"shared secret"),
-        }],
-        foreign_agents: vec![],
-        udp_tunnel: UdpTunnelPolicy::default(),
-        trusted_networks: None,
-    })
+    HomeAgent::new(ha_config(HA, HOME, sa(SPI, KEY)))
 }
 
 fn mn(key: &[u8]) -> MobileNode {
     MobileNode::new(MnConfig {
-        home_addr: HOME,
-        home_agent: HA,
-        sa: sa(key),
         lifetime: 1800,
-        reverse_tunnel: true,
-        initial_retransmit: Duration::from_secs(1),
-        max_retransmit: Duration::from_secs(8),
-        report_after_attempts: 3,
-        nai: Some("mn1@example.org".into()),
-        nat_traversal: NatTraversal::default(),
-        renew_every: None,
+        nai: Some(std::str::from_utf8(NAI).expect("an ASCII NAI").into()),
+        ..mn_config(HOME, HA, sa(SPI, key))
     })
 }
 
@@ -85,10 +61,7 @@ struct World {
 impl World {
     fn new(mn: MobileNode) -> Self {
         World {
-            now: Now {
-                mono: Duration::from_secs(100),
-                unix: Duration::from_secs(1_795_000_000),
-            },
+            now: START,
             mn,
             ha: ha(),
             mn_events: vec![],
@@ -809,22 +782,15 @@ fn internal_home_agent_answers_only_trusted_networks() {
 
 // --- Foreign-Home authentication at the home agent (RFC 5944 §3.5.4, §3.8.1, §3.8.2.1) ---
 //
-// The relays are built here by hand, as a foreign agent sends them (§3.7.2.2): the mobile
-// node's request (fixed part from the wire `Repr`, extensions as raw bytes from the RFC
-// figures), then the foreign agent's Foreign-Home Authentication Extension, each authenticator
-// computed with `auth::sign` over everything before it (§3.5.1).
+// The relays are built here by hand with `util::Msg`, as a foreign agent sends them
+// (§3.7.2.2): the mobile node's request (fixed part from the wire `Repr`, extensions as raw
+// bytes from the RFC figures), then the foreign agent's Foreign-Home Authentication
+// Extension, each authenticator computed with `auth::sign` over everything before it (§3.5.1).
 
 /// The foreign agent's care-of address: the source of its relays.
 const FA_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// A foreign agent we share no association with.
 const OTHER_FA_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
-const FA_SPI: u32 = 0x2000;
-const FA_KEY: &[u8] = b"fa-ha secret";
-const MN_KEY: &[u8] = b"shared secret";
-/// Extension types, from the RFC figures (§3.5.2, §3.5.4).
-const MN_HA: u8 = 32;
-const FA_HA: u8 = 34;
-const MN_NAI: u8 = 131; // RFC 2794 §2
 
 fn ha_with_fa(fas: &[(Ipv4Addr, u32, &[u8])]) -> HomeAgent {
     let mut config = ha().config().clone();
@@ -832,67 +798,20 @@ fn ha_with_fa(fas: &[(Ipv4Addr, u32, &[u8])]) -> HomeAgent {
         .iter()
         .map(|&(address, spi, key)| ForeignAgentEntry {
             address,
-            sa: SecurityAssociation { spi, ..sa(key) },
+            sa: sa(spi, key),
         })
         .collect();
     HomeAgent::new(config)
 }
 
-/// A registration message under construction.
-#[derive(Clone)]
-struct Msg(Vec<u8>);
-
 impl Msg {
-    fn request(lifetime: u16, coa: Ipv4Addr, id: u64) -> Msg {
-        let mut b = vec![0u8; RequestRepr::LEN];
-        RequestRepr {
-            flags: RequestFlags(RequestFlags::T),
-            lifetime,
-            home_addr: HOME,
-            home_agent: HA,
-            care_of_addr: coa,
-            identification: id,
-        }
-        .emit(&mut RequestPacket::new_unchecked(&mut b[..]))
-        .unwrap();
-        Msg(b)
-    }
-
-    fn ext(mut self, kind: u8, data: &[u8]) -> Msg {
-        self.0.push(kind);
-        self.0.push(data.len() as u8);
-        self.0.extend_from_slice(data);
-        self
-    }
-
-    /// Type, Length 20, SPI, a 16-byte HMAC-MD5 authenticator.
-    fn auth(mut self, kind: u8, spi: u32, key: &[u8]) -> Msg {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[kind, 20]);
-        self.0.extend_from_slice(&spi.to_be_bytes());
-        self.0.extend_from_slice(&[0; 16]);
-        auth::sign(&mut self.0, at, &Key::new(key.to_vec()));
-        self
-    }
-
-    /// The mobile node's part of a request: the NAI and its MN-HA extension.
+    /// The mobile node's part of a relayed request ('T', our home agent): the NAI and its
+    /// MN-HA extension.
     fn from_mn(lifetime: u16, coa: Ipv4Addr, id: u64, key: &[u8]) -> Msg {
-        Msg::request(lifetime, coa, id)
-            .ext(MN_NAI, b"mn1@example.org")
+        Msg::request(RequestFlags::T, lifetime, HOME, HA, coa, id)
+            .ext(MN_NAI, NAI)
             .auth(MN_HA, SPI, key)
     }
-}
-
-/// The authentication extensions of a reply: (offset, type, SPI).
-fn reply_auth_exts(r: &[u8]) -> Vec<(usize, u8, u32)> {
-    ExtensionIter::new(r, ReplyRepr::LEN)
-        .map(|e| e.expect("the home agent's extensions parse"))
-        .filter_map(|(at, e)| e.auth().map(|a| (at, e.kind(), a.spi)))
-        .collect()
-}
-
-fn verifies(msg: &[u8], at: usize, key: &[u8]) -> bool {
-    auth::verify(msg, at, &msg[at + 6..at + 22], &Key::new(key.to_vec()))
 }
 
 /// A reply checked for what the foreign agent and the mobile node need: addressed to the
@@ -903,23 +822,23 @@ fn checked_reply(t: &Transmit, to: SocketAddrV4, fa_key: Option<&[u8]>) -> Reply
     assert_eq!(t.dst, to);
     assert_eq!(t.src, Some(HA));
     let r = &t.payload;
-    let exts = reply_auth_exts(r);
+    let exts = auth_exts(r, ReplyRepr::LEN);
     let (mn_at, kind, spi) = exts[0];
     assert_eq!((kind, spi), (MN_HA, SPI));
-    assert!(verifies(r, mn_at, MN_KEY), "MN-HA verifies");
+    assert!(verifies(r, mn_at, KEY), "MN-HA verifies");
     match fa_key {
         None => assert_eq!(exts.len(), 1, "no FA-HA extension"),
         Some(key) => {
             assert_eq!(exts.len(), 2);
             let (at, kind, spi) = exts[1];
-            assert_eq!((kind, spi), (FA_HA, FA_SPI));
+            assert_eq!((kind, spi), (FA_HA, FA_HA_SPI));
             assert_eq!(at, mn_at + 22, "right after MN-HA");
             assert_eq!(r.len(), at + 22, "and last");
             assert!(verifies(r, at, key), "FA-HA verifies with the FA's key");
             assert!(!verifies(r, at, b"another key"));
         }
     }
-    ReplyRepr::parse(&ReplyPacket::new_checked(&r[..]).unwrap()).unwrap()
+    parse_reply(r)
 }
 
 /// A home agent, its clock, and fresh identifications.
@@ -932,10 +851,7 @@ struct Home {
 impl Home {
     fn new(ha: HomeAgent) -> Home {
         Home {
-            now: Now {
-                mono: Duration::from_secs(100),
-                unix: Duration::from_secs(1_795_000_000),
-            },
+            now: START,
             ha,
             last_id: 0,
         }
@@ -969,12 +885,12 @@ fn at_fa(addr: Ipv4Addr) -> SocketAddrV4 {
 /// Identification is not consumed, so the genuine relay still goes through.
 #[test]
 fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
-    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_HA_SPI, FA_HA_KEY)]));
     let id = h.next_id();
-    let good = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI, FA_KEY);
+    let good = Msg::from_mn(1800, FA_COA, id, KEY).auth(FA_HA, FA_HA_SPI, FA_HA_KEY);
     let got = h.relay(FA_COA, &good.0);
     assert_eq!(got.len(), 1);
-    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY));
     assert_eq!(
         (r.code, r.lifetime, r.identification),
         (ReplyCode::Accepted, 600, id)
@@ -985,41 +901,43 @@ fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
     let bad: [(&str, BuildRelay); 6] = [
         (
             "missing",
-            Box::new(|id| Msg::from_mn(1800, FA_COA, id, MN_KEY)),
+            Box::new(|id| Msg::from_mn(1800, FA_COA, id, KEY)),
         ),
         (
             "duplicated",
             Box::new(|id| {
-                Msg::from_mn(1800, FA_COA, id, MN_KEY)
-                    .auth(FA_HA, FA_SPI, FA_KEY)
-                    .auth(FA_HA, FA_SPI, FA_KEY)
+                Msg::from_mn(1800, FA_COA, id, KEY)
+                    .auth(FA_HA, FA_HA_SPI, FA_HA_KEY)
+                    .auth(FA_HA, FA_HA_SPI, FA_HA_KEY)
             }),
         ),
         (
             "wrong SPI",
-            Box::new(|id| Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, FA_KEY)),
+            Box::new(|id| {
+                Msg::from_mn(1800, FA_COA, id, KEY).auth(FA_HA, FA_HA_SPI + 1, FA_HA_KEY)
+            }),
         ),
         (
             "bad authenticator",
             Box::new(|id| {
-                Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI, b"not the fa key")
+                Msg::from_mn(1800, FA_COA, id, KEY).auth(FA_HA, FA_HA_SPI, b"not the fa key")
             }),
         ),
         (
             "before MN-HA",
             Box::new(|id| {
-                Msg::request(1800, FA_COA, id)
-                    .auth(FA_HA, FA_SPI, FA_KEY)
-                    .auth(MN_HA, SPI, MN_KEY)
+                Msg::request(RequestFlags::T, 1800, HOME, HA, FA_COA, id)
+                    .auth(FA_HA, FA_HA_SPI, FA_HA_KEY)
+                    .auth(MN_HA, SPI, KEY)
             }),
         ),
         (
             "a skippable extension after it, then a second one",
             Box::new(|id| {
-                Msg::from_mn(1800, FA_COA, id, MN_KEY)
-                    .auth(FA_HA, FA_SPI, FA_KEY)
+                Msg::from_mn(1800, FA_COA, id, KEY)
+                    .auth(FA_HA, FA_HA_SPI, FA_HA_KEY)
                     .ext(200, b"x")
-                    .auth(FA_HA, FA_SPI, FA_KEY)
+                    .auth(FA_HA, FA_HA_SPI, FA_HA_KEY)
             }),
         ),
     ];
@@ -1027,7 +945,7 @@ fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
         let id = h.next_id();
         let got = h.relay(FA_COA, &build(id).0);
         assert_eq!(got.len(), 1, "{what}: one reply");
-        let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+        let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY));
         assert_eq!(
             (r.code, r.lifetime, r.identification),
             (ReplyCode::HaForeignAgentFailedAuth, 0, id),
@@ -1043,15 +961,15 @@ fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
     // The last denied Identification was not consumed: the genuine relay of the same request
     // is accepted (and a move to another care-of address is just as authenticated).
     let id = h.next_id();
-    let missing = Msg::from_mn(1800, FA_COA, id, MN_KEY);
+    let missing = Msg::from_mn(1800, FA_COA, id, KEY);
     let got = h.relay(FA_COA, &missing.0);
     assert_eq!(
-        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY)).code,
         ReplyCode::HaForeignAgentFailedAuth
     );
-    let got = h.relay(FA_COA, &missing.auth(FA_HA, FA_SPI, FA_KEY).0);
+    let got = h.relay(FA_COA, &missing.auth(FA_HA, FA_HA_SPI, FA_HA_KEY).0);
     assert_eq!(
-        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY)).code,
         ReplyCode::Accepted
     );
     assert_eq!(h.ha.stats().accepted, 2);
@@ -1063,20 +981,20 @@ fn foreign_home_extension_is_required_from_an_associated_foreign_agent() {
 fn foreign_agent_associations_are_selected_by_spi() {
     let new_key: &[u8] = b"fa-ha secret, rolled over";
     let mut h = Home::new(ha_with_fa(&[
-        (FA_COA, FA_SPI, FA_KEY),
-        (FA_COA, FA_SPI + 1, new_key),
+        (FA_COA, FA_HA_SPI, FA_HA_KEY),
+        (FA_COA, FA_HA_SPI + 1, new_key),
     ]));
     let id = h.next_id();
-    let req = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, new_key);
+    let req = Msg::from_mn(1800, FA_COA, id, KEY).auth(FA_HA, FA_HA_SPI + 1, new_key);
     let got = h.relay(FA_COA, &req.0);
     let r = &got[0].payload;
-    let (at, kind, spi) = reply_auth_exts(r)[1];
-    assert_eq!((kind, spi), (FA_HA, FA_SPI + 1));
+    let (at, kind, spi) = auth_exts(r, ReplyRepr::LEN)[1];
+    assert_eq!((kind, spi), (FA_HA, FA_HA_SPI + 1));
     assert!(verifies(r, at, new_key));
     assert_eq!(reply_code(r), ReplyCode::Accepted);
     // The old key under the new SPI is a bad authenticator.
     let id = h.next_id();
-    let req = Msg::from_mn(1800, FA_COA, id, MN_KEY).auth(FA_HA, FA_SPI + 1, FA_KEY);
+    let req = Msg::from_mn(1800, FA_COA, id, KEY).auth(FA_HA, FA_HA_SPI + 1, FA_HA_KEY);
     let got = h.relay(FA_COA, &req.0);
     assert_eq!(
         reply_code(&got[0].payload),
@@ -1091,14 +1009,14 @@ fn foreign_agent_associations_are_selected_by_spi() {
 /// the FA-HA extension.
 #[test]
 fn mobile_home_authentication_is_checked_first() {
-    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_HA_SPI, FA_HA_KEY)]));
     let wrong_mn: &[u8] = b"not the mobile node's key";
 
     let id = h.next_id();
-    let req = Msg::from_mn(1800, FA_COA, id, wrong_mn).auth(FA_HA, FA_SPI, FA_KEY);
+    let req = Msg::from_mn(1800, FA_COA, id, wrong_mn).auth(FA_HA, FA_HA_SPI, FA_HA_KEY);
     let got = h.relay(FA_COA, &req.0);
     assert_eq!(got.len(), 1);
-    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY));
     assert_eq!(
         (r.code, r.identification),
         (ReplyCode::HaMobileNodeFailedAuth, id)
@@ -1107,7 +1025,7 @@ fn mobile_home_authentication_is_checked_first() {
     for (what, req) in [
         (
             "bad FA-HA",
-            Msg::from_mn(1800, FA_COA, h.next_id(), wrong_mn).auth(FA_HA, FA_SPI, b"wrong"),
+            Msg::from_mn(1800, FA_COA, h.next_id(), wrong_mn).auth(FA_HA, FA_HA_SPI, b"wrong"),
         ),
         (
             "no FA-HA",
@@ -1122,7 +1040,7 @@ fn mobile_home_authentication_is_checked_first() {
     let dereg = Msg::from_mn(0, FA_COA, id, wrong_mn);
     let got = h.relay(FA_COA, &dereg.0);
     assert_eq!(
-        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY)).code,
         ReplyCode::HaMobileNodeFailedAuth
     );
     let s = h.ha.stats();
@@ -1131,12 +1049,12 @@ fn mobile_home_authentication_is_checked_first() {
 
     // Accepted once, then replayed with the FA-HA extension stripped: 133, not 132.
     let id = h.next_id();
-    let good = Msg::from_mn(1800, FA_COA, id, MN_KEY);
-    let got = h.relay(FA_COA, &good.clone().auth(FA_HA, FA_SPI, FA_KEY).0);
+    let good = Msg::from_mn(1800, FA_COA, id, KEY);
+    let got = h.relay(FA_COA, &good.clone().auth(FA_HA, FA_HA_SPI, FA_HA_KEY).0);
     assert_eq!(reply_code(&got[0].payload), ReplyCode::Accepted);
     let got = h.relay(FA_COA, &good.0);
     assert_eq!(
-        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY)).code,
         ReplyCode::HaIdentificationMismatch
     );
     assert_eq!(h.ha.stats().denied_fa_auth, 0);
@@ -1148,14 +1066,14 @@ fn mobile_home_authentication_is_checked_first() {
 /// extension the same request is an ordinary one (no FA-HA on the reply).
 #[test]
 fn foreign_home_extension_from_an_unknown_foreign_agent_is_discarded() {
-    for fas in [vec![], vec![(FA_COA, FA_SPI, FA_KEY)]] {
+    for fas in [vec![], vec![(FA_COA, FA_HA_SPI, FA_HA_KEY)]] {
         let mut h = Home::new(ha_with_fa(&fas));
         let id = h.next_id();
-        let mn_part = Msg::from_mn(1800, OTHER_FA_COA, id, MN_KEY);
-        let with = mn_part.clone().auth(FA_HA, FA_SPI, FA_KEY);
+        let mn_part = Msg::from_mn(1800, OTHER_FA_COA, id, KEY);
+        let with = mn_part.clone().auth(FA_HA, FA_HA_SPI, FA_HA_KEY);
         assert!(h.relay(OTHER_FA_COA, &with.0).is_empty());
-        let forged =
-            Msg::from_mn(1800, OTHER_FA_COA, h.next_id(), b"wrong").auth(FA_HA, FA_SPI, FA_KEY);
+        let forged = Msg::from_mn(1800, OTHER_FA_COA, h.next_id(), b"wrong")
+            .auth(FA_HA, FA_HA_SPI, FA_HA_KEY);
         assert!(h.relay(OTHER_FA_COA, &forged.0).is_empty());
         let s = h.ha.stats();
         assert_eq!(s.dropped_fa_auth_unknown_fa, 2);
@@ -1172,24 +1090,24 @@ fn foreign_home_extension_from_an_unknown_foreign_agent_is_discarded() {
 /// still refused (132): an extension that is present must authenticate.
 #[test]
 fn deregistration_through_an_associated_foreign_agent() {
-    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
-    let req = Msg::from_mn(1800, FA_COA, h.next_id(), MN_KEY).auth(FA_HA, FA_SPI, FA_KEY);
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_HA_SPI, FA_HA_KEY)]));
+    let req = Msg::from_mn(1800, FA_COA, h.next_id(), KEY).auth(FA_HA, FA_HA_SPI, FA_HA_KEY);
     h.relay(FA_COA, &req.0);
     assert!(h.ha.bindings().get(HOME).is_some());
     let _ = h.ha.poll_event();
 
-    let bad = Msg::from_mn(0, FA_COA, h.next_id(), MN_KEY).auth(FA_HA, FA_SPI, b"wrong");
+    let bad = Msg::from_mn(0, FA_COA, h.next_id(), KEY).auth(FA_HA, FA_HA_SPI, b"wrong");
     let got = h.relay(FA_COA, &bad.0);
     assert_eq!(
-        checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY)).code,
+        checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY)).code,
         ReplyCode::HaForeignAgentFailedAuth
     );
     assert!(h.ha.bindings().get(HOME).is_some());
 
     let id = h.next_id();
-    let dereg = Msg::from_mn(0, FA_COA, id, MN_KEY);
+    let dereg = Msg::from_mn(0, FA_COA, id, KEY);
     let got = h.relay(FA_COA, &dereg.0);
-    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY));
     assert_eq!(
         (r.code, r.lifetime, r.identification),
         (ReplyCode::Accepted, 0, id)
@@ -1211,15 +1129,15 @@ fn deregistration_through_an_associated_foreign_agent() {
 /// extension, so none is required; the reply carries one all the same (§3.8.1).
 #[test]
 fn co_located_registration_relayed_by_an_associated_foreign_agent() {
-    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_SPI, FA_KEY)]));
+    let mut h = Home::new(ha_with_fa(&[(FA_COA, FA_HA_SPI, FA_HA_KEY)]));
     let colocated = Ipv4Addr::new(192, 0, 2, 77);
     let id = h.next_id();
-    let mut req = Msg::from_mn(1800, colocated, id, MN_KEY);
+    let mut req = Msg::from_mn(1800, colocated, id, KEY);
     req.0[1] |= RequestFlags::D;
     let at = req.0.len() - 22;
-    auth::sign(&mut req.0, at, &Key::new(MN_KEY.to_vec()));
+    auth::sign(&mut req.0, at, &Key::new(KEY.to_vec()));
     let got = h.relay(FA_COA, &req.0);
-    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_KEY));
+    let r = checked_reply(&got[0], at_fa(FA_COA), Some(FA_HA_KEY));
     assert_eq!(r.code, ReplyCode::Accepted);
     assert_eq!(h.ha.bindings().get(HOME).unwrap().care_of_addr, colocated);
 }
