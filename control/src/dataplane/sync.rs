@@ -16,9 +16,9 @@ use mipx_common::wire::RequestFlags;
 
 use super::{Dataplane, DataplaneError};
 use crate::binding::Binding;
-use crate::proto::Now;
 use crate::proto::fa::Visitor;
 use crate::proto::ha::{HaEvent, RemovalReason};
+use crate::proto::{Now, Tunnel};
 
 /// The map operations the shells perform, by entry.
 pub trait Maps {
@@ -205,22 +205,11 @@ pub fn apply_ha_event(
     }
 }
 
-/// A mobile node's tunnel to its home agent (one slot of the tunnel map).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TunnelSpec {
-    pub home_addr: Ipv4Addr,
-    pub home_agent: Ipv4Addr,
-    pub care_of_addr: Ipv4Addr,
-    /// Reverse tunnelling (RFC 3024): packets from the home address go to the home agent.
-    pub reverse: bool,
-    /// RFC 3519 IP-in-UDP on the registration's ports (ours, the home agent's) (§4.4).
-    pub udp: Option<(u16, u16)>,
-    /// RFC 5265 §2.3: the i-HA tunnel runs inside the VPN.
-    pub via_vpn: bool,
-}
-
-/// The map entry for `spec`; [`MnTunnel::default`] is "no tunnel".
-pub fn mn_tunnel(spec: TunnelSpec) -> MnTunnel {
+/// The map entry for `spec`; `None` is "no tunnel" ([`MnTunnel::default`]).
+pub fn mn_tunnel(spec: Option<Tunnel>) -> MnTunnel {
+    let Some(spec) = spec else {
+        return MnTunnel::default();
+    };
     let (mn_port, ha_port) = spec.udp.unwrap_or((0, 0));
     MnTunnel {
         home_addr: spec.home_addr.octets(),
@@ -465,7 +454,7 @@ mod tests {
 
     #[test]
     fn tunnels_carry_exactly_their_flags_and_ports() {
-        let spec = TunnelSpec {
+        let spec = Tunnel {
             home_addr: HOME,
             home_agent: HA,
             care_of_addr: COA,
@@ -473,24 +462,25 @@ mod tests {
             udp: None,
             via_vpn: false,
         };
-        let plain = mn_tunnel(spec);
+        let plain = mn_tunnel(Some(spec));
         assert_eq!(plain.flags, MN_ACTIVE);
         assert_eq!((plain.mn_port, plain.ha_port), ([0; 2], [0; 2]));
-        let udp = mn_tunnel(TunnelSpec {
+        let udp = mn_tunnel(Some(Tunnel {
             reverse: true,
             udp: Some((50_434, 434)),
             ..spec
-        });
+        }));
         assert_eq!(udp.flags, MN_ACTIVE | MN_REVERSE_TUNNEL | MN_UDP_TUNNEL);
         assert_eq!(udp.mn_port, 50_434u16.to_be_bytes());
         assert_eq!(udp.ha_port, 434u16.to_be_bytes());
-        let vpn = mn_tunnel(TunnelSpec {
+        let vpn = mn_tunnel(Some(Tunnel {
             reverse: true,
             via_vpn: true,
             ..spec
-        });
+        }));
         assert_eq!(vpn.flags, MN_ACTIVE | MN_REVERSE_TUNNEL | MN_VIA_VPN);
         assert_ne!(plain, MnTunnel::default());
+        assert_eq!(mn_tunnel(None), MnTunnel::default());
     }
 
     fn visitor() -> Visitor {

@@ -35,17 +35,17 @@ use std::time::Duration;
 
 use mipx_common::ipv4;
 use mipx_common::wire::{
-    AuthExtension, Error as WireError, Extension, ExtensionIter, ExtensionType, ExtensionWriter,
-    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, KeepaliveRepr, LIFETIME_INFINITE, MIP_PORT, MessageType,
-    ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket, RequestRepr, UdpTunnelReply,
-    UdpTunnelRequest,
+    AuthExtension, Extension, ExtensionType, ExtensionWriter, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+    KeepaliveRepr, LIFETIME_INFINITE, MIP_PORT, MessageType, ReplyCode, ReplyPacket, ReplyRepr,
+    RequestFlags, RequestPacket, RequestRepr, UdpTunnelReply, UdpTunnelRequest,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::Now;
+use super::ext::{WalkError, append_auth, walk};
 use super::ha::RemovalReason;
-use crate::auth::{self, AUTHENTICATOR_LEN, SecurityAssociation};
+use crate::auth::{self, SecurityAssociation};
 
 /// RFC 2794 §5: the foreign agent keys pending requests by home address and cannot use the
 /// NAI instead (§3), so a request with home address 0.0.0.0 gets NONZERO_HOMEADDR_REQD.
@@ -443,11 +443,6 @@ struct RequestScan<'a> {
     mn_fa_is_last: bool,
 }
 
-enum ScanError {
-    UnknownMandatory(u8),
-    Malformed(WireError),
-}
-
 /// The extensions of a reply, as far as we act on them.
 #[derive(Debug, Default)]
 struct ReplyScan<'a> {
@@ -596,12 +591,12 @@ impl ForeignAgent {
         };
         let scan = match scan_request(bytes, req.flags) {
             Ok(scan) => scan,
-            Err(ScanError::UnknownMandatory(kind)) => {
+            Err(WalkError::UnknownMandatory(kind)) => {
                 self.stats.dropped_request_unknown_extension += 1;
                 info!(src = %from.src, kind, "dropped: unknown non-skippable extension (RFC 5944 §1.9)");
                 return;
             }
-            Err(ScanError::Malformed(e)) => {
+            Err(WalkError::Malformed(e)) => {
                 info!(src = %from.src, home = %req.home_addr, error = %e, "denied: malformed extension");
                 self.deny(now, &from, &req, ReplyCode::FaPoorlyFormedRequest, None);
                 return;
@@ -763,7 +758,7 @@ impl ForeignAgent {
         }
         let fa_ha = match self.fa_ha_sa(ha) {
             Some(sa) if registration && !co_located => {
-                payload = append_auth(payload, ExtensionType::FaHaAuth, sa);
+                append_auth(&mut payload, ExtensionType::FaHaAuth, sa);
                 true
             }
             _ => false,
@@ -888,14 +883,14 @@ impl ForeignAgent {
         }
         let scan = match scan_reply(bytes) {
             Ok(scan) => Ok(scan),
-            Err(ScanError::UnknownMandatory(kind)) => {
+            Err(WalkError::UnknownMandatory(kind)) => {
                 // §1.9: discarded silently; the request stays pending, so the mobile node's
                 // retransmission or our timeout (78) ends it.
                 self.stats.dropped_reply_unknown_extension += 1;
                 info!(%from, kind, "dropped: reply with an unknown non-skippable extension (RFC 5944 §1.9)");
                 return;
             }
-            Err(ScanError::Malformed(e)) => Err(e),
+            Err(WalkError::Malformed(e)) => Err(e),
         };
         let Some(pending) = self.take_pending(reply.home_addr, id_low) else {
             return;
@@ -961,7 +956,7 @@ impl ForeignAgent {
         let code = code.unwrap_or(reply.code);
         if let Some(sa) = self.mn_fa_sa(reply.home_addr) {
             // §3.7.3.2: MUST append the Mobile-Foreign Authentication Extension.
-            payload = append_auth(payload, ExtensionType::MnFaAuth, sa);
+            append_auth(&mut payload, ExtensionType::MnFaAuth, sa);
         }
         self.stats.relayed_replies += 1;
         self.transmits.push_back(to_mobile(
@@ -1331,7 +1326,7 @@ impl ForeignAgent {
         }
         if let Some(sa) = self.mn_fa_sa(req.home_addr) {
             // §3.7.1: replies to a mobile node we share an association with carry it.
-            payload = append_auth(payload, ExtensionType::MnFaAuth, sa);
+            append_auth(&mut payload, ExtensionType::MnFaAuth, sa);
         }
         self.transmits
             .push_back(to_mobile(&self.config, from, req.home_addr, payload));
@@ -1372,36 +1367,13 @@ fn to_mobile(
     }
 }
 
-/// Appends an authentication extension of `kind` whose HMAC-MD5 authenticator covers all of
-/// `message` before it (RFC 5944 §3.5.1).
-fn append_auth(mut message: Vec<u8>, kind: ExtensionType, sa: &SecurityAssociation) -> Vec<u8> {
-    let at = message.len();
-    message.resize(at + AuthExtension::HEADER_LEN + AUTHENTICATOR_LEN, 0);
-    let mut w = ExtensionWriter::new(&mut message, at);
-    if w.push_auth_placeholder(kind, sa.spi, AUTHENTICATOR_LEN)
-        .is_err()
-    {
-        // Cannot happen (the buffer was sized for it); never send a half-written extension.
-        message.truncate(at);
-        return message;
-    }
-    auth::sign(&mut message, at, &sa.key);
-    message
-}
-
 /// Walks a request's extensions (§3.6.1.3: those for the home agent, the Mobile-Home
 /// Authentication Extension, those for us, the Mobile-Foreign Authentication Extension).
-fn scan_request(bytes: &[u8], flags: RequestFlags) -> Result<RequestScan<'_>, ScanError> {
+fn scan_request(bytes: &[u8], flags: RequestFlags) -> Result<RequestScan<'_>, WalkError> {
     let mut s = RequestScan::default();
     let mut last_at = 0;
-    for item in ExtensionIter::new(bytes, RequestRepr::LEN) {
-        let (at, ext) = match item {
-            Ok(x) => x,
-            Err(WireError::UnknownMandatoryExtension(kind)) => {
-                return Err(ScanError::UnknownMandatory(kind));
-            }
-            Err(e) => return Err(ScanError::Malformed(e)),
-        };
+    for item in walk(bytes, RequestRepr::LEN) {
+        let (at, ext) = item?;
         last_at = at;
         let before_auth = s.mn_ha_end.is_none();
         match ext {
@@ -1447,16 +1419,10 @@ fn scan_request(bytes: &[u8], flags: RequestFlags) -> Result<RequestScan<'_>, Sc
 
 /// Walks a reply's extensions: the home agent's, its Mobile-Home Authentication Extension,
 /// then the Foreign-Home Authentication Extension for us.
-fn scan_reply(bytes: &[u8]) -> Result<ReplyScan<'_>, ScanError> {
+fn scan_reply(bytes: &[u8]) -> Result<ReplyScan<'_>, WalkError> {
     let mut s = ReplyScan::default();
-    for item in ExtensionIter::new(bytes, ReplyRepr::LEN) {
-        let (at, ext) = match item {
-            Ok(x) => x,
-            Err(WireError::UnknownMandatoryExtension(kind)) => {
-                return Err(ScanError::UnknownMandatory(kind));
-            }
-            Err(e) => return Err(ScanError::Malformed(e)),
-        };
+    for item in walk(bytes, ReplyRepr::LEN) {
+        let (at, ext) = item?;
         match ext {
             Extension::MnHaAuth(_) => {
                 s.mn_ha_count += 1;

@@ -24,8 +24,9 @@ use mipx_common::wire::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{Now, Transmit, ntp_timestamp, signed_message, unix_from_ntp};
-use crate::auth::{self, AUTHENTICATOR_LEN, ReplayProtection, SecurityAssociation};
+use super::ext::{append_auth, signed_message};
+use super::{Now, Transmit, ntp_timestamp, unix_from_ntp};
+use crate::auth::{self, ReplayProtection, SecurityAssociation};
 use crate::binding::{Binding, BindingCache};
 
 /// Which mobile nodes a security association serves.
@@ -1039,20 +1040,4 @@ impl HomeAgent {
     pub fn poll_event(&mut self) -> Option<HaEvent> {
         self.events.pop_front()
     }
-}
-
-/// Appends an authentication extension of `kind` whose HMAC-MD5 authenticator covers all of
-/// `message` before it (RFC 5944 §3.5.1).
-fn append_auth(message: &mut Vec<u8>, kind: ExtensionType, sa: &SecurityAssociation) {
-    let at = message.len();
-    message.resize(at + AuthExtension::HEADER_LEN + AUTHENTICATOR_LEN, 0);
-    let mut w = ExtensionWriter::new(message, at);
-    if w.push_auth_placeholder(kind, sa.spi, AUTHENTICATOR_LEN)
-        .is_err()
-    {
-        // Cannot happen (the buffer was sized for it); never send a half-written extension.
-        message.truncate(at);
-        return;
-    }
-    auth::sign(message, at, &sa.key);
 }

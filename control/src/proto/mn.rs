@@ -14,7 +14,8 @@ use mipx_common::wire::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{Now, Transmit, ntp_timestamp, signed_message};
+use super::ext::signed_message;
+use super::{Now, Transmit, ntp_timestamp};
 use crate::auth::{self, SecurityAssociation};
 
 /// Mobile node configuration.

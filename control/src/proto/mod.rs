@@ -5,9 +5,11 @@
 pub mod advert;
 pub mod detect;
 pub mod discovery;
+pub mod ext;
 pub mod fa;
 pub mod ha;
 pub mod mn;
+pub mod rfc5265;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -28,6 +30,21 @@ impl Now {
             unix: self.unix + by,
         }
     }
+}
+
+/// A mobile node's tunnel to a home agent, as an accepted registration makes it: what one slot
+/// of the dataplane's tunnel map carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    pub home_addr: Ipv4Addr,
+    pub home_agent: Ipv4Addr,
+    pub care_of_addr: Ipv4Addr,
+    /// Reverse tunnelling (RFC 3024): packets from the home address go to the home agent.
+    pub reverse: bool,
+    /// RFC 3519 IP-in-UDP on the registration's ports (ours, the home agent's) (§4.4).
+    pub udp: Option<(u16, u16)>,
+    /// RFC 5265 §2.3: the i-HA tunnel runs inside the VPN.
+    pub via_vpn: bool,
 }
 
 /// A datagram to send on the Mobile IP socket.
@@ -57,35 +74,6 @@ pub fn unix_from_ntp(ntp: u64) -> Duration {
     let secs = (ntp >> 32).wrapping_sub(NTP_UNIX_OFFSET) & 0xffff_ffff;
     let nanos = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
     Duration::new(secs, nanos as u32)
-}
-
-/// Builds a signed Registration Request or Reply: `fixed` is the already-emitted fixed part,
-/// `extensions` go before the Mobile-Home Authentication Extension (RFC 5944 §3.6.1.3,
-/// §3.8.3.3: the authorization-enabling extension ends the data it authenticates), whose
-/// authenticator is computed over everything before it.
-pub(crate) fn signed_message(
-    fixed: &[u8],
-    extensions: &[mipx_common::wire::Extension<'_>],
-    spi: u32,
-    key: &crate::auth::Key,
-) -> Vec<u8> {
-    use mipx_common::wire::{ExtensionType, ExtensionWriter};
-    let len = fixed.len()
-        + extensions.iter().map(|e| e.buffer_len()).sum::<usize>()
-        + 6
-        + crate::auth::AUTHENTICATOR_LEN;
-    let mut buf = vec![0u8; len];
-    buf[..fixed.len()].copy_from_slice(fixed);
-    let mut w = ExtensionWriter::new(&mut buf, fixed.len());
-    for e in extensions {
-        // Lengths were summed above and every extension we build is < 256 bytes of data.
-        w.push(e).expect("buffer sized for extensions");
-    }
-    let at = w
-        .push_auth_placeholder(ExtensionType::MnHaAuth, spi, crate::auth::AUTHENTICATOR_LEN)
-        .expect("buffer sized for auth");
-    crate::auth::sign(&mut buf, at, key);
-    buf
 }
 
 #[cfg(test)]

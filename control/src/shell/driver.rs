@@ -46,6 +46,14 @@ pub(crate) trait Shell {
     async fn shutdown(&mut self) {}
 }
 
+/// The next message of an optional source; never, without one (for `select!`).
+pub(crate) async fn recv<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A request from an API connection and where its answer goes.
 type ApiCall = (Request, oneshot::Sender<Response>);
 

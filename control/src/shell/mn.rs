@@ -16,13 +16,13 @@ use super::driver::{self, Shell};
 use crate::api::{self, DaemonStats, Request, Response};
 use crate::config::{Config, MnSettings, Role};
 use crate::dataplane::setup::Dp;
-use crate::dataplane::sync::{TunnelSpec, mn_tunnel};
+use crate::dataplane::sync::mn_tunnel;
 use crate::error_chain;
 use crate::net::agent_link::{AgentAction, AgentLink, Frames};
 use crate::net::clock::Clock;
 use crate::net::garp;
-use crate::proto::Now;
 use crate::proto::mn::{MnEvent, MnState, MobileNode};
+use crate::proto::{Now, Tunnel};
 
 struct MnShell {
     mn: MobileNode,
@@ -93,15 +93,10 @@ impl Shell for MnShell {
     }
 
     async fn input(&mut self) -> Input {
-        let frames = async {
-            match &mut self.agents {
-                Some((_, rx)) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
+        let frames = self.agents.as_mut().map(|(_, rx)| rx);
         tokio::select! {
             r = self.socket.readable() => Input::Readable(r),
-            Some((_, frame)) = frames => Input::AgentFrame(frame),
+            Some((_, frame)) = driver::recv(frames) => Input::AgentFrame(frame),
         }
     }
 
@@ -302,14 +297,14 @@ impl MnShell {
                 // The socket is bound to an ephemeral port; registrations and tunnelled data
                 // share it (RFC 3519 §4.4).
                 let local_port = self.socket.local_addr().map_or(0, |a| a.port());
-                Some(mn_tunnel(TunnelSpec {
+                Some(mn_tunnel(Some(Tunnel {
                     home_addr: config.home_addr,
                     home_agent: config.home_agent,
                     care_of_addr: *care_of_addr,
                     reverse: config.reverse_tunnel,
                     udp: udp_tunnel.then_some((local_port, self.settings.ha_port)),
                     via_vpn: false,
-                }))
+                })))
             }
             MnEvent::Registered { .. }
             | MnEvent::Deregistered { .. }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::config::VpnSettings;
 use crate::error_chain;
 use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
+use crate::proto::rfc5265::{VpnCommand, VpnSnapshot};
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).
 pub const CONNECTION: &str = "mipx-vpn";
@@ -29,41 +30,18 @@ pub const CONNECTION: &str = "mipx-vpn";
 /// anyway.
 const TERMINATE_TIMEOUT_MS: u32 = 1000;
 
-/// What the daemon wants of the VPN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VpnCommand {
-    Up,
-    Down,
-}
-
 /// The IKE_SA as charon last described it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VpnSnapshot {
-    /// The IKE_SA is ESTABLISHED with at least one installed CHILD_SA.
-    pub established: bool,
-    /// Our IKE address (the care-of address in mode mc, the x-HoA in cvc).
-    pub local: Option<Ipv4Addr>,
-    /// The gateway's address.
-    pub gateway: Option<Ipv4Addr>,
-    /// The tunnel inner address.
-    pub tia: Option<Ipv4Addr>,
-    /// SPIs of the installed CHILD_SAs, both directions, wire order.
-    pub spis: Vec<[u8; 4]>,
-}
-
-impl VpnSnapshot {
-    fn of(sa: Option<&IkeSa>) -> Self {
-        let Some(sa) = sa else {
-            return VpnSnapshot::default();
-        };
-        let spis = sa.spis();
-        VpnSnapshot {
-            established: sa.state == "ESTABLISHED" && !spis.is_empty(),
-            local: IkeSa::host(&sa.local_host),
-            gateway: IkeSa::host(&sa.remote_host),
-            tia: sa.tunnel_inner_address(),
-            spis,
-        }
+fn snapshot_of(sa: Option<&IkeSa>) -> VpnSnapshot {
+    let Some(sa) = sa else {
+        return VpnSnapshot::default();
+    };
+    let spis = sa.spis();
+    VpnSnapshot {
+        established: sa.state == "ESTABLISHED" && !spis.is_empty(),
+        local: IkeSa::host(&sa.local_host),
+        gateway: IkeSa::host(&sa.remote_host),
+        tia: sa.tunnel_inner_address(),
+        spis,
     }
 }
 
@@ -291,7 +269,7 @@ impl Driver {
         let sa = vici.ike_sa(CONNECTION).await.inspect_err(|e| {
             warn!(error = %error_chain(e), "cannot read the VPN's state from charon");
         })?;
-        let snapshot = VpnSnapshot::of(sa.as_ref());
+        let snapshot = snapshot_of(sa.as_ref());
         if snapshot.established {
             self.backoff = Duration::ZERO;
         }
@@ -378,7 +356,7 @@ mod tests {
             local_vips: vec!["10.40.0.3".into()],
             child_sas: BTreeMap::new(),
         };
-        assert!(!VpnSnapshot::of(Some(&sa)).established);
+        assert!(!snapshot_of(Some(&sa)).established);
         sa.child_sas.insert(
             "mipx-vpn-1".into(),
             ChildSa {
@@ -387,13 +365,13 @@ mod tests {
                 spi_out: Some("d1a2b3c4".into()),
             },
         );
-        let s = VpnSnapshot::of(Some(&sa));
+        let s = snapshot_of(Some(&sa));
         assert!(s.established);
         assert_eq!(s.tia, Some(Ipv4Addr::new(10, 40, 0, 3)));
         assert_eq!(s.local, Some(Ipv4Addr::new(192, 0, 2, 50)));
         assert_eq!(s.spis.len(), 2);
         sa.state = "CONNECTING".into();
-        assert!(!VpnSnapshot::of(Some(&sa)).established);
-        assert_eq!(VpnSnapshot::of(None), VpnSnapshot::default());
+        assert!(!snapshot_of(Some(&sa)).established);
+        assert_eq!(snapshot_of(None), VpnSnapshot::default());
     }
 }
