@@ -18,7 +18,7 @@ use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use mipx_common::wire::MIP_PORT;
+use mipx_common::wire::{ExtensionIter, MIP_PORT, ReplyRepr};
 use mipx_control::proto::Now;
 use mipx_control::proto::detect::{DetectConfig, DetectEvent, Detector, Gate, Location, Reason};
 use mipx_control::proto::ha::{HaConfig, HomeAgent, Subnet};
@@ -85,6 +85,9 @@ enum To {
     XHa,
 }
 
+/// What someone on a path does to a datagram.
+type Tamper = fn(Vec<u8>) -> Vec<u8>;
+
 /// A datagram in flight: (delivery time, sequence, destination, source, bytes), earliest first.
 type InFlight = Reverse<(Duration, u64, To, SocketAddrV4, Vec<u8>)>;
 
@@ -103,6 +106,8 @@ struct World {
     events: Vec<(Duration, DetectEvent)>,
     /// Send times of every request to the i-HA.
     i_requests: Vec<Duration>,
+    /// Someone on the i-HA's path rewrites its replies.
+    i_tamper: Option<Tamper>,
 }
 
 impl World {
@@ -137,6 +142,7 @@ impl World {
             lost_x: 0,
             events: Vec::new(),
             i_requests: Vec::new(),
+            i_tamper: None,
         }
     }
 
@@ -188,7 +194,11 @@ impl World {
                 let path = if to_ha { self.i_path } else { self.x_path };
                 if let Path::Open { delay, .. } = path {
                     let from = SocketAddrV4::new(ha_addr, MIP_PORT);
-                    self.push(self.now.mono + delay, To::Mn, from, t.payload);
+                    let bytes = match self.i_tamper.filter(|_| to_ha) {
+                        Some(tamper) => tamper(t.payload),
+                        None => t.payload,
+                    };
+                    self.push(self.now.mono + delay, To::Mn, from, bytes);
                 }
             }
         }
@@ -390,6 +400,64 @@ fn an_internal_home_agent_without_trusted_networks_proves_nothing() {
     w.run_until(t0 + Duration::from_secs(10));
     assert_eq!(w.location(), Location::Outside);
     assert!(w.locations().iter().all(|(l, _)| *l != Location::Inside));
+}
+
+/// The Trusted Networks Configured extension (RFC 5265 §3.4): Type 149, Length 2, Sub-Type 0.
+const TNC: [u8; 4] = [149, 2, 0, 0];
+
+/// An attacker on the path appends the extension after the Mobile-Home authenticator, which
+/// covers nothing after it (RFC 5944 §3.5.1), so the reply still verifies.
+fn append_tnc(mut reply: Vec<u8>) -> Vec<u8> {
+    reply.extend_from_slice(&TNC);
+    reply
+}
+
+/// The trusting i-HA's own extension moved from under the authenticator to after it.
+fn move_tnc_behind_the_authenticator(mut reply: Vec<u8>) -> Vec<u8> {
+    let at = ExtensionIter::new(&reply, ReplyRepr::LEN)
+        .map_while(Result::ok)
+        .find(|(_, e)| e.kind() == TNC[0])
+        .map(|(at, _)| at)
+        .expect("the trusting i-HA's reply carries TNC");
+    reply.drain(at..at + TNC.len());
+    append_tnc(reply)
+}
+
+/// §3.2.3 and §4.1: only an extension under the i-HA's authenticator proves inside. Appended
+/// to a plain i-HA's reply, the reply is accepted and proves nothing; moved behind the
+/// authenticator of a trusting i-HA's reply, the reply fails authentication and is dropped.
+/// Either way the node decides outside once the x-HA answers, and the gate never opens for
+/// plaintext.
+#[test]
+fn trusted_networks_configured_after_the_authenticator_proves_nothing() {
+    let cases: [(IHa, Tamper); 2] = [
+        (IHa::Plain, append_tnc),
+        (IHa::Trusting, move_tnc_behind_the_authenticator),
+    ];
+    for (i_ha, tamper) in cases {
+        let mut w = World::new(i_ha, FAST, slow(50), INSIDE_COA, Duration::from_secs(1));
+        w.i_tamper = Some(tamper);
+        let t0 = w.start();
+        w.run_until(t0 + Duration::from_secs(10));
+        assert_eq!(w.location(), Location::Outside, "{i_ha:?}");
+        assert!(
+            w.locations().iter().all(|(l, _)| *l != Location::Inside),
+            "{i_ha:?}: {:?}",
+            w.locations()
+        );
+        assert!(
+            !w.events
+                .iter()
+                .any(|(_, e)| matches!(e, DetectEvent::Gate(Gate::InsideUntil(_)))),
+            "{i_ha:?}: the gate opened"
+        );
+        // The tampered replies did reach the node's i-HA registration.
+        let s = w.mn.internal().stats();
+        match i_ha {
+            IHa::Plain => assert!(s.accepted >= 1, "{s:?}"),
+            IHa::Trusting => assert!(s.accepted == 0 && s.dropped_replies >= 1, "{s:?}"),
+        }
+    }
 }
 
 /// §3.2.4: inside, the i-HA is re-registered every T_MONITOR − N and the gate's deadline moves

@@ -43,6 +43,9 @@ const XHA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const XHOME: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
 const XKEY: &[u8] = b"external secret";
 
+/// A co-located care-of address of the mobile node on our link.
+const COLOCATED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const MAC2: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const MN_PORT: u16 = 50_434;
@@ -178,6 +181,19 @@ impl World {
         let before = self.to_mobile.len();
         self.send(from_mn(MAC, HOME, 255), bytes);
         self.to_mobile[before..].to_vec()
+    }
+
+    /// MN registers its co-located care-of address through us ('D' and `flags`, lifetime 1800,
+    /// MN-HA authentication): the request, and the one reply MN got back.
+    fn register_co_located(&mut self, flags: u8) -> (Vec<u8>, ReplyRepr) {
+        let id = self.next_id();
+        let req = Msg::request(RequestFlags::D | flags, 1800, HOME, HA, COLOCATED, id)
+            .auth(MN_HA, SPI, KEY)
+            .bytes();
+        let before = self.to_mobile.len();
+        self.send(from_mn(MAC, COLOCATED, 64), &req);
+        let reply = only_reply(&self.to_mobile[before..], HOME, MAC);
+        (req, reply)
     }
 
     /// Delivers everything in flight (zero latency) until quiet.
@@ -427,6 +443,50 @@ fn home_agent_denial_is_relayed_and_the_visitor_kept() {
     assert_eq!(w.fa.visitor(HOME), Some(&before), "visitor untouched");
     assert_eq!(w.fa_events.len(), 1, "only the first VisitorAdded");
     assert_eq!(w.fa.stats().denied_by_home_agent.get(&131), Some(&2));
+}
+
+/// RFC 5944 §3.4, §3.7.3.2: code 1 (accepted, simultaneous bindings unsupported), the home
+/// agent's answer to 'S', is an acceptance: the foreign agent relays it unchanged and the
+/// visitor entry appears as for 0. RFC 3024 §4.3.1: a co-located registration through us
+/// asking for minimal encapsulation ('M') is the home agent's to refuse, not ours (we neither
+/// decapsulate nor reverse-tunnel for it): its 139 is relayed, and the visitor entry stays as
+/// it was (§3.7.2).
+#[test]
+fn home_agent_codes_1_and_139_through_the_foreign_agent() {
+    let mut w = World::new(fa_config());
+    let req = w
+        .request(RequestFlags::S | RequestFlags::T, 1800)
+        .auth(MN_HA, SPI, KEY)
+        .bytes();
+    let got = w.exchange(&req);
+    let r = only_reply(&got, HOME, MAC);
+    assert_eq!(
+        (r.code, r.lifetime),
+        (ReplyCode::AcceptedNoSimultaneousBindings, 600)
+    );
+    assert_eq!(got[0].payload, w.ha_replies[0].payload, "relayed unchanged");
+    let [FaEvent::VisitorAdded(v)] = &w.fa_events[..] else {
+        panic!("{:?}", w.fa_events)
+    };
+    assert_eq!((v.care_of_addr, v.lifetime), (COA, 600));
+    let s = w.fa.stats();
+    assert_eq!((s.accepted, s.relayed_replies), (1, 1));
+    assert!(s.denied.is_empty() && s.denied_by_home_agent.is_empty());
+
+    let before = w.fa.visitor(HOME).cloned();
+    w.advance(Duration::from_secs(2));
+    let (_, r) = w.register_co_located(RequestFlags::M);
+    assert_eq!(w.relayed.len(), 2, "relayed, not denied by us");
+    assert_eq!(
+        (r.code, r.lifetime),
+        (ReplyCode::HaEncapsulationUnavailable, 0)
+    );
+    assert_eq!(w.fa.stats().denied_by_home_agent.get(&139), Some(&1));
+    assert!(w.fa.stats().denied.is_empty());
+    assert_eq!(w.fa.visitor(HOME).cloned(), before, "visitor untouched");
+    assert_eq!(w.ha(HA).bindings().get(HOME).unwrap().care_of_addr, COA);
+    assert_eq!(w.fa_events.len(), 1);
+    assert_eq!(w.fa.pending_count(), 0);
 }
 
 /// One FA-side denial: a fresh world, one request, nothing relayed, one reply with the
@@ -998,24 +1058,16 @@ fn foreign_home_authentication() {
     // an address we advertise), which the home agent does not require for an address other
     // than the relay's source; the reply is signed for us all the same, and checked.
     w.advance(Duration::from_secs(5));
-    let colocated = Ipv4Addr::new(192, 0, 2, 77);
-    let req = Msg::request(RequestFlags::D, 1800, HOME, HA, colocated, w.next_id())
-        .auth(MN_HA, SPI, KEY)
-        .bytes();
-    let before = w.to_mobile.len();
-    w.send(from_mn(MAC, colocated, 64), &req);
+    let (req, r) = w.register_co_located(0);
     assert_eq!(w.relayed.last().unwrap().payload, req);
-    assert_eq!(
-        only_reply(&w.to_mobile[before..], HOME, MAC).code,
-        ReplyCode::Accepted
-    );
+    assert_eq!(r.code, ReplyCode::Accepted);
     assert_eq!(
         ha_reply_fa_ha(w.ha_replies.last().unwrap(), FA_HA_KEY),
         (ReplyCode::Accepted, 600, true)
     );
     assert_eq!(
         w.ha(HA).bindings().get(HOME).unwrap().care_of_addr,
-        colocated
+        COLOCATED
     );
 
     // The reply's extension removed or forged on the way: discarded, 68 to the mobile node,
@@ -1250,36 +1302,21 @@ fn udp_tunnel_request_is_answered_70() {
 /// one we advertise).
 #[test]
 fn co_located_registration_through_the_foreign_agent() {
-    let colocated = Ipv4Addr::new(192, 0, 2, 77);
     let mut w = World::new(FaConfig {
         reverse_tunnel: ReverseTunnelPolicy::Unavailable,
         ..fa_config()
     });
-    let req = Msg::request(
-        RequestFlags::D | RequestFlags::T,
-        1800,
-        HOME,
-        HA,
-        colocated,
-        w.next_id(),
-    )
-    .auth(MN_HA, SPI, KEY)
-    .bytes();
-    let before = w.to_mobile.len();
-    w.send(from_mn(MAC, colocated, 64), &req);
+    let (req, r) = w.register_co_located(RequestFlags::T);
     assert_eq!(w.relayed[0].src, COA);
     assert_eq!(w.relayed[0].payload, req);
-    assert_eq!(
-        only_reply(&w.to_mobile[before..], HOME, MAC).code,
-        ReplyCode::Accepted
-    );
+    assert_eq!(r.code, ReplyCode::Accepted);
     assert_eq!(
         w.ha(HA).bindings().get(HOME).unwrap().care_of_addr,
-        colocated
+        COLOCATED
     );
     let v = w.fa.visitor(HOME).unwrap();
     assert!(v.co_located && !v.reverse_tunnel);
-    assert_eq!(v.care_of_addr, colocated);
+    assert_eq!(v.care_of_addr, COLOCATED);
 }
 
 /// §3.7.3.1 and §1.9 on replies: no pending request or another Identification, silence; an

@@ -11,10 +11,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mipx_common::wire::{
-    Extension, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags, RequestPacket,
-    UdpTunnelReply,
+    Extension, ExtensionIter, MIP_PORT, ReplyCode, ReplyPacket, ReplyRepr, RequestFlags,
+    RequestPacket, UdpTunnelReply,
 };
 use mipx_control::auth::{self, Key};
+use mipx_control::binding::Binding;
 use mipx_control::proto::ha::{
     ForeignAgentEntry, HaEvent, HomeAgent, RemovalReason, Subnet, UdpTunnelPolicy,
 };
@@ -39,6 +40,9 @@ fn mn(key: &[u8]) -> MobileNode {
         ..mn_config(HOME, HA, sa(SPI, key))
     })
 }
+
+/// An edit of a message on its way.
+type Edit<'a> = dyn Fn(&mut Vec<u8>) + 'a;
 
 /// A world with one MN, one HA, a virtual clock and a loss pattern.
 struct World {
@@ -80,6 +84,14 @@ impl World {
         }
     }
 
+    /// Moves what both engines reported into `mn_events` and `ha_events`.
+    fn record_events(&mut self) {
+        self.mn_events
+            .extend(std::iter::from_fn(|| self.mn.poll_event()));
+        self.ha_events
+            .extend(std::iter::from_fn(|| self.ha.poll_event()));
+    }
+
     /// Delivers everything in flight (zero latency) until quiet.
     fn pump(&mut self) {
         loop {
@@ -103,10 +115,7 @@ impl World {
                 self.mn
                     .handle_datagram(self.now, SocketAddrV4::new(HA, MIP_PORT), &t.payload);
             }
-            self.mn_events
-                .extend(std::iter::from_fn(|| self.mn.poll_event()));
-            self.ha_events
-                .extend(std::iter::from_fn(|| self.ha.poll_event()));
+            self.record_events();
             if !moved {
                 break;
             }
@@ -133,6 +142,69 @@ impl World {
         }
         self.now = self.now.advance(until.saturating_sub(self.now.mono));
         self.pump();
+    }
+
+    /// One second later, the mobile node registers `coa`, but its request is edited by `edit`
+    /// and re-signed on the way, and reaches the home agent from `from`, sent to `to`. The home
+    /// agent's one reply is handed to the mobile node and returned as it was on the wire.
+    fn edited_registration(
+        &mut self,
+        coa: Ipv4Addr,
+        from: SocketAddrV4,
+        to: Ipv4Addr,
+        edit: &Edit<'_>,
+    ) -> Transmit {
+        self.now = self.now.advance(Duration::from_secs(1));
+        self.mn.register(self.now, coa);
+        let mut bytes = self.mn.poll_transmit().unwrap().payload;
+        edit(&mut bytes);
+        self.ha
+            .handle_datagram(self.ha_now(), from, to, &resign(bytes));
+        let reply = self.ha.poll_transmit().expect("a reply");
+        assert!(self.ha.poll_transmit().is_none(), "one reply");
+        self.mn
+            .handle_datagram(self.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+        self.record_events();
+        reply
+    }
+
+    /// The mobile node registers `COA`, accepted with code 0 (no 'S'); the events are cleared.
+    /// Returns the binding, which a later denial must leave as it is.
+    fn registered(&mut self) -> Binding {
+        self.mn.register(self.now, COA);
+        self.pump();
+        assert!(matches!(
+            self.mn_events[..],
+            [MnEvent::Registered {
+                code: ReplyCode::Accepted,
+                ..
+            }]
+        ));
+        self.mn_events.clear();
+        self.ha_events.clear();
+        self.ha.bindings().get(HOME).unwrap().clone()
+    }
+
+    /// Checks that `reply` denies with `code` and nothing changed: the home agent's binding is
+    /// still `before` and it reported no event; the mobile node reported the denial. Returns
+    /// the reply's fixed part.
+    fn denied_unchanged(
+        &mut self,
+        reply: &Transmit,
+        code: ReplyCode,
+        before: &Binding,
+        what: &str,
+    ) -> ReplyRepr {
+        let r = reply_repr(&reply.payload);
+        assert_eq!((r.code, r.lifetime), (code, 0), "{what}");
+        assert_eq!(self.ha.bindings().get(HOME), Some(before), "{what}");
+        assert!(self.ha_events.is_empty(), "{what}");
+        assert_eq!(
+            self.mn_events.pop(),
+            Some(MnEvent::Denied { code }),
+            "{what}"
+        );
+        r
     }
 }
 
@@ -434,6 +506,10 @@ fn reply_code(payload: &[u8]) -> ReplyCode {
     ReplyPacket::new_checked(payload).unwrap().code()
 }
 
+fn reply_repr(payload: &[u8]) -> ReplyRepr {
+    ReplyRepr::parse(&ReplyPacket::new_checked(payload).unwrap()).unwrap()
+}
+
 /// RFC 3519 §4.6: a request whose source differs from its care-of address came through a NAT;
 /// the home agent assents in an authenticated UDP Tunnel Reply with its keepalive interval, and
 /// tunnels to the address and port the request came from.
@@ -553,7 +629,8 @@ fn forced_tunnelling_and_policy() {
     assert_eq!(disabled.ha.stats().rejected.get(&129), Some(&1));
 }
 
-/// Re-signs a request after a test edited it (the MN-HA extension is the last 22 bytes).
+/// Re-signs a request or a reply after a test edited it (the MN-HA extension is the last 22
+/// bytes).
 fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
     let at = bytes.len() - 22;
     mipx_control::auth::sign(&mut bytes, at, &Key::new(b"shared secret".to_vec()));
@@ -565,17 +642,13 @@ fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
 #[test]
 fn malformed_udp_tunnel_requests_get_their_codes() {
     let mut w = World::new(mn(b"shared secret"));
-    let mut case = |edit: &dyn Fn(&mut Vec<u8>)| {
-        w.now = w.now.advance(Duration::from_secs(1));
-        w.mn.register(w.now, COA);
-        let mut bytes = w.mn.poll_transmit().unwrap().payload;
-        // The UDP Tunnel Request is the first extension: [144, 6, sub-type, rsv1, F|R, encap,
-        // rsv3, rsv3] at offset 24.
-        assert_eq!(bytes[24], 144);
-        edit(&mut bytes);
-        w.ha.handle_datagram(w.now, NAT, HA, &resign(bytes));
-        let reply = w.ha.poll_transmit().expect("a reply");
-        w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
+    let mut case = |edit: &Edit<'_>| {
+        let reply = w.edited_registration(COA, NAT, HA, &|bytes| {
+            // The UDP Tunnel Request is the first extension: [144, 6, sub-type, rsv1, F|R,
+            // encap, rsv3, rsv3] at offset 24.
+            assert_eq!(bytes[24], 144);
+            edit(bytes);
+        });
         reply_code(&reply.payload)
     };
     assert_eq!(
@@ -594,6 +667,112 @@ fn malformed_udp_tunnel_requests_get_their_codes() {
     );
     assert_eq!(case(&|_| {}), ReplyCode::Accepted);
     assert!(w.ha.bindings().get(HOME).unwrap().udp_tunnel.is_some());
+}
+
+/// RFC 5944 §3.8.2.2, §3.8.3.2: this home agent keeps one binding per home address, so a
+/// request that asks for simultaneous bindings ('S') is accepted with code 1 and replaces the
+/// previous binding; the mobile node takes code 1 as an acceptance (§3.4). Without 'S', 0.
+#[test]
+fn simultaneous_bindings_are_accepted_with_code_1_and_replace_the_binding() {
+    let mut w = World::new(mn(b"shared secret"));
+    let old = w.registered();
+    let from = SocketAddrV4::new(COA2, 43400);
+    let reply = w.edited_registration(COA2, from, HA, &|b| b[1] |= RequestFlags::S);
+    let r = reply_repr(&reply.payload);
+    assert_eq!(
+        (r.code, r.lifetime),
+        (ReplyCode::AcceptedNoSimultaneousBindings, 600)
+    );
+    assert_eq!(u8::from(r.code), 1);
+    assert_eq!((reply.src, reply.dst), (Some(HA), from));
+    // The old binding is gone, not kept beside the new one.
+    assert_eq!(w.ha.bindings().len(), 1);
+    assert_eq!(w.ha.bindings().get(HOME).unwrap().care_of_addr, COA2);
+    assert!(matches!(
+        &w.ha_events[..],
+        [HaEvent::BindingUpdated { old: o, new }] if *o == old && new.care_of_addr == COA2
+    ));
+    let s = w.ha.stats();
+    assert_eq!(s.accepted, 2);
+    assert!(s.rejected.is_empty(), "code 1 is no denial");
+    assert!(matches!(
+        w.mn_events[..],
+        [MnEvent::Registered {
+            care_of_addr: COA2,
+            code: ReplyCode::AcceptedNoSimultaneousBindings,
+            ..
+        }]
+    ));
+    assert_eq!(w.mn.state(), MnState::Registered);
+    assert_eq!(w.mn.registration(w.now).unwrap().0, COA2);
+}
+
+/// RFC 5944 §3.8.2.1, §3.8.3.2: a request naming another home agent, or sent to a broadcast
+/// address (dynamic home agent discovery, §3.6.1.2), is denied with 136, and the reply names
+/// this home agent's unicast address, which is also its IP source (§3.8.3.1: never the
+/// broadcast address the request went to). The binding is untouched, and the mobile node keeps
+/// its registration.
+#[test]
+fn unknown_home_agent_address_is_denied_136_from_our_unicast_address() {
+    const OTHER_HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const BROADCAST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 255);
+    let mut w = World::new(mn(b"shared secret"));
+    let before = w.registered();
+    let name = |ha: Ipv4Addr| move |b: &mut Vec<u8>| b[8..12].copy_from_slice(&ha.octets());
+    let from = SocketAddrV4::new(COA2, 43400);
+    for (what, to, edit) in [
+        ("another home agent named", HA, name(OTHER_HA)),
+        (
+            "to the broadcast address, naming it",
+            BROADCAST,
+            name(BROADCAST),
+        ),
+        ("to the broadcast address, naming us", BROADCAST, name(HA)),
+    ] {
+        let reply = w.edited_registration(COA2, from, to, &edit);
+        let code = ReplyCode::HaUnknownHomeAgentAddress;
+        let r = w.denied_unchanged(&reply, code, &before, what);
+        assert_eq!(r.home_agent, HA, "{what}");
+        assert_eq!((reply.src, reply.dst), (Some(HA), from), "{what}");
+    }
+    let s = w.ha.stats();
+    assert_eq!((s.accepted, s.rejected.get(&136)), (1, Some(&3)));
+    assert_eq!(w.mn.registration(w.now).unwrap().0, COA);
+    assert_eq!(w.mn.stats().denied, 3);
+}
+
+/// RFC 3024 §3.3 and §4.3.1 (code 139 is RFC 3024's): a home agent that cannot provide the
+/// requested encapsulation MUST deny with 139. This one tunnels IP-in-IP only, so minimal
+/// ('M') and GRE ('G') encapsulation are refused, with or without a UDP Tunnel Request that
+/// found no NAT (RFC 3519 §3.1.4: then 'M' and 'G' decide); the binding is untouched. Behind a
+/// NAT the UDP tunnel's Encapsulation field (4, IP-in-UDP) decides instead, and 'M' is no
+/// obstacle.
+#[test]
+fn unsupported_encapsulation_is_denied_139_and_the_binding_kept() {
+    let mut w = World::new(mn(b"shared secret"));
+    let before = w.registered();
+    let from = SocketAddrV4::new(COA, 43400);
+    let cases: [(&str, &Edit<'_>); 3] = [
+        ("M", &|b| b[1] |= RequestFlags::M),
+        ("G", &|b| b[1] |= RequestFlags::G),
+        ("M, no UDP Tunnel Request", &|b| {
+            assert_eq!(b[24], 144);
+            b[1] |= RequestFlags::M;
+            b.drain(24..32);
+        }),
+    ];
+    for (what, edit) in cases {
+        let reply = w.edited_registration(COA, from, HA, edit);
+        let code = ReplyCode::HaEncapsulationUnavailable;
+        let r = w.denied_unchanged(&reply, code, &before, what);
+        assert_eq!(u8::from(r.code), 139);
+    }
+    let s = w.ha.stats();
+    assert_eq!((s.accepted, s.rejected.get(&139)), (1, Some(&3)));
+
+    let reply = w.edited_registration(COA, NAT, HA, &|b| b[1] |= RequestFlags::M);
+    assert_eq!(reply_code(&reply.payload), ReplyCode::Accepted);
+    assert_eq!(w.ha.bindings().get(HOME).unwrap().udp_tunnel, Some(NAT));
 }
 
 /// §4.9-4.10: keepalives every K seconds, answered by the home agent through the tunnel. When
@@ -734,11 +913,13 @@ fn internal_home_agent_answers_only_trusted_networks() {
     let reply = w.ha.poll_transmit().expect("a trusted source is answered");
     assert_eq!(reply_code(&reply.payload), ReplyCode::Accepted);
     assert!(has_tnc(&reply.payload));
-    // The extension sits before the authenticator, so it is covered: the MN accepts the reply.
+    // The extension sits before the authenticator, so it is covered: the MN accepts the reply
+    // and counts it (§4.1).
+    assert!(ext_at(&reply.payload, TNC[0]) < ext_at(&reply.payload, MN_HA));
     w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &reply.payload);
     assert!(matches!(
         w.mn.poll_event(),
-        Some(MnEvent::Registered { .. })
+        Some(MnEvent::Registered { trusted: true, .. })
     ));
 
     // From outside every trusted subnet: silence, whatever the datagram.
@@ -754,11 +935,18 @@ fn internal_home_agent_answers_only_trusted_networks() {
         "untrusted datagrams are not even parsed"
     );
 
-    // A denial to a trusted source (wrong key: 131) still carries the extension.
+    // A denial to a trusted source (wrong key: 131) still carries the extension: §4.3 asks
+    // for it in every reply to a trusted address.
     let mut wrong = World::new(mn(b"wrong secret"));
     wrong.ha = i_ha(&[inside]);
     wrong.mn.register(wrong.now, COA);
-    wrong.pump();
+    let req = wrong.mn.poll_transmit().unwrap().payload;
+    wrong
+        .ha
+        .handle_datagram(wrong.now, SocketAddrV4::new(COA, 43400), HA, &req);
+    let denial = wrong.ha.poll_transmit().unwrap().payload;
+    assert_eq!(reply_code(&denial), ReplyCode::HaMobileNodeFailedAuth);
+    assert!(has_tnc(&denial));
     assert_eq!(wrong.ha.stats().rejected.get(&131), Some(&1));
 
     // None trusted: an i-HA with an empty list answers nobody.
@@ -778,6 +966,106 @@ fn internal_home_agent_answers_only_trusted_networks() {
         .ha
         .handle_datagram(plain.now, SocketAddrV4::new(COA, 43400), HA, &req);
     assert!(!has_tnc(&plain.ha.poll_transmit().unwrap().payload));
+}
+
+/// The Trusted Networks Configured extension as RFC 5265 §3.4 draws it: Type 149, Length 2,
+/// Sub-Type 0, Reserved.
+const TNC: [u8; 4] = [149, 2, 0, 0];
+
+/// Offset of the first extension of type `kind` in a reply.
+fn ext_at(payload: &[u8], kind: u8) -> Option<usize> {
+    ExtensionIter::new(payload, ReplyRepr::LEN)
+        .map_while(Result::ok)
+        .find(|(_, e)| e.kind() == kind)
+        .map(|(at, _)| at)
+}
+
+/// The home agent's reply to the mobile node's next request for `coa` (lifetime 0 with
+/// `deregister`), altered by `tamper` on its way back; what the mobile node made of it.
+fn tampered_reply(
+    w: &mut World,
+    deregister: bool,
+    tamper: &dyn Fn(Vec<u8>) -> Vec<u8>,
+) -> Option<MnEvent> {
+    w.now = w.now.advance(Duration::from_secs(1));
+    if deregister {
+        w.mn.deregister_via(w.now, COA);
+    } else {
+        w.mn.register(w.now, COA);
+    }
+    let req = w.mn.poll_transmit().unwrap().payload;
+    w.ha.handle_datagram(w.now, SocketAddrV4::new(COA, 43400), HA, &req);
+    let reply = w.ha.poll_transmit().expect("a reply").payload;
+    w.mn.handle_datagram(w.now, SocketAddrV4::new(HA, MIP_PORT), &tamper(reply));
+    w.mn.poll_event()
+}
+
+/// RFC 5265 §4.1 and §3.2.3: only a Trusted Networks Configured extension that the Mobile-Home
+/// authenticator covers (before it, RFC 5944 §3.5.1) lets the mobile node trust the network.
+/// One after the authenticator, which anyone on the path can append (and which even the i-HA
+/// must not put there), leaves the registration accepted but untrusted; a reply whose
+/// authenticator fails or is missing is discarded, extension or not (RFC 5944 §3.6.2.1).
+#[test]
+fn trusted_networks_configured_counts_only_under_the_authenticator() {
+    let inside = Subnet {
+        addr: Ipv4Addr::new(192, 0, 2, 0),
+        len: 24,
+    };
+    let append = |mut r: Vec<u8>| {
+        r.extend_from_slice(&TNC);
+        r
+    };
+    // The i-HA's own extension, taken from under the authenticator (to be put after it).
+    let take_out = |mut r: Vec<u8>| {
+        let at = ext_at(&r, TNC[0]).expect("the i-HA's reply carries TNC");
+        r.drain(at..at + TNC.len());
+        r
+    };
+    let trusted = |e: Option<MnEvent>| match e {
+        Some(MnEvent::Registered { trusted, .. } | MnEvent::Deregistered { trusted, .. }) => {
+            Some(trusted)
+        }
+        other => panic!("not accepted: {other:?}"),
+    };
+
+    // A plain home agent's reply, and an on-path attacker appends the extension: the
+    // authenticator still verifies (it covers nothing after it), so the registration stands,
+    // untrusted. A deregistration's reply likewise.
+    let mut plain = World::new(mn(b"shared secret"));
+    for deregister in [false, true] {
+        let e = tampered_reply(&mut plain, deregister, &append);
+        assert_eq!(trusted(e), Some(false), "appended, deregister {deregister}");
+    }
+    assert_eq!(plain.mn.stats().accepted, 1);
+
+    let mut w = World::new(mn(b"shared secret"));
+    w.ha = i_ha(&[inside]);
+    // Moved behind the authenticator and re-signed, as a home agent that put it in the wrong
+    // place would send it: authentic, and still not trusted.
+    let e = tampered_reply(&mut w, false, &|r| append(resign(take_out(r))));
+    assert_eq!(trusted(e), Some(false), "moved behind, re-signed");
+    // Moved without re-signing: the authenticator no longer matches what it covers.
+    let dropped = w.mn.stats().dropped_replies;
+    let e = tampered_reply(&mut w, false, &|r| append(take_out(r)));
+    assert_eq!(e, None, "moved behind, not re-signed");
+    // In place, but the authenticator corrupted, or gone.
+    let e = tampered_reply(&mut w, false, &|mut r| {
+        let last = r.len() - 1;
+        r[last] ^= 1;
+        r
+    });
+    assert_eq!(e, None, "corrupted authenticator");
+    let e = tampered_reply(&mut w, false, &|mut r| {
+        r.truncate(r.len() - 22);
+        r
+    });
+    assert_eq!(e, None, "no authenticator");
+    assert_eq!(w.mn.stats().dropped_replies, dropped + 3);
+    // The i-HA's reply as sent: trusted, for a registration and for a deregistration.
+    for deregister in [false, true] {
+        let e = tampered_reply(&mut w, deregister, &|r| r);
+        assert_eq!(trusted(e), Some(true), "genuine, deregister {deregister}");
+    }
 }
 
 // --- Foreign-Home authentication at the home agent (RFC 5944 §3.5.4, §3.8.1, §3.8.2.1) ---

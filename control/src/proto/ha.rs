@@ -611,9 +611,11 @@ impl HomeAgent {
         if let Some(fa_sa) = &fa_sa {
             append_auth(&mut payload, ExtensionType::FaHaAuth, fa_sa);
         }
-        // §3.8.3.1: reply from the address the request was sent to, to its source.
+        // §3.8.3.1: reply from the address the request was sent to, to its source; but from
+        // our unicast address when that was a broadcast address ("MUST"), which is every `to`
+        // other than ours (those requests get 136, which names this address too).
         self.transmits.push_back(Transmit {
-            src: Some(to),
+            src: Some(self.config.address),
             dst: from,
             payload,
         });
