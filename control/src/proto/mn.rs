@@ -584,6 +584,15 @@ impl MobileNode {
             }
             return;
         }
+        if reply.code == ReplyCode::FaRegistrationTimeout {
+            // RFC 5944 §3.7.1: the foreign agent stopped waiting for the home agent's reply
+            // (after 7 s). That is no answer from the home agent: the request stays pending and
+            // is retransmitted on schedule (§3.6.3), which the agent relays afresh. Ending it
+            // here would leave nothing to retry once the retransmission interval outgrows the
+            // agent's patience.
+            info!("the foreign agent timed out waiting for the home agent: retrying");
+            return;
+        }
         self.pending = None;
         if !reply.code.is_accepted() {
             self.stats.denied += 1;
