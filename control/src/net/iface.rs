@@ -1,13 +1,40 @@
 //! What the kernel says about an interface: whether it is usable and with which care-of
 //! address and gateway (RFC 5265 §3.2.2's connection status), its MTU, an address's prefix.
 
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use futures_util::TryStreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use netlink_packet_route::link::LinkFlags;
+use rtnetlink::sys::AsyncSocket as _;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::sockopt::bind_to_device;
+
+/// An rtnetlink handle, and one wake-up per burst of link, IPv4 address and IPv4 route changes
+/// (what `ip monitor` shows): each may be a connection status change (RFC 5265 §3.2.2). A
+/// pending wake-up already makes the caller look again, so a burst is one message.
+pub fn watch() -> io::Result<(rtnetlink::Handle, mpsc::Receiver<()>)> {
+    let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
+    let groups = rtnetlink::constants::RTMGRP_LINK
+        | rtnetlink::constants::RTMGRP_IPV4_IFADDR
+        | rtnetlink::constants::RTMGRP_IPV4_ROUTE;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            if tx.is_closed() {
+                break;
+            }
+            let _ = tx.try_send(());
+        }
+    });
+    Ok((handle, rx))
+}
 
 /// An interface's MTU (1400 when unknown: kernel-libipsec's TUN default).
 pub fn device_mtu(name: &str) -> u32 {

@@ -18,11 +18,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use mipx_common::maps::{
     GATE_CLOSED, GATE_INSIDE, GATE_OUTSIDE, MN_ACTIVE, MN_UDP_TUNNEL, MN_VIA_VPN, MnGate, MnTunnel,
 };
-use rtnetlink::sys::AsyncSocket as _;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -36,7 +34,7 @@ use crate::dataplane::sync::{self, mn_tunnel};
 use crate::error_chain;
 use crate::net::agent_link::{AgentAction, AgentLink, Frames};
 use crate::net::clock::{Clock, kernel_monotonic_ns};
-use crate::net::iface::{default_gateway, device_mtu, usable_address};
+use crate::net::iface::{self, default_gateway, device_mtu, usable_address};
 use crate::net::route;
 use crate::net::sockopt::bind_to_device;
 use crate::proto::Now;
@@ -134,25 +132,7 @@ pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> 
         Role::Mn,
         "nothing enforces the plaintext gate",
     )?;
-    let (mut conn, handle, mut messages) = rtnetlink::new_connection()?;
-    // Link, IPv4 address and IPv4 route changes: what `ip monitor` shows.
-    let groups = rtnetlink::constants::RTMGRP_LINK
-        | rtnetlink::constants::RTMGRP_IPV4_IFADDR
-        | rtnetlink::constants::RTMGRP_IPV4_ROUTE;
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
-    tokio::spawn(conn);
-    // One wake-up per burst: a pending one already makes the node look again.
-    let (netlink_tx, netlink) = mpsc::channel::<()>(1);
-    tokio::spawn(async move {
-        while messages.next().await.is_some() {
-            if netlink_tx.is_closed() {
-                break;
-            }
-            let _ = netlink_tx.try_send(());
-        }
-    });
+    let (handle, netlink) = iface::watch()?;
 
     let (datagrams_tx, datagrams) = mpsc::channel::<(Path, SocketAddrV4, Vec<u8>)>(256);
     let (frames_tx, frames_rx) = mpsc::channel::<(u32, Vec<u8>)>(256);
