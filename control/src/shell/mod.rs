@@ -1,6 +1,6 @@
-//! The tokio shells `mipd` runs, one per role, each over the one [`driver`]: the home agent
-//! ([`ha`]), the plain mobile node ([`mn`]), the RFC 5265 mobile node ([`rfc5265`], with the
-//! VPN task of [`vpn`]) and the foreign agent ([`fa`]). They move bytes between sockets and
+//! The tokio shells `mipd` runs, one per role, each over the one [`driver`] and importing no
+//! other shell: the home agent ([`ha`]), the plain mobile node ([`mn`]), the RFC 5265 mobile
+//! node ([`rfc5265`], with its VPN task) and the foreign agent ([`fa`]). They move bytes between sockets and
 //! the sans-IO cores and apply the cores' events to the dataplane and the kernel; the
 //! decisions are the cores'.
 
@@ -9,7 +9,6 @@ mod fa;
 mod ha;
 mod mn;
 mod rfc5265;
-pub mod vpn;
 
 use std::io;
 

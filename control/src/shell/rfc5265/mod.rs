@@ -25,8 +25,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+mod vpn;
+
 use super::driver::{self, Shell};
-use super::vpn::{self, VpnReport};
+use vpn::VpnReport;
 use crate::api::{self, DaemonStats, InterfaceStatus, Request, Response, VpnStatus};
 use crate::config::{Config, MnSettings, Role, VpnSettings};
 use crate::dataplane::setup::Dp;
