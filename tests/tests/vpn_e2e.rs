@@ -293,6 +293,40 @@ fn iha_care_of(iha: &Mipd) -> Result<Option<String>> {
 /// another address pool: user data stays blocked (never plaintext on the external segment)
 /// while there is no VPN, mipd keeps retrying with back-off, and when the gateway returns with
 /// another pool the new TIA is registered with the i-HA (draft §3.3) and user data resumes.
+/// `ipsec = "kernel"` where charon runs kernel-libipsec (as here: this kernel has no ESP, and
+/// the VM's charon is configured the same way): the VPN never comes up, `mipctl status` says
+/// why, and outside nothing from the home address leaves in plaintext meanwhile.
+#[test]
+fn mc_insisting_on_kernel_esp_where_charon_runs_libipsec_fails_with_the_reason() -> Result<()> {
+    require_root();
+    let mut topo = DetectionTopology::new("mc-ipsec")?;
+    let charon = topo.start_mn_charon()?;
+    let _iha = topo.start_iha()?;
+    topo.start_vpn_gateway(VPN_POOL)?;
+    let toml = format!(
+        "{}ipsec = \"kernel\"\n",
+        vpn_toml(&topo, &charon, "mc", "teardown")?
+    );
+    let mn = topo.start_mn(&toml)?;
+    wait_mode(&mn, "inside", "c", Duration::from_secs(10))?;
+    topo.move_mn(Net::Ext1, true)?;
+    let s = wait_for(
+        Duration::from_secs(15),
+        "the VPN to fail with the reason",
+        || {
+            let s = status(&mn)?;
+            Ok((s["vpn"]["state"] == "failed").then_some(s))
+        },
+    )
+    .with_context(|| mn.log_text())?;
+    let reason = s["vpn"]["last_error"].as_str().unwrap_or_default();
+    ensure!(reason.contains("kernel-libipsec"), "{s}");
+    ensure!(s["vpn"]["tia"].is_null(), "{s}");
+    ensure!(s["interfaces"][0]["gate"] != "inside", "{s}");
+    ensure!(s["interfaces"][0]["mode"] == "-", "{s}");
+    Ok(())
+}
+
 #[test]
 fn mc_vpn_unreachable_drops_and_comes_back_with_another_tia() -> Result<()> {
     require_root();

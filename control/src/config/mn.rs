@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{ConfigError, field_err, read_key, security_association, valid_ifname};
 use crate::proto::detect::{DEFAULT_T_MONITOR, DetectConfig};
 use crate::proto::mn::{MnConfig, NatTraversal, NatTraversalMode};
-use crate::proto::rfc5265::{InsideVpn, OutsideMode};
+use crate::proto::rfc5265::{InsideVpn, IpsecSetting, OutsideMode};
 
 #[derive(Debug)]
 pub struct MnSettings {
@@ -133,6 +133,10 @@ pub(super) struct RawVpn {
     /// it alive; draft §3.4.2 allows both).
     #[serde(default = "default_inside_vpn")]
     inside: InsideVpn,
+    /// "auto" (whatever charon runs), "kernel" (the kernel's ESP, XFRM) or "libipsec"
+    /// (strongSwan's user-space ESP): a setting charon contradicts fails the VPN with a reason.
+    #[serde(default)]
+    ipsec: IpsecSetting,
     #[serde(default = "default_vpn_retry_initial")]
     retry_initial_ms: u64,
     #[serde(default = "default_vpn_retry_max")]
@@ -155,6 +159,7 @@ pub struct VpnSettings {
     pub psk: String,
     pub device: String,
     pub inside: InsideVpn,
+    pub ipsec: IpsecSetting,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub initiate_timeout_ms: u32,
@@ -171,6 +176,7 @@ impl std::fmt::Debug for VpnSettings {
             .field("psk", &"<redacted>")
             .field("device", &self.device)
             .field("inside", &self.inside)
+            .field("ipsec", &self.ipsec)
             .finish_non_exhaustive()
     }
 }
@@ -476,6 +482,7 @@ fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
         psk,
         device: v.device.clone(),
         inside: v.inside,
+        ipsec: v.ipsec,
         retry_initial: Duration::from_millis(v.retry_initial_ms),
         retry_max: Duration::from_millis(v.retry_max_ms),
         initiate_timeout_ms: v.initiate_timeout_ms,

@@ -322,7 +322,7 @@ mod tests {
     use super::*;
     use crate::proto::ha::UdpTunnelPolicy;
     use crate::proto::mn::{NatTraversal, NatTraversalMode};
-    use crate::proto::rfc5265::{InsideVpn, OutsideMode};
+    use crate::proto::rfc5265::{InsideVpn, IpsecSetting, OutsideMode};
     use std::net::Ipv4Addr;
 
     fn dir() -> tempdir::TempDir {
@@ -744,6 +744,23 @@ inside = "keep"
         assert_eq!(v.vici_socket, d.0.join("charon.vici"));
         assert_eq!((v.device.as_str(), v.inside), ("ipsec0", InsideVpn::Keep));
         assert_eq!(v.retry_initial, Duration::from_secs(1));
+        assert_eq!(
+            v.ipsec,
+            IpsecSetting::Auto,
+            "whatever charon runs, by default"
+        );
+        let kernel = Config::parse(
+            &text.replace("inside = \"keep\"", "ipsec = \"kernel\""),
+            &path,
+        )
+        .unwrap()
+        .mn
+        .unwrap()
+        .rfc5265
+        .unwrap()
+        .vpn
+        .unwrap();
+        assert_eq!(kernel.ipsec, IpsecSetting::Kernel);
         // Secrets never reach logs, not even through a debug print of the settings.
         assert!(!format!("{v:?}").contains("not-a-real-psk"));
         for (from, to, field) in [
@@ -769,6 +786,7 @@ inside = "keep"
                 "mn.rfc5265.vpn.psk_file",
             ),
             ("inside = \"keep\"", "inside = \"maybe\"", "inside"),
+            ("inside = \"keep\"", "ipsec = \"xfrm\"", "ipsec"),
             (
                 "inside = \"keep\"",
                 "retry_initial_ms = 10",

@@ -31,6 +31,9 @@ pub enum VpnError {
         command: &'static str,
         message: String,
     },
+    /// Charon runs another IPsec than the configuration asks for.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// A road-warrior IKEv2 connection to a VPN gateway, asking for a virtual IP (the TIA), with

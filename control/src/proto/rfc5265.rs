@@ -40,6 +40,59 @@ pub enum InsideVpn {
     Keep,
 }
 
+/// Which IPsec the VPN layer is to use (`[mn.rfc5265.vpn] ipsec`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpsecSetting {
+    /// Whatever charon runs.
+    #[default]
+    Auto,
+    /// The kernel's own ESP (XFRM), as a Linux gateway or laptop uses it.
+    Kernel,
+    /// strongSwan's user-space ESP over a TUN device (kernel-libipsec), for kernels without
+    /// ESP.
+    Libipsec,
+}
+
+/// The IPsec the VPN runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpsecBackend {
+    Kernel,
+    Libipsec,
+}
+
+impl IpsecBackend {
+    /// As `mipctl status` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpsecBackend::Kernel => "xfrm",
+            IpsecBackend::Libipsec => "kernel-libipsec",
+        }
+    }
+}
+
+/// The backend the VPN runs on, from the setting and what charon reports (`kernel-libipsec`
+/// among its plugins or not). A setting charon does not match is refused with what to change:
+/// the SAs would be where the node does not look for them.
+pub fn ipsec_backend(setting: IpsecSetting, charon_libipsec: bool) -> Result<IpsecBackend, String> {
+    let found = if charon_libipsec {
+        IpsecBackend::Libipsec
+    } else {
+        IpsecBackend::Kernel
+    };
+    match (setting, found) {
+        (IpsecSetting::Auto, found)
+        | (IpsecSetting::Kernel, found @ IpsecBackend::Kernel)
+        | (IpsecSetting::Libipsec, found @ IpsecBackend::Libipsec) => Ok(found),
+        (IpsecSetting::Kernel, IpsecBackend::Libipsec) => Err(
+            "ipsec = \"kernel\", but charon runs kernel-libipsec: load it without that plugin (kernel-netlink does the kernel's ESP)".into(),
+        ),
+        (IpsecSetting::Libipsec, IpsecBackend::Kernel) => Err(
+            "ipsec = \"libipsec\", but charon runs the kernel's ESP: add kernel-libipsec to its plugins".into(),
+        ),
+    }
+}
+
 /// What the node wants of the VPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VpnCommand {
@@ -788,4 +841,22 @@ pub struct VpnView<'a> {
     pub libipsec: Option<bool>,
     pub internal_registered: bool,
     pub last_error: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_follows_charon_unless_the_setting_contradicts_it() {
+        use IpsecBackend::{Kernel, Libipsec};
+        assert_eq!(ipsec_backend(IpsecSetting::Auto, true), Ok(Libipsec));
+        assert_eq!(ipsec_backend(IpsecSetting::Auto, false), Ok(Kernel));
+        assert_eq!(ipsec_backend(IpsecSetting::Kernel, false), Ok(Kernel));
+        assert_eq!(ipsec_backend(IpsecSetting::Libipsec, true), Ok(Libipsec));
+        let e = ipsec_backend(IpsecSetting::Kernel, true).unwrap_err();
+        assert!(e.contains("kernel-libipsec"), "{e}");
+        let e = ipsec_backend(IpsecSetting::Libipsec, false).unwrap_err();
+        assert!(e.contains("add kernel-libipsec"), "{e}");
+    }
 }

@@ -28,7 +28,6 @@ use tracing::{debug, error, info, warn};
 mod vpn;
 
 use super::driver::{self, Shell};
-use vpn::VpnReport;
 use crate::api::{self, DaemonStats, InterfaceStatus, Request, Response, VpnStatus};
 use crate::config::{Config, MnSettings, Role, VpnSettings};
 use crate::dataplane::setup::Dp;
@@ -44,6 +43,7 @@ use crate::proto::detect::Gate;
 use crate::proto::rfc5265::{
     Attachment, HomeRoute, IfaceConfig, Node, NodeConfig, NodeEvent, Offer, Path, VpnCommand, Wants,
 };
+use vpn::VpnReport;
 
 /// One tracked interface's I/O.
 struct Interface {

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::config::VpnSettings;
 use crate::error_chain;
 use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
-use crate::proto::rfc5265::{VpnCommand, VpnSnapshot};
+use crate::proto::rfc5265::{VpnCommand, VpnSnapshot, ipsec_backend};
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).
 pub const CONNECTION: &str = "mipx-vpn";
@@ -115,6 +115,17 @@ impl Driver {
                 Ok(v) => v,
                 Err(e) => {
                     warn!(error = %error_chain(&e), "cannot set up the VPN connection in charon; retrying");
+                    // Charon runs another IPsec than configured: no retry will change that
+                    // by itself, so `mipctl status` says why the VPN stays down.
+                    if let VpnError::Backend(reason) = &e {
+                        let _ = self
+                            .reports
+                            .send(VpnReport::Failed {
+                                error: reason.clone(),
+                                retry_in: self.settings.retry_initial,
+                            })
+                            .await;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(self.settings.retry_initial) => continue,
                         c = commands.recv() => match c {
@@ -251,6 +262,7 @@ impl Driver {
         .await?;
         vici.load_road_warrior(&self.conn).await?;
         let libipsec = vici.uses_libipsec().await?;
+        ipsec_backend(self.settings.ipsec, libipsec).map_err(VpnError::Backend)?;
         info!(
             socket = %self.settings.vici_socket.display(),
             gateway = %self.settings.gateway,
