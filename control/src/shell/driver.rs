@@ -4,14 +4,15 @@
 //! (`poll_transmit`, `poll_event`) in [`Shell::flush`]. A shell decides nothing itself.
 
 use std::io;
+use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{UdpSocket, UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{self, DaemonStats, Request, Response};
 use crate::config::{DataplaneSettings, Role};
@@ -135,6 +136,27 @@ async fn serve_api(stream: UnixStream, tx: mpsc::Sender<ApiCall>) {
     if let Ok(mut text) = serde_json::to_string(&response) {
         text.push('\n');
         let _ = write.write_all(text.as_bytes()).await;
+    }
+}
+
+/// Sends one datagram on a shell's Mobile IP socket, counting the outcome. Without waiting
+/// unless the socket's buffer is full: a burst of replies goes out in the order it was queued.
+pub(crate) async fn send_datagram(
+    socket: &UdpSocket,
+    stats: &mut DaemonStats,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) {
+    let sent = match socket.try_send_to(payload, dst.into()) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(payload, dst).await,
+        r => r,
+    };
+    match sent {
+        Ok(_) => stats.datagrams_sent += 1,
+        Err(e) => {
+            stats.send_errors += 1;
+            debug!(%dst, error = %e, "send failed");
+        }
     }
 }
 

@@ -177,19 +177,7 @@ impl Shell for HaShell {
 
     async fn flush(&mut self) {
         while let Some(t) = self.ha.poll_transmit() {
-            let sent = match self.socket.try_send_to(&t.payload, t.dst.into()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.send_to(&t.payload, t.dst).await
-                }
-                r => r,
-            };
-            match sent {
-                Ok(_) => self.stats.datagrams_sent += 1,
-                Err(e) => {
-                    self.stats.send_errors += 1;
-                    debug!(dst = %t.dst, error = %e, "send failed");
-                }
-            }
+            driver::send_datagram(&self.socket, &mut self.stats, t.dst, &t.payload).await;
         }
         let now = self.clock.now();
         let home_agent = self.ha.config().address;

@@ -219,19 +219,7 @@ impl Shell for MnShell {
                 }
                 continue;
             }
-            let sent = match self.socket.try_send_to(&t.payload, t.dst.into()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.send_to(&t.payload, t.dst).await
-                }
-                r => r,
-            };
-            match sent {
-                Ok(_) => self.stats.datagrams_sent += 1,
-                Err(e) => {
-                    self.stats.send_errors += 1;
-                    debug!(dst = %t.dst, error = %e, "send failed");
-                }
-            }
+            driver::send_datagram(&self.socket, &mut self.stats, t.dst, &t.payload).await;
         }
         while let Some(e) = self.mn.poll_event() {
             if let Some(tunnel) = self.tunnel_for(&e) {
