@@ -1,6 +1,8 @@
-//! Per-socket IPsec bypass for the mobile node's detection probes
-//! (draft-ietf-mip4-mobike-connectivity §3.4: the registration request to the i-HA is sent
-//! "without any VPN encapsulation").
+//! The kernel's IPsec (XFRM) as `mipd` sees it: the per-socket bypass for the mobile node's
+//! detection probes, and the kernel's SA table read over XFRM netlink.
+//!
+//! Bypass: draft-ietf-mip4-mobike-connectivity §3.4, the registration request to the i-HA is
+//! sent "without any VPN encapsulation".
 //!
 //! With strongSwan's kernel-libipsec (kernels without ESP, like the test machines) the VPN is
 //! a TUN device and its routes live in table 220, so a socket bound to the access interface
@@ -114,6 +116,167 @@ pub fn bypass(socket: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// One IPv4 SA in the kernel's table (`ip xfrm state`), as far as the gate and the VPN layer
+/// care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSa {
+    /// The SPI as on the wire.
+    pub spi: [u8; 4],
+    /// IP protocol: 50 for ESP.
+    pub proto: u8,
+    pub src: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    /// `XFRM_MODE_*`: 0 transport, 1 tunnel.
+    pub mode: u8,
+    pub reqid: u32,
+    /// RFC 3948 UDP encapsulation: (source port, destination port).
+    pub encap: Option<(u16, u16)>,
+    /// The XFRM interface the SA belongs to (`if_id`), if any.
+    pub if_id: Option<u32>,
+}
+
+const NETLINK_XFRM: libc::c_int = 6;
+const XFRM_MSG_NEWSA: u16 = 0x10;
+const XFRM_MSG_GETSA: u16 = 0x12;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct xfrm_usersa_info)` on 64-bit Linux: the selector (56), `xfrm_id` (24), the
+/// source address (16), the lifetime configuration (64) and counters (32), the statistics
+/// (12), then seq, reqid, family, mode, replay window and flags, padded to 8.
+const USERSA_INFO_LEN: usize = 224;
+const XFRMA_ENCAP: u16 = 4;
+const XFRMA_IF_ID: u16 = 31;
+
+/// The kernel's IPv4 SAs (an `XFRM_MSG_GETSA` dump).
+pub fn sas() -> io::Result<Vec<KernelSa>> {
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_XFRM,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut request = [0u8; NLMSG_HDRLEN];
+    request[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
+    request[4..6].copy_from_slice(&XFRM_MSG_GETSA.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    request[6..8].copy_from_slice(&flags.to_ne_bytes());
+    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // SAFETY: a valid socket and a live buffer of the length given (to the kernel, pid 0).
+    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: a valid socket and a live buffer of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match parse_dump(&buf[..n as usize], &mut out)? {
+            Dump::More => continue,
+            Dump::Done => return Ok(out),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Dump {
+    More,
+    Done,
+}
+
+/// Parses one datagram of a GETSA dump into `out`: each message is a `nlmsghdr`, and for
+/// `XFRM_MSG_NEWSA` an `xfrm_usersa_info` followed by attributes (`rtattr`, 4-aligned).
+fn parse_dump(mut bytes: &[u8], out: &mut Vec<KernelSa>) -> io::Result<Dump> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed XFRM netlink message");
+    while bytes.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(bytes[0..4].try_into().map_err(|_| bad())?) as usize;
+        let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);
+        if len < NLMSG_HDRLEN || len > bytes.len() {
+            return Err(bad());
+        }
+        let body = &bytes[NLMSG_HDRLEN..len];
+        match kind {
+            NLMSG_DONE => return Ok(Dump::Done),
+            NLMSG_ERROR => {
+                let code = body
+                    .get(0..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(bad)?;
+                if code == 0 {
+                    return Ok(Dump::Done);
+                }
+                return Err(io::Error::from_raw_os_error(-code));
+            }
+            XFRM_MSG_NEWSA => {
+                if let Some(sa) = parse_sa(body) {
+                    out.push(sa);
+                }
+            }
+            _ => {}
+        }
+        let next = len.next_multiple_of(4).min(bytes.len());
+        bytes = &bytes[next..];
+    }
+    Ok(Dump::More)
+}
+
+/// One `xfrm_usersa_info` with its attributes; `None` for another family or a short message.
+fn parse_sa(body: &[u8]) -> Option<KernelSa> {
+    let info = body.get(..USERSA_INFO_LEN)?;
+    let family = u16::from_ne_bytes([info[212], info[213]]);
+    if family != libc::AF_INET as u16 {
+        return None;
+    }
+    let v4 =
+        |at: usize| std::net::Ipv4Addr::new(info[at], info[at + 1], info[at + 2], info[at + 3]);
+    let mut sa = KernelSa {
+        // xfrm_id: daddr at 56, spi (network order) at 72, proto at 76.
+        spi: info[72..76].try_into().ok()?,
+        proto: info[76],
+        dst: v4(56),
+        src: v4(80),
+        mode: info[214],
+        reqid: u32::from_ne_bytes(info[208..212].try_into().ok()?),
+        encap: None,
+        if_id: None,
+    };
+    let mut attrs = &body[USERSA_INFO_LEN..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let data = &attrs[4..len];
+        match kind {
+            // struct xfrm_encap_tmpl: type (u16), sport and dport (network order).
+            XFRMA_ENCAP if data.len() >= 6 => {
+                sa.encap = Some((
+                    u16::from_be_bytes([data[2], data[3]]),
+                    u16::from_be_bytes([data[4], data[5]]),
+                ));
+            }
+            XFRMA_IF_ID if data.len() >= 4 => {
+                sa.if_id = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+            }
+            _ => {}
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    Some(sa)
+}
+
 #[cfg(test)]
 mod tests {
     /// The kernel accepts the policy (the test kernels have XFRM; root, as the test suite
@@ -124,5 +287,38 @@ mod tests {
         if let Err(e) = super::bypass(&socket) {
             panic!("IP_XFRM_POLICY refused (needs root and a kernel with XFRM): {e}");
         }
+    }
+
+    fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// Bad input never panics: short or overlong messages are an error, a kernel error is
+    /// reported as one, another family is skipped, and DONE ends the dump.
+    #[test]
+    fn a_dump_is_parsed_defensively() {
+        use super::{Dump, NLMSG_DONE, NLMSG_ERROR, USERSA_INFO_LEN, XFRM_MSG_NEWSA, parse_dump};
+        let mut out = Vec::new();
+        let mut overlong = message(XFRM_MSG_NEWSA, &[0; 8]);
+        overlong[0] = 200;
+        assert!(parse_dump(&overlong, &mut out).is_err());
+        assert!(parse_dump(&[1, 0, 0, 0, 0x10, 0, 0, 0], &mut out).is_ok());
+        let refused = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_dump(&refused, &mut out).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        // An IPv6 SA (family 10) and a truncated one are skipped; then DONE.
+        let mut v6 = vec![0u8; USERSA_INFO_LEN];
+        v6[212..214].copy_from_slice(&10u16.to_ne_bytes());
+        let mut dump = message(XFRM_MSG_NEWSA, &v6);
+        dump.extend(message(XFRM_MSG_NEWSA, &[0; 20]));
+        dump.extend(message(NLMSG_DONE, &[0; 4]));
+        assert!(matches!(parse_dump(&dump, &mut out), Ok(Dump::Done)));
+        assert!(out.is_empty());
     }
 }
