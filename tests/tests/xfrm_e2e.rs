@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail, ensure};
-use mipx_control::net::xfrm::{KernelSa, sas};
+use mipx_control::net::xfrm::{KernelSa, ensure_interface, sas};
 use mipx_tests::{Netns, require_root};
 
 const KEY: &str = "0x0102030405060708090a0b0c0d0e0f1011121314";
@@ -131,5 +131,54 @@ fn the_kernel_sa_table_reads_as_iproute2_shows_it() -> Result<()> {
         },
     ];
     ensure!(read == expected, "read {read:#?}\nshown by ip:\n{shown}");
+    Ok(())
+}
+
+/// mipd's XFRM interface (`ensure_interface`): created over rtnetlink with its if_id and MTU,
+/// up, as iproute2 shows it; asked again, the same interface. Where the kernel has no XFRM
+/// interfaces (the build machines), the refusal is EOPNOTSUPP and nothing is left behind.
+#[test]
+fn an_xfrm_interface_is_made_with_its_if_id_and_mtu() -> Result<()> {
+    require_root();
+    let ns = Netns::new("xfrmif")?;
+    let made = {
+        let _inside = ns.enter()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            tokio::spawn(conn);
+            let lo = mipx_control::dataplane::ifindex("lo")?;
+            let first = ensure_interface(&handle, "ipsec7", lo, 0x2a, 1380).await;
+            let again = match &first {
+                Ok(_) => Some(ensure_interface(&handle, "ipsec7", lo, 0x2a, 1360).await),
+                Err(_) => None,
+            };
+            anyhow::Ok((first, again))
+        })?
+    };
+    let shown = ns.ip(&["-d", "link", "show"])?;
+    match made {
+        (Ok(index), Some(Ok(again))) => {
+            ensure!(index == again, "a second interface: {index} then {again}");
+            let line = ns.ip(&["-d", "link", "show", "ipsec7"])?;
+            ensure!(line.contains("xfrm if_id 0x2a"), "{line}");
+            ensure!(line.contains("mtu 1360") && line.contains("UP"), "{line}");
+        }
+        (Err(e), None) => {
+            let text = format!("{e}");
+            if std::env::var_os("MIPX_KERNEL_ESP").is_some() {
+                bail!("this kernel should make XFRM interfaces: {text}");
+            }
+            ensure!(
+                text.contains("Operation not supported") || text.contains("95"),
+                "refused otherwise than for a kernel without XFRM interfaces: {text}"
+            );
+            ensure!(!shown.contains("ipsec7"), "{shown}");
+            eprintln!("this kernel has no XFRM interfaces: refused as such; the VM run makes one");
+        }
+        other => bail!("{other:?}\n{shown}"),
+    }
     Ok(())
 }

@@ -277,6 +277,58 @@ fn parse_sa(body: &[u8]) -> Option<KernelSa> {
     Some(sa)
 }
 
+/// Creates the XFRM interface `name` over the device with index `dev`, for the SAs and policies
+/// whose `if_id` is `if_id` (the kernel's ESP hands what it decrypted for them to it, and what is
+/// routed into it is encrypted with them), with `mtu`, up; an existing one of that name is kept
+/// and brought to that MTU. Returns its ifindex. A kernel without XFRM interfaces
+/// (`xfrm_interface`) refuses with EOPNOTSUPP.
+pub async fn ensure_interface(
+    handle: &rtnetlink::Handle,
+    name: &str,
+    dev: u32,
+    if_id: u32,
+    mtu: u32,
+) -> Result<u32, rtnetlink::Error> {
+    use futures_util::TryStreamExt as _;
+    let existing = handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await;
+    let index = match existing {
+        Ok(Some(link)) => link.header.index,
+        _ => {
+            handle
+                .link()
+                .add(rtnetlink::LinkXfrm::new(name, dev, if_id).build())
+                .execute()
+                .await?;
+            handle
+                .link()
+                .get()
+                .match_name(name.to_owned())
+                .execute()
+                .try_next()
+                .await?
+                .map(|l| l.header.index)
+                .unwrap_or_default()
+        }
+    };
+    handle
+        .link()
+        .set(
+            rtnetlink::LinkUnspec::new_with_index(index)
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await?;
+    Ok(index)
+}
+
 #[cfg(test)]
 mod tests {
     /// The kernel accepts the policy (the test kernels have XFRM; root, as the test suite
