@@ -9,10 +9,15 @@
 //! the VPN encrypt it; ingress unwraps the i-HA's tunnel to the TIA after the VPN decrypted it.
 //! Nothing here is ever plaintext on an access link.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
-    helpers::generated::bpf_check_mtu,
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_hdr_start_off::BPF_HDR_START_NET,
+    },
+    helpers::generated::{bpf_check_mtu, bpf_skb_load_bytes_relative},
     programs::TcContext,
 };
 use mipx_common::{
@@ -87,6 +92,35 @@ pub fn egress(ctx: &TcContext) -> Verdict {
     (TC_ACT_OK, Counter::MnVpnEncap)
 }
 
+/// A header at `offset` from the network header.
+///
+/// Ingress on the VPN device the packet starts there on kernel-libipsec's TUN, but not on the
+/// kernel's XFRM interface: ESP's tunnel-mode decapsulation rebuilds the access link's MAC
+/// header in front of the inner packet (`xfrm4_remove_tunnel_encap`), so the program sees 14
+/// bytes of Ethernet first. Reading relative to the network header fits both, and
+/// `BPF_ADJ_ROOM_MAC` opens or closes room right there either way.
+#[inline(always)]
+fn load_net<T>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+    let mut data = MaybeUninit::<T>::uninit();
+    // SAFETY: `data` is a live buffer of exactly `size_of::<T>()` bytes; the helper fills it
+    // completely or fails, and only then is it read.
+    let ret = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.as_ptr(),
+            offset as u32,
+            data.as_mut_ptr().cast(),
+            size_of::<T>() as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    if ret == 0 {
+        // SAFETY: the helper succeeded, so every byte was written.
+        Ok(unsafe { data.assume_init() })
+    } else {
+        Err(ret)
+    }
+}
+
 /// Ingress on the VPN device: strips the i-HA's IP-in-IP header from packets for the TIA
 /// whose inner destination is the home address; registration replies and anything else pass.
 #[inline(always)]
@@ -94,7 +128,7 @@ pub fn ingress(ctx: &TcContext) -> Verdict {
     let Some(tunnel) = vpn_tunnel() else {
         return (TC_ACT_OK, Counter::Passed);
     };
-    let Ok(outer) = ctx.load::<Ipv4Hdr>(0) else {
+    let Ok(outer) = load_net::<Ipv4Hdr>(ctx, 0) else {
         return (TC_ACT_OK, Counter::NotIpv4);
     };
     // Only the tunnel from our i-HA to our TIA is ours (RFC 3024 §5.2's mirror image).
@@ -111,7 +145,7 @@ pub fn ingress(ctx: &TcContext) -> Verdict {
     if outer.ihl() != 5 {
         return (TC_ACT_SHOT, Counter::TunnelOptions);
     }
-    let Ok(inner) = ctx.load::<Ipv4Hdr>(IP_HLEN) else {
+    let Ok(inner) = load_net::<Ipv4Hdr>(ctx, IP_HLEN) else {
         return (TC_ACT_SHOT, Counter::MalformedIpv4);
     };
     let room = usize::from(outer.total_len()).saturating_sub(IP_HLEN);

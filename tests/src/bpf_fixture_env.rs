@@ -165,6 +165,12 @@ pub const X_HOA: [u8; 4] = [203, 0, 113, 85];
 /// Ethernet header, would open the room 14 bytes in). What rewrites on this device therefore
 /// runs through the programs attached to the real device (`run_attached` in
 /// tests/tests/bpf_fixtures.rs).
+///
+/// The kernel's XFRM interface is the other VPN device, and there a decrypted packet reaches
+/// the ingress program with the access link's Ethernet header rebuilt in front of it
+/// (`xfrm4_remove_tunnel_encap`): exactly the skb `BPF_PROG_TEST_RUN` makes of an Ethernet
+/// frame. So `mn_tc_vpn_ingress`'s fixtures run unattached with 14 bytes of Ethernet put in
+/// front (the XFRM interface's view) and attached (the TUN's).
 pub const VPN0: &str = "vpn0";
 pub const VPN_MTU: u16 = 1400;
 pub const TIA: [u8; 4] = [10, 40, 0, 7];

@@ -97,7 +97,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::daemon::{Capture, Mipd, TempDir};
 use crate::mobility::{BPFFS, ensure_bpffs};
-use crate::strongswan::{Charon, Config, PskIds};
+use crate::strongswan::{Charon, Config, Ipsec, PskIds};
 use crate::{Netns, veth_pair};
 
 /// The internal home agent, on its home link (br-ihome in the intranet router).
@@ -304,6 +304,8 @@ pub struct DetectionTopology {
     net: Net,
     /// The VPN gateway's charon, while one runs (see [`DetectionTopology::start_vpn_gateway`]).
     vpn_gw: Option<Charon>,
+    /// Where the VPN gateway's and the MN's charons run ESP ([`DetectionTopology::set_ipsec`]).
+    ipsec: Ipsec,
     /// Foreign agents on the access segments, each in its own namespace
     /// ([`DetectionTopology::start_foreign_agent`]).
     pub fas: Vec<(Net, Netns)>,
@@ -347,6 +349,7 @@ impl DetectionTopology {
             )),
             net: Net::Int1,
             vpn_gw: None,
+            ipsec: Ipsec::default(),
             fas: Vec::new(),
             _peer_xdp: mipx_control::dataplane::Dataplane::load()?,
         };
@@ -539,9 +542,10 @@ impl DetectionTopology {
     /// that). A gateway's local selector is normally its inside subnet, where it has an
     /// address; here it is the i-HA alone. So the gateway gets the i-HA's address on its
     /// loopback, for charon to find, and is kept from acting on it:
-    /// - decrypted packets from the TUN device are routed by the main table ahead of the local
-    ///   one (rule 10 `iif ipsec0 lookup main`, the local table moved from rule 0 to 100), so
-    ///   those to the i-HA are forwarded to it, not delivered to the gateway;
+    /// - decrypted packets (from the pools: out of the TUN device, or from `vgw0` with the
+    ///   kernel's ESP) are routed by the main table ahead of the local one (rule 10 `from
+    ///   <pools> lookup main`, the local table moved from rule 0 to 100), so those to the i-HA
+    ///   are forwarded to it, not delivered to the gateway;
     /// - the i-HA's answers arrive on `vgw0` from an address the gateway has: `accept_local`
     ///   says that is fine (the kernel's source check passes without it too, but only because
     ///   its reverse lookup runs as if from the TUN device and so takes rule 10);
@@ -552,14 +556,7 @@ impl DetectionTopology {
         vgw.ip(&["rule", "add", "pref", "100", "lookup", "local"])?;
         vgw.ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
         vgw.ip(&[
-            "rule",
-            "add",
-            "pref",
-            "10",
-            "iif",
-            crate::strongswan::TUN,
-            "lookup",
-            "main",
+            "rule", "add", "pref", "10", "from", VPN_POOLS, "lookup", "main",
         ])?;
         sysctl(vgw, "net.ipv4.conf.vgw0.accept_local", "1")?;
         sysctl(vgw, "net.ipv4.conf.vgw0.arp_ignore", "1")
@@ -675,7 +672,9 @@ impl DetectionTopology {
         }
         self.stop_vpn_gateway()?;
         // See vgw_local_ts_address for what kernel-libipsec needs of a local_ts.
-        let conf = Config::gateway_with(VPN_IDS, pool, &format!("{IHA_ADDR}/32"));
+        let conf = Config::gateway_with(VPN_IDS, pool, &format!("{IHA_ADDR}/32"))
+            .with_charon_extra(&gateway_charon())
+            .with_ipsec(self.ipsec);
         let charon = Charon::start(&self.vgw, &self.dir, "vgw", &conf)?;
         charon
             .load_all()
@@ -700,16 +699,28 @@ impl DetectionTopology {
 
     /// Starts a charon in the MN's namespace with no connection, pool or secret (`mipd`, or a
     /// test, loads them over VICI: [`Charon::vici`] is the socket, or [`Charon::load_file`]),
-    /// as a mobile road warrior needs it: see [`MN_CHARON`]. kernel-libipsec creates its TUN
+    /// as a mobile road warrior needs it: see [`mn_charon`]. kernel-libipsec creates its TUN
     /// device ([`crate::strongswan::TUN`]) in the MN's namespace; the TIA is installed there
     /// when a CHILD_SA comes up. Drop it before the topology.
     pub fn start_mn_charon(&self) -> Result<Charon> {
-        Charon::start(
-            &self.mn,
-            &self.dir,
-            "mn",
-            &Config::empty().with_charon_extra(MN_CHARON),
-        )
+        let extra = match self.ipsec {
+            Ipsec::Libipsec => mn_charon(),
+            // The TIA on mipd's XFRM interface, by charon: so charon knows it for a virtual
+            // IP and never takes it for an address of its own (MOBIKE would announce it and
+            // try it as a path; a TIA only mipd installed is just another local address to
+            // charon). Not on `mn0`, where a move flushes it.
+            Ipsec::Kernel => format!("{}    install_virtual_ip_on = ipsec0\n", mn_charon()),
+        };
+        let conf = Config::empty()
+            .with_charon_extra(&extra)
+            .with_ipsec(self.ipsec);
+        Charon::start(&self.mn, &self.dir, "mn", &conf)
+    }
+
+    /// The ESP the charons started from now on run: kernel-libipsec (the default, for kernels
+    /// without ESP) or the kernel's XFRM.
+    pub fn set_ipsec(&mut self, ipsec: Ipsec) {
+        self.ipsec = ipsec;
     }
 
     /// The XDP pass programs on the receiving ends of links whose far end runs `mipd`'s XDP
@@ -1038,16 +1049,40 @@ impl Drop for DetectionTopology {
 /// [`DetectionTopology::start_mn_charon`]): a mobile road warrior installs the virtual IP it
 /// gets (the TIA, on kernel-libipsec's TUN device) and routes for the CHILD_SA's remote traffic
 /// selectors (routing table 220, source the TIA), so an ordinary socket's traffic to the i-HA
-/// takes the tunnel. IKE retransmissions are shortened for tests: charon's default (5 tries, 4 s
-/// growing by 1.8×) takes 165 s to give up on an unreachable gateway; with 2 tries from 1 s
-/// growing by 1.4× it sends at 0, 1 and 2.4 s and gives up at 4.36 s, which also bounds how
-/// long a MOBIKE update on a dead path is tried before the IKE_SA is deleted.
-pub const MN_CHARON: &str = "    install_virtual_ip = yes
-    install_routes = yes
-    retransmit_tries = 2
-    retransmit_timeout = 1.0
-    retransmit_base = 1.4
-";
+/// takes the tunnel. IKE retransmissions are shortened for tests (see [`charon_retransmits`]).
+pub fn mn_charon() -> String {
+    format!(
+        "    install_virtual_ip = yes\n    install_routes = yes\n{}",
+        charon_retransmits()
+    )
+}
+
+/// The `charon { }` options of the VPN gateway's strongSwan: the same short IKE
+/// retransmissions as the MN's. What they bound on the gateway is how long a duplicate IKE_SA
+/// lives after a road warrior came back with a new one (`unique = replace`): charon deletes
+/// the old one with a DELETE exchange, and a road warrior that gave up on that SA before the
+/// gateway finished it (its own retransmissions ran out on a slow machine) never answers.
+/// Until the old SA goes, the kernel's policy to the TIA, which both CHILD_SAs share, still
+/// names the old outbound SA (kernel-netlink keeps the first CHILD_SA's template among
+/// equals), so with the kernel's ESP the gateway would encrypt for an SPI the road warrior no
+/// longer has, for charon's default 165 s.
+pub fn gateway_charon() -> String {
+    charon_retransmits()
+}
+
+/// IKE retransmissions for tests: charon's default (5 tries, 4 s growing by 1.8×) takes 165 s
+/// to give up on an unreachable peer; with 2 tries from 1 s growing by 1.4× it sends at 0, 1
+/// and 2.4 s and gives up at 4.36 s, which also bounds how long a MOBIKE update on a dead path
+/// is tried before the IKE_SA is deleted. The first timeout is scaled by `MIPX_TEST_PATIENCE`
+/// like every wait of the tests: in the emulated VM an exchange that crosses two charons and
+/// the kernel's ESP takes seconds, and giving up on it early leaves the gateway with an SA the
+/// road warrior no longer has.
+pub fn charon_retransmits() -> String {
+    let timeout = crate::daemon::patience(std::time::Duration::from_secs(1)).as_secs_f64();
+    format!(
+        "    retransmit_tries = 2\n    retransmit_timeout = {timeout:.1}\n    retransmit_base = 1.4\n"
+    )
+}
 
 /// The packet count of nftables counter `counter` in table `inet TABLE` of `ns`.
 fn nft_counter(ns: &Netns, table: &str, counter: &str) -> Result<u64> {

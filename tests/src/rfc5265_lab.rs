@@ -20,7 +20,7 @@ use crate::detection::{
     CN_ADDR, DetectionTopology, INTERNAL_HOME_ADDR, MN_VPN_ID, VPN_GATEWAY_ADDR, VPN_GATEWAY_ID,
     VPN_PSK,
 };
-use crate::strongswan::Charon;
+use crate::strongswan::{Charon, Ipsec};
 
 /// The correspondent's port of the lab's TCP session.
 pub const SESSION_PORT: u16 = 5265;
@@ -49,12 +49,14 @@ pub fn unix_now() -> f64 {
 /// cvc with `agent_discovery`, so that where a foreign agent requires registration the node
 /// registers through it, mode f inside and fvc outside, RFC 5265 §2.2, §2.4), its VPN driven
 /// through `charon`'s VICI socket, `inside` = "teardown" or "keep". Detection as in
-/// tests/tests/vpn_e2e.rs: T_MONITOR 10 s, grace 3 s, a detection period of 1 s.
+/// tests/tests/vpn_e2e.rs: T_MONITOR 10 s, grace 3 s, a detection period of 1 s. `ipsec`: the
+/// ESP the configuration insists on (`[mn.rfc5265.vpn] ipsec`).
 pub fn vpn_toml(
     topo: &DetectionTopology,
     charon: &Charon,
     mode: &str,
     inside: &str,
+    ipsec: Ipsec,
 ) -> Result<String> {
     let psk = topo.dir.write("vpn.psk", VPN_PSK, 0o600)?;
     let detection = match mode {
@@ -74,9 +76,14 @@ pub fn vpn_toml(
         "{detection}\n[mn.rfc5265.vpn]\n\
          vici_socket = \"{}\"\ngateway = \"{VPN_GATEWAY_ADDR}\"\nlocal_id = \"{MN_VPN_ID}\"\n\
          remote_id = \"{VPN_GATEWAY_ID}\"\npsk_file = \"{}\"\ninside = \"{inside}\"\n\
-         retry_initial_ms = 500\nretry_max_ms = 2000\ninitiate_timeout_ms = 5000\ndpd_secs = 2\n",
+         retry_initial_ms = 500\nretry_max_ms = 2000\ninitiate_timeout_ms = 5000\ndpd_secs = 2\n\
+         ipsec = \"{}\"\n",
         charon.vici.display(),
         psk.display(),
+        match ipsec {
+            Ipsec::Libipsec => "libipsec",
+            Ipsec::Kernel => "kernel",
+        },
     ))
 }
 

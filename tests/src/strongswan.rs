@@ -35,6 +35,30 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 pub const PLUGINS: &str = "random nonce kdf openssl pem pkcs1 x509 pubkey \
                            kernel-libipsec kernel-netlink socket-default vici";
 
+/// [`PLUGINS`] for the kernel's own ESP: without kernel-libipsec, kernel-netlink installs the
+/// SAs and policies in XFRM.
+pub const KERNEL_PLUGINS: &str = "random nonce kdf openssl pem pkcs1 x509 pubkey \
+                                  kernel-netlink socket-default vici";
+
+/// Where a charon's ESP runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ipsec {
+    /// strongSwan's user-space ESP (kernel-libipsec): the only one on kernels without ESP.
+    #[default]
+    Libipsec,
+    /// The kernel's XFRM (kernel-netlink alone).
+    Kernel,
+}
+
+impl Ipsec {
+    pub fn plugins(self) -> &'static str {
+        match self {
+            Ipsec::Libipsec => PLUGINS,
+            Ipsec::Kernel => KERNEL_PLUGINS,
+        }
+    }
+}
+
 /// The name of the TUN device `kernel-libipsec` creates, where the virtual IP is installed.
 pub const TUN: &str = "ipsec0";
 
@@ -63,6 +87,7 @@ pub const TEST_IDS: PskIds<'static> = PskIds {
 pub struct Config {
     pub swanctl: String,
     pub charon_extra: String,
+    pub ipsec: Ipsec,
 }
 
 impl Config {
@@ -118,6 +143,7 @@ pools {{
         Self {
             swanctl,
             charon_extra: String::new(),
+            ipsec: Ipsec::default(),
         }
     }
 
@@ -162,6 +188,7 @@ pools {{
         Self {
             swanctl,
             charon_extra: String::new(),
+            ipsec: Ipsec::default(),
         }
     }
 
@@ -171,7 +198,14 @@ pools {{
         Self {
             swanctl: String::new(),
             charon_extra: String::new(),
+            ipsec: Ipsec::default(),
         }
+    }
+
+    /// This configuration with its ESP in `ipsec`.
+    pub fn with_ipsec(mut self, ipsec: Ipsec) -> Self {
+        self.ipsec = ipsec;
+        self
     }
 
     /// Adds `extra` (options of the `charon { }` section) to this configuration.
@@ -198,10 +232,12 @@ fn secrets(ids: PskIds) -> String {
 }
 
 /// The `strongswan.conf` for one daemon.
-fn strongswan_conf(vici: &str, log: &str, extra: &str) -> String {
+fn strongswan_conf(vici: &str, log: &str, conf: &Config) -> String {
+    let plugins = conf.ipsec.plugins();
+    let extra = &conf.charon_extra;
     format!(
         r#"charon {{
-    load = {PLUGINS}
+    load = {plugins}
     plugins {{
         vici {{
             socket = unix://{vici}
@@ -258,7 +294,7 @@ impl Charon {
         let _ = std::fs::remove_file(&vici);
         let conf_path = dir.write(
             &format!("{name}.strongswan.conf"),
-            &strongswan_conf(path_str(&vici)?, path_str(&log)?, &conf.charon_extra),
+            &strongswan_conf(path_str(&vici)?, path_str(&log)?, conf),
             0o600,
         )?;
         let swanctl_dir = dir.path(&format!("{name}.swanctl"));

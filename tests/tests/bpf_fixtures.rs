@@ -451,6 +451,7 @@ fn fixtures() -> Vec<Fixture> {
         // mn_tc_vpn_ingress on the VPN device: the i-HA's tunnel to the TIA, after the VPN
         // decrypted it.
         vpn_in("mn_vpn_decap", TC_ACT_OK, Rewritten, MnVpnDecap).attached(),
+        vpn_in("mn_vpn_decap", TC_ACT_OK, Rewritten, MnVpnDecap).named("mn_vpn_decap_behind_a_mac_header"),
         fx("mn_vpn_decap", MN_TC_VPN_INGRESS, Setup::MnVpn(MN_ACTIVE | MN_VIA_VPN), vpn0, TC_ACT_OK, Rewritten, MnVpnDecap).attached()
             .named("mn_vpn_decap_without_reverse_tunnelling"),
         fx("mn_vpn_ingress_inactive_passes", MN_TC_VPN_INGRESS, Setup::MnVpn(MN_REVERSE_TUNNEL | MN_VIA_VPN), vpn0, TC_ACT_OK, Untouched, Passed),
@@ -839,6 +840,18 @@ fn check(
     let execute = |dataplane: &mut Dataplane| -> Result<Outcome> {
         if fixture.attached {
             run_attached(topology, fixture, &input, expected)
+        } else if fixture.program == MN_TC_VPN_INGRESS {
+            // As the kernel's XFRM interface hands a decrypted packet to its ingress: with
+            // the access link's Ethernet header rebuilt in front (see VPN0), which
+            // BPF_PROG_TEST_RUN takes for the MAC header as that interface does.
+            let mut framed = vec![0u8; 12];
+            framed.extend_from_slice(&0x0800u16.to_be_bytes());
+            framed.extend_from_slice(&input);
+            let run = run(dataplane, topology, fixture, &framed)?;
+            Ok(Outcome {
+                verdict: run.verdict,
+                output: Some(run.output.get(14..).unwrap_or_default().to_vec()),
+            })
         } else {
             let run = run(dataplane, topology, fixture, &input)?;
             Ok(Outcome {

@@ -646,7 +646,7 @@ fn vpn_gateway_restarted_with_another_pool_hands_out_a_new_tia() -> Result<()> {
 }
 
 /// The MN's charon gives up on a gateway that does not answer within a few seconds (its short
-/// retransmission settings, [`mipx_tests::detection::MN_CHARON`]), so a test, or `mipd`, learns
+/// retransmission settings, [`mipx_tests::detection::mn_charon`]), so a test, or `mipd`, learns
 /// soon that the VPN cannot come up.
 #[test]
 fn mn_charon_gives_up_on_an_unreachable_vpn_gateway_within_seconds() -> Result<()> {

@@ -447,7 +447,14 @@ fn modes_f_and_fvc_through_foreign_agents() -> Result<()> {
     let required = "registration_required = true\n";
     let fa_int2 = topo.start_foreign_agent(Net::Int2, fa_toml, required)?;
     let fa_ext1 = topo.start_foreign_agent(Net::Ext1, fa_toml, required)?;
-    let toml = mipx_tests::rfc5265_lab::vpn_toml(&topo, &charon, "cvc", "teardown")?.replace(
+    let toml = mipx_tests::rfc5265_lab::vpn_toml(
+        &topo,
+        &charon,
+        "cvc",
+        "teardown",
+        mipx_tests::strongswan::Ipsec::Libipsec,
+    )?
+    .replace(
         "mode = \"cvc\"\n",
         "mode = \"cvc\"\nagent_discovery = true\n",
     );

@@ -36,10 +36,7 @@ fn vici_loads_a_road_warrior_brings_it_up_and_reports_the_tunnel_inner_address()
     )?;
     gateway.load_all()?;
     // Nothing configured on the client: everything comes over VICI.
-    let empty = Config {
-        swanctl: String::new(),
-        charon_extra: String::new(),
-    };
+    let empty = Config::empty();
     let road = Charon::start(&client, &dir, "client", &empty)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +53,7 @@ fn vici_loads_a_road_warrior_brings_it_up_and_reports_the_tunnel_inner_address()
             remote_id: "gw.test".into(),
             remote_ts: vec!["10.50.0.0/24".into()],
             dpd_secs: 30,
+            if_id: None,
         };
         vici.load_road_warrior(&rw).await?;
         ensure!(

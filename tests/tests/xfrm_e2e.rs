@@ -11,7 +11,9 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail, ensure};
-use mipx_control::net::xfrm::{KernelSa, ensure_interface, sas};
+use mipx_control::net::xfrm::{
+    KernelSa, allow_inbound_to, ensure_interface, remove_inbound_to, sas,
+};
 use mipx_tests::{Netns, require_root};
 
 const KEY: &str = "0x0102030405060708090a0b0c0d0e0f1011121314";
@@ -180,5 +182,43 @@ fn an_xfrm_interface_is_made_with_its_if_id_and_mtu() -> Result<()> {
         }
         other => bail!("{other:?}\n{shown}"),
     }
+    Ok(())
+}
+
+/// The home address's inbound policy (`allow_inbound_to`): dir in, "to the home address",
+/// bound to the XFRM interface's if_id, requiring ESP in tunnel mode from any tunnel, as
+/// iproute2 shows it; installed twice, one policy; removed, gone; removed again, no error.
+/// Policies need no ESP transform, so every kernel with XFRM takes it.
+#[test]
+fn the_home_address_inbound_policy_is_installed_and_removed() -> Result<()> {
+    require_root();
+    let ns = Netns::new("xfrmpol")?;
+    let home = Ipv4Addr::new(10, 20, 0, 5);
+    let installed = {
+        let _inside = ns.enter()?;
+        allow_inbound_to(home, 0x2a)?;
+        allow_inbound_to(home, 0x2a)?;
+        ns.ip(&["xfrm", "policy", "show"])?
+    };
+    ensure!(
+        installed.matches("dst 10.20.0.5/32").count() == 1,
+        "{installed}"
+    );
+    for want in [
+        "src 0.0.0.0/0",
+        "dir in",
+        "if_id 0x2a",
+        "proto esp",
+        "mode tunnel",
+    ] {
+        ensure!(installed.contains(want), "no {want:?} in:\n{installed}");
+    }
+    let removed = {
+        let _inside = ns.enter()?;
+        remove_inbound_to(home, 0x2a)?;
+        remove_inbound_to(home, 0x2a)?;
+        ns.ip(&["xfrm", "policy", "show"])?
+    };
+    ensure!(!removed.contains("10.20.0.5"), "{removed}");
     Ok(())
 }

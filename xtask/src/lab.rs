@@ -32,6 +32,11 @@ pub(crate) struct Options {
     /// mc and fvc).
     #[arg(long)]
     mode: Option<String>,
+    /// rfc5265: the VPN's ESP, `kernel` (the kernel's XFRM, mipd's XFRM interface) or
+    /// `libipsec` (strongSwan's user-space ESP); by default the kernel's where the kernel has
+    /// ESP and XFRM interfaces (Debian 12's), else libipsec (this machine's kernel has neither).
+    #[arg(long)]
+    ipsec: Option<String>,
     /// detection, rfc5265: also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -63,6 +68,12 @@ pub(crate) fn run(options: &Options) -> Result<()> {
             bail!("--mode is an option of the rfc5265 lab");
         }
         args.extend(["--mode".into(), mode.into()]);
+    }
+    if let Some(ipsec) = &options.ipsec {
+        if scenario != "rfc5265" {
+            bail!("--ipsec is an option of the rfc5265 lab");
+        }
+        args.extend(["--ipsec".into(), ipsec.into()]);
     }
     if let Some(json) = &options.json {
         if scenario == "mobility" {

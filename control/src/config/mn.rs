@@ -137,6 +137,10 @@ pub(super) struct RawVpn {
     /// (strongSwan's user-space ESP): a setting charon contradicts fails the VPN with a reason.
     #[serde(default)]
     ipsec: IpsecSetting,
+    /// With the kernel's IPsec: the XFRM interface ID (`if_id`) of the interface `device`
+    /// that mipd creates and of the SAs and policies charon installs for it (non-zero).
+    #[serde(default = "default_vpn_if_id")]
+    if_id: u32,
     #[serde(default = "default_vpn_retry_initial")]
     retry_initial_ms: u64,
     #[serde(default = "default_vpn_retry_max")]
@@ -160,6 +164,7 @@ pub struct VpnSettings {
     pub device: String,
     pub inside: InsideVpn,
     pub ipsec: IpsecSetting,
+    pub if_id: u32,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub initiate_timeout_ms: u32,
@@ -177,6 +182,7 @@ impl std::fmt::Debug for VpnSettings {
             .field("device", &self.device)
             .field("inside", &self.inside)
             .field("ipsec", &self.ipsec)
+            .field("if_id", &self.if_id)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +195,10 @@ fn default_vici_socket() -> PathBuf {
 }
 fn default_vpn_device() -> String {
     "ipsec0".into()
+}
+/// "MIPX" in ASCII: unlikely to be taken by another XFRM interface on the host.
+fn default_vpn_if_id() -> u32 {
+    0x4d49_5058
 }
 fn default_inside_vpn() -> InsideVpn {
     InsideVpn::Teardown
@@ -467,6 +477,10 @@ fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
             "need 100 <= retry_initial_ms <= retry_max_ms <= 3600000",
         ));
     }
+    if v.if_id == 0 {
+        // The kernel refuses an XFRM interface with if_id 0: it means "no interface".
+        return Err(field_err(f("if_id"), "must be non-zero"));
+    }
     if v.dpd_secs > 3600 {
         return Err(field_err(f("dpd_secs"), "must be 0-3600"));
     }
@@ -483,6 +497,7 @@ fn vpn_settings(v: &RawVpn, base: &Path) -> Result<VpnSettings, ConfigError> {
         device: v.device.clone(),
         inside: v.inside,
         ipsec: v.ipsec,
+        if_id: v.if_id,
         retry_initial: Duration::from_millis(v.retry_initial_ms),
         retry_max: Duration::from_millis(v.retry_max_ms),
         initiate_timeout_ms: v.initiate_timeout_ms,

@@ -761,6 +761,7 @@ inside = "keep"
         .vpn
         .unwrap();
         assert_eq!(kernel.ipsec, IpsecSetting::Kernel);
+        assert_eq!(kernel.if_id, 0x4d49_5058, "\"MIPX\" by default");
         // Secrets never reach logs, not even through a debug print of the settings.
         assert!(!format!("{v:?}").contains("not-a-real-psk"));
         for (from, to, field) in [
@@ -787,6 +788,7 @@ inside = "keep"
             ),
             ("inside = \"keep\"", "inside = \"maybe\"", "inside"),
             ("inside = \"keep\"", "ipsec = \"xfrm\"", "ipsec"),
+            ("inside = \"keep\"", "if_id = 0", "mn.rfc5265.vpn.if_id"),
             (
                 "inside = \"keep\"",
                 "retry_initial_ms = 10",

@@ -44,6 +44,48 @@ pub fn device_mtu(name: &str) -> u32 {
         .unwrap_or(1400)
 }
 
+/// Makes `addr` (as a /32) the only IPv4 address of device `ifindex`, or leaves it none. For a
+/// device mipd owns (the VPN's XFRM interface, where the TIA lives).
+pub async fn set_only_address(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    addr: Option<Ipv4Addr>,
+) -> Result<(), rtnetlink::Error> {
+    use netlink_packet_route::address::AddressAttribute;
+    let mut have = false;
+    let existing: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(ifindex)
+        .execute()
+        .try_collect()
+        .await?;
+    for message in existing {
+        let address = message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(std::net::IpAddr::V4(a))
+            | AddressAttribute::Address(std::net::IpAddr::V4(a)) => Some(*a),
+            _ => None,
+        });
+        let Some(address) = address else { continue };
+        if Some(address) == addr && message.header.prefix_len == 32 {
+            have = true;
+        } else {
+            handle.address().del(message).execute().await?;
+        }
+    }
+    if let Some(addr) = addr
+        && !have
+    {
+        handle
+            .address()
+            .add(ifindex, addr.into(), 32)
+            .replace()
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
+
 /// The care-of address of interface `name` if it is up with carrier: the source address the
 /// kernel would pick for a datagram to `toward` leaving through it (a connected, device-bound
 /// UDP socket; nothing is sent). While addresses are being swapped the interface may hold an

@@ -116,6 +116,17 @@ pub async fn unroute(handle: &rtnetlink::Handle, table: Table) -> Result<(), rtn
     for rule in ours {
         handle.rule().del(rule).execute().await?;
     }
+    for route in routes_of(handle, table).await? {
+        handle.route().del(route).execute().await?;
+    }
+    Ok(())
+}
+
+/// The routes in `table` (the kernel's dump filter is a hint: each is checked).
+async fn routes_of(
+    handle: &rtnetlink::Handle,
+    table: Table,
+) -> Result<Vec<netlink_packet_route::route::RouteMessage>, rtnetlink::Error> {
     let mut routes = handle
         .route()
         .get(
@@ -124,16 +135,23 @@ pub async fn unroute(handle: &rtnetlink::Handle, table: Table) -> Result<(), rtn
                 .build(),
         )
         .execute();
-    let mut stale = Vec::new();
+    let mut found = Vec::new();
     while let Some(route) = routes.try_next().await? {
         if route.attributes.contains(&RouteAttribute::Table(table.id)) {
-            stale.push(route);
+            found.push(route);
         }
     }
-    for route in stale {
-        handle.route().del(route).execute().await?;
-    }
-    Ok(())
+    Ok(found)
+}
+
+/// Whether `table` still holds a route. The kernel removes routes without telling their owner:
+/// all those through a device when its last IPv4 address goes (`fib_disable_ip`), which an
+/// XFRM interface whose only address is the TIA sees when that address is swapped.
+pub async fn table_has_routes(
+    handle: &rtnetlink::Handle,
+    table: Table,
+) -> Result<bool, rtnetlink::Error> {
+    Ok(!routes_of(handle, table).await?.is_empty())
 }
 
 fn is_ours(rule: &netlink_packet_route::rule::RuleMessage, table: Table) -> bool {

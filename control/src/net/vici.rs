@@ -53,6 +53,10 @@ pub struct RoadWarrior {
     /// traffic from the gateway; 0: off. A gateway that died is then noticed and the SA
     /// deleted, which is how mipd learns that the VPN dropped.
     pub dpd_secs: u32,
+    /// With the kernel's IPsec: the XFRM interface ID charon puts on the CHILD_SA's SAs and
+    /// policies (`if_id_in`/`if_id_out`), so that they apply only to what is routed into that
+    /// interface and what it decrypted arrives there; `None` with kernel-libipsec (its TUN).
+    pub if_id: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -64,6 +68,10 @@ struct Auth<'a> {
 #[derive(Serialize)]
 struct ChildConf<'a> {
     remote_ts: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    if_id_in: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    if_id_out: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -146,11 +154,14 @@ impl IkeSa {
         self.local_vips.iter().find_map(|v| v.parse().ok())
     }
 
-    /// The SPIs of the installed CHILD_SAs, both directions, as they appear on the wire.
+    /// The SPIs of the installed CHILD_SAs, both directions, as they appear on the wire. A
+    /// CHILD_SA that MOBIKE is moving (`UPDATING`, RFC 4555 §3.5: the SAs keep their SPIs) or
+    /// that is being rekeyed (`REKEYING`: the new one is not in use yet) still carries the
+    /// traffic; one already rekeyed or being deleted is on its way out.
     pub fn spis(&self) -> Vec<[u8; 4]> {
         self.child_sas
             .values()
-            .filter(|c| c.state == "INSTALLED")
+            .filter(|c| matches!(c.state.as_str(), "INSTALLED" | "UPDATING" | "REKEYING"))
             .flat_map(|c| [c.spi_in.as_deref(), c.spi_out.as_deref()])
             .flatten()
             .filter_map(|hex| u32::from_str_radix(hex, 16).ok())
@@ -234,6 +245,8 @@ impl Vici {
                 rw.name.clone(),
                 ChildConf {
                     remote_ts: &rw.remote_ts,
+                    if_id_in: rw.if_id.map(|id| id.to_string()),
+                    if_id_out: rw.if_id.map(|id| id.to_string()),
                 },
             )]),
         };
@@ -358,8 +371,9 @@ mod tests {
         }
     }
 
-    /// Only installed CHILD_SAs count (a rekeyed or deleting one is on its way out), both
-    /// directions, in wire order; garbage is skipped rather than trusted.
+    /// Only installed CHILD_SAs count, also while MOBIKE moves them (a rekeyed or deleting
+    /// one is on its way out), both directions, in wire order; garbage is skipped rather than
+    /// trusted.
     #[test]
     fn spis_are_the_installed_children_in_wire_order() {
         let sa = IkeSa {
@@ -380,6 +394,10 @@ mod tests {
                     "mipx-vpn-3".into(),
                     child("INSTALLED", "not-hex", "00000007"),
                 ),
+                (
+                    "mipx-vpn-4".into(),
+                    child("UPDATING", "00000008", "00000009"),
+                ),
             ]),
         };
         assert_eq!(
@@ -387,7 +405,9 @@ mod tests {
             [
                 [0xca, 0xfe, 0x00, 0x01],
                 [0x0b, 0xad, 0xf0, 0x0d],
-                [0, 0, 0, 7]
+                [0, 0, 0, 7],
+                [0, 0, 0, 8],
+                [0, 0, 0, 9]
             ]
         );
         assert_eq!(sa.tunnel_inner_address(), Some(Ipv4Addr::new(10, 40, 0, 1)));

@@ -12,6 +12,7 @@
 //! (`IP_XFRM_POLICY`, as strongSwan does for its own IKE sockets).
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
 /// `struct xfrm_selector` (`linux/xfrm.h`): all zero matches everything.
@@ -28,6 +29,7 @@ struct XfrmSelector {
     prefixlen_d: u8,
     prefixlen_s: u8,
     proto: u8,
+    _pad: [u8; 3],
     ifindex: i32,
     user: u32,
 }
@@ -44,6 +46,19 @@ struct XfrmLifetimeCfg {
     hard_add_expires_seconds: u64,
     soft_use_expires_seconds: u64,
     hard_use_expires_seconds: u64,
+}
+
+impl XfrmLifetimeCfg {
+    /// No byte or packet limit, no expiry: a policy that lasts until it is deleted.
+    fn unlimited() -> Self {
+        XfrmLifetimeCfg {
+            soft_byte_limit: XFRM_INF,
+            hard_byte_limit: XFRM_INF,
+            soft_packet_limit: XFRM_INF,
+            hard_packet_limit: XFRM_INF,
+            ..XfrmLifetimeCfg::default()
+        }
+    }
 }
 
 /// `struct xfrm_lifetime_cur`.
@@ -69,7 +84,9 @@ struct XfrmUserpolicyInfo {
     action: u8,
     flags: u8,
     share: u8,
+    _pad: [u8; 4],
 }
+// Padding is explicit in these layouts, so their bytes are all initialised (see `bytes_of`).
 const _: () = assert!(size_of::<XfrmSelector>() == 56);
 const _: () = assert!(size_of::<XfrmUserpolicyInfo>() == 168);
 
@@ -88,13 +105,7 @@ pub fn bypass(socket: &impl AsRawFd) -> io::Result<()> {
                 family: libc::AF_INET as u16,
                 ..XfrmSelector::default()
             },
-            lft: XfrmLifetimeCfg {
-                soft_byte_limit: XFRM_INF,
-                hard_byte_limit: XFRM_INF,
-                soft_packet_limit: XFRM_INF,
-                hard_packet_limit: XFRM_INF,
-                ..XfrmLifetimeCfg::default()
-            },
+            lft: XfrmLifetimeCfg::unlimited(),
             dir,
             action: XFRM_POLICY_ALLOW,
             ..XfrmUserpolicyInfo::default()
@@ -150,6 +161,29 @@ const XFRMA_IF_ID: u16 = 31;
 
 /// The kernel's IPv4 SAs (an `XFRM_MSG_GETSA` dump).
 pub fn sas() -> io::Result<Vec<KernelSa>> {
+    let fd = send_request(
+        XFRM_MSG_GETSA,
+        (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+        &[],
+    )?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: a valid socket and a live buffer of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match parse_dump(&buf[..n as usize], &mut out)? {
+            Dump::More => continue,
+            Dump::Done => return Ok(out),
+        }
+    }
+}
+
+/// Opens an XFRM netlink socket and sends one request of `kind` with `body` (the fixed part
+/// and its attributes) to the kernel.
+fn send_request(kind: u16, flags: u16, body: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: plain socket(2); the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -163,29 +197,155 @@ pub fn sas() -> io::Result<Vec<KernelSa>> {
     }
     // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let mut request = [0u8; NLMSG_HDRLEN];
-    request[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
-    request[4..6].copy_from_slice(&XFRM_MSG_GETSA.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    request[6..8].copy_from_slice(&flags.to_ne_bytes());
-    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let mut request = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    request.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+    request.extend_from_slice(&kind.to_ne_bytes());
+    request.extend_from_slice(&flags.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(body);
     // SAFETY: a valid socket and a live buffer of the length given (to the kernel, pid 0).
     let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // SAFETY: a valid socket and a live buffer of the length given.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        match parse_dump(&buf[..n as usize], &mut out)? {
-            Dump::More => continue,
-            Dump::Done => return Ok(out),
-        }
+    Ok(fd)
+}
+
+/// Sends one request with `NLM_F_ACK` and returns the kernel's verdict.
+fn acked_request(kind: u16, body: &[u8]) -> io::Result<()> {
+    let fd = send_request(kind, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16, body)?;
+    let mut buf = [0u8; 1024];
+    // SAFETY: a valid socket and a live buffer of the length given.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match parse_dump(&buf[..n as usize], &mut Vec::new())? {
+        Dump::Done => Ok(()),
+        Dump::More => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no acknowledgement from XFRM netlink",
+        )),
+    }
+}
+
+/// One netlink attribute (`rtattr`), padded to 4 bytes.
+fn attribute(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// The selector "anything to `dst`".
+fn to_host(dst: Ipv4Addr) -> XfrmSelector {
+    let mut daddr = [0; 16];
+    daddr[..4].copy_from_slice(&dst.octets());
+    XfrmSelector {
+        daddr,
+        family: libc::AF_INET as u16,
+        prefixlen_d: 32,
+        ..XfrmSelector::default()
+    }
+}
+
+/// The bytes of one of this module's `repr(C)` structs: plain integers with their padding
+/// spelled out as fields, so no byte is uninitialised.
+fn bytes_of<T>(value: &T) -> &[u8] {
+    // SAFETY: `value` is a live, initialised `T`; reading its bytes is always valid.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast(), size_of::<T>()) }
+}
+
+/// `struct xfrm_user_tmpl`: what a policy requires of the SAs a packet came through.
+#[repr(C)]
+#[derive(Default)]
+struct XfrmUserTmpl {
+    daddr: [u8; 16],
+    spi: u32,
+    proto: u8,
+    _pad: [u8; 3],
+    family: u16,
+    _pad2: [u8; 2],
+    saddr: [u8; 16],
+    reqid: u32,
+    mode: u8,
+    share: u8,
+    optional: u8,
+    _pad3: u8,
+    aalgos: u32,
+    ealgos: u32,
+    calgos: u32,
+}
+const _: () = assert!(size_of::<XfrmUserTmpl>() == 64);
+
+/// `struct xfrm_userpolicy_id`: which policy to delete.
+#[repr(C)]
+#[derive(Default)]
+struct XfrmUserpolicyId {
+    sel: XfrmSelector,
+    index: u32,
+    dir: u8,
+    _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<XfrmUserpolicyId>() == 64);
+
+const XFRM_MSG_DELPOLICY: u16 = 0x14;
+const XFRM_MSG_UPDPOLICY: u16 = 0x19;
+const XFRMA_TMPL: u16 = 5;
+const XFRM_MODE_TUNNEL: u8 = 1;
+/// Below strongSwan's priorities (which start near 200000 and grow with narrower selectors'
+/// generality): the home address's policy never overlaps charon's, so this is only order.
+const HOME_POLICY_PRIORITY: u32 = 1000;
+
+/// Lets what the kernel decrypted for the XFRM interface `if_id` be delivered to `home`
+/// (an inbound policy: selector "to `home`", template "ESP, tunnel mode, any tunnel").
+///
+/// RFC 5265 §2.3 nests the internal home address's Mobile IP tunnel inside the VPN: the i-HA's
+/// IP-in-IP to the TIA is what the CHILD_SA carries (charon's inbound policy is i-HA → TIA),
+/// and the mobile node's TC program strips it on the XFRM interface. The datagram inside, for
+/// the home address, still carries the SA in its security path, and the kernel's inbound
+/// policy check at local delivery drops a tunnel-mode-protected packet that no policy covers
+/// (`XfrmInNoPols`). This policy covers it. It is looked up only for packets that arrived
+/// through the interface `if_id` (the kernel takes the if_id from the receiving XFRM interface,
+/// and a packet that came in plaintext has none), so the home address's plain Mobile IP
+/// inside the intranet is untouched. Replaces an existing one (a restarted mipd).
+pub fn allow_inbound_to(home: Ipv4Addr, if_id: u32) -> io::Result<()> {
+    let info = XfrmUserpolicyInfo {
+        sel: to_host(home),
+        lft: XfrmLifetimeCfg::unlimited(),
+        priority: HOME_POLICY_PRIORITY,
+        dir: XFRM_POLICY_IN,
+        action: XFRM_POLICY_ALLOW,
+        ..XfrmUserpolicyInfo::default()
+    };
+    let tmpl = XfrmUserTmpl {
+        proto: libc::IPPROTO_ESP as u8,
+        family: libc::AF_INET as u16,
+        mode: XFRM_MODE_TUNNEL,
+        aalgos: u32::MAX,
+        ealgos: u32::MAX,
+        calgos: u32::MAX,
+        ..XfrmUserTmpl::default()
+    };
+    let mut body = bytes_of(&info).to_vec();
+    attribute(&mut body, XFRMA_TMPL, bytes_of(&tmpl));
+    attribute(&mut body, XFRMA_IF_ID, &if_id.to_ne_bytes());
+    acked_request(XFRM_MSG_UPDPOLICY, &body)
+}
+
+/// Deletes the policy [`allow_inbound_to`] installed; one that is not there is no error.
+pub fn remove_inbound_to(home: Ipv4Addr, if_id: u32) -> io::Result<()> {
+    let id = XfrmUserpolicyId {
+        sel: to_host(home),
+        dir: XFRM_POLICY_IN,
+        ..XfrmUserpolicyId::default()
+    };
+    let mut body = bytes_of(&id).to_vec();
+    attribute(&mut body, XFRMA_IF_ID, &if_id.to_ne_bytes());
+    match acked_request(XFRM_MSG_DELPOLICY, &body) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
     }
 }
 

@@ -71,6 +71,20 @@ impl IpsecBackend {
     }
 }
 
+/// The most ESP in tunnel mode adds to a packet with the suites charon proposes by default
+/// (AES-CBC or AES-GCM, 16-byte IV; HMAC-SHA2-256-128 or a 16-byte GCM ICV): the outer IPv4
+/// header (20), RFC 3948's UDP header when a NAT is in the way (8), SPI and sequence number
+/// (8), the IV (16), up to 15 bytes of padding to the 16-byte block and the pad length and
+/// next header bytes (17), the ICV (16). RFC 4303 §2.
+pub const ESP_TUNNEL_OVERHEAD_MAX: u32 = 20 + 8 + 8 + 16 + 17 + 16;
+
+/// The MTU of the XFRM interface for a path of `path_mtu`: what fits in one ESP packet on the
+/// path, so the kernel never fragments the ciphertext (RFC 4303 §3.3.5 leaves that to the
+/// outer header) and the tunnel inside sizes its packets for it.
+pub fn xfrm_interface_mtu(path_mtu: u32) -> u32 {
+    path_mtu.saturating_sub(ESP_TUNNEL_OVERHEAD_MAX).max(576)
+}
+
 /// The backend the VPN runs on, from the setting and what charon reports (`kernel-libipsec`
 /// among its plugins or not). A setting charon does not match is refused with what to change:
 /// the SAs would be where the node does not look for them.

@@ -65,7 +65,7 @@ use mipx_tests::rfc5265_lab::{
     EspSuite, SESSION_MSS, SESSION_PORT, SessionStream, SessionTotals, expected_overhead,
     rfc5265_5_2, unix_now, vpn_toml,
 };
-use mipx_tests::strongswan::Charon;
+use mipx_tests::strongswan::{Charon, Ipsec};
 use serde_json::Value;
 
 /// The session: `CHUNK` bytes every `EVERY` each way (5 kB/s: light on a 2-core VM).
@@ -265,6 +265,9 @@ struct ProbeRun {
     /// (ICMP payload, Unix time before, after) per size.
     windows: Vec<(usize, f64, f64)>,
     x_udp: bool,
+    /// Outside: the ESP suite as charon had it when the probes ran (with the kernel's ESP,
+    /// in UDP behind the NAT only).
+    esp: Option<EspSuite>,
 }
 
 /// One (mode, segment) row of the overhead table.
@@ -430,7 +433,8 @@ fn frames(file: &Path, min: usize, filter: &str) -> Result<Vec<Frame>> {
 /// correspondent (`cn`) and the outer length on the access link (the frames from and to the
 /// MN's link-layer address on the segment: a foreign agent's tunnel packets to and from the
 /// home agent cross the same bridge but not the MN's link), per size.
-fn overhead_row(run: &ProbeRun, cn: &Path, esp: Option<&EspSuite>) -> Result<OverheadRow> {
+fn overhead_row(run: &ProbeRun, cn: &Path) -> Result<OverheadRow> {
+    let esp = run.esp.as_ref();
     let min = PROBE_PAYLOADS[0] + 28;
     let inner = frames(cn, min, " && icmp")?;
     let outer = frames(&run.capture, min, "")?;
@@ -677,6 +681,7 @@ fn walk_on(
     fas: &[(Net, Mipd)],
     mode: &'static str,
     mss: Option<u32>,
+    ipsec: Ipsec,
     report: &mut WalkReport,
 ) -> Result<()> {
     let file = |name: &str| topo.dir.path(name);
@@ -726,7 +731,7 @@ fn walk_on(
         None
     };
 
-    let mn = topo.start_mn(&vpn_toml(topo, charon, mode, "teardown")?)?;
+    let mn = topo.start_mn(&vpn_toml(topo, charon, mode, "teardown", ipsec)?)?;
     let started = Instant::now();
     let first = poll(DECISION_TIMEOUT, || {
         Ok(decided(&status(&mn)?, mode, Net::Int1))
@@ -755,6 +760,7 @@ fn walk_on(
         mn_mac: mn_mac.clone(),
         windows: probe(topo)?,
         x_udp: false,
+        esp: None,
     }];
     stream.check()?;
 
@@ -876,17 +882,20 @@ fn walk_on(
             "    session    first data {:.0} ms after the move",
             (first - t_attached) * 1000.0
         );
-        if report.esp_suite.is_none() && !to.is_internal() {
-            let sas = charon.list_sas()?;
-            let suite = EspSuite::from_list_sas(&sas)?;
+        let esp = if to.is_internal() {
+            None
+        } else {
+            let suite = EspSuite::from_list_sas(&charon.list_sas()?)?;
             println!(
-                "    ESP        {}, {} mode{} (the MN's charon, kernel-libipsec)",
+                "    ESP        {}, {} mode{} (the MN's charon, {})",
                 suite.name,
                 if suite.tunnel { "tunnel" } else { "transport" },
-                if suite.udp_encap { ", in UDP 4500" } else { "" }
+                if suite.udp_encap { ", in UDP 4500" } else { "" },
+                ipsec_name(ipsec),
             );
-            report.esp_suite = Some(suite);
-        }
+            report.esp_suite.get_or_insert_with(|| suite.clone());
+            Some(suite)
+        };
         let settled = decision.as_ref().map_or(first, |d| d.1.max(first));
         pause(Duration::from_secs_f64(
             (settled + DWELL.as_secs_f64() - unix_now()).max(0.0),
@@ -909,6 +918,7 @@ fn walk_on(
                 mn_mac: mn_mac.clone(),
                 windows,
                 x_udp,
+                esp,
             });
         }
         stream.check()?;
@@ -1014,9 +1024,7 @@ fn walk_on(
         report.segments.push(check);
     }
     for run in &probes {
-        report
-            .overhead
-            .push(overhead_row(run, &f_cn, report.esp_suite.as_ref())?);
+        report.overhead.push(overhead_row(run, &f_cn)?);
     }
     report.session = Some(totals);
     Ok(())
@@ -1024,7 +1032,7 @@ fn walk_on(
 
 /// One walk on a fresh topology: cvc (with the x-HA), mc, or fvc (with the x-HA and foreign
 /// agents requiring registration on [`AGENT_NETS`]).
-fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
+fn walk(mode: &'static str, mss: Option<u32>, ipsec: Ipsec) -> WalkReport {
     let t0 = Instant::now();
     let mut report = WalkReport {
         mode: mode.to_owned(),
@@ -1032,6 +1040,7 @@ fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
     };
     let r = (|| -> Result<()> {
         let mut topo = DetectionTopology::new(&format!("l5265{mode}"))?;
+        topo.set_ipsec(ipsec);
         topo.start_vpn_gateway(VPN_POOL)?;
         let charon = topo.start_mn_charon()?;
         let iha = topo.start_iha()?;
@@ -1065,6 +1074,7 @@ fn walk(mode: &'static str, mss: Option<u32>) -> WalkReport {
             &fas,
             mode,
             mss,
+            ipsec,
             &mut report,
         );
         if let Some(dir) = std::env::var_os("MIPX_LAB_KEEP") {
@@ -1358,12 +1368,36 @@ fn print_overhead(walks: &[WalkReport]) {
     );
 }
 
+/// How the lab names a backend.
+fn ipsec_name(ipsec: Ipsec) -> &'static str {
+    match ipsec {
+        Ipsec::Kernel => "the kernel's ESP, XFRM interface",
+        Ipsec::Libipsec => "kernel-libipsec",
+    }
+}
+
+/// Whether this kernel has ESP and XFRM interfaces (as modules or built in): then the lab
+/// runs on them unless told otherwise.
+fn kernel_has_esp() -> bool {
+    ["esp4", "xfrm_interface"].iter().all(|m| {
+        std::process::Command::new("modprobe")
+            .args(["-q", m])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 fn main() -> Result<()> {
     require_root();
     catch_signals();
     let mut modes: Vec<&'static str> = vec!["cvc", "mc", "fvc"];
     let mut json = None;
     let mut mss = Some(SESSION_MSS);
+    let mut ipsec = if kernel_has_esp() {
+        Ipsec::Kernel
+    } else {
+        Ipsec::Libipsec
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -1380,12 +1414,19 @@ fn main() -> Result<()> {
                 }
             }
             "--json" => json = Some(PathBuf::from(args.next().context("--json FILE")?)),
+            "--ipsec" => {
+                ipsec = match args.next().context("--ipsec kernel|libipsec")?.as_str() {
+                    "kernel" => Ipsec::Kernel,
+                    "libipsec" => Ipsec::Libipsec,
+                    other => bail!("--ipsec {other}: kernel or libipsec"),
+                }
+            }
             // Why the clamp is there: after an outage the correspondent's backlog goes out in
             // segments the VPN drops for good (MIPX_LAB_STALL_IHA_MS=2 --mode cvc makes one).
             "--no-mss-clamp" => mss = None,
             other => {
                 bail!(
-                    "unknown argument {other} (--mode cvc|mc|fvc|both|all, --json FILE, --no-mss-clamp)"
+                    "unknown argument {other} (--mode cvc|mc|fvc|both|all, --ipsec kernel|libipsec, --json FILE, --no-mss-clamp)"
                 )
             }
         }
@@ -1403,7 +1444,8 @@ fn main() -> Result<()> {
      agents     fvc walk: foreign agents (mipd in role fa: registration required, reverse tunnels)
                 on internal 2 ({fa_int2}) and external 1 ({fa_ext1})
      MN         internal home address {INTERNAL_HOME_ADDR}, external home address {EXTERNAL_HOME_ADDR},
-                mipd + its own charon (kernel-libipsec); walk int1 → int2 → ext1 → ext2 → int1",
+                mipd + its own charon ({ipsec}); walk int1 → int2 → ext1 → ext2 → int1",
+        ipsec = ipsec_name(ipsec),
         fa_int2 = Net::Int2.fa_addr(),
         fa_ext1 = Net::Ext1.fa_addr(),
     );
@@ -1417,7 +1459,7 @@ fn main() -> Result<()> {
                 _ => "",
             }
         );
-        let w = walk(mode, mss);
+        let w = walk(mode, mss, ipsec);
         print_walk(&w);
         walks.push(w);
         if INTERRUPTED.load(Ordering::Relaxed) {
@@ -1433,6 +1475,7 @@ fn main() -> Result<()> {
     if let Some(path) = json {
         let doc = serde_json::json!({
             "lab": "rfc5265",
+            "ipsec": match ipsec { Ipsec::Kernel => "kernel", Ipsec::Libipsec => "libipsec" },
             "session": { "chunk_bytes": CHUNK, "every_ms": EVERY.as_millis() as u64,
                          "gap_limit_secs": GAP_LIMIT_SECS, "mss": mss },
             "probe_payloads": PROBE_PAYLOADS,

@@ -38,6 +38,7 @@ use crate::net::clock::{Clock, kernel_monotonic_ns};
 use crate::net::iface::{self, default_gateway, device_mtu, usable_address};
 use crate::net::route;
 use crate::net::sockopt::bind_to_device;
+use crate::net::xfrm;
 use crate::proto::Now;
 use crate::proto::detect::Gate;
 use crate::proto::rfc5265::{
@@ -64,10 +65,14 @@ struct VpnLink {
     attached: Option<u32>,
     /// The socket bound to the TIA, for the i-HA registration through the VPN.
     tia_socket: Option<TiaSocket>,
+    /// Charon runs the kernel's ESP: the device is our XFRM interface (if_id), where the TIA
+    /// is ours to install and the home address's inbound policy lives.
+    xfrm: bool,
 }
 
-/// A socket bound to the TIA: the routes charon installed for the CHILD_SA take what it sends
-/// into the VPN.
+/// A socket bound to the TIA. With kernel-libipsec the routes charon installed for the
+/// CHILD_SA take what it sends into the VPN; with the kernel's ESP it is bound to the XFRM
+/// interface too, since charon installs no routes for an SA with an if_id.
 struct TiaSocket {
     socket: Arc<UdpSocket>,
     reader: tokio::task::JoinHandle<()>,
@@ -217,13 +222,20 @@ pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> 
             // Mode cvc: IKE and IPsec from the x-HoA, "so the SA never sees care-of address
             // changes" (§2.3); mode mc: from the care-of address, moved by MOBIKE.
             let local = rfc.detect.external.as_ref().map(|x| x.home_addr);
-            let (commands, reports) = vpn::spawn(v.clone(), remote_ts, local);
+            // The ESP packets must fit every access interface they may leave by.
+            let path_mtu = ifaces
+                .iter()
+                .map(|i| device_mtu(&i.name))
+                .min()
+                .unwrap_or(1500);
+            let (commands, reports) = vpn::spawn(v.clone(), remote_ts, local, path_mtu);
             let link = VpnLink {
                 settings: v.clone(),
                 commands,
                 installed_spis: Vec::new(),
                 attached: None,
                 tia_socket: None,
+                xfrm: false,
             };
             (Some(link), Some(reports))
         }
@@ -372,6 +384,7 @@ impl Shell for Rfc5265Shell {
                     tokio::time::timeout(Duration::from_millis(5), self.netlink.recv()).await
                 {
                 }
+                self.recheck_routes().await;
                 self.refresh().await;
             }
         }
@@ -422,6 +435,13 @@ impl Shell for Rfc5265Shell {
     }
 
     async fn shutdown(&mut self) {
+        if let Some(v) = &self.vpn
+            && v.xfrm
+            && let Err(e) =
+                xfrm::remove_inbound_to(self.core.internal().home_addr, v.settings.if_id)
+        {
+            warn!(error = %e, "cannot remove the home address's inbound policy");
+        }
         info!("the gates stay as they are and close on their own clocks");
     }
 }
@@ -540,8 +560,30 @@ impl Rfc5265Shell {
     async fn open_tia_socket(&mut self, tia: Option<Ipv4Addr>) {
         let Some(v) = &mut self.vpn else { return };
         v.tia_socket = None;
+        // With the kernel's ESP, the TIA lives on our XFRM interface (charon puts its virtual
+        // IP on the access interface, which a move may take away), and only while the VPN
+        // gives it to us.
+        if v.xfrm {
+            let installed = match crate::dataplane::ifindex(&v.settings.device) {
+                Ok(ifindex) => iface::set_only_address(&self.handle, ifindex, tia)
+                    .await
+                    .map_err(|e| error_chain(&e)),
+                Err(e) => Err(error_chain(&e)),
+            };
+            if let Err(e) = installed {
+                warn!(tia = ?tia, device = %v.settings.device, error = %e, "cannot put the TIA on the XFRM interface");
+            }
+        }
         let Some(tia) = tia else { return };
-        match UdpSocket::bind(SocketAddrV4::new(tia, 0)).await {
+        let bound = UdpSocket::bind(SocketAddrV4::new(tia, 0))
+            .await
+            .and_then(|s| {
+                if v.xfrm {
+                    bind_to_device(&s, &v.settings.device)?;
+                }
+                Ok(s)
+            });
+        match bound {
             Ok(socket) => {
                 let socket = Arc::new(socket);
                 let reader =
@@ -589,8 +631,19 @@ impl Rfc5265Shell {
         let now = self.clock.now();
         match report {
             VpnReport::Ready { libipsec } => {
-                if !libipsec && let Some(v) = &self.vpn {
-                    warn!(device = %v.settings.device, "charon uses the kernel's XFRM: the home address is routed into the configured VPN device, whose SAs charon must bind (if_id)");
+                if let Some(v) = &mut self.vpn {
+                    v.xfrm = !libipsec;
+                    if v.xfrm {
+                        let home = self.core.internal().home_addr;
+                        match xfrm::allow_inbound_to(home, v.settings.if_id) {
+                            Ok(()) => {
+                                info!(%home, if_id = v.settings.if_id, "inbound policy: the home address accepts what the VPN decrypted")
+                            }
+                            Err(e) => {
+                                error!(%home, error = %e, "cannot install the home address's inbound policy: what the VPN decrypts for it will be dropped")
+                            }
+                        }
+                    }
                 }
                 self.core.vpn_ready(libipsec);
             }
@@ -701,6 +754,25 @@ impl Rfc5265Shell {
                 ifindex: self.ifaces[iface].ifindex,
                 agent,
             }),
+        }
+    }
+
+    /// Forgets the home addresses' routes the kernel removed behind our back (see
+    /// [`route::table_has_routes`]), so the next sync installs them again.
+    async fn recheck_routes(&mut self) {
+        for (table, installed) in [
+            (route::INTERNAL_HOME, &mut self.internal_route),
+            (route::EXTERNAL_HOME, &mut self.external_route),
+        ] {
+            if installed.is_some()
+                && let Ok(false) = route::table_has_routes(&self.handle, table).await
+            {
+                warn!(
+                    table = table.id,
+                    "the kernel removed a home address's route; installing it again"
+                );
+                *installed = None;
+            }
         }
     }
 

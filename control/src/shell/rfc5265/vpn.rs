@@ -21,7 +21,10 @@ use tracing::{debug, info, warn};
 use crate::config::VpnSettings;
 use crate::error_chain;
 use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
-use crate::proto::rfc5265::{VpnCommand, VpnSnapshot, ipsec_backend};
+use crate::net::xfrm;
+use crate::proto::rfc5265::{
+    IpsecBackend, VpnCommand, VpnSnapshot, ipsec_backend, xfrm_interface_mtu,
+};
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).
 pub const CONNECTION: &str = "mipx-vpn";
@@ -37,7 +40,8 @@ fn snapshot_of(sa: Option<&IkeSa>) -> VpnSnapshot {
     };
     let spis = sa.spis();
     VpnSnapshot {
-        established: sa.state == "ESTABLISHED" && !spis.is_empty(),
+        // An IKE_SA being rekeyed still protects its CHILD_SAs (RFC 7296 §2.8).
+        established: matches!(sa.state.as_str(), "ESTABLISHED" | "REKEYING") && !spis.is_empty(),
         local: IkeSa::host(&sa.local_host),
         gateway: IkeSa::host(&sa.remote_host),
         tia: sa.tunnel_inner_address(),
@@ -63,11 +67,13 @@ pub enum VpnReport {
 
 /// Starts the task. `remote_ts`: what the CHILD_SA must cover (the i-HA; RFC 5265 §4.2: the
 /// gateway need only pass Mobile IP to it). `local_addr`: a fixed IKE address (mode cvc, the
-/// x-HoA), or `None` to let charon pick and MOBIKE move it (mode mc).
+/// x-HoA), or `None` to let charon pick and MOBIKE move it (mode mc). `path_mtu`: the access
+/// interfaces' MTU, which the ESP packets must fit (for the kernel backend's XFRM interface).
 pub fn spawn(
     settings: VpnSettings,
     remote_ts: Vec<String>,
     local_addr: Option<Ipv4Addr>,
+    path_mtu: u32,
 ) -> (mpsc::Sender<VpnCommand>, mpsc::Receiver<VpnReport>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (report_tx, report_rx) = mpsc::channel(64);
@@ -79,6 +85,7 @@ pub fn spawn(
         remote_id: settings.remote_id.clone(),
         remote_ts,
         dpd_secs: settings.dpd_secs,
+        if_id: None,
     };
     tokio::spawn(async move {
         let mut driver = Driver {
@@ -89,6 +96,7 @@ pub fn spawn(
             backoff: Duration::ZERO,
             retry_at: None,
             last: VpnSnapshot::default(),
+            path_mtu,
         };
         driver.run(cmd_rx).await;
     });
@@ -104,6 +112,7 @@ struct Driver {
     retry_at: Option<Instant>,
     /// The IKE_SA as last read.
     last: VpnSnapshot,
+    path_mtu: u32,
 }
 
 impl Driver {
@@ -255,14 +264,32 @@ impl Driver {
         VpnError,
     > {
         let mut vici = Vici::connect(&self.settings.vici_socket).await?;
+        let libipsec = vici.uses_libipsec().await?;
+        let backend = ipsec_backend(self.settings.ipsec, libipsec).map_err(VpnError::Backend)?;
+        // With the kernel's ESP the VPN's device is an XFRM interface of ours, and the
+        // CHILD_SA is bound to it (if_id): its policies then match only what is routed into
+        // the interface, so nothing else on the host is captured by the VPN, and what the
+        // kernel decrypts for it arrives there, where the tunnel programs run.
+        self.conn.if_id = match backend {
+            IpsecBackend::Kernel => {
+                let mtu = xfrm_interface_mtu(self.path_mtu);
+                let ifindex = self.xfrm_interface(mtu).await.map_err(|e| {
+                    VpnError::Backend(format!(
+                        "cannot create the XFRM interface {} (if_id {}): {}",
+                        self.settings.device, self.settings.if_id, e
+                    ))
+                })?;
+                info!(device = %self.settings.device, ifindex, if_id = self.settings.if_id, mtu, "XFRM interface for the VPN");
+                Some(self.settings.if_id)
+            }
+            IpsecBackend::Libipsec => None,
+        };
         vici.load_psk(
             &[&self.settings.local_id, &self.settings.remote_id],
             &self.settings.psk,
         )
         .await?;
         vici.load_road_warrior(&self.conn).await?;
-        let libipsec = vici.uses_libipsec().await?;
-        ipsec_backend(self.settings.ipsec, libipsec).map_err(VpnError::Backend)?;
         info!(
             socket = %self.settings.vici_socket.display(),
             gateway = %self.settings.gateway,
@@ -274,6 +301,21 @@ impl Driver {
             .await?
             .sa_changes();
         Ok((vici, events))
+    }
+
+    /// Creates (or keeps) the VPN's XFRM interface, up with `mtu`.
+    async fn xfrm_interface(&self, mtu: u32) -> Result<u32, String> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| format!("opening rtnetlink: {e}"))?;
+        let conn = tokio::spawn(conn);
+        // No underlying device: the ESP packets are routed like any other, so they follow the
+        // node from one access interface to the next (MOBIKE, RFC 4555).
+        let result =
+            xfrm::ensure_interface(&handle, &self.settings.device, 0, self.settings.if_id, mtu)
+                .await
+                .map_err(|e| error_chain(&e));
+        conn.abort();
+        result
     }
 
     /// Reads the IKE_SA and reports it.
