@@ -179,7 +179,16 @@ pub struct VpnStatus {
     pub external_care_of: Option<Ipv4Addr>,
     #[serde(default)]
     pub external_udp: bool,
+    /// Charon's CHILD_SAs' SPIs, both directions.
     pub spis: Vec<String>,
+    /// With the kernel's ESP: the SPIs of the kernel's SAs on the VPN's XFRM interface, once
+    /// read; the gate passes both these and charon's.
+    #[serde(default)]
+    pub kernel_spis: Option<Vec<String>>,
+    /// Charon's SPIs the kernel does not hold on the VPN's interface (normal for a moment
+    /// during a rekey or a MOBIKE update; lasting, the SAs are not where the VPN is).
+    #[serde(default)]
+    pub sa_mismatch: Vec<String>,
     pub last_error: Option<String>,
 }
 

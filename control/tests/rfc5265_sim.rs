@@ -524,6 +524,7 @@ impl World {
                     gateway: Some(GATEWAY),
                     tia: Some(TIA),
                     spis: vec![[0xc1, 0, 0, 1], [0xc2, 0, 0, 1]],
+                    esp: None,
                 };
                 // In mode cvc IKE goes through the x-HA's tunnel: only once it exists.
                 if self.outer_path() {
@@ -975,4 +976,121 @@ fn a_lost_link_changes_nothing_about_the_vpn() {
     w.run(Duration::from_secs(5));
     assert_eq!(w.commands.len(), before, "{:?}", w.commands);
     assert_eq!(w.gate, Gate::Closed);
+}
+
+/// The gate's SPIs on the kernel's ESP (XFRM), through a CHILD_SA rekey and a MOBIKE update in
+/// the order strongSwan's kernel-netlink and its events report them. The kernel moves first:
+/// charon installs the new SAs (RFC 7296 §2.8), and the kernel encrypts with the new outbound
+/// SA at once, before charon's event says the CHILD_SA was rekeyed; a MOBIKE update (RFC 4555
+/// §3.5) deletes each SA and adds it again, same SPI, at the new addresses. After every report
+/// the gate must hold every SPI the kernel holds on the VPN's interface (or its packets are
+/// dropped) and every SPI charon reports, and nothing neither of them has.
+#[test]
+fn the_gate_follows_the_kernels_sas_through_a_rekey_and_a_mobike_update() {
+    let spi = |n: u32| n.to_be_bytes();
+    let (old_in, old_out, new_in, new_out) = (spi(0xc1), spi(0xd1), spi(0xc2), spi(0xd2));
+    let snapshot = |local: [u8; 4], spis: &[[u8; 4]]| VpnSnapshot {
+        established: true,
+        local: Some(Ipv4Addr::from(local)),
+        gateway: Some(GATEWAY),
+        tia: Some(TIA),
+        spis: spis.to_vec(),
+        esp: None,
+    };
+    enum Report {
+        Kernel(Vec<[u8; 4]>),
+        Charon(VpnSnapshot),
+    }
+    use Report::{Charon, Kernel};
+    let script = [
+        Charon(snapshot([198, 51, 100, 5], &[old_in, old_out])),
+        Kernel(vec![old_in, old_out]),
+        // Rekey: the new inbound SPI is allocated (a larval SA), then both new SAs installed.
+        Kernel(vec![old_in, old_out, new_in]),
+        Kernel(vec![old_in, old_out, new_in, new_out]),
+        Charon(snapshot(
+            [198, 51, 100, 5],
+            &[old_in, old_out, new_in, new_out],
+        )),
+        // The old CHILD_SA deleted: the kernel first, then charon's event.
+        Kernel(vec![new_in, new_out]),
+        Charon(snapshot([198, 51, 100, 5], &[new_in, new_out])),
+        // MOBIKE to another network: each SA deleted and added again with the same SPI.
+        Kernel(vec![new_out]),
+        Kernel(vec![new_in, new_out]),
+        Kernel(vec![new_in]),
+        Kernel(vec![new_in, new_out]),
+        Charon(snapshot([203, 0, 113, 5], &[new_in, new_out])),
+    ];
+    let mut node = Node::new(node_config(OutsideMode::Mc, false));
+    node.vpn_ready(false);
+    assert!(node.vpn_on_xfrm());
+    let (mut kernel, mut charon) = (Vec::new(), Vec::new());
+    for (step, report) in script.into_iter().enumerate() {
+        match report {
+            Kernel(spis) => {
+                kernel = spis.clone();
+                node.vpn_kernel_sas(spis);
+            }
+            Charon(s) => {
+                charon = s.spis.clone();
+                node.vpn_state(START, s);
+            }
+        }
+        let gate = node.gate_spis();
+        for s in kernel.iter().chain(&charon) {
+            assert!(
+                gate.contains(s),
+                "step {step}: {s:02x?} not in the gate {gate:02x?}"
+            );
+        }
+        for s in &gate {
+            assert!(
+                kernel.contains(s) || charon.contains(s),
+                "step {step}: {s:02x?} in the gate, held by neither"
+            );
+        }
+    }
+    let mut settled = vec![new_in, new_out];
+    settled.sort_unstable();
+    assert_eq!(node.gate_spis(), settled);
+    assert!(node.vpn_status().unwrap().mismatch.is_empty());
+}
+
+/// The cross-check of charon against the kernel: an SA charon reports installed that the
+/// kernel does not hold on the VPN's interface (charon bound it to another if_id, say) shows
+/// in the status until the kernel holds it; with kernel-libipsec the kernel's table says
+/// nothing about the VPN and is not consulted.
+#[test]
+fn charons_sas_are_checked_against_the_kernels() {
+    let (a, b) = (0xc1u32.to_be_bytes(), 0xd1u32.to_be_bytes());
+    let up = VpnSnapshot {
+        established: true,
+        local: Some(Ipv4Addr::new(198, 51, 100, 5)),
+        gateway: Some(GATEWAY),
+        tia: Some(TIA),
+        spis: vec![a, b],
+        esp: None,
+    };
+    let mut node = Node::new(node_config(OutsideMode::Mc, false));
+    node.vpn_ready(false);
+    node.vpn_state(START, up.clone());
+    // Not read yet: nothing to compare.
+    assert!(node.vpn_status().unwrap().mismatch.is_empty());
+    node.vpn_kernel_sas(vec![]);
+    assert_eq!(node.vpn_status().unwrap().mismatch, &[a, b]);
+    node.vpn_kernel_sas(vec![b]);
+    assert_eq!(node.vpn_status().unwrap().mismatch, &[a]);
+    node.vpn_kernel_sas(vec![a, b]);
+    assert!(node.vpn_status().unwrap().mismatch.is_empty());
+
+    let mut node = Node::new(node_config(OutsideMode::Mc, false));
+    node.vpn_ready(true);
+    assert!(!node.vpn_on_xfrm());
+    node.vpn_state(START, up);
+    node.vpn_kernel_sas(vec![0xe1u32.to_be_bytes()]);
+    let mut charons = vec![a, b];
+    charons.sort_unstable();
+    assert_eq!(node.gate_spis(), charons);
+    assert!(node.vpn_status().unwrap().mismatch.is_empty());
 }

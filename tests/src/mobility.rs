@@ -311,6 +311,17 @@ impl Topology {
         Ok(())
     }
 
+    /// Rewrites the mobile node's configuration without its `[dataplane]` table: `mipd`
+    /// registers and nothing else, as for a third-party node whose tunnel is the kernel's own.
+    pub fn configure_mn_without_dataplane(&self) -> Result<()> {
+        let text = std::fs::read_to_string(&self.mn_conf)?;
+        let control = text
+            .split("\n[dataplane]")
+            .next()
+            .context("an empty mn.toml")?;
+        self.dir.write("mn.toml", control, 0o644).map(drop)
+    }
+
     /// Makes the NAT forget every mapping (`conntrack -F` in the router), as a NAT that
     /// reboots or times a mapping out does; the next datagram from foreign C gets a new port.
     pub fn flush_nat(&self) -> Result<()> {

@@ -21,6 +21,7 @@ use crate::detection::{
     VPN_PSK,
 };
 use crate::strongswan::{Charon, Ipsec};
+use mipx_control::proto::rfc5265::EspShape;
 
 /// The correspondent's port of the lab's TCP session.
 pub const SESSION_PORT: u16 = 5265;
@@ -492,39 +493,11 @@ impl EspSuite {
         let mut parts = name.split('/');
         let encr = parts.next().unwrap_or_default();
         let integ = parts.next();
-        let (iv, aead_icv, block) = if let Some(rest) = encr
-            .strip_prefix("AES_GCM_")
-            .or_else(|| encr.strip_prefix("AES_CCM_"))
-        {
-            // RFC 4106 / 4309: an 8-octet IV, the ICV length in octets is in the name.
-            let icv: usize = rest
-                .split('-')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("no ICV length in {encr}"))?;
-            (8, Some(icv), 1)
-        } else if encr.starts_with("CHACHA20_POLY1305") {
-            (8, Some(16), 1) // RFC 7634
-        } else if encr.starts_with("AES_CBC") {
-            (16, None, 16) // RFC 3602
-        } else if encr.starts_with("AES_CTR") {
-            (8, None, 1) // RFC 3686
-        } else if encr.starts_with("3DES_CBC") {
-            (8, None, 8) // RFC 2451
-        } else {
-            bail!("unknown ESP encryption {encr} in {line}");
-        };
-        let icv = match (aead_icv, integ) {
-            (Some(icv), _) => icv,
-            (None, Some(i)) => match i {
-                "HMAC_MD5_96" | "HMAC_SHA1_96" | "AES_XCBC_96" => 12,
-                "HMAC_SHA2_256_128" => 16,
-                "HMAC_SHA2_384_192" => 24,
-                "HMAC_SHA2_512_256" => 32,
-                other => bail!("unknown ESP integrity {other} in {line}"),
-            },
-            (None, None) => bail!("no ESP integrity in {line}"),
-        };
+        // mipd's own model of the transforms (it sizes the XFRM interface with it): what the
+        // lab measures on the wire checks it.
+        let shape = EspShape::of(encr, integ)
+            .with_context(|| format!("unknown ESP suite {name} in {line}"))?;
+        let (iv, icv, block) = (shape.iv as usize, shape.icv as usize, shape.block as usize);
         Ok(EspSuite {
             tunnel: line.contains("TUNNEL"),
             udp_encap: line.contains("-in-UDP"),
@@ -535,13 +508,15 @@ impl EspSuite {
         })
     }
 
-    /// Octets of padding for a `payload`-octet inner packet, as strongSwan's libipsec pads
-    /// (esp_packet.c): to the block size, then until the ICV is 4-octet aligned.
+    /// Octets of padding for a `payload`-octet inner packet (RFC 4303 §2.4), as strongSwan's
+    /// libipsec (esp_packet.c) and the kernel's esp4 pad.
     pub fn padding(&self, payload: usize) -> usize {
-        let pad_len = |len: usize, to: usize| (to - len % to) % to;
-        let plain = payload + 2;
-        let pad = pad_len(plain, self.block.max(1));
-        pad + pad_len(self.iv + plain + pad, 4)
+        let shape = EspShape {
+            iv: self.iv as u32,
+            icv: self.icv as u32,
+            block: self.block as u32,
+        };
+        shape.padding(payload as u32) as usize
     }
 
     /// What ESP adds to a `payload`-octet inner packet, part by part.

@@ -50,7 +50,26 @@ pub enum Ipsec {
     Kernel,
 }
 
+/// Whether this kernel has ESP and XFRM interfaces (as modules or built in): then the lab and
+/// the benchmarks run on them unless told otherwise.
+pub fn kernel_has_esp() -> bool {
+    ["esp4", "xfrm_interface"].iter().all(|m| {
+        Command::new("modprobe")
+            .args(["-q", m])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 impl Ipsec {
+    /// As the benchmarks and the lab name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ipsec::Libipsec => "libipsec",
+            Ipsec::Kernel => "kernel",
+        }
+    }
+
     pub fn plugins(self) -> &'static str {
         match self {
             Ipsec::Libipsec => PLUGINS,

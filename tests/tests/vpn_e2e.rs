@@ -15,10 +15,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
+use mipx_control::proto::rfc5265::{OutsideMode, esp_path_mtu, xfrm_interface_mtu};
 use mipx_tests::daemon::{Mipd, tshark_count, wait_for};
 use mipx_tests::detection::{
-    DetectionTopology, EXTERNAL_HOME_ADDR, INTERNAL_HOME_ADDR, Net, Pinger, VPN_POOL, VPN_POOL_2,
-    user_packets,
+    CN_ADDR, DetectionTopology, EXTERNAL_HOME_ADDR, INTERNAL_HOME_ADDR, Net, Pinger, VPN_POOL,
+    VPN_POOL_2, user_packets,
 };
 use mipx_tests::require_root;
 use mipx_tests::rfc5265_lab::vpn_toml;
@@ -277,6 +278,9 @@ fn walk(mode: &str, ipsec: Ipsec) -> Result<()> {
         mn.stat(&["dataplane", "mn_vpn_decap"])? > 0,
         "nothing came out of the VPN"
     );
+    if ipsec == Ipsec::Kernel {
+        kernel_sas_and_mtu(&topo, &mn, mode)?;
+    }
 
     // External network 2, behind the NAT: in mc MOBIKE moves the SA, in cvc only the x-HA
     // binding moves (IP-in-UDP through the NAT, RFC 3519); the TIA stays, and the i-HA binding
@@ -379,6 +383,129 @@ fn walk(mode: &str, ipsec: Ipsec) -> Result<()> {
         ensure!(ok, "{raw} raw ESP packets and {in_udp} in UDP on {name}");
         println!("{name}: {esp} ESP packets ({raw} raw), no plaintext user data");
     }
+    if ipsec == Ipsec::Kernel {
+        // The full-size pings on external 1 left in whole packets: the XFRM interface's MTU
+        // is no larger than what fits in one ESP packet on the link.
+        let fragments = tshark_count(&ext1_pcap, "ip.flags.mf == 1 || ip.frag_offset > 0")?;
+        ensure!(fragments == 0, "{fragments} IPv4 fragments on external 1");
+        let largest = mipx_tests::daemon::tshark(
+            &ext1_pcap,
+            &[
+                "-Y",
+                "ip.src == 198.51.100.0/24",
+                "-T",
+                "fields",
+                "-e",
+                "ip.len",
+            ],
+        )?
+        .lines()
+        // One length per IPv4 header, outermost first.
+        .filter_map(|l| l.split(',').next()?.trim().parse::<u32>().ok())
+        .max()
+        .unwrap_or(0);
+        // The full-size pings fill what the mode leaves of the link, but for the ESP padding
+        // (at most 3 octets with the default AES-GCM, up to 18 with a 16-octet block cipher)
+        // and, in cvc, the room kept for RFC 3519's larger tunnel (12 more than IP-in-IP).
+        ensure!(
+            (1500 - 12 - 18..=1500).contains(&largest),
+            "the largest packet on external 1's 1500-byte link: {largest} bytes"
+        );
+        println!("external 1: the largest packet from the node {largest} bytes, no fragments");
+    }
+    Ok(())
+}
+
+/// With the kernel's ESP, on external 1: mipd's view of the kernel's SAs on its XFRM
+/// interface (XFRM netlink) holds every SA charon reports, with no mismatch, as iproute2 shows
+/// them; and the interface has left the worst-case MTU for the negotiated suite's, which a ping
+/// that fills the home address's route MTU then crosses (its packets are checked whole on the
+/// wire at the end).
+fn kernel_sas_and_mtu(topo: &DetectionTopology, mn: &Mipd, mode: &str) -> Result<()> {
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let kernel = wait_for(
+        Duration::from_secs(20),
+        "mipd's view of the kernel's SAs to hold charon's",
+        || {
+            let s = status(mn)?;
+            let (kernel, charon) = (names(&s["vpn"]["kernel_spis"]), names(&s["vpn"]["spis"]));
+            let agree = !charon.is_empty()
+                && charon.iter().all(|c| kernel.contains(c))
+                && names(&s["vpn"]["sa_mismatch"]).is_empty();
+            Ok(agree.then_some(kernel))
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{:?}
+{}",
+            status(mn),
+            ipsec_view(&topo.mn)
+        )
+    })?;
+    let shown = topo.mn.ip(&["-d", "xfrm", "state"])?;
+    for spi in &kernel {
+        ensure!(
+            shown.contains(&format!("spi 0x{spi}")),
+            "no SA {spi} in:\n{shown}"
+        );
+    }
+    let text = mn.ctl(&["status"])?;
+    ensure!(
+        text.contains("xfrm sas") && !text.contains("mismatch"),
+        "{text}"
+    );
+    // Made for the worst suite; then the CHILD_SA's (RFC 4303 §2).
+    let path = esp_path_mtu(
+        if mode == "cvc" {
+            OutsideMode::Cvc
+        } else {
+            OutsideMode::Mc
+        },
+        1500,
+    );
+    let worst = xfrm_interface_mtu(path, None);
+    let mtu = wait_for(
+        Duration::from_secs(10),
+        "the XFRM interface's MTU from the ESP suite",
+        || {
+            let line = topo.mn.ip(&["link", "show", "ipsec0"])?;
+            let mtu = line
+                .split_whitespace()
+                .skip_while(|w| *w != "mtu")
+                .nth(1)
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(0);
+            Ok((mtu != worst && mtu > 0).then_some(mtu))
+        },
+    )?;
+    ensure!(mtu > worst && mtu <= path, "MTU {mtu}, path {path}");
+    // The home address's route into the VPN carries the interface's MTU minus the i-MIP
+    // IP-in-IP (RFC 2003 §5.1): a ping of that size, IPv4 and ICMP headers included.
+    let size = (mtu - 20 - 20 - 8).to_string();
+    let out = topo
+        .mn
+        .command("ping")
+        .args(["-n", "-c", "5", "-i", "0.3", "-W", "2", "-s", &size, "-I"])
+        .arg(INTERNAL_HOME_ADDR.to_string())
+        .arg(CN_ADDR.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "no answer to {size}-byte pings through an MTU of {mtu}:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    println!(
+        "ext1: {} kernel SAs on ipsec0, as charon reports; MTU {mtu} (worst case {worst}), full-size pings answered",
+        kernel.len()
+    );
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use crate::{
 };
 
 /// The test binaries of `tests/` run again on Debian 12's kernel: everything that loads,
-/// attaches or drives the eBPF programs, the kernel's routes and neighbours, nftables and the
-/// VPN with kernel-libipsec. Left out: `detection_topology` (the intranet, firewall and VPN
+/// attaches or drives the eBPF programs, the kernel's routes and neighbours, nftables, the VPN
+/// on both IPsec backends, and the kernel's own ipip as a third-party peer. Left out: `detection_topology` (the intranet, firewall and VPN
 /// gateway without mipx's dataplane: 6 minutes in the emulated VM for no kernel code of
 /// ours), `strongswan_vpn` and `vici_e2e` (strongSwan alone).
 const VM_TESTS: &[&str] = &[
@@ -32,6 +32,7 @@ const VM_TESTS: &[&str] = &[
     "fa_e2e",
     "vpn_e2e",
     "xfrm_e2e",
+    "ipip_peer_e2e",
 ];
 
 /// One test binary in the VM; the slowest take about 5 minutes.

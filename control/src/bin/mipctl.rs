@@ -155,6 +155,24 @@ fn render(resp: &Response) -> String {
                 if !v.spis.is_empty() {
                     let _ = writeln!(out, "spis      {}", v.spis.join(" "));
                 }
+                if let Some(kernel) = &v.kernel_spis {
+                    let _ = writeln!(
+                        out,
+                        "xfrm sas  {}",
+                        if kernel.is_empty() {
+                            "none".into()
+                        } else {
+                            kernel.join(" ")
+                        }
+                    );
+                }
+                if !v.sa_mismatch.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "mismatch  charon reports {} the kernel does not hold",
+                        v.sa_mismatch.join(" ")
+                    );
+                }
                 if let Some(e) = &v.last_error {
                     let _ = writeln!(out, "vpn error {e}");
                 }

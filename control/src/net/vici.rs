@@ -146,6 +146,14 @@ pub struct ChildSa {
     pub spi_in: Option<String>,
     #[serde(rename = "spi-out", default)]
     pub spi_out: Option<String>,
+    /// The ESP suite, as strongSwan names it (`AES_GCM_16`, `HMAC_SHA2_256_128`).
+    #[serde(rename = "encr-alg", default)]
+    pub encr_alg: Option<String>,
+    #[serde(rename = "integ-alg", default)]
+    pub integ_alg: Option<String>,
+    /// "yes" with RFC 3948 UDP encapsulation.
+    #[serde(default)]
+    pub encap: Option<String>,
 }
 
 impl IkeSa {
@@ -368,6 +376,7 @@ mod tests {
             state: state.into(),
             spi_in: Some(spi_in.into()),
             spi_out: Some(spi_out.into()),
+            ..ChildSa::default()
         }
     }
 

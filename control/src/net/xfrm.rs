@@ -181,6 +181,107 @@ pub fn sas() -> io::Result<Vec<KernelSa>> {
     }
 }
 
+/// The kernel's SAs that belong to the XFRM interface `if_id`, ESP only: the SAs a VPN bound
+/// to that interface runs on, whoever installed them.
+pub fn esp_spis_of(sas: &[KernelSa], if_id: u32) -> Vec<[u8; 4]> {
+    let mut spis: Vec<[u8; 4]> = sas
+        .iter()
+        .filter(|s| s.proto == libc::IPPROTO_ESP as u8 && s.if_id == Some(if_id))
+        .map(|s| s.spi)
+        .collect();
+    spis.sort_unstable();
+    spis.dedup();
+    spis
+}
+
+/// `enum xfrm_nlgroups`: SA added, updated, deleted or flushed; an SA's lifetime ran out.
+const XFRMNLGRP_EXPIRE: u32 = 2;
+const XFRMNLGRP_SA: u32 = 3;
+
+/// XFRM netlink's notifications about the SA table: whoever changes it (charon's kernel-netlink,
+/// `ip xfrm`, the kernel itself when a hard lifetime runs out), the kernel tells every socket in
+/// these groups. A notification only says "look again": the table is then read whole with
+/// [`sas`], which needs no parsing of each kind of message and cannot miss one that a full
+/// socket buffer dropped (ENOBUFS counts as a change too).
+pub struct SaWatch {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl SaWatch {
+    /// Joins the SA and expiry groups of the calling thread's network namespace. Needs
+    /// CAP_NET_ADMIN; fails on a kernel without XFRM.
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2); the fd is owned below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                NETLINK_XFRM,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // SAFETY: all-zero is a valid `sockaddr_nl`.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = (1 << (XFRMNLGRP_SA - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1));
+        // SAFETY: a valid socket and a live sockaddr_nl of the length given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is an open descriptor that the `AsyncFd` owns from here on, so it stays
+        // the same open socket for the `AsyncFd`'s whole life.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(SaWatch { fd })
+    }
+
+    /// Waits for the next notification, then takes every one queued behind it: one call per
+    /// burst (a rekey adds two SAs and deletes two).
+    pub async fn changed(&self) -> io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut got = false;
+            loop {
+                // SAFETY: a valid socket and a live buffer of the length given.
+                let n = unsafe {
+                    libc::recv(
+                        guard.get_inner().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n >= 0 {
+                    got = true;
+                    continue;
+                }
+                match io::Error::last_os_error() {
+                    e if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Notifications were lost: the table changed in ways we did not see.
+                    e if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
+                    e if e.kind() == io::ErrorKind::Interrupted => {}
+                    e => return Err(e),
+                }
+            }
+            guard.clear_ready();
+            if got {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Opens an XFRM netlink socket and sends one request of `kind` with `body` (the fixed part
 /// and its attributes) to the kernel.
 fn send_request(kind: u16, flags: u16, body: &[u8]) -> io::Result<std::os::fd::OwnedFd> {

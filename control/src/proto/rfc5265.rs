@@ -75,14 +75,117 @@ impl IpsecBackend {
 /// (AES-CBC or AES-GCM, 16-byte IV; HMAC-SHA2-256-128 or a 16-byte GCM ICV): the outer IPv4
 /// header (20), RFC 3948's UDP header when a NAT is in the way (8), SPI and sequence number
 /// (8), the IV (16), up to 15 bytes of padding to the 16-byte block and the pad length and
-/// next header bytes (17), the ICV (16). RFC 4303 §2.
+/// next header bytes (17), the ICV (16). RFC 4303 §2. What the XFRM interface's MTU assumes
+/// until the CHILD_SA's suite is known.
 pub const ESP_TUNNEL_OVERHEAD_MAX: u32 = 20 + 8 + 8 + 16 + 17 + 16;
+
+/// The per-packet sizes of an ESP transform (RFC 4303 §2), which its overhead and the largest
+/// packet that fits a path follow from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspShape {
+    /// Octets of IV in each packet.
+    pub iv: u32,
+    /// Octets of the integrity check value.
+    pub icv: u32,
+    /// The cipher's block size: the plaintext (payload, padding, pad length, next header) is
+    /// padded to a multiple of it, then so that the ICV starts on a 4-octet boundary (§2.4).
+    pub block: u32,
+}
+
+impl EspShape {
+    /// From strongSwan's names of the encryption algorithm (`AES_GCM_16`, `AES_CBC`; a key
+    /// size after '-' is ignored) and of the integrity algorithm (none with an AEAD cipher);
+    /// `None` for an algorithm not known here.
+    pub fn of(encr: &str, integ: Option<&str>) -> Option<EspShape> {
+        let encr = encr.split('-').next().unwrap_or_default();
+        let (iv, aead_icv, block) = if let Some(icv) = encr
+            .strip_prefix("AES_GCM_")
+            .or_else(|| encr.strip_prefix("AES_CCM_"))
+        {
+            // RFC 4106 §3.1, RFC 4309 §3.1: an 8-octet IV; the name gives the ICV's octets.
+            (8, Some(icv.parse().ok()?), 1)
+        } else {
+            match encr {
+                "CHACHA20_POLY1305" => (8, Some(16), 1),      // RFC 7634 §2
+                "AES_CBC" | "CAMELLIA_CBC" => (16, None, 16), // RFC 3602 §3, RFC 4312 §3
+                "AES_CTR" => (8, None, 1),                    // RFC 3686 §3
+                "3DES_CBC" | "3DES" => (8, None, 8),          // RFC 2451 §2.3
+                "NULL" => (0, None, 1),                       // RFC 2410
+                _ => return None,
+            }
+        };
+        let icv = match (aead_icv, integ) {
+            (Some(icv), _) => icv,
+            // RFC 2404, 2403, 3566, 4494: 96-bit truncations; RFC 4868 §2.3: half the hash.
+            (None, Some("HMAC_MD5_96" | "HMAC_SHA1_96" | "AES_XCBC_96" | "AES_CMAC_96")) => 12,
+            (None, Some("HMAC_SHA2_256_128")) => 16,
+            (None, Some("HMAC_SHA2_384_192")) => 24,
+            (None, Some("HMAC_SHA2_512_256")) => 32,
+            _ => return None,
+        };
+        Some(EspShape { iv, icv, block })
+    }
+
+    /// Octets of padding for a `payload`-octet inner packet (§2.4): to the block size, then
+    /// until the ICV is 4-octet aligned.
+    pub fn padding(&self, payload: u32) -> u32 {
+        let pad_len = |len: u32, to: u32| (to - len % to) % to;
+        let plain = payload + 2;
+        let pad = pad_len(plain, self.block.max(1));
+        pad + pad_len(self.iv + plain + pad, 4)
+    }
+
+    /// What ESP in tunnel mode adds to a `payload`-octet packet: the outer IPv4 header, RFC
+    /// 3948's UDP header (`udp`), SPI and sequence number, IV, padding, pad length and next
+    /// header, ICV.
+    pub fn tunnel_overhead(&self, payload: u32, udp: bool) -> u32 {
+        20 + if udp { 8 } else { 0 } + 8 + self.iv + self.padding(payload) + 2 + self.icv
+    }
+
+    /// The largest packet that still fits in one ESP packet on a path of `path_mtu`.
+    pub fn largest_payload(&self, path_mtu: u32, udp: bool) -> u32 {
+        // The fixed parts leave `room`; the padding takes at most block + 3 more.
+        let room =
+            path_mtu.saturating_sub(20 + if udp { 8 } else { 0 } + 8 + self.iv + 2 + self.icv);
+        (room.saturating_sub(self.block + 3)..=room)
+            .rev()
+            .find(|&p| p + self.tunnel_overhead(p, udp) <= path_mtu)
+            .unwrap_or(0)
+    }
+}
+
+/// What an ESP packet may take of an access link of `access_mtu`: all of it in mode mc; in mode
+/// cvc the ESP packets ride in the x-HA's tunnel (§2.3), IP-in-IP or, behind a NAT, RFC 3519's
+/// IP-in-UDP, whose 32 octets (IPv4, UDP, the tunnel data header) are set aside whichever it
+/// is now, so that the VPN's MTU does not change with every move between the two.
+pub fn esp_path_mtu(mode: OutsideMode, access_mtu: u32) -> u32 {
+    match mode {
+        OutsideMode::Cvc => access_mtu.saturating_sub(20 + 8 + 4),
+        OutsideMode::Mc => access_mtu,
+    }
+}
+
+/// The CHILD_SA's ESP suite as charon reports it (`encr-alg`, `integ-alg`, `encap`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EspSuite {
+    pub encr: String,
+    /// None with an AEAD cipher.
+    pub integ: Option<String>,
+    /// RFC 3948 UDP encapsulation (a NAT between the node and the gateway).
+    pub udp: bool,
+}
 
 /// The MTU of the XFRM interface for a path of `path_mtu`: what fits in one ESP packet on the
 /// path, so the kernel never fragments the ciphertext (RFC 4303 §3.3.5 leaves that to the
-/// outer header) and the tunnel inside sizes its packets for it.
-pub fn xfrm_interface_mtu(path_mtu: u32) -> u32 {
-    path_mtu.saturating_sub(ESP_TUNNEL_OVERHEAD_MAX).max(576)
+/// outer header) and the tunnel inside sizes its packets for it. Exact for a suite known here
+/// (RFC 4303 §2); the worst case of charon's default suites otherwise, and before the first
+/// CHILD_SA.
+pub fn xfrm_interface_mtu(path_mtu: u32, esp: Option<&EspSuite>) -> u32 {
+    let mtu = match esp.and_then(|e| Some((EspShape::of(&e.encr, e.integ.as_deref())?, e.udp))) {
+        Some((shape, udp)) => shape.largest_payload(path_mtu, udp),
+        None => path_mtu.saturating_sub(ESP_TUNNEL_OVERHEAD_MAX),
+    };
+    mtu.max(576)
 }
 
 /// The backend the VPN runs on, from the setting and what charon reports (`kernel-libipsec`
@@ -127,6 +230,8 @@ pub struct VpnSnapshot {
     pub tia: Option<Ipv4Addr>,
     /// SPIs of the installed CHILD_SAs, both directions, wire order.
     pub spis: Vec<[u8; 4]>,
+    /// The first installed CHILD_SA's ESP suite.
+    pub esp: Option<EspSuite>,
 }
 
 /// Where an interface is attached, as far as the kernel says: a change of either is a
@@ -260,6 +365,11 @@ struct Vpn {
     snapshot: VpnSnapshot,
     /// Charon runs IPsec in user space (kernel-libipsec), once it said.
     libipsec: Option<bool>,
+    /// With the kernel's ESP: the SPIs of the kernel's ESP SAs on the VPN's XFRM interface,
+    /// once read, in order.
+    kernel_spis: Option<Vec<[u8; 4]>>,
+    /// Charon's SPIs the kernel did not hold when last compared, as last logged.
+    mismatch: Vec<[u8; 4]>,
     last_error: Option<String>,
     tia: Option<TiaRegistration>,
     /// A request went out through the VPN since the node was last inside.
@@ -276,6 +386,37 @@ pub struct Node {
     vpn: Option<Vpn>,
     transmits: VecDeque<NodeTransmit>,
     events: VecDeque<NodeEvent>,
+}
+
+impl Vpn {
+    /// With the kernel's ESP, cross-checks charon's CHILD_SAs against the kernel's SA table:
+    /// an SPI charon reports installed that the kernel does not hold under the VPN's if_id
+    /// means that ESP does not reach the XFRM interface (charon runs another if_id, or installs
+    /// the SAs elsewhere). For a moment during a rekey or a MOBIKE update that is normal (the
+    /// two are read at different times); it is logged when it changes and shown in the status.
+    fn compare_sas(&mut self) {
+        let mismatch: Vec<[u8; 4]> = match (&self.kernel_spis, self.libipsec) {
+            (Some(kernel), Some(false)) => self
+                .snapshot
+                .spis
+                .iter()
+                .filter(|s| !kernel.contains(s))
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if mismatch != self.mismatch {
+            if mismatch.is_empty() {
+                info!("the kernel holds every SA charon reports");
+            } else {
+                info!(
+                    spis = ?mismatch.iter().map(|s| format!("{:08x}", u32::from_be_bytes(*s))).collect::<Vec<_>>(),
+                    "charon reports SAs the kernel does not hold on the VPN's interface"
+                );
+            }
+            self.mismatch = mismatch;
+        }
+    }
 }
 
 impl Node {
@@ -304,6 +445,8 @@ impl Node {
                 want: VpnCommand::Down,
                 snapshot: VpnSnapshot::default(),
                 libipsec: None,
+                kernel_spis: None,
+                mismatch: Vec::new(),
                 last_error: None,
                 tia: None,
                 tia_sent: false,
@@ -445,7 +588,21 @@ impl Node {
     pub fn vpn_ready(&mut self, libipsec: bool) {
         if let Some(v) = &mut self.vpn {
             v.libipsec = Some(libipsec);
+            v.compare_sas();
         }
+    }
+
+    /// The MTU the VPN's XFRM interface should have for access links of `path_mtu`: what fits
+    /// in one ESP packet of the CHILD_SA's suite ([`xfrm_interface_mtu`]) on what the mode
+    /// leaves of the link ([`esp_path_mtu`]).
+    pub fn vpn_interface_mtu(&self, path_mtu: u32) -> u32 {
+        let esp = self.vpn.as_ref().and_then(|v| v.snapshot.esp.as_ref());
+        xfrm_interface_mtu(esp_path_mtu(self.mode, path_mtu), esp)
+    }
+
+    /// Charon runs the kernel's ESP (XFRM), as it said.
+    pub fn vpn_on_xfrm(&self) -> bool {
+        self.vpn.as_ref().is_some_and(|v| v.libipsec == Some(false))
     }
 
     /// Bringing the VPN up failed (charon's words; it retries).
@@ -472,6 +629,7 @@ impl Node {
             v.last_error = None;
         }
         v.snapshot = snapshot;
+        v.compare_sas();
         if v.snapshot.established
             && let Some(local) = v.snapshot.local
         {
@@ -486,6 +644,45 @@ impl Node {
 
     pub fn vpn_snapshot(&self) -> Option<&VpnSnapshot> {
         self.vpn.as_ref().map(|v| &v.snapshot)
+    }
+
+    /// With the kernel's ESP: the SPIs of the kernel's ESP SAs on the VPN's XFRM interface,
+    /// read again after every change XFRM netlink announced.
+    pub fn vpn_kernel_sas(&mut self, mut spis: Vec<[u8; 4]>) {
+        let Some(v) = &mut self.vpn else { return };
+        spis.sort_unstable();
+        spis.dedup();
+        if v.kernel_spis.as_ref() != Some(&spis) {
+            debug!(sas = spis.len(), "the kernel's SAs on the VPN's interface");
+        }
+        v.kernel_spis = Some(spis);
+        v.compare_sas();
+    }
+
+    /// The SPIs the gate passes ESP with (both directions, wire order): charon's CHILD_SAs and,
+    /// with the kernel's ESP, every SA the kernel holds on the VPN's XFRM interface.
+    ///
+    /// The kernel is ahead of charon's events: during a rekey charon installs the new SAs
+    /// (the inbound one first, RFC 7296 §2.8) and the kernel sends with the new outbound SA at
+    /// once, while charon reports the CHILD_SA only once the exchange is done; a MOBIKE update
+    /// (RFC 4555 §3.5) replaces each SA with one of the same SPI at the new addresses, and
+    /// charon reports it meanwhile. The union never lacks an SPI either of them has, so the gate
+    /// never drops the new SA's packets; and it only ever passes ESP, ciphertext, so an SPI one
+    /// of them still lists after the other dropped it lets nothing plain through (the kernel
+    /// drops ESP it holds no SA for). An SPI leaves the gate once neither has it.
+    pub fn gate_spis(&self) -> Vec<[u8; 4]> {
+        let Some(v) = &self.vpn else {
+            return Vec::new();
+        };
+        let mut spis = v.snapshot.spis.clone();
+        if v.libipsec == Some(false)
+            && let Some(kernel) = &v.kernel_spis
+        {
+            spis.extend(kernel.iter().copied());
+        }
+        spis.sort_unstable();
+        spis.dedup();
+        spis
     }
 
     /// Brings the VPN and the registration through it in line with the detectors: queues
@@ -601,6 +798,8 @@ impl Node {
             gateway: v.gateway,
             snapshot: &v.snapshot,
             libipsec: v.libipsec,
+            kernel_spis: v.kernel_spis.as_deref(),
+            mismatch: &v.mismatch,
             internal_registered: v.tia.as_ref().is_some_and(|t| t.registered),
             last_error: v.last_error.as_deref(),
         })
@@ -853,6 +1052,10 @@ pub struct VpnView<'a> {
     pub gateway: Ipv4Addr,
     pub snapshot: &'a VpnSnapshot,
     pub libipsec: Option<bool>,
+    /// With the kernel's ESP: the SPIs of its SAs on the VPN's interface, once read.
+    pub kernel_spis: Option<&'a [[u8; 4]]>,
+    /// Charon's SPIs the kernel did not hold when last compared.
+    pub mismatch: &'a [[u8; 4]],
     pub internal_registered: bool,
     pub last_error: Option<&'a str>,
 }
@@ -872,5 +1075,69 @@ mod tests {
         assert!(e.contains("kernel-libipsec"), "{e}");
         let e = ipsec_backend(IpsecSetting::Libipsec, false).unwrap_err();
         assert!(e.contains("add kernel-libipsec"), "{e}");
+    }
+
+    fn suite(encr: &str, integ: Option<&str>, udp: bool) -> EspSuite {
+        EspSuite {
+            encr: encr.into(),
+            integ: integ.map(Into::into),
+            udp,
+        }
+    }
+
+    #[test]
+    fn the_xfrm_interface_mtu_is_what_fits_in_one_esp_packet() {
+        // AES-GCM-16 (RFC 4106): 20 + 8 + 8 (IV) + 1446 + 2 + 16 = 1500, padding none.
+        let gcm = suite("AES_GCM_16", None, false);
+        assert_eq!(xfrm_interface_mtu(1500, Some(&gcm)), 1446);
+        // Behind a NAT, RFC 3948's 8 octets more.
+        let gcm_nat = suite("AES_GCM_16", None, true);
+        assert_eq!(xfrm_interface_mtu(1500, Some(&gcm_nat)), 1438);
+        // AES-CBC (RFC 3602, 16-octet IV and block), HMAC-SHA2-256-128 (RFC 4868):
+        // 20 + 8 + 16 + (1438 + 2, a multiple of 16) + 16 = 1500.
+        let cbc = suite("AES_CBC", Some("HMAC_SHA2_256_128"), false);
+        assert_eq!(xfrm_interface_mtu(1500, Some(&cbc)), 1438);
+        // RFC 5265 §5.2's reference: a 64-bit block cipher with HMAC-96.
+        let des = suite("3DES_CBC", Some("HMAC_SHA1_96"), false);
+        assert_eq!(xfrm_interface_mtu(1500, Some(&des)), 1446);
+        // Unknown, or not known yet: the worst case of charon's default suites.
+        let odd = suite("SERPENT_CBC", Some("HMAC_SHA2_256_128"), false);
+        assert_eq!(
+            xfrm_interface_mtu(1500, Some(&odd)),
+            1500 - ESP_TUNNEL_OVERHEAD_MAX
+        );
+        assert_eq!(xfrm_interface_mtu(1500, None), 1415);
+        assert_eq!(xfrm_interface_mtu(300, Some(&gcm)), 576);
+    }
+
+    #[test]
+    fn the_largest_payload_fits_and_one_more_octet_does_not() {
+        let shapes = [
+            ("AES_GCM_16-128", None),
+            ("AES_GCM_8", None),
+            ("CHACHA20_POLY1305", None),
+            ("AES_CBC-256", Some("HMAC_SHA2_512_256")),
+            ("AES_CTR", Some("AES_XCBC_96")),
+            ("3DES_CBC", Some("HMAC_MD5_96")),
+            ("NULL", Some("HMAC_SHA2_384_192")),
+        ];
+        for (encr, integ) in shapes {
+            let shape = EspShape::of(encr, integ).unwrap_or_else(|| panic!("{encr}"));
+            for udp in [false, true] {
+                for path in 576..1600 {
+                    let p = shape.largest_payload(path, udp);
+                    let total = |p: u32| p + shape.tunnel_overhead(p, udp);
+                    assert!(total(p) <= path, "{encr} {path}: {p} does not fit");
+                    assert!(total(p + 1) > path, "{encr} {path}: {} fits too", p + 1);
+                    // The ICV starts 4-octet aligned (RFC 4303 §2.4).
+                    assert_eq!((shape.iv + p + 2 + shape.padding(p)) % 4, 0);
+                }
+            }
+        }
+        assert_eq!(
+            EspShape::of("AES_CBC", None),
+            None,
+            "CBC needs an integrity algorithm"
+        );
     }
 }

@@ -6,11 +6,17 @@
 //!
 //! - `plain`: inside (internal 1), from the care-of address: routed, no Mobile IP at all;
 //! - `c`: inside, from the internal home address: IP-in-IP to the i-HA (RFC 5265 §2.1);
-//! - `mc`: external 1, from the home address: IP-in-IP inside ESP-in-UDP, MOBIKE VPN;
-//! - `cvc`: external 1: IP-in-IP inside ESP-in-UDP inside IP-in-IP to the x-HA (§2.3).
+//! - `mc`: external 1, from the home address: IP-in-IP inside ESP, MOBIKE VPN;
+//! - `cvc`: external 1: IP-in-IP inside ESP inside IP-in-IP to the x-HA (§2.3).
+//!
+//! mc and cvc run on each IPsec backend asked for (`--ipsec`): strongSwan's kernel-libipsec
+//! (keys `mc`, `cvc`; ESP in user space through a TUN device, always in UDP) and the kernel's
+//! ESP (keys `mc-xfrm`, `cvc-xfrm`; XFRM, mipd's XFRM interface, raw ESP without a NAT). The
+//! default is both where the kernel has ESP, kernel-libipsec elsewhere.
 //!
 //! Each transfer runs `--secs` seconds; the receiver counts the bytes. Usage:
-//! `mipx-bench-vpn [--rounds N] [--secs S] [--json FILE]` (root).
+//! `mipx-bench-vpn [--rounds N] [--secs S] [--ipsec libipsec|kernel|both] [--json FILE]`
+//! (root).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -18,32 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use mipx_tests::daemon::{Mipd, wait_for};
-use mipx_tests::detection::{
-    CN_ADDR, DetectionTopology, INTERNAL_HOME_ADDR, MN_VPN_ID, Net, VPN_GATEWAY_ADDR,
-    VPN_GATEWAY_ID, VPN_POOL, VPN_PSK,
-};
-use mipx_tests::strongswan::Charon;
+use mipx_tests::detection::{CN_ADDR, DetectionTopology, INTERNAL_HOME_ADDR, Net, VPN_POOL};
+use mipx_tests::rfc5265_lab::vpn_toml;
+use mipx_tests::strongswan::{Ipsec, kernel_has_esp};
 
 const PORT: u16 = 5201;
-
-fn vpn_toml(topo: &DetectionTopology, charon: &Charon, mode: &str) -> Result<String> {
-    let psk = topo.dir.write("vpn.psk", VPN_PSK, 0o600)?;
-    let detection = match mode {
-        "cvc" => format!("{}mode = \"cvc\"\n", topo.rfc5265_mn_toml(30, 5, 1000)),
-        _ => format!(
-            "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nmode = \"mc\"\nt_monitor_secs = 30\n\
-             grace_secs = 5\ndetection_period_ms = 1000\n",
-            topo.plain_mn_toml()
-        ),
-    };
-    Ok(format!(
-        "{detection}\n[mn.rfc5265.vpn]\nvici_socket = \"{}\"\ngateway = \"{VPN_GATEWAY_ADDR}\"\n\
-         local_id = \"{MN_VPN_ID}\"\nremote_id = \"{VPN_GATEWAY_ID}\"\npsk_file = \"{}\"\n\
-         inside = \"teardown\"\n",
-        charon.vici.display(),
-        psk.display(),
-    ))
-}
 
 fn wait_mode(mn: &Mipd, location: &str, mode: &str) -> Result<()> {
     wait_for(
@@ -112,28 +97,43 @@ fn transfer(topo: &DetectionTopology, from: Ipv4Addr, secs: f64) -> Result<f64> 
     Ok(bytes as f64 * 8.0 / elapsed / 1e6)
 }
 
-/// One round: plain, c and mc on one topology, cvc on another.
-fn round(secs: f64) -> Result<Vec<(String, f64)>> {
+/// The result's key for `family` on `ipsec`.
+fn key(family: &str, ipsec: Ipsec) -> String {
+    match ipsec {
+        Ipsec::Libipsec => family.to_owned(),
+        Ipsec::Kernel => format!("{family}-xfrm"),
+    }
+}
+
+/// One round: for each backend, mc on one topology (plain and c inside first, once per round)
+/// and cvc on another.
+fn round(secs: f64, backends: &[Ipsec]) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
-    for family in ["mc", "cvc"] {
-        let mut topo = DetectionTopology::new(&format!("bench-{family}"))?;
-        topo.start_vpn_gateway(VPN_POOL)?;
-        let charon = topo.start_mn_charon()?;
-        let _iha = topo.start_iha()?;
-        let _xha = if family == "cvc" {
-            Some(topo.start_xha()?)
-        } else {
-            None
-        };
-        let mn = topo.start_mn(&vpn_toml(&topo, &charon, family)?)?;
-        wait_mode(&mn, "inside", "c")?;
-        if family == "mc" {
-            out.push(("plain".into(), transfer(&topo, Net::Int1.mn_addr(), secs)?));
-            out.push(("c".into(), transfer(&topo, INTERNAL_HOME_ADDR, secs)?));
+    for (b, &ipsec) in backends.iter().enumerate() {
+        for family in ["mc", "cvc"] {
+            let mut topo = DetectionTopology::new(&format!("bench-{family}"))?;
+            topo.set_ipsec(ipsec);
+            topo.start_vpn_gateway(VPN_POOL)?;
+            let charon = topo.start_mn_charon()?;
+            let _iha = topo.start_iha()?;
+            let _xha = if family == "cvc" {
+                Some(topo.start_xha()?)
+            } else {
+                None
+            };
+            let mn = topo.start_mn(&vpn_toml(&topo, &charon, family, "teardown", ipsec)?)?;
+            wait_mode(&mn, "inside", "c")?;
+            if family == "mc" && b == 0 {
+                out.push(("plain".into(), transfer(&topo, Net::Int1.mn_addr(), secs)?));
+                out.push(("c".into(), transfer(&topo, INTERNAL_HOME_ADDR, secs)?));
+            }
+            topo.move_mn(Net::Ext1, true)?;
+            wait_mode(&mn, "outside", family)?;
+            out.push((
+                key(family, ipsec),
+                transfer(&topo, INTERNAL_HOME_ADDR, secs)?,
+            ));
         }
-        topo.move_mn(Net::Ext1, true)?;
-        wait_mode(&mn, "outside", family)?;
-        out.push((family.into(), transfer(&topo, INTERNAL_HOME_ADDR, secs)?));
     }
     Ok(out)
 }
@@ -142,21 +142,40 @@ fn main() -> Result<()> {
     let mut rounds = 3usize;
     let mut secs = 3.0f64;
     let mut json: Option<std::path::PathBuf> = None;
+    let mut backends = if kernel_has_esp() {
+        vec![Ipsec::Libipsec, Ipsec::Kernel]
+    } else {
+        vec![Ipsec::Libipsec]
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
             "--secs" => secs = args.next().context("--secs S")?.parse()?,
             "--json" => json = Some(args.next().context("--json FILE")?.into()),
+            "--ipsec" => {
+                backends = match args
+                    .next()
+                    .context("--ipsec libipsec|kernel|both")?
+                    .as_str()
+                {
+                    "libipsec" => vec![Ipsec::Libipsec],
+                    "kernel" => vec![Ipsec::Kernel],
+                    "both" => vec![Ipsec::Libipsec, Ipsec::Kernel],
+                    other => bail!("--ipsec {other}: libipsec, kernel or both"),
+                }
+            }
             other => {
-                bail!("unknown argument {other}; usage: [--rounds N] [--secs S] [--json FILE]")
+                bail!(
+                    "unknown argument {other}; usage: [--rounds N] [--secs S] [--ipsec libipsec|kernel|both] [--json FILE]"
+                )
             }
         }
     }
     mipx_tests::require_root();
     let mut results: Vec<Vec<(String, f64)>> = Vec::new();
     for r in 0..rounds {
-        let got = round(secs).with_context(|| format!("round {}", r + 1))?;
+        let got = round(secs, &backends).with_context(|| format!("round {}", r + 1))?;
         let line: Vec<String> = got.iter().map(|(m, v)| format!("{m} {v:.0}")).collect();
         println!("round {}: Mbit/s {}", r + 1, line.join(", "));
         results.push(got);
@@ -174,7 +193,11 @@ fn main() -> Result<()> {
             .collect();
         std::fs::write(
             &path,
-            serde_json::to_string_pretty(&serde_json::json!({ "secs": secs, "rounds": rounds }))?,
+            serde_json::to_string_pretty(&serde_json::json!({
+                "secs": secs,
+                "ipsec": backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
+                "rounds": rounds,
+            }))?,
         )?;
     }
     Ok(())

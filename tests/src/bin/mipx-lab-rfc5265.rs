@@ -1391,24 +1391,13 @@ fn ipsec_name(ipsec: Ipsec) -> &'static str {
     }
 }
 
-/// Whether this kernel has ESP and XFRM interfaces (as modules or built in): then the lab
-/// runs on them unless told otherwise.
-fn kernel_has_esp() -> bool {
-    ["esp4", "xfrm_interface"].iter().all(|m| {
-        std::process::Command::new("modprobe")
-            .args(["-q", m])
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 fn main() -> Result<()> {
     require_root();
     catch_signals();
     let mut modes: Vec<&'static str> = vec!["cvc", "mc", "fvc"];
     let mut json = None;
     let mut mss = Some(SESSION_MSS);
-    let mut ipsec = if kernel_has_esp() {
+    let mut ipsec = if mipx_tests::strongswan::kernel_has_esp() {
         Ipsec::Kernel
     } else {
         Ipsec::Libipsec

@@ -42,7 +42,8 @@ use crate::net::xfrm;
 use crate::proto::Now;
 use crate::proto::detect::Gate;
 use crate::proto::rfc5265::{
-    Attachment, HomeRoute, IfaceConfig, Node, NodeConfig, NodeEvent, Offer, Path, VpnCommand, Wants,
+    Attachment, HomeRoute, IfaceConfig, Node, NodeConfig, NodeEvent, Offer, Path, VpnCommand,
+    Wants, esp_path_mtu,
 };
 use vpn::VpnReport;
 
@@ -65,9 +66,11 @@ struct VpnLink {
     attached: Option<u32>,
     /// The socket bound to the TIA, for the i-HA registration through the VPN.
     tia_socket: Option<TiaSocket>,
-    /// Charon runs the kernel's ESP: the device is our XFRM interface (if_id), where the TIA
-    /// is ours to install and the home address's inbound policy lives.
-    xfrm: bool,
+    /// With the kernel's ESP: the SPIs of the kernel's SAs on our XFRM interface, read again
+    /// at each change XFRM netlink announces.
+    kernel_sas: Option<mpsc::Receiver<Vec<[u8; 4]>>>,
+    /// The smallest access interface's MTU: what each ESP packet must fit.
+    path_mtu: u32,
 }
 
 /// A socket bound to the TIA. With kernel-libipsec the routes charon installed for the
@@ -93,6 +96,8 @@ enum Input {
     AgentFrame(u32, Vec<u8>),
     /// A link, address or route changed (rtnetlink).
     Netlink,
+    /// The kernel's ESP SAs on the VPN's XFRM interface, after a change.
+    KernelSas(Vec<[u8; 4]>),
 }
 
 /// A route mipd installs for a home address.
@@ -127,6 +132,31 @@ struct Rfc5265Shell {
     /// fvc).
     internal_route: Option<RouteTarget>,
     external_route: Option<RouteTarget>,
+}
+
+/// Follows the kernel's ESP SAs on the XFRM interface `if_id`: their SPIs now and after every
+/// change XFRM netlink announces. Joined before the first read, so no change in between is
+/// missed.
+fn watch_kernel_sas(if_id: u32) -> io::Result<mpsc::Receiver<Vec<[u8; 4]>>> {
+    let watch = xfrm::SaWatch::open()?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match xfrm::sas() {
+                Ok(sas) => {
+                    if tx.send(xfrm::esp_spis_of(&sas, if_id)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot read the kernel's SA table"),
+            }
+            if let Err(e) = watch.changed().await {
+                error!(error = %e, "XFRM netlink's notifications stopped: the gate follows charon's events only");
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Runs an RFC 5265 mobile node until SIGINT or SIGTERM.
@@ -228,14 +258,20 @@ pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> 
                 .map(|i| device_mtu(&i.name))
                 .min()
                 .unwrap_or(1500);
-            let (commands, reports) = vpn::spawn(v.clone(), remote_ts, local, path_mtu);
+            let (commands, reports) = vpn::spawn(
+                v.clone(),
+                remote_ts,
+                local,
+                esp_path_mtu(rfc.mode, path_mtu),
+            );
             let link = VpnLink {
                 settings: v.clone(),
                 commands,
                 installed_spis: Vec::new(),
                 attached: None,
                 tia_socket: None,
-                xfrm: false,
+                kernel_sas: None,
+                path_mtu,
             };
             (Some(link), Some(reports))
         }
@@ -290,6 +326,13 @@ pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> 
     shell.send_and_apply().await;
     shell.sync().await;
     driver::run(&mut shell, &config.api_socket).await
+}
+
+/// SPIs as `ip xfrm state` writes them, without the 0x.
+fn spi_names(spis: &[[u8; 4]]) -> Vec<String> {
+    spis.iter()
+        .map(|s| format!("{:08x}", u32::from_be_bytes(*s)))
+        .collect()
 }
 
 /// Reads `socket` into the node's datagram channel, tagged with `path`.
@@ -357,6 +400,9 @@ impl Shell for Rfc5265Shell {
                 Input::AgentFrame(ifindex, frame)
             }
             Some(()) = self.netlink.recv() => Input::Netlink,
+            Some(spis) = driver::recv(self.vpn.as_mut().and_then(|v| v.kernel_sas.as_mut())) => {
+                Input::KernelSas(spis)
+            }
         }
     }
 
@@ -387,6 +433,7 @@ impl Shell for Rfc5265Shell {
                 self.recheck_routes().await;
                 self.refresh().await;
             }
+            Input::KernelSas(spis) => self.core.vpn_kernel_sas(spis),
         }
     }
 
@@ -436,7 +483,7 @@ impl Shell for Rfc5265Shell {
 
     async fn shutdown(&mut self) {
         if let Some(v) = &self.vpn
-            && v.xfrm
+            && self.core.vpn_on_xfrm()
             && let Err(e) =
                 xfrm::remove_inbound_to(self.core.internal().home_addr, v.settings.if_id)
         {
@@ -558,12 +605,15 @@ impl Rfc5265Shell {
     }
 
     async fn open_tia_socket(&mut self, tia: Option<Ipv4Addr>) {
+        let xfrm = self.core.vpn_on_xfrm();
         let Some(v) = &mut self.vpn else { return };
         v.tia_socket = None;
-        // With the kernel's ESP, the TIA lives on our XFRM interface (charon puts its virtual
-        // IP on the access interface, which a move may take away), and only while the VPN
-        // gives it to us.
-        if v.xfrm {
+        // With the kernel's ESP, the TIA is the only address of our XFRM interface while the
+        // VPN gives it to us: the registration socket is bound there, and the interface has no
+        // route without an address. Charon is told to install its virtual IP there too
+        // (`install_virtual_ip_on`, docs/vpn-layer.md): never on an access interface, whose
+        // addresses MOBIKE would announce and a move takes away.
+        if xfrm {
             let installed = match crate::dataplane::ifindex(&v.settings.device) {
                 Ok(ifindex) => iface::set_only_address(&self.handle, ifindex, tia)
                     .await
@@ -578,7 +628,7 @@ impl Rfc5265Shell {
         let bound = UdpSocket::bind(SocketAddrV4::new(tia, 0))
             .await
             .and_then(|s| {
-                if v.xfrm {
+                if xfrm {
                     bind_to_device(&s, &v.settings.device)?;
                 }
                 Ok(s)
@@ -632,8 +682,15 @@ impl Rfc5265Shell {
         match report {
             VpnReport::Ready { libipsec } => {
                 if let Some(v) = &mut self.vpn {
-                    v.xfrm = !libipsec;
-                    if v.xfrm {
+                    if !libipsec && v.kernel_sas.is_none() {
+                        match watch_kernel_sas(v.settings.if_id) {
+                            Ok(rx) => v.kernel_sas = Some(rx),
+                            Err(e) => {
+                                error!(error = %e, "cannot follow the kernel's SAs: the gate follows charon's events only")
+                            }
+                        }
+                    }
+                    if !libipsec {
                         let home = self.core.internal().home_addr;
                         match xfrm::allow_inbound_to(home, v.settings.if_id) {
                             Ok(()) => {
@@ -665,7 +722,8 @@ impl Rfc5265Shell {
         {
             // The gate passes ESP only with the SAs' SPIs (both directions).
             if let Some(dp) = &mut self.dataplane {
-                let failed = sync::sync_spis(&mut dp.dp, &mut v.installed_spis, &snapshot.spis);
+                let wanted = self.core.gate_spis();
+                let failed = sync::sync_spis(&mut dp.dp, &mut v.installed_spis, &wanted);
                 if failed > 0 {
                     dp.errors += failed;
                     error!(failed, "cannot add a VPN SPI to the gate");
@@ -696,9 +754,34 @@ impl Rfc5265Shell {
                 }
             }
         }
+        self.sync_xfrm_mtu().await;
         let wants = self.core.wants(now);
         self.sync_dataplane_tunnels(&wants);
         self.sync_routes(&wants).await;
+    }
+
+    /// With the kernel's ESP: the XFRM interface, made for the worst case, takes the MTU of the
+    /// CHILD_SA's suite once known (and again when MOBIKE adds or drops NAT-T's UDP); the home
+    /// address's route into it follows at the same sync.
+    async fn sync_xfrm_mtu(&mut self) {
+        let Some(v) = &self.vpn else { return };
+        if !self.core.vpn_on_xfrm()
+            || !self.core.vpn_snapshot().is_some_and(|s| s.established)
+            || crate::dataplane::ifindex(&v.settings.device).is_err()
+        {
+            return;
+        }
+        let mtu = self.core.vpn_interface_mtu(v.path_mtu);
+        let dev = &v.settings.device;
+        if device_mtu(dev) == mtu {
+            return;
+        }
+        match xfrm::ensure_interface(&self.handle, dev, 0, v.settings.if_id, mtu).await {
+            Ok(_) => {
+                info!(device = %dev, mtu, "XFRM interface MTU from the ESP suite (RFC 4303 §2)")
+            }
+            Err(e) => warn!(device = %dev, mtu, error = %e, "cannot set the XFRM interface's MTU"),
+        }
     }
 
     /// Writes the tunnels the core wants into the dataplane.
@@ -844,12 +927,9 @@ impl Rfc5265Shell {
             external_care_of: (outer.flags & MN_ACTIVE != 0 && outer.flags != u32::MAX)
                 .then(|| Ipv4Addr::from(outer.care_of_addr)),
             external_udp: outer.flags != u32::MAX && outer.flags & MN_UDP_TUNNEL != 0,
-            spis: v
-                .snapshot
-                .spis
-                .iter()
-                .map(|s| format!("{:08x}", u32::from_be_bytes(*s)))
-                .collect(),
+            spis: spi_names(&v.snapshot.spis),
+            kernel_spis: v.kernel_spis.map(spi_names),
+            sa_mismatch: spi_names(v.mismatch),
             last_error: v.last_error.map(str::to_owned),
         })
     }

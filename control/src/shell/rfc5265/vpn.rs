@@ -23,7 +23,7 @@ use crate::error_chain;
 use crate::net::vici::{IkeSa, RoadWarrior, Vici, VpnError};
 use crate::net::xfrm;
 use crate::proto::rfc5265::{
-    IpsecBackend, VpnCommand, VpnSnapshot, ipsec_backend, xfrm_interface_mtu,
+    EspSuite, IpsecBackend, VpnCommand, VpnSnapshot, ipsec_backend, xfrm_interface_mtu,
 };
 
 /// The connection's name in charon (IKE_SA and CHILD_SA).
@@ -46,6 +46,17 @@ fn snapshot_of(sa: Option<&IkeSa>) -> VpnSnapshot {
         gateway: IkeSa::host(&sa.remote_host),
         tia: sa.tunnel_inner_address(),
         spis,
+        esp: sa
+            .child_sas
+            .values()
+            .filter(|c| matches!(c.state.as_str(), "INSTALLED" | "UPDATING" | "REKEYING"))
+            .find_map(|c| {
+                Some(EspSuite {
+                    encr: c.encr_alg.clone()?,
+                    integ: c.integ_alg.clone(),
+                    udp: c.encap.as_deref() == Some("yes"),
+                })
+            }),
     }
 }
 
@@ -67,8 +78,9 @@ pub enum VpnReport {
 
 /// Starts the task. `remote_ts`: what the CHILD_SA must cover (the i-HA; RFC 5265 §4.2: the
 /// gateway need only pass Mobile IP to it). `local_addr`: a fixed IKE address (mode cvc, the
-/// x-HoA), or `None` to let charon pick and MOBIKE move it (mode mc). `path_mtu`: the access
-/// interfaces' MTU, which the ESP packets must fit (for the kernel backend's XFRM interface).
+/// x-HoA), or `None` to let charon pick and MOBIKE move it (mode mc). `path_mtu`: what the ESP
+/// packets must fit (`esp_path_mtu`), for the kernel backend's XFRM interface, made for the
+/// worst suite until the shell knows the CHILD_SA's.
 pub fn spawn(
     settings: VpnSettings,
     remote_ts: Vec<String>,
@@ -272,7 +284,7 @@ impl Driver {
         // kernel decrypts for it arrives there, where the tunnel programs run.
         self.conn.if_id = match backend {
             IpsecBackend::Kernel => {
-                let mtu = xfrm_interface_mtu(self.path_mtu);
+                let mtu = xfrm_interface_mtu(self.path_mtu, None);
                 let ifindex = self.xfrm_interface(mtu).await.map_err(|e| {
                     VpnError::Backend(format!(
                         "cannot create the XFRM interface {} (if_id {}): {}",
@@ -417,10 +429,21 @@ mod tests {
                 state: "INSTALLED".into(),
                 spi_in: Some("c1a2b3c4".into()),
                 spi_out: Some("d1a2b3c4".into()),
+                encr_alg: Some("AES_GCM_16".into()),
+                integ_alg: None,
+                encap: Some("yes".into()),
             },
         );
         let s = snapshot_of(Some(&sa));
         assert!(s.established);
+        assert_eq!(
+            s.esp,
+            Some(EspSuite {
+                encr: "AES_GCM_16".into(),
+                integ: None,
+                udp: true
+            })
+        );
         assert_eq!(s.tia, Some(Ipv4Addr::new(10, 40, 0, 3)));
         assert_eq!(s.local, Some(Ipv4Addr::new(192, 0, 2, 50)));
         assert_eq!(s.spis.len(), 2);
