@@ -59,16 +59,32 @@ pub fn vpn_toml(
     inside: &str,
     ipsec: Ipsec,
 ) -> Result<String> {
+    vpn_toml_timed(topo, charon, mode, inside, ipsec, (10, 3))
+}
+
+/// [`vpn_toml`] with T_MONITOR and the grace period (`timers`, seconds) given.
+pub fn vpn_toml_timed(
+    topo: &DetectionTopology,
+    charon: &Charon,
+    mode: &str,
+    inside: &str,
+    ipsec: Ipsec,
+    timers: (u64, u64),
+) -> Result<String> {
+    let (t_monitor, grace) = timers;
     let psk = topo.dir.write("vpn.psk", VPN_PSK, 0o600)?;
     let detection = match mode {
-        "cvc" => format!("{}mode = \"cvc\"\n", topo.rfc5265_mn_toml(10, 3, 1000)),
+        "cvc" => format!(
+            "{}mode = \"cvc\"\n",
+            topo.rfc5265_mn_toml(t_monitor, grace, 1000)
+        ),
         "fvc" => format!(
             "{}mode = \"cvc\"\nagent_discovery = true\n",
-            topo.rfc5265_mn_toml(10, 3, 1000)
+            topo.rfc5265_mn_toml(t_monitor, grace, 1000)
         ),
         "mc" => format!(
-            "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nmode = \"mc\"\nt_monitor_secs = 10\n\
-             grace_secs = 3\ndetection_period_ms = 1000\n",
+            "{}\n[mn.rfc5265]\ninterfaces = [\"mn0\"]\nmode = \"mc\"\n\
+             t_monitor_secs = {t_monitor}\ngrace_secs = {grace}\ndetection_period_ms = 1000\n",
             topo.plain_mn_toml()
         ),
         other => bail!("unknown access mode {other}: cvc, mc or fvc"),

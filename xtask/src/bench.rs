@@ -171,6 +171,7 @@ fn thousands(x: f64) -> String {
 }
 
 /// Facts about the machine a benchmark ran on, for the report.
+#[derive(Clone)]
 struct Machine {
     /// CPUs online (not only those this process may use).
     cpus: usize,

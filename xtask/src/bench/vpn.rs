@@ -34,6 +34,11 @@ pub(crate) struct Options {
     /// 12's in the VM (both backends).
     #[arg(long, value_enum, default_value = "host")]
     kernel: crate::vm::Kernel,
+    /// With `--kernel debian12`: measure nothing, render the last run's results again (its
+    /// JSON files under target/), e.g. after one of its walks was run again by hand with
+    /// `cargo xtask lab --kernel debian12 --mode mc --ipsec ... --json ...`.
+    #[arg(long)]
+    from_last_run: bool,
 }
 
 const THROUGHPUT_JSON: &str = "target/bench-vpn-throughput.json";
@@ -43,12 +48,16 @@ pub(crate) fn run(o: &Options) -> Result<()> {
     let machine = Machine::probe();
     let root = workspace_root();
     let started = std::time::Instant::now();
-    let bench = build_test_bin("mipx-bench-vpn")?;
     let raw = root.join(THROUGHPUT_JSON);
-    let _ = std::fs::remove_file(&raw);
     if o.kernel == crate::vm::Kernel::Debian12 {
-        return run_in_vm(o, &machine, &bench, &raw, started);
+        return run_in_vm(o, &machine, &raw, started);
     }
+    anyhow::ensure!(
+        !o.from_last_run,
+        "--from-last-run goes with --kernel debian12"
+    );
+    let bench = build_test_bin("mipx-bench-vpn")?;
+    let _ = std::fs::remove_file(&raw);
     cmd::run(
         cmd::privileged(&bench)
             .args(["--rounds", &o.rounds.to_string()])
@@ -117,30 +126,14 @@ fn write(o: &Options, body: &str) -> Result<()> {
 fn run_in_vm(
     o: &Options,
     machine: &Machine,
-    bench: &std::path::Path,
     raw: &std::path::Path,
     started: std::time::Instant,
 ) -> Result<()> {
     let root = workspace_root();
-    let lab = build_test_bin("mipx-lab-rfc5265")?;
-    let quote = |p: &std::path::Path| format!("'{}'", p.display());
-    let mut script = format!(
-        "set -e\n{} --rounds {} --secs {} --ipsec both --json {}\n",
-        quote(bench),
-        o.rounds,
-        o.secs,
-        quote(raw)
-    );
     let mut files = Vec::new();
     for w in 0..o.walks {
         for ipsec in ["kernel", "libipsec"] {
             let file = root.join(format!("{HANDOVER_JSON}-{ipsec}-{w}.json"));
-            let _ = std::fs::remove_file(&file);
-            script.push_str(&format!(
-                "{} --mode mc --ipsec {ipsec} --json {}\n",
-                quote(&lab),
-                quote(&file)
-            ));
             files.push((
                 if ipsec == "kernel" {
                     "xfrm"
@@ -151,11 +144,62 @@ fn run_in_vm(
             ));
         }
     }
+    if o.from_last_run {
+        let mut machine = machine.clone();
+        // When the results were written, not now.
+        if let Ok(out) = std::process::Command::new("date")
+            .args(["-u", "-r"])
+            .arg(raw)
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+        {
+            machine.date = format!(
+                "{} (rendered again with --from-last-run)",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+        }
+        return render_files(o, &machine, raw, &files, started);
+    }
+    let bench = build_test_bin("mipx-bench-vpn")?;
+    let _ = std::fs::remove_file(raw);
+    let lab = build_test_bin("mipx-lab-rfc5265")?;
+    let quote = |p: &std::path::Path| format!("'{}'", p.display());
+    let mut script = format!(
+        "set -e\n{} --rounds {} --secs {} --ipsec both --json {}\n",
+        quote(&bench),
+        o.rounds,
+        o.secs,
+        quote(raw)
+    );
+    for (backend, file) in &files {
+        let _ = std::fs::remove_file(file);
+        let ipsec = if *backend == "xfrm" {
+            "kernel"
+        } else {
+            "libipsec"
+        };
+        script.push_str(&format!(
+            "{} --mode mc --ipsec {ipsec} --json {}\n",
+            quote(&lab),
+            quote(file)
+        ));
+    }
     crate::vm::run_in_vm(
         &["sh".into(), "-c".into(), script.into()],
         &crate::vm::test_env(),
         Some(std::time::Duration::from_secs(80 * 60)),
     )?;
+    render_files(o, machine, raw, &files, started)
+}
+
+/// Renders the results in `raw` (throughput) and `files` (the walks, by backend).
+fn render_files(
+    o: &Options,
+    machine: &Machine,
+    raw: &std::path::Path,
+    files: &[(&str, std::path::PathBuf)],
+    started: std::time::Instant,
+) -> Result<()> {
     let throughput: Value = serde_json::from_str(
         &std::fs::read_to_string(raw).with_context(|| format!("reading {}", raw.display()))?,
     )
@@ -163,8 +207,8 @@ fn run_in_vm(
     let mut walks = Vec::new();
     for (backend, file) in files {
         walks.push((
-            backend,
-            serde_json::from_str::<Value>(&std::fs::read_to_string(&file)?)
+            *backend,
+            serde_json::from_str::<Value>(&std::fs::read_to_string(file)?)
                 .context("parsing the lab's JSON")?,
         ));
     }
