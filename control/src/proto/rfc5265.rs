@@ -165,6 +165,13 @@ pub fn esp_path_mtu(mode: OutsideMode, access_mtu: u32) -> u32 {
     }
 }
 
+/// SPIs (wire order) as `ip xfrm state` writes them, without the 0x.
+pub fn spi_names(spis: &[[u8; 4]]) -> Vec<String> {
+    spis.iter()
+        .map(|s| format!("{:08x}", u32::from_be_bytes(*s)))
+        .collect()
+}
+
 /// The CHILD_SA's ESP suite as charon reports it (`encr-alg`, `integ-alg`, `encap`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EspSuite {
@@ -410,7 +417,7 @@ impl Vpn {
                 info!("the kernel holds every SA charon reports");
             } else {
                 info!(
-                    spis = ?mismatch.iter().map(|s| format!("{:08x}", u32::from_be_bytes(*s))).collect::<Vec<_>>(),
+                    spis = ?spi_names(&mismatch),
                     "charon reports SAs the kernel does not hold on the VPN's interface"
                 );
             }

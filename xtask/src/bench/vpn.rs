@@ -67,12 +67,8 @@ pub(crate) fn run(o: &Options) -> Result<()> {
             .env("RUST_BACKTRACE", "0")
             .current_dir(&root),
     )?;
-    let throughput: Value = serde_json::from_str(
-        &std::fs::read_to_string(&raw).with_context(|| format!("reading {}", raw.display()))?,
-    )
-    .context("parsing the throughput JSON")?;
     let lab = build_test_bin("mipx-lab-rfc5265")?;
-    let mut walks = Vec::new();
+    let mut files = Vec::new();
     for w in 0..o.walks {
         let file = root.join(format!("{HANDOVER_JSON}-{w}.json"));
         let _ = std::fs::remove_file(&file);
@@ -83,20 +79,9 @@ pub(crate) fn run(o: &Options) -> Result<()> {
                 .env("RUST_BACKTRACE", "0")
                 .current_dir(&root),
         )?;
-        walks.push((
-            "libipsec",
-            serde_json::from_str::<Value>(&std::fs::read_to_string(&file)?)
-                .context("parsing the lab's JSON")?,
-        ));
+        files.push(("libipsec", file));
     }
-    let body = render(
-        &throughput,
-        &walks,
-        &machine,
-        o,
-        started.elapsed().as_secs(),
-    )?;
-    write(o, &body)
+    render_files(o, &machine, &raw, &files, started)
 }
 
 /// Prints `body` and, unless told not to, puts it in BENCHMARKS.md.
@@ -134,14 +119,7 @@ fn run_in_vm(
     for w in 0..o.walks {
         for ipsec in ["kernel", "libipsec"] {
             let file = root.join(format!("{HANDOVER_JSON}-{ipsec}-{w}.json"));
-            files.push((
-                if ipsec == "kernel" {
-                    "xfrm"
-                } else {
-                    "libipsec"
-                },
-                file,
-            ));
+            files.push((ipsec, file));
         }
     }
     if o.from_last_run {
@@ -171,13 +149,8 @@ fn run_in_vm(
         o.secs,
         quote(raw)
     );
-    for (backend, file) in &files {
+    for (ipsec, file) in &files {
         let _ = std::fs::remove_file(file);
-        let ipsec = if *backend == "xfrm" {
-            "kernel"
-        } else {
-            "libipsec"
-        };
         script.push_str(&format!(
             "{} --mode mc --ipsec {ipsec} --json {}\n",
             quote(&lab),
@@ -192,7 +165,8 @@ fn run_in_vm(
     render_files(o, machine, raw, &files, started)
 }
 
-/// Renders the results in `raw` (throughput) and `files` (the walks, by backend).
+/// Renders the results in `raw` (throughput) and `files` (the walks, by backend as the lab's
+/// `--ipsec` names it).
 fn render_files(
     o: &Options,
     machine: &Machine,
@@ -382,7 +356,7 @@ fn render(
             "| {} | {kind} | {} | {} | {} | {} |",
             match (vm, backend.as_str()) {
                 (false, _) => mode.clone(),
-                (true, "xfrm") => format!("{mode}, kernel ESP"),
+                (true, "kernel") => format!("{mode}, kernel ESP"),
                 (true, _) => format!("{mode}, kernel-libipsec"),
             },
             pick("decision_ms").show(ms),

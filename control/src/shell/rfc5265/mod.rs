@@ -43,7 +43,7 @@ use crate::proto::Now;
 use crate::proto::detect::Gate;
 use crate::proto::rfc5265::{
     Attachment, HomeRoute, IfaceConfig, Node, NodeConfig, NodeEvent, Offer, Path, VpnCommand,
-    Wants, esp_path_mtu,
+    Wants, esp_path_mtu, spi_names,
 };
 use vpn::VpnReport;
 
@@ -326,13 +326,6 @@ pub(crate) async fn run(config: Config, settings: MnSettings) -> io::Result<()> 
     shell.send_and_apply().await;
     shell.sync().await;
     driver::run(&mut shell, &config.api_socket).await
-}
-
-/// SPIs as `ip xfrm state` writes them, without the 0x.
-fn spi_names(spis: &[[u8; 4]]) -> Vec<String> {
-    spis.iter()
-        .map(|s| format!("{:08x}", u32::from_be_bytes(*s)))
-        .collect()
 }
 
 /// Reads `socket` into the node's datagram channel, tagged with `path`.
